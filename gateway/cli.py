@@ -1,0 +1,370 @@
+"""The `sla-gateway` command: a thin click layer over the library.
+
+Owns: argument parsing, finding and loading the configuration once per invocation,
+turning library errors into clean messages and exit codes, and formatting output.
+Exit codes: 0 success; 1 some input could not be used (the rest was processed);
+2 bad configuration or bad arguments. It holds no logic the library lacks, and it never
+prints a traceback for an error that is the operator's or the sender's.
+
+"Now" comes from `ctx.obj["clock"]` when the caller provides one (tests do), else the
+system clock: the one place the real clock is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .classify import Classifier
+from .config import PRIORITIES, WEEKDAYS, Config, load, locate
+from .durations import format_duration
+from .errors import ConfigError, GatewayError, InputError, TemporaryError
+from .parse import parse
+from .policy import deadline
+
+Clock = Callable[[], datetime]
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Group(click.Group):
+    """Maps the library's errors to messages and exit codes, for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            ctx.exit(2)
+        except TemporaryError as exc:
+            click.echo(f"error (temporary, try again): {exc}", err=True)
+            ctx.exit(75)  # EX_TEMPFAIL
+        except GatewayError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+class _State:
+    def __init__(self, config_path: str | None, clock: Clock) -> None:
+        self.config_path = config_path
+        self.clock = clock
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load(locate(self.config_path, os.environ))
+        return self._config
+
+
+def _state(ctx: click.Context) -> _State:
+    state = ctx.find_object(_State)
+    assert state is not None
+    return state
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Configuration file (default: $SLA_GATEWAY_CONFIG, ./config/gateway.toml, "
+    "/etc/sla-gateway/gateway.toml).",
+)
+@click.version_option(__version__, prog_name="sla-gateway")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Acknowledge, classify and measure customer mail to a support inbox."""
+    clock = _system_clock
+    if isinstance(ctx.obj, dict) and callable(ctx.obj.get("clock")):
+        clock = ctx.obj["clock"]
+    ctx.obj = _State(config_path, clock)
+
+
+# ---------------------------------------------------------------------------- check
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the configuration and summarise the policy it publishes."""
+    state = _state(ctx)
+    config = state.config
+    click.echo(f"{config.path}: OK")
+    for line in policy_summary(config, state.clock()):
+        click.echo(line)
+
+
+def _format_week(config: Config) -> str:
+    groups: list[tuple[list[str], str]] = []
+    for day, ranges in zip(WEEKDAYS, config.hours.week, strict=True):
+        text = ", ".join(_range_text(r.start, r.end) for r in ranges) if ranges else "closed"
+        if groups and groups[-1][1] == text:
+            groups[-1][0].append(day)
+        else:
+            groups.append(([day], text))
+    parts = []
+    for days, text in groups:
+        label = days[0].title() if len(days) == 1 else f"{days[0].title()}–{days[-1].title()}"
+        parts.append(f"{label} {text}")
+    return "; ".join(parts)
+
+
+def _range_text(start: int, end: int) -> str:
+    def hhmm(m: int) -> str:
+        return f"{m // 60:02d}:{m % 60:02d}"
+
+    if end > 24 * 60:
+        return f"{hhmm(start)}–{hhmm(end - 24 * 60)} (next day)"
+    return f"{hhmm(start)}–{hhmm(end)}"
+
+
+def policy_summary(config: Config, now: datetime) -> list[str]:
+    """The human summary `check` prints: what the configuration promises."""
+    cal = config.calendar
+    lines = []
+    for inbox in config.inboxes:
+        aliases = f" (also {', '.join(inbox.aliases)})" if inbox.aliases else ""
+        signer = f' as "{inbox.from_name}"' if inbox.from_name else ""
+        lines.append(
+            f"inbox {inbox.name}: {inbox.address}{aliases}{signer}, language {inbox.language}"
+        )
+    lines.append(f"time zone: {config.hours.timezone}")
+    lines.append(f"opening hours: {_format_week(config)}")
+    lines.append(f"public holidays: {config.hours.holidays or 'none'}")
+    today = cal.local(now).date()
+    upcoming = []
+    for offset in range(0, 90):
+        day = today + timedelta(days=offset)
+        reason = cal.closure(day)
+        if reason and config.hours.week[day.weekday()]:
+            upcoming.append(f"{day.isoformat()} {reason}")
+    lines.append("closed in the next 90 days: " + ("; ".join(upcoming) if upcoming else "none"))
+    for season in config.hours.seasons:
+        notice = f' — "{season.notice}"' if season.notice else ""
+        lines.append(
+            f"season {season.name}: {season.start}..{season.end}, windows ×{season.stretch:g}{notice}"
+        )
+    lines.append("response windows (business time):")
+    for p in config.priorities:
+        nxt = (
+            f", next reply {format_duration(p.next_reply)}" if p.next_reply != p.first_reply else ""
+        )
+        what = []
+        if p.keywords:
+            what.append("keywords: " + ", ".join(p.keywords))
+        if p.patterns:
+            what.append("patterns: " + ", ".join(x.pattern for x in p.patterns))
+        if p.name == "normal":
+            what.append("the default")
+        lines.append(
+            f"  {p.name:<7} first reply {format_duration(p.first_reply)}{nxt}; " + "; ".join(what)
+        )
+    if config.vip.senders:
+        lines.append(
+            f"VIP senders ({', '.join(config.vip.senders)}): at least {config.vip.min_priority}"
+        )
+    example = datetime.combine(today, datetime.min.time(), cal.tz).replace(hour=16)
+    d = deadline(cal, config.default_priority, example)
+    lines.append(
+        f"example: normal mail received {example:%a %Y-%m-%d %H:%M} is due {d.due_at:%a %Y-%m-%d %H:%M %Z}"
+    )
+    lines.append(f"database: {_redact(config.database)}")
+    return lines
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+# ---------------------------------------------------------------------------- due
+
+
+def _parse_instant(text: str, config: Config) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise click.BadParameter(
+            f'"{text.strip()}" is not an ISO 8601 time such as 2026-11-23T10:00+01:00',
+            param_hint="--at",
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=config.calendar.tz)  # shop-local when no offset is given
+    return value
+
+
+def _instants(values: Iterable[str]) -> Iterator[str]:
+    for value in values:
+        if value == "-":
+            for line in sys.stdin:
+                if line.strip():
+                    yield line
+        else:
+            yield value
+
+
+@cli.command()
+@click.option(
+    "--priority", "-p", "priority_name", required=True, help="urgent, high, normal or low."
+)
+@click.option(
+    "--at",
+    "at_values",
+    multiple=True,
+    required=True,
+    metavar="ISO8601",
+    help="Receipt time (repeatable); '-' reads one per line from stdin. No offset = shop time.",
+)
+@click.option("--next-reply", is_flag=True, help="Use the next-reply window instead of the first.")
+@click.pass_context
+def due(
+    ctx: click.Context, priority_name: str, at_values: tuple[str, ...], next_reply: bool
+) -> None:
+    """Print the reply deadline for mail received at each --at, one per line."""
+    config = _state(ctx).config
+    known = [p.name for p in config.priorities]
+    if priority_name not in known:
+        raise click.BadParameter(
+            f'"{priority_name}" is not one of {", ".join(known)}', param_hint="--priority"
+        )
+    priority = config.priority(priority_name)
+    out = sys.stdout
+    for text in _instants(at_values):
+        received = _parse_instant(text, config)
+        out.write(
+            deadline(config.calendar, priority, received, next_reply=next_reply).due_at.isoformat()
+        )
+        out.write("\n")
+
+
+# ---------------------------------------------------------------------------- inspect
+
+
+@cli.command()
+@click.option(
+    "--at", "at_text", metavar="ISO8601", help="Treat every message as received at this time."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def inspect(
+    ctx: click.Context, at_text: str | None, as_json: bool, files: tuple[Path, ...]
+) -> None:
+    """Dry run on saved messages: parse, classify, compute the deadline, explain why."""
+    state = _state(ctx)
+    config = state.config
+    classifier = Classifier.from_config(config)
+    at = _parse_instant(at_text, config) if at_text else None
+    failures = 0
+    for path in files:
+        try:
+            result = inspect_file(path, config, classifier, at)
+        except (OSError, InputError) as exc:
+            failures += 1
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if as_json:
+                click.echo(json.dumps({"file": str(path), "error": reason}, ensure_ascii=False))
+            else:
+                click.echo(f"{path}\n  error: {reason}\n")
+            continue
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False))
+        else:
+            _print_inspection(result)
+    if failures:
+        ctx.exit(1)
+
+
+def inspect_file(
+    path: Path, config: Config, classifier: Classifier, at: datetime | None
+) -> dict[str, Any]:
+    raw = path.read_bytes()
+    parsed = parse(raw)
+    if at is not None:
+        received, received_from = at, "--at"
+    elif parsed.date is not None:
+        received, received_from = parsed.date, "Date header"
+    else:
+        received = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        received_from = "file time (no usable Date header)"
+    classification = classifier.classify(parsed)
+    d = deadline(config.calendar, config.priority(classification.priority), received)
+    return {
+        "file": str(path),
+        "message_id": parsed.message_id,
+        "from": parsed.sender.addr if parsed.sender else None,
+        "subject": parsed.subject,
+        "received_at": config.calendar.local(received).isoformat(),
+        "received_from": received_from,
+        "priority": classification.priority,
+        "matched": [str(m) for m in classification.matches],
+        "window": format_duration(d.window),
+        "stretch": d.stretch,
+        "season": d.season,
+        "due": d.due_at.isoformat(),
+        "defects": list(parsed.defects),
+    }
+
+
+def _print_inspection(r: dict[str, Any]) -> None:
+    click.echo(r["file"])
+    click.echo(f"  message-id: {r['message_id'] or '(none)'}")
+    click.echo(f"  from:       {r['from'] or '(none)'}")
+    click.echo(f"  subject:    {r['subject']}")
+    click.echo(f"  received:   {r['received_at']} ({r['received_from']})")
+    why = "; ".join(r["matched"]) or "nothing matched (default)"
+    click.echo(f"  priority:   {r['priority']} — {why}")
+    stretch = f" × {r['stretch']:g} ({r['season']})" if r["season"] else ""
+    click.echo(f"  due:        {r['due']} ({r['window']} business time{stretch})")
+    if r["defects"]:
+        click.echo(f"  defects:    {', '.join(r['defects'])}")
+    click.echo("")
+
+
+# ---------------------------------------------------------------------------- db
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the database schema to the current version."""
+    from . import store
+
+    config = _state(ctx).config
+    engine = store.make_engine(config.database)
+    try:
+        store.upgrade(engine)
+        click.echo(
+            f"database {_redact(config.database)} at revision {store.current_revision(engine)}"
+        )
+    finally:
+        engine.dispose()
+
+
+def main() -> NoReturn:
+    cli.main(prog_name="sla-gateway")
+    raise SystemExit(0)  # pragma: no cover - click exits itself
+
+
+__all__ = ["PRIORITIES", "cli", "date", "main"]

@@ -1,0 +1,675 @@
+"""TOML configuration -> one validated, typed `Config`.
+
+Owns: finding the file (`--config`, `$SLA_GATEWAY_CONFIG`, `./config/gateway.toml`,
+`/etc/sla-gateway/gateway.toml`), reading it, checking every key, and building the values
+the core needs (the business calendar, priority rules). Every problem found is collected
+and reported together, one line each, naming the file, the key, what is wrong and what
+would be right. It never raises anything but `ConfigError` for a bad file, never reads
+the file twice, and keeps no global state: the `Config` it returns is passed down.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from .calendar import BusinessCalendar, Range, Season
+from .durations import parse_duration
+from .errors import ConfigError, Problem
+
+PRIORITIES = ("urgent", "high", "normal", "low")  # highest first
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+LANGUAGES = ("en", "de", "fr", "es", "nl")
+DEFAULT_DATABASE = "sqlite:///var/sla-gateway.db"
+SEARCH_PATH = (Path("config/gateway.toml"), Path("/etc/sla-gateway/gateway.toml"))
+ENV_VAR = "SLA_GATEWAY_CONFIG"
+
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+_HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    """One published support address and how we speak from it."""
+
+    name: str
+    address: str
+    aliases: tuple[str, ...] = ()
+    from_name: str = ""
+    language: str = "en"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (self.address, *self.aliases)
+
+
+@dataclass(frozen=True)
+class PriorityConfig:
+    """One priority level: its response targets and what puts a message in it."""
+
+    name: str
+    first_reply: timedelta
+    next_reply: timedelta
+    keywords: tuple[str, ...] = ()
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    @property
+    def rank(self) -> int:
+        """Higher is more urgent: low=0 ... urgent=3."""
+        return len(PRIORITIES) - 1 - PRIORITIES.index(self.name)
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    """Senders whose mail is raised to at least `min_priority`."""
+
+    senders: tuple[str, ...] = ()
+    min_priority: str = "high"
+
+
+@dataclass(frozen=True)
+class HoursConfig:
+    """Opening hours as written, kept for summaries and the published policy."""
+
+    timezone: str
+    week: tuple[tuple[Range, ...], ...]
+    holidays: str | None
+    closed: tuple[tuple[date, date], ...]
+    seasons: tuple[Season, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the gateway was told, validated. Passed down; never global."""
+
+    path: Path
+    database: str
+    inboxes: tuple[InboxConfig, ...]
+    hours: HoursConfig
+    priorities: tuple[PriorityConfig, ...]  # highest first
+    vip: VipConfig
+    calendar: BusinessCalendar = field(compare=False, repr=False)
+
+    def priority(self, name: str) -> PriorityConfig:
+        for p in self.priorities:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def default_priority(self) -> PriorityConfig:
+        return self.priority("normal")
+
+    def inbox_for(self, address: str) -> InboxConfig | None:
+        wanted = address.lower()
+        for inbox in self.inboxes:
+            if wanted in (a.lower() for a in inbox.addresses):
+                return inbox
+        return None
+
+
+# ---------------------------------------------------------------------------- finding
+
+
+def locate(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    """Where the configuration is, by the documented lookup order."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError([Problem(str(path), "", "no such file", "check the --config path")])
+        return path
+    if environ.get(ENV_VAR):
+        path = Path(environ[ENV_VAR])
+        if not path.is_file():
+            raise ConfigError(
+                [Problem(str(path), "", f"no such file (from ${ENV_VAR})", f"fix ${ENV_VAR}")]
+            )
+        return path
+    for candidate in SEARCH_PATH:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(p) for p in SEARCH_PATH)
+    raise ConfigError(
+        [
+            Problem(
+                "(no configuration file)",
+                "",
+                f"none given and none found in {looked}",
+                "pass --config FILE, set $SLA_GATEWAY_CONFIG, or copy "
+                "config/gateway.example.toml to config/gateway.toml",
+            )
+        ]
+    )
+
+
+def load(path: Path) -> Config:
+    """Read and validate one file; raise ConfigError listing every problem."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(str(path), "", "is not UTF-8 text")]) from None
+    return parse(text, str(path))
+
+
+def parse(text: str, filename: str = "<config>") -> Config:
+    """Validate TOML text; `filename` is only used in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            [Problem(filename, "", f"is not valid TOML: {exc}", "fix the syntax at that line")]
+        ) from None
+    return _Reader(filename).read(data)
+
+
+# ---------------------------------------------------------------------------- checking
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f'did you mean "{close[0]}"?' if close else ""
+
+
+def parse_minutes(text: str, *, allow_24: bool) -> int:
+    """ "09:30" -> 570; "24:00" -> 1440 when allowed."""
+    m = _HHMM.match(text.strip())
+    if not m:
+        raise ValueError(f'"{text.strip()}" is not a time of day like "09:00"')
+    hours, minutes = int(m.group(1)), int(m.group(2))
+    if minutes > 59 or hours > 24 or (hours == 24 and (minutes or not allow_24)):
+        raise ValueError(f'"{text.strip()}" is not a valid time of day')
+    return hours * 60 + minutes
+
+
+def parse_day_hours(text: str) -> tuple[Range, ...]:
+    """ "09:00-12:00, 13:00-17:00" -> ranges; "closed" -> (); raise ValueError on bad text."""
+    cleaned = text.strip().lower()
+    if cleaned in ("closed", ""):
+        return ()
+    ranges: list[Range] = []
+    for part in cleaned.split(","):
+        if "-" not in part:
+            raise ValueError(f'"{part.strip()}" is not a range like "09:00-17:00"')
+        left, right = part.split("-", 1)
+        start = parse_minutes(left, allow_24=False)
+        end = parse_minutes(right, allow_24=True)
+        if end == start:
+            raise ValueError(f'"{part.strip()}" is empty (starts and ends at the same time)')
+        if end < start:  # runs past midnight into the next day
+            end += 24 * 60
+        ranges.append(Range(start, end))
+    ranges.sort()
+    for a, b in pairwise(ranges):
+        if b.start < a.end:
+            raise ValueError(f"ranges {a} and {b} overlap")
+    return tuple(ranges)
+
+
+def parse_date_span(value: object) -> tuple[date, date]:
+    """ "2026-12-24" or "2026-12-24..2026-12-31" (or a TOML date) -> inclusive span."""
+    if isinstance(value, date):
+        return value, value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a date")
+    left, sep, right = value.partition("..")
+    try:
+        first = date.fromisoformat(left.strip())
+        last = date.fromisoformat(right.strip()) if sep else first
+    except ValueError:
+        raise ValueError(
+            f'"{value}" is not a date like "2026-12-24" or a span like "2026-12-24..2026-12-31"'
+        ) from None
+    if last < first:
+        raise ValueError(f'"{value}" ends before it starts')
+    return first, last
+
+
+class _Reader:
+    """Walks the TOML tree once, collecting problems instead of stopping at the first."""
+
+    def __init__(self, filename: str) -> None:
+        self.file = filename
+        self.problems: list[Problem] = []
+
+    def problem(self, key: str, message: str, hint: str = "") -> None:
+        self.problems.append(Problem(self.file, key, message, hint))
+
+    def table(self, data: Mapping[str, Any], key: str, prefix: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(
+                _join(prefix, key), "must be a table", f"write it as [{_join(prefix, key)}]"
+            )
+            return {}
+        return value
+
+    def unknown(self, data: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = _suggest(key, allowed) or "known keys: " + ", ".join(allowed)
+                self.problem(_join(prefix, key), "unknown key", hint)
+
+    def string(
+        self, data: Mapping[str, Any], key: str, prefix: str, default: str | None = None
+    ) -> str | None:
+        value = data.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem(
+                _join(prefix, key), f"must be a string, got {_kind(value)}", f'write {key} = "..."'
+            )
+            return default
+        return value
+
+    def string_list(self, data: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...]:
+        value = data.get(key, [])
+        if isinstance(value, str):
+            self.problem(
+                _join(prefix, key),
+                "must be a list of strings, got a single string",
+                f'write {key} = ["{value}"]',
+            )
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(
+                _join(prefix, key),
+                f"must be a list of strings, got {_kind(value)}",
+                f'write {key} = ["...", "..."]',
+            )
+            return ()
+        return tuple(value)
+
+    def duration(self, data: Mapping[str, Any], key: str, prefix: str) -> timedelta | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem(
+                _join(prefix, key),
+                f"must be a duration string, got {_kind(value)}",
+                f'write {key} = "{value}m" or "{value}h" (business time)',
+            )
+            return None
+        try:
+            result = parse_duration(value)
+        except ValueError as exc:
+            self.problem(
+                _join(prefix, key), str(exc), 'use h and m units, e.g. "30m", "4h" or "1h30m"'
+            )
+            return None
+        if result <= timedelta(0):
+            self.problem(_join(prefix, key), "must be longer than zero", 'e.g. "30m"')
+            return None
+        return result
+
+    def address(self, value: str, key: str) -> bool:
+        if not _ADDRESS.match(value):
+            self.problem(
+                key, f'"{value}" is not an e-mail address', 'write e.g. "support@shop.example"'
+            )
+            return False
+        return True
+
+    # ---------------------------------------------------------------- sections
+
+    def read(self, data: dict[str, Any]) -> Config:
+        self.unknown(data, ("database", "inbox", "business_hours", "priority", "vip"), "")
+        database = self.string(data, "database", "", DEFAULT_DATABASE) or DEFAULT_DATABASE
+        if "://" not in database:
+            self.problem(
+                "database",
+                f'"{database}" is not a database URL',
+                'write e.g. "sqlite:///var/sla-gateway.db" or "postgresql+psycopg://user@host/db"',
+            )
+        inboxes = self.inboxes(data.get("inbox"))
+        hours, calendar = self.hours(self.table(data, "business_hours", ""))
+        priorities = self.priorities(self.table(data, "priority", ""))
+        declared = [name for name in PRIORITIES if name in data.get("priority", {})]
+        vip = self.vip(self.table(data, "vip", ""), declared)
+        if self.problems:
+            raise ConfigError(self.problems)
+        assert hours is not None and calendar is not None
+        return Config(
+            path=Path(self.file),
+            database=database,
+            inboxes=inboxes,
+            hours=hours,
+            priorities=priorities,
+            vip=vip,
+            calendar=calendar,
+        )
+
+    def inboxes(self, value: object) -> tuple[InboxConfig, ...]:
+        if value is None:
+            self.problem(
+                "inbox",
+                "no inbox is configured",
+                'add an [[inbox]] table with name and address = "support@your-shop.example"',
+            )
+            return ()
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem("inbox", "must be an array of tables", "write each one as [[inbox]]")
+            return ()
+        result: list[InboxConfig] = []
+        names: set[str] = set()
+        seen_addresses: set[str] = set()
+        for index, item in enumerate(value):
+            prefix = f"inbox[{index}]"
+            if not isinstance(item, dict):
+                self.problem(prefix, "must be a table", "write it as [[inbox]]")
+                continue
+            self.unknown(item, ("name", "address", "aliases", "from_name", "language"), prefix)
+            name = self.string(item, "name", prefix)
+            address = self.string(item, "address", prefix)
+            if not name:
+                self.problem(
+                    _join(prefix, "name"),
+                    "is missing",
+                    'give the inbox a short name, e.g. name = "shop"',
+                )
+            elif name in names:
+                self.problem(
+                    _join(prefix, "name"),
+                    f'"{name}" is used by two inboxes',
+                    "give each a unique name",
+                )
+            if not address:
+                self.problem(
+                    _join(prefix, "address"),
+                    "is missing",
+                    'write address = "support@your-shop.example"',
+                )
+            aliases = self.string_list(item, "aliases", prefix)
+            for addr in (address, *aliases):
+                if addr and self.address(
+                    addr, _join(prefix, "address" if addr == address else "aliases")
+                ):
+                    if addr.lower() in seen_addresses:
+                        self.problem(
+                            prefix,
+                            f'"{addr}" is configured twice',
+                            "each address belongs to one inbox",
+                        )
+                    seen_addresses.add(addr.lower())
+            language = self.string(item, "language", prefix, "en") or "en"
+            if language not in LANGUAGES:
+                self.problem(
+                    _join(prefix, "language"),
+                    f'"{language}" is not a supported language',
+                    _suggest(language, LANGUAGES) or "use one of " + ", ".join(LANGUAGES),
+                )
+            from_name = self.string(item, "from_name", prefix, "") or ""
+            if name and address:
+                names.add(name)
+                result.append(InboxConfig(name, address, aliases, from_name, language))
+        return tuple(result)
+
+    def hours(self, data: dict[str, Any]) -> tuple[HoursConfig | None, BusinessCalendar | None]:
+        prefix = "business_hours"
+        self.unknown(data, ("timezone", *WEEKDAYS, "holidays", "closed", "season"), prefix)
+        tz: ZoneInfo | None = None
+        tz_name = self.string(data, "timezone", prefix)
+        if tz_name is None:
+            self.problem(
+                _join(prefix, "timezone"), "is missing", 'write e.g. timezone = "Europe/Berlin"'
+            )
+        else:
+            try:
+                tz = ZoneInfo(tz_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                self.problem(
+                    _join(prefix, "timezone"),
+                    f'"{tz_name}" is not a known time zone',
+                    _suggest(tz_name, sorted(available_timezones()))
+                    or 'use an IANA name such as "Europe/Berlin"',
+                )
+        week: list[tuple[Range, ...]] = []
+        for day in WEEKDAYS:
+            text = self.string(data, day, prefix, "closed") or "closed"
+            try:
+                week.append(parse_day_hours(text))
+            except ValueError as exc:
+                self.problem(
+                    _join(prefix, day),
+                    str(exc),
+                    'write e.g. "09:00-17:00", "09:00-12:00, 13:00-17:00", "00:00-24:00" or "closed"',
+                )
+                week.append(())
+        for index, day in enumerate(WEEKDAYS):
+            spill = [r for r in week[index] if r.end > 24 * 60]
+            following = week[(index + 1) % 7]
+            for r in spill:
+                if following and following[0].start < r.end - 24 * 60:
+                    self.problem(
+                        _join(prefix, day),
+                        f"range {r} runs into {WEEKDAYS[(index + 1) % 7]}'s range {following[0]}",
+                        "make them not overlap",
+                    )
+        if not any(week):
+            self.problem(
+                prefix,
+                "the shop is never open",
+                'give at least one weekday opening hours, e.g. mon = "09:00-17:00"',
+            )
+        holidays_code = self.string(data, "holidays", prefix)
+        holiday_lookup = self.holidays(holidays_code) if holidays_code else None
+        closed = self.closed(data.get("closed", []))
+        seasons = self.seasons(data.get("season", []))
+        if tz is None or self.problems:
+            return None, None
+        closed_days = _closed_lookup(closed)
+
+        def is_closed(day: date) -> str | None:
+            reason = closed_days.get(day)
+            if reason is None and holiday_lookup is not None:
+                reason = holiday_lookup(day)
+            return reason
+
+        hours = HoursConfig(tz_name or "UTC", tuple(week), holidays_code, closed, seasons)
+        return hours, BusinessCalendar(tz, week, is_closed, seasons)
+
+    def holidays(self, code: str) -> Callable[[date], str | None] | None:
+        import holidays as holidays_lib  # imported here: loading it is slow and optional
+
+        key = _join("business_hours", "holidays")
+        country, _, subdivision = code.strip().upper().partition("-")
+        supported = holidays_lib.list_supported_countries()
+        if country not in supported:
+            self.problem(
+                key,
+                f'"{code}" is not a known country code',
+                _suggest(country, sorted(supported))
+                or 'use an ISO 3166 code such as "DE", optionally with a subdivision: "DE-BE"',
+            )
+            return None
+        if subdivision and subdivision not in supported[country]:
+            choices = sorted(supported[country])
+            self.problem(
+                key,
+                f'"{subdivision}" is not a subdivision of {country}',
+                _suggest(subdivision, choices) or "known: " + ", ".join(choices),
+            )
+            return None
+        table = holidays_lib.country_holidays(country, subdiv=subdivision or None)
+
+        def lookup(day: date) -> str | None:
+            name = table.get(day)
+            return str(name) if name else None
+
+        return lookup
+
+    def closed(self, value: object) -> tuple[tuple[date, date], ...]:
+        key = _join("business_hours", "closed")
+        if isinstance(value, (str, date)):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem(
+                key,
+                "must be a list of dates",
+                'write closed = ["2026-12-24", "2026-12-27..2026-12-31"]',
+            )
+            return ()
+        spans: list[tuple[date, date]] = []
+        for item in value:
+            try:
+                spans.append(parse_date_span(item))
+            except ValueError as exc:
+                self.problem(key, str(exc))
+        return tuple(spans)
+
+    def seasons(self, value: object) -> tuple[Season, ...]:
+        prefix = "business_hours.season"
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem(
+                prefix, "must be an array of tables", "write each as [[business_hours.season]]"
+            )
+            return ()
+        result: list[Season] = []
+        for index, item in enumerate(value):
+            here = f"{prefix}[{index}]"
+            if not isinstance(item, dict):
+                self.problem(here, "must be a table", "write it as [[business_hours.season]]")
+                continue
+            self.unknown(item, ("name", "from", "to", "stretch", "notice"), here)
+            name = self.string(item, "name", here, f"season {index + 1}") or ""
+            notice = self.string(item, "notice", here, "") or ""
+            spans: list[date] = []
+            for key in ("from", "to"):
+                if key not in item:
+                    self.problem(_join(here, key), "is missing", f'write {key} = "2026-11-27"')
+                    continue
+                try:
+                    spans.append(parse_date_span(item[key])[0])
+                except ValueError as exc:
+                    self.problem(_join(here, key), str(exc))
+            stretch = item.get("stretch", 1.0)
+            if isinstance(stretch, bool) or not isinstance(stretch, (int, float)) or stretch <= 0:
+                self.problem(
+                    _join(here, "stretch"),
+                    f"must be a positive number, got {stretch!r}",
+                    "e.g. stretch = 2.0 doubles every response window",
+                )
+                continue
+            if len(spans) != 2:
+                continue
+            if spans[1] < spans[0]:
+                self.problem(_join(here, "to"), "is before from", "swap them")
+                continue
+            result.append(Season(name, spans[0], spans[1], float(stretch), notice))
+        result.sort(key=lambda s: s.start)
+        for a, b in pairwise(result):
+            if b.start <= a.end:
+                self.problem(
+                    prefix,
+                    f'seasons "{a.name}" and "{b.name}" overlap',
+                    "make their dates not overlap",
+                )
+        return tuple(result)
+
+    def priorities(self, data: dict[str, Any]) -> tuple[PriorityConfig, ...]:
+        self.unknown(data, PRIORITIES, "priority")
+        if "normal" not in data:
+            self.problem(
+                "priority.normal", "is missing", 'add [priority.normal] with first_reply = "4h"'
+            )
+        result: list[PriorityConfig] = []
+        for name in PRIORITIES:
+            if name not in data:
+                continue
+            prefix = f"priority.{name}"
+            section = self.table(data, name, "priority")
+            self.unknown(section, ("first_reply", "next_reply", "keywords", "patterns"), prefix)
+            first = self.duration(section, "first_reply", prefix)
+            if first is None and "first_reply" not in section:
+                self.problem(
+                    _join(prefix, "first_reply"),
+                    "is missing",
+                    'write first_reply = "4h" (business time)',
+                )
+            following = self.duration(section, "next_reply", prefix)
+            keywords = self.string_list(section, "keywords", prefix)
+            for word in keywords:
+                if not word.strip():
+                    self.problem(
+                        _join(prefix, "keywords"), "contains an empty keyword", "remove it"
+                    )
+            patterns: list[re.Pattern[str]] = []
+            for text in self.string_list(section, "patterns", prefix):
+                try:
+                    patterns.append(re.compile(text, re.IGNORECASE))
+                except re.error as exc:
+                    self.problem(
+                        _join(prefix, "patterns"),
+                        f'"{text}" is not a valid regular expression: {exc}',
+                        "escape special characters with a backslash",
+                    )
+            if first is not None:
+                result.append(
+                    PriorityConfig(name, first, following or first, keywords, tuple(patterns))
+                )
+        return tuple(result)
+
+    def vip(self, data: dict[str, Any], known: Sequence[str]) -> VipConfig:
+        self.unknown(data, ("senders", "min_priority"), "vip")
+        senders = self.string_list(data, "senders", "vip")
+        for sender in senders:
+            if "@" not in sender:
+                self.problem(
+                    "vip.senders",
+                    f'"{sender}" is not an address or pattern',
+                    'write "ceo@partner.example" or "*@bigcustomer.example"',
+                )
+        level = self.string(data, "min_priority", "vip", "high") or "high"
+        if level not in PRIORITIES:
+            self.problem(
+                "vip.min_priority",
+                f'"{level}" is not a priority',
+                _suggest(level, PRIORITIES) or "use one of " + ", ".join(PRIORITIES),
+            )
+        elif level not in known and senders:
+            self.problem(
+                "vip.min_priority", f'"{level}" has no [priority.{level}] section', "add it"
+            )
+        return VipConfig(tuple(s.lower() for s in senders), level)
+
+
+def _closed_lookup(spans: Sequence[tuple[date, date]]) -> dict[date, str]:
+    days: dict[date, str] = {}
+    for first, last in spans:
+        day = first
+        while day <= last:
+            days[day] = "closed"
+            day += timedelta(days=1)
+    return days
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__

@@ -1,0 +1,1 @@
+"""Alembic migrations for the sla-gateway database (run with `sla-gateway db upgrade`)."""

@@ -1,0 +1,271 @@
+"""The database: tables, engine set-up, migrations, and (as the pipeline grows) every query.
+
+Owns: the SQLAlchemy table definitions for conversations, messages, the outbox, events,
+mailbox sync state and sent digests; creating engines with durable settings (SQLite in WAL
+mode with full sync, foreign keys on); running the Alembic migrations; and every
+transaction. Nothing outside this module writes SQL. All timestamps are stored in UTC and
+come back as aware datetimes. The pure core never imports this module.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+
+from .errors import ConfigError, Problem, TemporaryError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, whatever the backend stores."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("reference", String(32), nullable=False, unique=True),
+    Column("inbox", String(64), nullable=False),
+    Column("customer", String(320), nullable=False),
+    Column("subject", Text, nullable=False, default=""),
+    Column("priority", String(16), nullable=False),
+    Column("priority_reason", Text, nullable=False, default=""),
+    Column("state", String(24), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("window_seconds", Integer, nullable=False),
+    Column("stretch", Float, nullable=False, default=1.0),
+    Column("season", String(128)),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("warn_at", UTCDateTime),
+    Column("first_reply_at", UTCDateTime),
+    Column("first_reply_business_seconds", Integer),
+    Column("breached", Boolean, nullable=False, default=False),
+    Column("next_due_at", UTCDateTime),
+    Column("last_customer_at", UTCDateTime),
+    Column("last_team_at", UTCDateTime),
+    Column("warned_at", UTCDateTime),
+    Column("breach_alerted_at", UTCDateTime),
+    Column("closed_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "received_at"),
+    Index(None, "state", "due_at"),
+    Index(None, "customer", "received_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dedup_key", String(255), nullable=False, unique=True),  # Message-ID or sha256:...
+    Column("message_id", String(995)),
+    Column("conversation_id", Integer, ForeignKey("conversations.id")),
+    Column("inbox", String(64)),
+    Column("direction", String(12), nullable=False, default="customer"),  # customer/team/ours
+    Column("source", String(16), nullable=False),  # smtp / imap / replay / cli
+    Column("status", String(16), nullable=False, default="stored"),  # stored/processed/shunted
+    Column("error", Text),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("envelope_from", String(998)),
+    Column("envelope_to", Text),
+    Column("from_addr", String(998)),
+    Column("subject", Text),
+    Column("skip_rule", String(32)),
+    Column("skip_reason", Text),
+    Column("acknowledged", Boolean, nullable=False, default=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("raw", LargeBinary),  # emptied after retention_days; figures stay
+    Index(None, "message_id"),
+    Index(None, "status"),
+    Index(None, "conversation_id"),
+    Index(None, "received_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # ack / alert / breach / digest / notice
+    Column("conversation_id", Integer, ForeignKey("conversations.id")),
+    Column("source_message_id", Integer, ForeignKey("messages.id")),
+    Column("sender", String(998), nullable=False),
+    Column("recipient", String(998), nullable=False),
+    Column("message_id", String(995), nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending/sent/failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "recipient", "created_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("conversation_id", Integer, ForeignKey("conversations.id")),
+    Column("message_row", Integer, ForeignKey("messages.id")),
+    Column("detail", Text, nullable=False, default="{}"),  # JSON
+    Index(None, "at"),
+    Index(None, "kind", "at"),
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("inbox", String(64), primary_key=True),
+    Column("folder", String(255), primary_key=True),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("last_uid", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+digests = Table(
+    "digests",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("outbox_id", Integer, ForeignKey("outbox.id")),
+)
+
+
+# ---------------------------------------------------------------------------- engines
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss: 250 means stored
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with durable settings; creates the directory of a SQLite file."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError(
+            [Problem("(config)", "database", f'"{url}" is not a database URL')]
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    except ImportError as exc:
+        raise ConfigError(
+            [
+                Problem(
+                    "(config)",
+                    "database",
+                    f"the driver for {parsed.drivername} is not installed ({exc.name})",
+                    "pip install 'sla-gateway[postgresql]' for PostgreSQL",
+                )
+            ]
+        ) from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the migrations up to `revision` (idempotent)."""
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except Exception as exc:
+        if _is_operational(exc):
+            raise TemporaryError(f"cannot migrate the database: {exc}") from exc
+        raise
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())
+
+
+def _is_operational(exc: BaseException) -> bool:
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError)

@@ -1,0 +1,1 @@
+"""The sla-gateway test suite: the specification of its behaviour."""

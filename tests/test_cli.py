@@ -1,0 +1,121 @@
+"""The command line, driven through click's runner with a fixed clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import Result
+
+from tests.conftest import EXAMPLE
+
+Cli = Callable[..., Result]
+
+
+def test_due_prints_one_deadline_per_at(run_cli: Cli) -> None:
+    result = run_cli(
+        "--config",
+        str(EXAMPLE),
+        "due",
+        "--priority",
+        "normal",
+        "--at",
+        "2026-11-20T16:00:00+01:00",
+        "--at",
+        "2026-11-20T12:00:00Z",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == "2026-11-21T13:00:00+01:00\n2026-11-20T17:00:00+01:00\n"
+
+
+def test_due_reads_stdin_and_takes_shop_time_without_offset(run_cli: Cli) -> None:
+    result = run_cli(
+        "--config",
+        str(EXAMPLE),
+        "due",
+        "-p",
+        "urgent",
+        "--at",
+        "-",
+        input="2026-11-23T16:45\n\n2026-12-24 10:00\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == "2026-11-24T09:15:00+01:00\n2026-12-28T09:30:00+01:00\n"
+
+
+def test_due_rejects_bad_input_clearly(run_cli: Cli) -> None:
+    result = run_cli("--config", str(EXAMPLE), "due", "-p", "urgent", "--at", "tomorrow")
+    assert result.exit_code == 2
+    assert '"tomorrow" is not an ISO 8601 time' in result.output
+    result = run_cli("--config", str(EXAMPLE), "due", "-p", "critical", "--at", "2026-11-23T10:00")
+    assert result.exit_code == 2
+    assert '"critical" is not one of urgent, high, normal, low' in result.output
+
+
+CUSTOMER_MAIL = (
+    b"Return-Path: <kim@customer.example>\r\n"
+    b"From: Kim <kim@customer.example>\r\nTo: support@shop.example\r\n"
+    b"Subject: I was charged twice\r\nDate: Fri, 20 Nov 2026 16:40:00 +0100\r\n"
+    b"Message-ID: <abc123@customer.example>\r\n\r\nPlease help.\r\n"
+)
+
+
+def test_inspect_json(run_cli: Cli, tmp_path: Path) -> None:
+    good = tmp_path / "good.eml"
+    good.write_bytes(CUSTOMER_MAIL)
+    junk = tmp_path / "junk.eml"
+    junk.write_bytes(b"\x00\x01\x02 not a mail\n\nat all")
+    missing = tmp_path / "missing.eml"
+    result = run_cli("--config", str(EXAMPLE), "inspect", "--json", str(junk), str(good))
+    assert result.exit_code == 1  # one file could not be used; the rest was processed
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert lines[0] == {"file": str(junk), "error": "not an e-mail message: no header lines found"}
+    item = lines[1]
+    assert item["file"] == str(good)
+    assert item["message_id"] == "abc123@customer.example"
+    assert item["from"] == "kim@customer.example"
+    assert item["priority"] == "urgent"
+    assert item["matched"] == ["subject: 'charged twice' → urgent"]
+    # Friday 16:40 + 30 business minutes: 20 minutes Friday, 10 minutes Saturday from 10:00.
+    assert item["due"] == "2026-11-21T10:10:00+01:00"
+    result = run_cli("--config", str(EXAMPLE), "inspect", "--json", str(missing))
+    assert result.exit_code == 1
+    assert json.loads(result.output) == {"file": str(missing), "error": "No such file or directory"}
+
+
+def test_inspect_at_overrides_date(run_cli: Cli, tmp_path: Path) -> None:
+    good = tmp_path / "good.eml"
+    good.write_bytes(CUSTOMER_MAIL)
+    result = run_cli(
+        "--config", str(EXAMPLE), "inspect", "--json", "--at", "2026-11-23T09:00+01:00", str(good)
+    )
+    assert result.exit_code == 0
+    assert json.loads(result.output)["due"] == "2026-11-23T09:30:00+01:00"
+
+
+def test_inspect_text_output(run_cli: Cli, tmp_path: Path) -> None:
+    good = tmp_path / "good.eml"
+    good.write_bytes(CUSTOMER_MAIL)
+    result = run_cli("--config", str(EXAMPLE), "inspect", str(good))
+    assert result.exit_code == 0
+    assert "priority:   urgent — subject: 'charged twice' → urgent" in result.output
+    assert "due:        2026-11-21T10:10:00+01:00 (30m business time)" in result.output
+
+
+def test_db_upgrade(run_cli: Cli, write_config: Callable[[str], Path], database_url: str) -> None:
+    text = EXAMPLE.read_text().replace(
+        'database = "sqlite:///var/sla-gateway.db"', f'database = "{database_url}"'
+    )
+    path = write_config(text)
+    result = run_cli("--config", str(path), "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert "at revision 0001" in result.output
+    assert "password" not in result.output
+
+
+def test_version_and_help(run_cli: Cli) -> None:
+    assert run_cli("--version").output.startswith("sla-gateway, version")
+    out = run_cli("--help").output
+    for command in ("check", "due", "inspect", "db"):
+        assert command in out
