@@ -12,6 +12,7 @@ system clock: the one place the real clock is read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -24,11 +25,12 @@ import click
 
 from . import __version__
 from .classify import Classifier
-from .config import PRIORITIES, WEEKDAYS, Config, load, locate
+from .config import PRIORITIES, WEEKDAYS, Config, InboxConfig, load, locate
 from .durations import format_duration
 from .errors import ConfigError, GatewayError, InputError, TemporaryError
+from .model import Parsed
 from .parse import parse
-from .policy import deadline
+from .policy import deadline, decide
 
 Clock = Callable[[], datetime]
 
@@ -303,8 +305,16 @@ def inspect_file(
     else:
         received = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         received_from = "file time (no usable Date header)"
-    classification = classifier.classify(parsed)
-    d = deadline(config.calendar, config.priority(classification.priority), received)
+    inbox = pick_inbox(config, parsed)
+    decision = decide(
+        parsed,
+        config=config,
+        inbox=inbox,
+        classifier=classifier,
+        received_at=received,
+        return_path=parsed.return_path,
+    )
+    classification, d = decision.classification, decision.deadline
     return {
         "file": str(path),
         "message_id": parsed.message_id,
@@ -318,8 +328,23 @@ def inspect_file(
         "stretch": d.stretch,
         "season": d.season,
         "due": d.due_at.isoformat(),
+        "acknowledge": decision.acknowledge,
+        "skip_rule": decision.skip.rule if decision.skip else None,
+        "skip_reason": decision.skip.reason if decision.skip else None,
+        "ack_to": decision.ack_to,
+        "customer": decision.customer,
+        "inbox": inbox.name,
         "defects": list(parsed.defects),
     }
+
+
+def pick_inbox(config: Config, parsed: Parsed) -> InboxConfig:
+    """The inbox a message was written to (To, then Cc), else the first one."""
+    for address in (*parsed.to, *parsed.cc):
+        inbox = config.inbox_for(address.addr)
+        if inbox is not None:
+            return inbox
+    return config.inboxes[0]
 
 
 def _print_inspection(r: dict[str, Any]) -> None:
@@ -332,9 +357,144 @@ def _print_inspection(r: dict[str, Any]) -> None:
     click.echo(f"  priority:   {r['priority']} — {why}")
     stretch = f" × {r['stretch']:g} ({r['season']})" if r["season"] else ""
     click.echo(f"  due:        {r['due']} ({r['window']} business time{stretch})")
+    if r["acknowledge"]:
+        click.echo(f"  acknowledge: yes, to {r['ack_to']}")
+    else:
+        click.echo(f"  acknowledge: no — {r['skip_rule']}: {r['skip_reason']}")
     if r["defects"]:
         click.echo(f"  defects:    {', '.join(r['defects'])}")
     click.echo("")
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def setup_logging(log_format: str) -> None:
+    """One line per event on stderr (journald picks it up): key=value or JSON."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+
+        class _Json(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                entry = {
+                    "time": self.formatTime(record),
+                    "level": record.levelname,
+                    "logger": record.name,
+                    "message": record.getMessage(),
+                }
+                if record.exc_info:
+                    entry["exception"] = self.formatException(record.exc_info)
+                return json.dumps(entry, ensure_ascii=False)
+
+        handler.setFormatter(_Json())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
+
+
+@cli.command()
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_context
+def run(ctx: click.Context, log_format: str) -> None:
+    """Run the gateway: listen, poll, acknowledge, send — until stopped (SIGTERM/Ctrl-C)."""
+    import signal
+    import threading
+
+    from .service import Service
+
+    state = _state(ctx)
+    config = state.config
+    setup_logging(log_format)
+    if config.listen is None and not any(i.imap for i in config.inboxes):
+        click.echo(
+            "warning: neither [listen] nor any [inbox.imap] is configured; nothing will arrive",
+            err=True,
+        )
+    service = Service(config, clock=state.clock)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    try:
+        if config.listen is not None:
+            click.echo(
+                f"sla-gateway listening on {config.listen.host}:{config.listen.port}; "
+                f"outgoing mail: {config.send.transport}"
+                + (f" ({config.send.path})" if config.send.transport == "maildir" else ""),
+                err=True,
+            )
+        stop.wait()
+    finally:
+        service.close()
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listener host (default: [listen] host).")
+@click.option("--port", type=int, default=None, help="Listener port (default: [listen] port).")
+@click.option(
+    "--from", "sender", default=None, help="Envelope sender (default: the message's From)."
+)
+@click.option(
+    "--to", "recipient", default=None, help="Envelope recipient (default: the first inbox address)."
+)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.pass_context
+def deliver(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    sender: str | None,
+    recipient: str | None,
+    files: tuple[Path, ...],
+) -> None:
+    """Deliver saved .eml files to the running gateway's SMTP listener (for trying it out)."""
+    import smtplib
+
+    config = _state(ctx).config
+    listen = config.listen
+    host = host or (listen.host if listen else "127.0.0.1")
+    port = port or (listen.port if listen else 2525)
+    to = recipient or config.inboxes[0].address
+    failures = 0
+    with smtplib.SMTP(host, port, timeout=30) as client:
+        for path in files:
+            raw = path.read_bytes()
+            envelope_from = sender
+            if envelope_from is None:
+                parsed = None
+                with contextlib.suppress(InputError):
+                    parsed = parse(raw)
+                envelope_from = (
+                    parsed.return_path
+                    if parsed and parsed.return_path is not None
+                    else (parsed.sender.addr if parsed and parsed.sender else "")
+                )
+            try:
+                client.sendmail(
+                    envelope_from, [to], raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                )
+                click.echo(f"{path}: delivered")
+            except smtplib.SMTPResponseException as exc:
+                failures += 1
+                error = exc.smtp_error
+                text = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+                click.echo(f"{path}: refused: {exc.smtp_code} {text}")
+            except smtplib.SMTPRecipientsRefused as exc:
+                failures += 1
+                click.echo(f"{path}: refused: {exc.recipients}")
+    if failures:
+        ctx.exit(1)
 
 
 # ---------------------------------------------------------------------------- db

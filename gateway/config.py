@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from fnmatch import fnmatchcase
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,36 @@ _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 
 @dataclass(frozen=True)
+class Secret:
+    """Where a password comes from: an environment variable or a file. Never the value."""
+
+    env: str | None = None
+    file: str | None = None
+
+    def describe(self) -> str:
+        if self.env:
+            return f"${self.env}"
+        return self.file or "(none)"
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    """How to read one inbox's mailbox over IMAP."""
+
+    host: str
+    port: int
+    security: str  # "tls" | "starttls" | "none"
+    username: str
+    password: Secret
+    folders: tuple[str, ...] = ("INBOX",)
+    idle: bool = True
+    poll_interval: timedelta = timedelta(seconds=60)
+    mark_seen: bool = False
+    append_acks_to: str | None = None
+    timeout: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
 class InboxConfig:
     """One published support address and how we speak from it."""
 
@@ -46,6 +77,13 @@ class InboxConfig:
     aliases: tuple[str, ...] = ()
     from_name: str = ""
     language: str = "en"
+    ack_to: str = "return-path"  # or "from"
+    reference_prefix: str = ""
+    imap: ImapConfig | None = None
+
+    @property
+    def prefix(self) -> str:
+        return self.reference_prefix or re.sub(r"[^A-Z0-9]", "", self.name.upper()) or "REF"
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -77,6 +115,62 @@ class VipConfig:
 
 
 @dataclass(frozen=True)
+class ListenConfig:
+    """The SMTP listener the shop's mail server forwards or BCCs support mail to."""
+
+    host: str = "127.0.0.1"
+    port: int = 2525
+    max_message_size: int = 25 * 1024 * 1024
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    require_auth: bool = False
+    username: str | None = None
+    password: Secret = Secret()
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    """How the outbox leaves: an SMTP server, or files in a local maildir."""
+
+    transport: str = "maildir"  # "smtp" | "maildir"
+    path: str = "var/outbox"
+    host: str = "localhost"
+    port: int = 587
+    security: str = "starttls"
+    username: str | None = None
+    password: Secret = Secret()
+    timeout: timedelta = timedelta(seconds=30)
+    give_up_after: timedelta = timedelta(days=2)
+    null_sender: bool = False
+
+
+@dataclass(frozen=True)
+class AckConfig:
+    """When acknowledgments are sent, and the limits that keep them from ever spamming."""
+
+    enabled: bool = True
+    once_per_sender: timedelta = timedelta(hours=24)
+    max_per_sender_per_day: int = 5
+    max_per_minute: int = 60
+    message_id_domain: str = ""
+
+
+@dataclass(frozen=True)
+class FormConfig:
+    """Web-form senders: their mail is a customer's message; the customer is in Reply-To."""
+
+    senders: tuple[str, ...]
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Who hears about trouble (circuit breaker now; SLA warnings later)."""
+
+    to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HoursConfig:
     """Opening hours as written, kept for summaries and the published policy."""
 
@@ -98,6 +192,26 @@ class Config:
     priorities: tuple[PriorityConfig, ...]  # highest first
     vip: VipConfig
     calendar: BusinessCalendar = field(compare=False, repr=False)
+    listen: ListenConfig | None = None
+    send: SendConfig = SendConfig()
+    acknowledge: AckConfig = AckConfig()
+    forms: tuple[FormConfig, ...] = ()
+    alerts: AlertsConfig = AlertsConfig()
+    templates: str | None = None
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset(a.lower() for inbox in self.inboxes for a in inbox.addresses)
+
+    @property
+    def message_id_domain(self) -> str:
+        return (
+            self.acknowledge.message_id_domain or self.inboxes[0].address.rpartition("@")[2].lower()
+        )
+
+    def is_form_sender(self, address: str) -> bool:
+        wanted = address.lower()
+        return any(fnmatchcase(wanted, s) for form in self.forms for s in form.senders)
 
     def priority(self, name: str) -> PriorityConfig:
         for p in self.priorities:
@@ -325,7 +439,23 @@ class _Reader:
     # ---------------------------------------------------------------- sections
 
     def read(self, data: dict[str, Any]) -> Config:
-        self.unknown(data, ("database", "inbox", "business_hours", "priority", "vip"), "")
+        self.unknown(
+            data,
+            (
+                "database",
+                "templates",
+                "inbox",
+                "business_hours",
+                "priority",
+                "vip",
+                "listen",
+                "send",
+                "acknowledge",
+                "form",
+                "alerts",
+            ),
+            "",
+        )
         database = self.string(data, "database", "", DEFAULT_DATABASE) or DEFAULT_DATABASE
         if "://" not in database:
             self.problem(
@@ -338,6 +468,13 @@ class _Reader:
         priorities = self.priorities(self.table(data, "priority", ""))
         declared = [name for name in PRIORITIES if name in data.get("priority", {})]
         vip = self.vip(self.table(data, "vip", ""), declared)
+        listen = self.listen(data["listen"]) if "listen" in data else None
+        send = self.send(self.table(data, "send", ""))
+        acknowledge = self.acknowledge(self.table(data, "acknowledge", ""))
+        forms = self.forms(data.get("form", []))
+        alerts = AlertsConfig(self.addresses(self.table(data, "alerts", ""), "to", "alerts"))
+        self.unknown(self.table(data, "alerts", ""), ("to",), "alerts")
+        templates = self.string(data, "templates", "")
         if self.problems:
             raise ConfigError(self.problems)
         assert hours is not None and calendar is not None
@@ -349,6 +486,12 @@ class _Reader:
             priorities=priorities,
             vip=vip,
             calendar=calendar,
+            listen=listen,
+            send=send,
+            acknowledge=acknowledge,
+            forms=forms,
+            alerts=alerts,
+            templates=templates,
         )
 
     def inboxes(self, value: object) -> tuple[InboxConfig, ...]:
@@ -372,7 +515,29 @@ class _Reader:
             if not isinstance(item, dict):
                 self.problem(prefix, "must be a table", "write it as [[inbox]]")
                 continue
-            self.unknown(item, ("name", "address", "aliases", "from_name", "language"), prefix)
+            self.unknown(
+                item,
+                (
+                    "name",
+                    "address",
+                    "aliases",
+                    "from_name",
+                    "language",
+                    "ack_to",
+                    "reference_prefix",
+                    "imap",
+                ),
+                prefix,
+            )
+            ack_to = self.choice(item, "ack_to", prefix, ("return-path", "from"), "return-path")
+            reference_prefix = self.string(item, "reference_prefix", prefix, "") or ""
+            if reference_prefix and not re.fullmatch(r"[A-Z][A-Z0-9]{0,15}", reference_prefix):
+                self.problem(
+                    _join(prefix, "reference_prefix"),
+                    f'"{reference_prefix}" is not a reference prefix',
+                    'use 1-16 capital letters or digits starting with a letter, e.g. "SHOP"',
+                )
+            imap = self.imap(item["imap"], _join(prefix, "imap")) if "imap" in item else None
             name = self.string(item, "name", prefix)
             address = self.string(item, "address", prefix)
             if not name:
@@ -415,7 +580,11 @@ class _Reader:
             from_name = self.string(item, "from_name", prefix, "") or ""
             if name and address:
                 names.add(name)
-                result.append(InboxConfig(name, address, aliases, from_name, language))
+                result.append(
+                    InboxConfig(
+                        name, address, aliases, from_name, language, ack_to, reference_prefix, imap
+                    )
+                )
         return tuple(result)
 
     def hours(self, data: dict[str, Any]) -> tuple[HoursConfig | None, BusinessCalendar | None]:
@@ -623,6 +792,292 @@ class _Reader:
                 result.append(
                     PriorityConfig(name, first, following or first, keywords, tuple(patterns))
                 )
+        return tuple(result)
+
+    # ---------------------------------------------------------------- scalars
+
+    def choice(
+        self, data: Mapping[str, Any], key: str, prefix: str, choices: Sequence[str], default: str
+    ) -> str:
+        value = self.string(data, key, prefix, default) or default
+        if value not in choices:
+            self.problem(
+                _join(prefix, key),
+                f'"{value}" is not one of {", ".join(choices)}',
+                _suggest(value, choices) or f'write {key} = "{choices[0]}"',
+            )
+            return default
+        return value
+
+    def integer(
+        self, data: Mapping[str, Any], key: str, prefix: str, default: int, *, low: int, high: int
+    ) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(
+                _join(prefix, key),
+                f"must be a whole number, got {_kind(value)}",
+                f"write {key} = {default}",
+            )
+            return default
+        if not low <= value <= high:
+            self.problem(_join(prefix, key), f"{value} is out of range", f"use {low}..{high}")
+            return default
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, prefix: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.problem(
+                _join(prefix, key),
+                f"must be true or false, got {_kind(value)}",
+                f"write {key} = {'true' if default else 'false'}",
+            )
+            return default
+        return value
+
+    def size(self, data: Mapping[str, Any], key: str, prefix: str, default: int) -> int:
+        value = data.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if isinstance(value, str):
+            m = re.fullmatch(
+                r"\s*(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g|kib|mib|gib)?\s*", value.lower()
+            )
+            if m:
+                factor = {
+                    None: 1,
+                    "b": 1,
+                    "k": 1000,
+                    "kb": 1000,
+                    "m": 1000**2,
+                    "mb": 1000**2,
+                    "g": 1000**3,
+                    "gb": 1000**3,
+                    "kib": 1024,
+                    "mib": 1024**2,
+                    "gib": 1024**3,
+                }
+                return int(float(m.group(1)) * factor[m.group(2)])
+        self.problem(
+            _join(prefix, key), f"{value!r} is not a size", 'write a number of bytes or e.g. "25MB"'
+        )
+        return default
+
+    def secret(self, data: Mapping[str, Any], prefix: str, *, required: bool) -> Secret:
+        env = self.string(data, "password_env", prefix)
+        file = self.string(data, "password_file", prefix)
+        if env and file:
+            self.problem(
+                _join(prefix, "password_env"), "and password_file are both set", "keep one of them"
+            )
+        if required and not env and not file:
+            self.problem(
+                prefix,
+                "has no password source",
+                'set password_env = "VARIABLE_NAME" or password_file = "/path/to/file"',
+            )
+        return Secret(env, file)
+
+    def addresses(self, data: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...]:
+        values = self.string_list(data, key, prefix)
+        for value in values:
+            self.address(value, _join(prefix, key))
+        return values
+
+    def positive_duration(
+        self, data: Mapping[str, Any], key: str, prefix: str, default: timedelta
+    ) -> timedelta:
+        return self.duration(data, key, prefix) or default
+
+    # ---------------------------------------------------------------- intake and sending
+
+    def imap(self, value: object, prefix: str) -> ImapConfig | None:
+        if not isinstance(value, dict):
+            self.problem(prefix, "must be a table", "write it as [inbox.imap] below its [[inbox]]")
+            return None
+        self.unknown(
+            value,
+            (
+                "host",
+                "port",
+                "security",
+                "username",
+                "password_env",
+                "password_file",
+                "folders",
+                "idle",
+                "poll_interval",
+                "mark_seen",
+                "append_acks_to",
+                "timeout",
+            ),
+            prefix,
+        )
+        host = self.string(value, "host", prefix)
+        if not host:
+            self.problem(_join(prefix, "host"), "is missing", 'write host = "imap.example.com"')
+        security = self.choice(value, "security", prefix, ("tls", "starttls", "none"), "tls")
+        port = self.integer(
+            value, "port", prefix, 993 if security == "tls" else 143, low=1, high=65535
+        )
+        username = self.string(value, "username", prefix)
+        if not username:
+            self.problem(_join(prefix, "username"), "is missing", "write the mailbox login name")
+        password = self.secret(value, prefix, required=True)
+        folders = self.string_list(value, "folders", prefix) or ("INBOX",)
+        return ImapConfig(
+            host=host or "",
+            port=port,
+            security=security,
+            username=username or "",
+            password=password,
+            folders=folders,
+            idle=self.boolean(value, "idle", prefix, True),
+            poll_interval=self.positive_duration(
+                value, "poll_interval", prefix, timedelta(seconds=60)
+            ),
+            mark_seen=self.boolean(value, "mark_seen", prefix, False),
+            append_acks_to=self.string(value, "append_acks_to", prefix),
+            timeout=self.positive_duration(value, "timeout", prefix, timedelta(seconds=30)),
+        )
+
+    def listen(self, value: object) -> ListenConfig | None:
+        prefix = "listen"
+        if not isinstance(value, dict):
+            self.problem(prefix, "must be a table", "write it as [listen]")
+            return None
+        self.unknown(
+            value,
+            (
+                "host",
+                "port",
+                "max_message_size",
+                "tls_cert",
+                "tls_key",
+                "require_auth",
+                "username",
+                "password_env",
+                "password_file",
+            ),
+            prefix,
+        )
+        cert = self.string(value, "tls_cert", prefix)
+        key = self.string(value, "tls_key", prefix)
+        if bool(cert) != bool(key):
+            self.problem(
+                prefix, "tls_cert and tls_key must be given together", "set both paths, or neither"
+            )
+        require_auth = self.boolean(value, "require_auth", prefix, False)
+        username = self.string(value, "username", prefix)
+        if require_auth and not username:
+            self.problem(
+                _join(prefix, "username"),
+                "is missing while require_auth = true",
+                "set the login name the forwarding server uses",
+            )
+        return ListenConfig(
+            host=self.string(value, "host", prefix, "127.0.0.1") or "127.0.0.1",
+            port=self.integer(value, "port", prefix, 2525, low=0, high=65535),
+            max_message_size=self.size(value, "max_message_size", prefix, 25 * 1024 * 1024),
+            tls_cert=cert,
+            tls_key=key,
+            require_auth=require_auth,
+            username=username,
+            password=self.secret(value, prefix, required=require_auth),
+        )
+
+    def send(self, value: dict[str, Any]) -> SendConfig:
+        prefix = "send"
+        self.unknown(
+            value,
+            (
+                "transport",
+                "path",
+                "host",
+                "port",
+                "security",
+                "username",
+                "password_env",
+                "password_file",
+                "timeout",
+                "give_up_after",
+                "null_sender",
+            ),
+            prefix,
+        )
+        transport = self.choice(value, "transport", prefix, ("maildir", "smtp"), "maildir")
+        security = self.choice(value, "security", prefix, ("starttls", "tls", "none"), "starttls")
+        default_port = {"tls": 465, "starttls": 587, "none": 25}[security]
+        if transport == "smtp" and not value.get("host"):
+            self.problem(
+                _join(prefix, "host"),
+                'is missing for transport = "smtp"',
+                'write host = "smtp.example.com"',
+            )
+        username = self.string(value, "username", prefix)
+        return SendConfig(
+            transport=transport,
+            path=self.string(value, "path", prefix, "var/outbox") or "var/outbox",
+            host=self.string(value, "host", prefix, "localhost") or "localhost",
+            port=self.integer(value, "port", prefix, default_port, low=1, high=65535),
+            security=security,
+            username=username,
+            password=self.secret(value, prefix, required=bool(username)),
+            timeout=self.positive_duration(value, "timeout", prefix, timedelta(seconds=30)),
+            give_up_after=self.positive_duration(value, "give_up_after", prefix, timedelta(days=2)),
+            null_sender=self.boolean(value, "null_sender", prefix, False),
+        )
+
+    def acknowledge(self, value: dict[str, Any]) -> AckConfig:
+        prefix = "acknowledge"
+        self.unknown(
+            value,
+            (
+                "enabled",
+                "once_per_sender",
+                "max_per_sender_per_day",
+                "max_per_minute",
+                "message_id_domain",
+            ),
+            prefix,
+        )
+        return AckConfig(
+            enabled=self.boolean(value, "enabled", prefix, True),
+            once_per_sender=self.positive_duration(
+                value, "once_per_sender", prefix, timedelta(hours=24)
+            ),
+            max_per_sender_per_day=self.integer(
+                value, "max_per_sender_per_day", prefix, 5, low=1, high=10_000
+            ),
+            max_per_minute=self.integer(value, "max_per_minute", prefix, 60, low=1, high=1_000_000),
+            message_id_domain=(self.string(value, "message_id_domain", prefix, "") or "").lower(),
+        )
+
+    def forms(self, value: object) -> tuple[FormConfig, ...]:
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem("form", "must be an array of tables", "write each as [[form]]")
+            return ()
+        result = []
+        for index, item in enumerate(value):
+            prefix = f"form[{index}]"
+            if not isinstance(item, dict):
+                self.problem(prefix, "must be a table", "write it as [[form]]")
+                continue
+            self.unknown(item, ("sender", "name"), prefix)
+            raw = item.get("sender")
+            senders = (raw,) if isinstance(raw, str) else self.string_list(item, "sender", prefix)
+            if not senders:
+                self.problem(
+                    _join(prefix, "sender"), "is missing", 'write sender = ["mailer@shopify.com"]'
+                )
+            result.append(
+                FormConfig(
+                    tuple(x.lower() for x in senders), self.string(item, "name", prefix, "") or ""
+                )
+            )
         return tuple(result)
 
     def vip(self, data: dict[str, Any], known: Sequence[str]) -> VipConfig:

@@ -50,7 +50,9 @@ def parse(raw: bytes) -> Parsed:
         return tuple(found)
 
     senders = addresses("from")
-    if first("from") is not None and not senders:
+    if first("from") is None:
+        defects.append("MissingFrom")
+    elif not senders:
         defects.append("UnparsableFrom")
     date = None
     date_text = first("date")

@@ -1,18 +1,24 @@
-"""Response policy: from a priority and a receipt instant to the promised deadline.
+"""Response policy: the promised deadline, and whether to acknowledge at all.
 
 Owns: which window applies (first or next reply), the season stretch for messages received
-inside a season, and the deadline computed by the business calendar. This is the single
-place deadlines are computed, so what an acknowledgment promises is what reports measure.
-Pure: values in, values out.
+inside a season, and the deadline computed by the business calendar — the single place
+deadlines are computed, so what an acknowledgment promises is what reports measure; and
+the `Decision` for an incoming message: its priority, who the customer is, where an
+acknowledgment would go, and the first rule (loop protection, follow-up, rate limits)
+that says not to send one. Pure: values in, values out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from .calendar import BusinessCalendar
-from .config import PriorityConfig
-from .model import Deadline
+from .classify import Classifier
+from .config import Config, InboxConfig, PriorityConfig
+from .model import Classification, Deadline, Parsed
+from .rules import AckHistory, LoopContext, Skip, first_match, rate_limit
 
 
 def deadline(
@@ -35,3 +41,86 @@ def deadline(
         season=season.name if season else None,
         due_at=due,
     )
+
+
+# ---------------------------------------------------------------------------- acknowledge?
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything decided about one incoming customer message."""
+
+    classification: Classification
+    deadline: Deadline
+    customer: str | None  # who the conversation is with
+    ack_to: str | None  # where an acknowledgment goes (exactly one address)
+    skip: Skip | None  # why not, when not
+
+    @property
+    def acknowledge(self) -> bool:
+        return self.skip is None and self.ack_to is not None
+
+
+def recipients(
+    parsed: Parsed, *, inbox: InboxConfig, return_path: str | None, form: bool
+) -> tuple[str | None, str | None]:
+    """(customer, ack_to): web forms answer Reply-To; otherwise the return path by default,
+    or From when the inbox says so. Reply-To is never used blindly."""
+    sender = parsed.sender.addr if parsed.sender else None
+    if form:
+        reply_to = parsed.reply_to[0].addr if parsed.reply_to else None
+        return reply_to, reply_to
+    customer = sender or (return_path or None)
+    ack_to = sender if inbox.ack_to == "from" else (return_path or None)
+    return customer, ack_to
+
+
+def decide(
+    parsed: Parsed,
+    *,
+    config: Config,
+    inbox: InboxConfig,
+    classifier: Classifier,
+    received_at: datetime,
+    return_path: str | None,
+    history: Callable[[str], AckHistory] | None = None,
+    now: datetime | None = None,
+    follow_up: bool = False,
+) -> Decision:
+    """Classify, compute the deadline and decide whether to acknowledge.
+
+    `history(ack_to)` (backed by the store) enables the rate limits and is only asked
+    when every other rule passed; `follow_up` marks a message that continues a known
+    conversation, which is never acknowledged again."""
+    form = bool(parsed.sender) and config.is_form_sender(
+        parsed.sender.addr if parsed.sender else ""
+    )
+    customer, ack_to = recipients(parsed, inbox=inbox, return_path=return_path, form=form)
+    classification = classifier.classify(parsed, customer=customer)
+    due = deadline(config.calendar, config.priority(classification.priority), received_at)
+    ctx = LoopContext(
+        own_addresses=config.own_addresses,
+        message_id_domain=config.message_id_domain,
+        return_path=return_path,
+        customer=customer,
+        form=form,
+    )
+    skip = first_match(parsed, ctx)
+    if skip is None and form and ack_to is None:
+        skip = Skip("no-return-path", "web-form mail without a Reply-To address")
+    if skip is None and ack_to is None:
+        skip = Skip("no-return-path", "no address to answer")
+    if skip is None and follow_up:
+        skip = Skip("follow-up", "continues a conversation that was already acknowledged")
+    if skip is None and not config.acknowledge.enabled:
+        skip = Skip("disabled", "acknowledgments are switched off ([acknowledge] enabled = false)")
+    if skip is None and history is not None and ack_to is not None:
+        ack = config.acknowledge
+        skip = rate_limit(
+            history(ack_to),
+            now or received_at,
+            once_per_sender=ack.once_per_sender,
+            max_per_sender_per_day=ack.max_per_sender_per_day,
+            max_per_minute=ack.max_per_minute,
+        )
+    return Decision(classification, due, customer, ack_to, skip)

@@ -269,3 +269,47 @@ def _is_operational(exc: BaseException) -> bool:
     from sqlalchemy.exc import OperationalError
 
     return isinstance(exc, OperationalError)
+
+
+# ---------------------------------------------------------------------------- queries
+
+
+def insert_ignore(engine_or_conn: Any, table: Table) -> Any:
+    """An INSERT that silently skips rows violating a unique constraint."""
+    name = engine_or_conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def add_event(
+    conn: Any,
+    at: datetime,
+    kind: str,
+    detail: dict[str, Any] | None = None,
+    conversation_id: int | None = None,
+    message_row: int | None = None,
+) -> None:
+    import json
+
+    conn.execute(
+        events.insert().values(
+            at=at,
+            kind=kind,
+            conversation_id=conversation_id,
+            message_row=message_row,
+            detail=json.dumps(detail or {}, ensure_ascii=False, default=str),
+        )
+    )
+
+
+def latest_event(conn: Any, kinds: tuple[str, ...]) -> Any:
+    from sqlalchemy import select
+
+    return conn.execute(
+        select(events).where(events.c.kind.in_(kinds)).order_by(events.c.id.desc()).limit(1)
+    ).first()

@@ -1,0 +1,273 @@
+"""The outbox sender: the only code that sends mail, and only what the outbox table holds.
+
+Owns: draining pending outbox rows through one transport — an SMTP submission server over
+a persistent connection, or a local maildir — and recording each result: sent; retried
+later with exponential backoff after a temporary failure (4xx, connection trouble);
+failed, with the server's answer, after a permanent one (5xx) or after `give_up_after`.
+It never retries forever and never sends a row twice on purpose. (A crash between the
+server's 250 and our commit is the one window in which a message may go out twice.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mailbox
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Engine, select, update
+
+from . import store
+from .config import SendConfig
+from .errors import ConfigError, Problem
+from .secrets import read_secret
+
+log = logging.getLogger("sla_gateway.outbox")
+
+BACKOFF_FIRST = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(hours=1)
+
+
+class SendFailed(Exception):
+    """A transport could not deliver; `permanent` says whether trying again can help."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Transport(Protocol):
+    def send(self, sender: str, recipient: str, raw: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MaildirTransport:
+    """Writes each message as a file into a maildir (tmp/ then new/, atomically)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._box: mailbox.Maildir | None = None
+
+    def send(self, sender: str, recipient: str, raw: bytes) -> None:
+        try:
+            if self._box is None:
+                self._box = mailbox.Maildir(self.path, create=True)
+            self._box.add(raw.replace(b"\r\n", b"\n"))  # maildir files use local line ends
+        except OSError as exc:
+            raise SendFailed(
+                f"cannot write to {self.path}: {exc.strerror}", permanent=False
+            ) from exc
+
+    def close(self) -> None:
+        self._box = None
+
+
+class SmtpTransport:
+    """Sends through one SMTP server, keeping the connection open between messages."""
+
+    def __init__(self, config: SendConfig, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.config = config
+        self.context = ssl_context or ssl.create_default_context()
+        self._conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        timeout = c.timeout.total_seconds()
+        try:
+            conn: smtplib.SMTP
+            if c.security == "tls":
+                conn = smtplib.SMTP_SSL(c.host, c.port, timeout=timeout, context=self.context)
+            else:
+                conn = smtplib.SMTP(c.host, c.port, timeout=timeout)
+                conn.ehlo()
+                if c.security == "starttls":
+                    conn.starttls(context=self.context)
+                    conn.ehlo()
+            if c.username:
+                conn.login(c.username, read_secret(c.password, "send"))
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SendFailed(f"login refused by {c.host}: {_answer(exc)}", permanent=False) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise SendFailed(
+                f"cannot connect to {c.host}:{c.port}: {exc}", permanent=False
+            ) from exc
+        return conn
+
+    def send(self, sender: str, recipient: str, raw: bytes) -> None:
+        for attempt in (1, 2):  # a kept-open connection may have been dropped: reconnect once
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                refused = self._conn.sendmail(sender, [recipient], _crlf(raw))
+            except smtplib.SMTPServerDisconnected:
+                self._conn = None
+                if attempt == 2:
+                    raise SendFailed("the server closed the connection", permanent=False) from None
+                continue
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, message = next(iter(exc.recipients.values()))
+                raise SendFailed(f"{code} {_text(message)}", permanent=code >= 500) from exc
+            except smtplib.SMTPResponseException as exc:
+                self._reset()
+                raise SendFailed(_answer(exc), permanent=exc.smtp_code >= 500) from exc
+            except (OSError, smtplib.SMTPException) as exc:
+                self.close()
+                raise SendFailed(f"sending failed: {exc}", permanent=False) from exc
+            if refused:
+                code, message = next(iter(refused.values()))
+                raise SendFailed(f"{code} {_text(message)}", permanent=code >= 500)
+            return
+
+    def _reset(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._conn.quit()
+            self._conn = None
+
+
+def _crlf(raw: bytes) -> bytes:
+    """SMTP wants CRLF line ends; smtplib does not fix them in bytes."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _text(message: bytes | str) -> str:
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+
+
+def _answer(exc: smtplib.SMTPResponseException) -> str:
+    return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+
+
+def make_transport(config: SendConfig) -> Transport:
+    if config.transport == "maildir":
+        return MaildirTransport(config.path)
+    if config.transport == "smtp":
+        return SmtpTransport(config)
+    raise ConfigError(
+        [Problem("(config)", "send.transport", f"unknown transport {config.transport}")]
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min, ... at most an hour."""
+    step: timedelta = BACKOFF_FIRST * (2 ** min(max(attempts - 1, 0), 20))
+    return min(step, BACKOFF_MAX)
+
+
+class OutboxSender:
+    """Sends due outbox rows, one at a time, recording every result."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        transport: Transport,
+        clock: Callable[[], datetime],
+        *,
+        give_up_after: timedelta = timedelta(days=2),
+    ) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.clock = clock
+        self.give_up_after = give_up_after
+
+    def due(self, limit: int = 100) -> list[int]:
+        o = store.outbox.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(o.id)
+                .where(o.status == "pending", o.next_attempt_at <= self.clock())
+                .order_by(o.next_attempt_at, o.id)
+                .limit(limit)
+            ).scalars()
+            return [int(r) for r in rows]
+
+    def next_due(self) -> datetime | None:
+        from sqlalchemy import func
+
+        o = store.outbox.c
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.min(o.next_attempt_at)).where(o.status == "pending")
+            ).scalar()
+            return value if isinstance(value, datetime) else None
+
+    def send_due(self, limit: int = 100) -> int:
+        """Send every row due now; returns how many were sent."""
+        sent = 0
+        for row_id in self.due(limit):
+            if self.send_one(row_id):
+                sent += 1
+        return sent
+
+    def send_one(self, row_id: int) -> bool:
+        o = store.outbox.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(store.outbox).where(o.id == row_id, o.status == "pending")
+            ).first()
+        if row is None:
+            return False
+        try:
+            self.transport.send(row.sender, row.recipient, row.raw)
+        except SendFailed as exc:
+            now = self.clock()
+            attempts = row.attempts + 1
+            expired = now - row.created_at >= self.give_up_after
+            status = "failed" if exc.permanent or expired else "pending"
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(store.outbox)
+                    .where(o.id == row_id)
+                    .values(
+                        status=status,
+                        attempts=attempts,
+                        last_error=str(exc)[:2000],
+                        next_attempt_at=now + backoff(attempts),
+                    )
+                )
+                if status == "failed":
+                    store.add_event(
+                        conn, now, "send-failed", {"outbox": row_id, "error": str(exc)[:500]},
+                        conversation_id=row.conversation_id,
+                    )  # fmt: skip
+            log.warning(
+                "event=send-%s outbox=%s kind=%s attempts=%s error=%r",
+                "failed" if status == "failed" else "retry", row_id, row.kind, attempts, str(exc),
+            )  # fmt: skip
+            return False
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(store.outbox)
+                .where(o.id == row_id)
+                .values(status="sent", sent_at=now, attempts=row.attempts + 1, last_error=None)
+            )
+        log.info("event=sent outbox=%s kind=%s", row_id, row.kind)
+        return True
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+__all__ = [
+    "MaildirTransport",
+    "OutboxSender",
+    "SendFailed",
+    "SmtpTransport",
+    "make_transport",
+    "socket",
+]

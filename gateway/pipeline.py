@@ -1,0 +1,466 @@
+"""The intake pipeline: store first, then decide, then queue — each step a transaction.
+
+Owns: turning a received message into durable rows. `accept()` commits the raw bytes (and
+nothing else) before any intake may say "got it" — deduplicated by Message-ID, or by a
+content hash when it is missing, so the same mail seen by SMTP and IMAP, or twice by
+one, is kept once. `process()` then, in ONE transaction, parses, threads the message into
+a conversation, classifies, applies the loop rules and rate limits, and writes the
+conversation, the decision and the acknowledgment's outbox row together; a crash before
+that commit means the message is processed again, a crash after it means it is done, so
+nothing is lost and nothing is acknowledged twice. A message that cannot be processed is
+set aside ("shunted") with its error, never dropped. It never sends anything itself: the
+outbox sender does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.parser import BytesParser
+from email.policy import SMTP as SMTP_POLICY
+from email.policy import compat32
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select, update
+
+from . import store
+from .classify import Classifier
+from .config import Config, InboxConfig
+from .errors import InputError, TemporaryError
+from .model import Parsed
+from .parse import parse
+from .policy import Decision, decide
+from .render import Renderer
+from .rules import AckHistory, Skip
+
+log = logging.getLogger("sla_gateway.pipeline")
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_TAG = re.compile(r"\[([A-Z][A-Z0-9]{0,15}-\d+)\]")
+_MACHINE_RULES = frozenset(
+    {
+        "own-mail", "bounce", "auto-submitted", "auto-reply", "suppress-header", "mailing-list",
+        "precedence", "spam", "role-sender", "no-sender", "no-return-path",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as an intake got it, before anything is understood."""
+
+    raw: bytes
+    source: str  # "smtp", "imap", "replay"
+    received_at: datetime
+    envelope_from: str | None = None  # SMTP MAIL FROM ("" is the null path); None: unknown
+    envelope_to: tuple[str, ...] = ()
+    inbox: str | None = None  # the inbox the intake belongs to, when it knows
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing one stored message did."""
+
+    message_row: int
+    status: str  # "processed" or "shunted"
+    conversation_id: int | None = None
+    reference: str | None = None
+    acknowledged: bool = False
+    skip: Skip | None = None
+    error: str | None = None
+
+
+def dedup_key(raw: bytes) -> str:
+    """The Message-ID, or a hash of what stays the same on every delivery path."""
+    headers = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+    found = _MSGID.findall(str(headers.get("Message-ID", "")))
+    if found:
+        return str(found[0])[:255]
+    digest = hashlib.sha256()
+    for name in ("From", "To", "Cc", "Date", "Subject"):
+        digest.update(str(headers.get(name, "")).encode("utf-8", "surrogateescape") + b"\0")
+    body_at = raw.find(b"\r\n\r\n")
+    body_at = raw.find(b"\n\n") if body_at < 0 else body_at
+    digest.update(raw[body_at:] if body_at >= 0 else raw)
+    return "sha256:" + digest.hexdigest()
+
+
+class Pipeline:
+    """Accepts and processes messages for one configuration, against one database."""
+
+    def __init__(self, config: Config, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.classifier = Classifier.from_config(config)
+        self.renderer = Renderer(config)
+
+    # ------------------------------------------------------------------ accept
+
+    def accept(self, received: Received) -> tuple[int | None, bool]:
+        """Durably store the raw message. Returns (row id, is_new); a duplicate gives
+        (existing id, False). Raises TemporaryError when the database cannot commit."""
+        key = dedup_key(received.raw)
+        sha = hashlib.sha256(received.raw).hexdigest()
+        values = {
+            "dedup_key": key,
+            "message_id": None if key.startswith("sha256:") else key,
+            "inbox": received.inbox,
+            "source": received.source,
+            "status": "stored",
+            "received_at": received.received_at,
+            "envelope_from": received.envelope_from,
+            "envelope_to": ", ".join(received.envelope_to) or None,
+            "sha256": sha,
+            "size": len(received.raw),
+            "raw": received.raw,
+            "direction": "customer",
+            "acknowledged": False,
+        }
+        try:
+            with self.engine.begin() as conn:
+                inserted = conn.execute(
+                    store.insert_ignore(conn, store.messages)
+                    .values(**values)
+                    .returning(store.messages.c.id)
+                ).scalar()
+                if inserted is not None:
+                    return int(inserted), True
+                existing = conn.execute(
+                    select(store.messages.c.id).where(store.messages.c.dedup_key == key)
+                ).scalar_one_or_none()
+                return (int(existing) if existing is not None else None), False
+        except Exception as exc:
+            if _is_db_error(exc):
+                raise TemporaryError(f"cannot store the message: {exc}") from exc
+            raise
+
+    # ------------------------------------------------------------------ process
+
+    def pending(self, limit: int = 100) -> list[int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(store.messages.c.id)
+                .where(store.messages.c.status == "stored")
+                .order_by(store.messages.c.id)
+                .limit(limit)
+            ).scalars()
+            return [int(r) for r in rows]
+
+    def process_pending(self, limit: int = 100) -> list[Outcome]:
+        outcomes = []
+        for row_id in self.pending(limit):
+            outcome = self.process(row_id)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    def process(self, row_id: int) -> Outcome | None:
+        """Process one stored message in one transaction; None when it was not pending."""
+        try:
+            with self.engine.begin() as conn:
+                return self._process(conn, row_id)
+        except Exception as exc:
+            if _is_db_error(exc):
+                raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
+            log.exception("event=shunt message=%s", row_id)
+            with self.engine.begin() as conn:
+                return self._shunt(conn, row_id, f"{type(exc).__name__}: {exc}")
+
+    def _shunt(self, conn: Any, row_id: int, error: str) -> Outcome:
+        now = self.clock()
+        conn.execute(
+            update(store.messages)
+            .where(store.messages.c.id == row_id)
+            .values(status="shunted", error=error[:2000])
+        )
+        store.add_event(conn, now, "shunted", {"error": error[:500]}, message_row=row_id)
+        return Outcome(row_id, "shunted", error=error)
+
+    def _process(self, conn: Any, row_id: int) -> Outcome | None:
+        m = store.messages.c
+        row = conn.execute(
+            select(store.messages).where(m.id == row_id, m.status == "stored")
+        ).first()
+        if row is None:
+            return None
+        now = self.clock()
+        try:
+            parsed = parse(row.raw)
+        except InputError as exc:
+            return self._shunt(conn, row_id, str(exc))
+        inbox = self._inbox(row, parsed)
+        return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
+        conversation = self._thread(conn, parsed)
+        decision = decide(
+            parsed,
+            config=self.config,
+            inbox=inbox,
+            classifier=self.classifier,
+            received_at=row.received_at,
+            return_path=return_path,
+            history=lambda ack_to: self._history(conn, ack_to, now),
+            now=now,
+            follow_up=conversation is not None,
+        )
+        skip = decision.skip
+        machine = skip is not None and skip.rule in _MACHINE_RULES
+        direction = "customer"
+        if machine:
+            direction = "ours" if skip is not None and skip.rule == "own-mail" else "machine"
+        conversation_id: int | None = conversation.id if conversation is not None else None
+        reference = conversation.reference if conversation is not None else None
+        if conversation is None and not machine:
+            conversation_id, reference = self._open_conversation(
+                conn, parsed, inbox, decision, row, now
+            )
+        acknowledged = False
+        if decision.acknowledge and conversation_id is not None and reference is not None:
+            self._queue_ack(conn, parsed, inbox, decision, reference, conversation_id, row_id, now)
+            acknowledged = True
+        if skip is not None and skip.rule == "circuit-breaker":
+            self._circuit_open(conn, now, skip)
+        elif acknowledged:
+            self._circuit_closed(conn, now)
+        conn.execute(
+            update(store.messages)
+            .where(m.id == row_id)
+            .values(
+                status="processed",
+                inbox=inbox.name,
+                conversation_id=conversation_id,
+                direction=direction,
+                from_addr=(parsed.sender.addr if parsed.sender else None),
+                subject=parsed.subject[:2000],
+                skip_rule=skip.rule if skip else None,
+                skip_reason=skip.reason[:500] if skip else None,
+                acknowledged=acknowledged,
+            )
+        )
+        store.add_event(
+            conn,
+            now,
+            "acknowledged" if acknowledged else "not-acknowledged",
+            {
+                "rule": skip.rule if skip else None,
+                "reason": skip.reason if skip else None,
+                "priority": decision.classification.priority,
+                "matched": [str(x) for x in decision.classification.matches],
+            },
+            conversation_id=conversation_id,
+            message_row=row_id,
+        )
+        log.info(
+            "event=processed message=%s reference=%s priority=%s ack=%s rule=%s",
+            row_id, reference, decision.classification.priority, acknowledged,
+            skip.rule if skip else "-",
+        )  # fmt: skip
+        return Outcome(row_id, "processed", conversation_id, reference, acknowledged, skip)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _inbox(self, row: Any, parsed: Parsed) -> InboxConfig:
+        if row.inbox:
+            for inbox in self.config.inboxes:
+                if inbox.name == row.inbox:
+                    return inbox
+        candidates = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
+        candidates += [a.addr for a in (*parsed.to, *parsed.cc)]
+        for address in candidates:
+            found = self.config.inbox_for(address)
+            if found is not None:
+                return found
+        return self.config.inboxes[0]
+
+    def _thread(self, conn: Any, parsed: Parsed) -> Any:
+        """The conversation this message continues, if any."""
+        c = store.conversations.c
+        ids = list(dict.fromkeys((*parsed.in_reply_to, *parsed.references)))[-50:]
+        if ids:
+            conv_id = conn.execute(
+                select(store.messages.c.conversation_id)
+                .where(
+                    store.messages.c.message_id.in_(ids),
+                    store.messages.c.conversation_id.isnot(None),
+                )
+                .limit(1)
+            ).scalar()
+            if conv_id is None:
+                conv_id = conn.execute(
+                    select(store.outbox.c.conversation_id)
+                    .where(
+                        store.outbox.c.message_id.in_(ids),
+                        store.outbox.c.conversation_id.isnot(None),
+                    )
+                    .limit(1)
+                ).scalar()
+            if conv_id is not None:
+                return conn.execute(select(store.conversations).where(c.id == conv_id)).first()
+        for tag in _TAG.findall(parsed.subject):
+            found = conn.execute(select(store.conversations).where(c.reference == tag)).first()
+            if found is not None:
+                return found
+        return None
+
+    def _history(self, conn: Any, ack_to: str, now: datetime) -> AckHistory:
+        o = store.outbox.c
+        recipient = ack_to.lower()
+        window = self.config.acknowledge.once_per_sender
+        local = self.config.calendar.local(now)
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        acks = (o.kind == "ack",)
+        last = conn.execute(
+            select(func.max(o.created_at)).where(
+                *acks, o.recipient == recipient, o.created_at > now - window
+            )
+        ).scalar()
+        today = conn.execute(
+            select(func.count())
+            .select_from(store.outbox)
+            .where(*acks, o.recipient == recipient, o.created_at >= day_start)
+        ).scalar_one()
+        minute = conn.execute(
+            select(func.count())
+            .select_from(store.outbox)
+            .where(*acks, o.created_at > now - timedelta(minutes=1))
+        ).scalar_one()
+        return AckHistory(last, int(today), int(minute))
+
+    def _open_conversation(
+        self,
+        conn: Any,
+        parsed: Parsed,
+        inbox: InboxConfig,
+        decision: Decision,
+        row: Any,
+        now: datetime,
+    ) -> tuple[int, str]:
+        d = decision.deadline
+        result = conn.execute(
+            store.conversations.insert().values(
+                reference=f"pending-{row.id}",
+                inbox=inbox.name,
+                customer=(decision.customer or "").lower()[:320],
+                subject=parsed.subject[:2000],
+                priority=decision.classification.priority,
+                priority_reason=decision.classification.reason[:2000],
+                state="awaiting_team",
+                received_at=row.received_at,
+                window_seconds=int(d.window.total_seconds()),
+                stretch=d.stretch,
+                season=d.season,
+                due_at=d.due_at,
+                breached=False,
+                last_customer_at=row.received_at,
+                created_at=now,
+            )
+        )
+        conv_id = int(result.inserted_primary_key[0])
+        reference = f"{inbox.prefix}-{conv_id + 1000}"
+        conn.execute(
+            update(store.conversations)
+            .where(store.conversations.c.id == conv_id)
+            .values(reference=reference)
+        )
+        return conv_id, reference
+
+    def _queue_ack(
+        self,
+        conn: Any,
+        parsed: Parsed,
+        inbox: InboxConfig,
+        decision: Decision,
+        reference: str,
+        conversation_id: int,
+        row_id: int,
+        now: datetime,
+    ) -> None:
+        assert decision.ack_to is not None
+        name = ""
+        if parsed.sender and parsed.sender.addr.lower() == decision.ack_to.lower():
+            name = parsed.sender.name
+        message = self.renderer.acknowledgment(
+            parsed=parsed,
+            inbox=inbox,
+            deadline=decision.deadline,
+            reference=reference,
+            ack_to=decision.ack_to,
+            customer_name=name,
+            now=now,
+        )
+        self.queue(conn, "ack", message, decision.ack_to, now, conversation_id, row_id)
+
+    def queue(
+        self,
+        conn: Any,
+        kind: str,
+        message: Any,
+        recipient: str,
+        now: datetime,
+        conversation_id: int | None = None,
+        source_row: int | None = None,
+    ) -> None:
+        """Write one outgoing message to the outbox (inside the caller's transaction)."""
+        sender = (
+            ""
+            if self.config.send.null_sender and kind == "ack"
+            else str(message["From"].addresses[0].addr_spec)
+        )
+        conn.execute(
+            store.outbox.insert().values(
+                kind=kind,
+                conversation_id=conversation_id,
+                source_message_id=source_row,
+                sender=sender,
+                recipient=recipient.lower(),
+                message_id=_MSGID.findall(str(message["Message-ID"]))[0],
+                raw=message.as_bytes(policy=SMTP_POLICY),  # CRLF: wire format
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+
+    def _circuit_open(self, conn: Any, now: datetime, skip: Skip) -> None:
+        latest = store.latest_event(conn, ("circuit-open", "circuit-closed"))
+        if latest is not None and latest.kind == "circuit-open":
+            return  # already alerted for this trip
+        store.add_event(conn, now, "circuit-open", {"reason": skip.reason})
+        from .render import alert_message
+
+        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
+            message = alert_message(
+                self.config,
+                recipient,
+                subject="Acknowledgments paused: unusual volume",
+                text=(
+                    f"sla-gateway stopped sending acknowledgments: {skip.reason} "
+                    f"(limit: {self.config.acknowledge.max_per_minute} per minute).\n\n"
+                    "Incoming mail is still stored and measured. Acknowledgments resume by "
+                    "themselves when the rate falls. If this is a mail loop or a flood, check "
+                    "the messages with `sla-gateway status` and the mail server's logs.\n"
+                ),
+                now=now,
+            )
+            self.queue(conn, "alert", message, recipient, now)
+
+    def _circuit_closed(self, conn: Any, now: datetime) -> None:
+        latest = store.latest_event(conn, ("circuit-open", "circuit-closed"))
+        if latest is not None and latest.kind == "circuit-open":
+            store.add_event(conn, now, "circuit-closed", {})
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+__all__ = ["Outcome", "Pipeline", "Received", "dedup_key", "or_"]

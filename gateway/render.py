@@ -1,0 +1,240 @@
+"""Jinja2 templates -> finished `EmailMessage`s (acknowledgments now; alerts, digests later).
+
+Owns: the sandboxed template environment (operator templates first, then the built-in
+ones; per-language variants `LANG/NAME` before `NAME`), the localised values templates
+see (dates, times and zones via Babel, opening hours, windows), and building messages
+whose headers are safe: no header value is ever taken from a message unsanitised, so no
+customer can inject a header. Pure apart from reading template files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from babel.dates import format_date, format_time, get_day_names
+from babel.numbers import format_decimal
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from .calendar import BusinessCalendar
+from .config import Config, InboxConfig
+from .model import Deadline, Parsed
+from .rules import LOOP_HEADER
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def builtin_templates() -> Path:
+    return Path(str(files("gateway.templates")))
+
+
+def clean_header(value: str, limit: int = 200) -> str:
+    """One line, no control characters, bounded length: safe in any header."""
+    text = _CONTROL.sub(" ", value).strip()
+    text = re.sub(r"\s{2,}", " ", text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class Renderer:
+    """Templates for every inbox language, loaded once."""
+
+    def __init__(self, config: Config) -> None:
+        search = [str(builtin_templates())]
+        if config.templates:
+            search.insert(0, config.templates)
+        self.env = SandboxedEnvironment(
+            loader=ChoiceLoader([FileSystemLoader(p) for p in search]),
+            autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default=False),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.config = config
+
+    def render(self, name: str, language: str, context: dict[str, Any]) -> str:
+        template = self.env.select_template([f"{language}/{name}", name])
+        return template.render(**context)
+
+    # ------------------------------------------------------------------ acknowledgments
+
+    def acknowledgment(
+        self,
+        *,
+        parsed: Parsed,
+        inbox: InboxConfig,
+        deadline: Deadline,
+        reference: str,
+        ack_to: str,
+        customer_name: str,
+        now: datetime,
+    ) -> EmailMessage:
+        cal = self.config.calendar
+        lang = inbox.language
+        context = {
+            "customer_name": clean_header(customer_name, 80),
+            "subject": clean_header(parsed.subject, 150),
+            "reference": reference,
+            "shop_name": inbox.from_name or inbox.address,
+            "inbox_address": inbox.address,
+            "priority": deadline.priority,
+            "window": window_values(deadline.effective_window, lang),
+            "published_window": window_values(deadline.window, lang),
+            "due": when(deadline.due_at, lang),
+            "due_sender": sender_time(deadline.due_at, parsed.date, lang),
+            "opening_hours": opening_hours(cal, lang),
+            "timezone": self.config.hours.timezone,
+            "season": deadline.season,
+            "season_notice": _season_notice(cal, deadline),
+            "closure": closure(cal, now, lang),
+        }
+        text = self.render("ack.txt.j2", lang, context)
+        html = self.render("ack.html.j2", lang, context)
+        subject_line = self.render("ack.subject.j2", lang, context).strip()
+        message = EmailMessage()
+        message["From"] = HeaderAddress(clean_header(inbox.from_name, 80), addr_spec=inbox.address)
+        message["To"] = ack_to
+        message["Subject"] = clean_header(subject_line, 250)
+        message["Date"] = format_datetime(cal.local(now))
+        message["Message-ID"] = make_msgid("ack", domain=self.config.message_id_domain)
+        if parsed.message_id:
+            message["In-Reply-To"] = f"<{parsed.message_id}>"
+            chain = [*parsed.references[-10:], parsed.message_id]
+            message["References"] = " ".join(f"<{m}>" for m in dict.fromkeys(chain))
+        message["Auto-Submitted"] = "auto-replied"
+        message["Precedence"] = "bulk"
+        message["X-Auto-Response-Suppress"] = "All"
+        message[LOOP_HEADER] = inbox.address
+        message["X-SLA-Gateway-Reference"] = reference
+        message.set_content(text)
+        message.add_alternative(html, subtype="html")
+        return message
+
+
+def alert_message(
+    config: Config, recipient: str, *, subject: str, text: str, now: datetime
+) -> EmailMessage:
+    """A short operational notice to the owner (never a customer)."""
+    inbox = config.inboxes[0]
+    message = EmailMessage()
+    message["From"] = HeaderAddress("sla-gateway", addr_spec=inbox.address)
+    message["To"] = recipient
+    message["Subject"] = clean_header(f"[sla-gateway] {subject}", 250)
+    message["Date"] = format_datetime(config.calendar.local(now))
+    message["Message-ID"] = make_msgid("alert", domain=config.message_id_domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message["Precedence"] = "bulk"
+    message["X-Auto-Response-Suppress"] = "All"
+    message[LOOP_HEADER] = inbox.address
+    message.set_content(text)
+    return message
+
+
+# ---------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class When:
+    """A moment as templates show it, localised."""
+
+    date: str  # "Monday, November 23, 2026"
+    time: str  # "1:00 PM" / "13:00"
+    zone: str  # "CET", "UTC-05:00"
+    iso: str
+
+    def __str__(self) -> str:
+        return f"{self.date}, {self.time} {self.zone}"
+
+
+def _zone_name(moment: datetime) -> str:
+    name = moment.tzname() or ""
+    if re.fullmatch(r"[A-Z]{2,5}", name):
+        return name
+    offset = moment.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "−"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def when(moment: datetime, language: str) -> When:
+    return When(
+        date=format_date(moment, format="full", locale=language),
+        time=format_time(moment, format="short", tzinfo=moment.tzinfo, locale=language),
+        zone=_zone_name(moment),
+        iso=moment.isoformat(),
+    )
+
+
+def sender_time(due: datetime, sender_date: datetime | None, language: str) -> When | None:
+    """The deadline in the sender's own offset (from their Date header), when it differs."""
+    if sender_date is None or sender_date.utcoffset() is None:
+        return None
+    offset = sender_date.utcoffset()
+    if offset == due.utcoffset():
+        return None
+    assert offset is not None
+    return when(due.astimezone(timezone(offset)), language)
+
+
+def window_values(window: timedelta, language: str) -> dict[str, Any]:
+    minutes = round(window.total_seconds() / 60)
+    hours = minutes / 60
+    return {
+        "minutes": minutes,
+        "hours": format_decimal(round(hours, 2), locale=language),
+        "in_minutes": minutes < 60,
+        "one": minutes == 60 or minutes == 1,
+    }
+
+
+def opening_hours(cal: BusinessCalendar, language: str) -> list[dict[str, str]]:
+    """Consecutive weekdays with the same hours, grouped: [{days, hours}]."""
+    names = get_day_names("wide", locale=language)
+    groups: list[tuple[list[int], str]] = []
+    for index, ranges in enumerate(cal.week):
+        if not ranges:
+            text = ""
+        else:
+            text = ", ".join(
+                f"{_clock(r.start, language)}–{_clock(r.end, language)}" for r in ranges
+            )
+        if groups and groups[-1][1] == text and groups[-1][0][-1] == index - 1:
+            groups[-1][0].append(index)
+        else:
+            groups.append(([index], text))
+    result = []
+    for days, text in groups:
+        if not text:
+            continue
+        label = names[days[0]] if len(days) == 1 else f"{names[days[0]]}–{names[days[-1]]}"
+        result.append({"days": str(label), "hours": text})
+    return result
+
+
+def _clock(minutes: int, language: str) -> str:
+    minutes %= 24 * 60
+    if minutes == 0:
+        return "24:00" if language != "en" else "midnight"
+    return format_time(time(minutes // 60, minutes % 60), format="short", locale=language)
+
+
+def closure(cal: BusinessCalendar, now: datetime, language: str) -> dict[str, Any] | None:
+    """When today is a closed day (holiday, closure): its reason and when we reopen."""
+    local = cal.local(now)
+    reason = cal.closure(local.date())
+    if reason is None:
+        return None
+    return {"reason": reason, "reopens": when(cal.next_open(now), language)}
+
+
+def _season_notice(cal: BusinessCalendar, deadline: Deadline) -> str:
+    season = cal.season_at(deadline.received_at)
+    return season.notice if season else ""

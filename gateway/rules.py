@@ -1,0 +1,296 @@
+"""The "do not acknowledge" rules: named, in a declared order, each explaining itself.
+
+Owns: deciding from one message alone whether it was written by a machine, a list, a
+bounce, ourselves or a spammer, per RFC 3834, RFC 5230 and what mature helpdesks learned;
+and the sender rate limits, decided from counts the store supplies. The first rule that
+fires is recorded with a reason so `inspect` and the digest can say why no
+acknowledgment went out. Human mail with none of these markers must always pass: a
+marker whose value says otherwise (`Auto-Submitted: no`) does not fire.
+Pure: values in, values out; no I/O.
+
+Order (first match wins): own-mail, bounce, auto-submitted, auto-reply, suppress-header,
+mailing-list, precedence, spam, role-sender, no-sender, no-return-path, then the rate limits
+once-per-sender, daily-limit, circuit-breaker. Mail from configured web-form senders is
+written by a machine on a customer's behalf, so the machine-marker rules (auto-submitted
+to precedence, no-return-path) do not apply to it; the others do, on the customer address.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .model import Parsed
+
+LOOP_HEADER = "X-SLA-Gateway-Loop"
+
+
+@dataclass(frozen=True)
+class LoopContext:
+    """What the rules need to know about us and about this message's origin."""
+
+    own_addresses: frozenset[str]  # lower-cased inbox addresses and aliases
+    message_id_domain: str  # the right-hand side of the Message-IDs we generate
+    return_path: str | None  # envelope MAIL FROM (SMTP) or Return-Path header; "" = null
+    customer: str | None  # the address an acknowledgment would go to
+    form: bool = False  # sent by a configured web-form sender
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One named rule: `check` returns a reason when it fires, else None."""
+
+    name: str
+    check: Callable[[Parsed, LoopContext], str | None]
+    applies_to_forms: bool = True
+
+
+def _local(address: str | None) -> str:
+    return (
+        (address or "").rpartition("@")[0].lower()
+        if "@" in (address or "")
+        else (address or "").lower()
+    )
+
+
+def _value(parsed: Parsed, name: str) -> str | None:
+    value = parsed.header(name)
+    return value.strip() if value is not None else None
+
+
+def _negative(value: str) -> bool:
+    """A header value that says "not automatic"."""
+    return value.split(";")[0].strip().lower() in ("no", "false", "0", "off")
+
+
+# ---------------------------------------------------------------------------- the rules
+
+
+def own_mail(parsed: Parsed, ctx: LoopContext) -> str | None:
+    sender = parsed.sender.key if parsed.sender else ""
+    if sender in ctx.own_addresses:
+        return f"sent from our own address {sender}"
+    loop = _value(parsed, LOOP_HEADER)
+    if loop is not None:
+        return f"carries our loop header ({LOOP_HEADER}: {loop})"
+    if parsed.message_id and parsed.message_id.rpartition("@")[2].lower() == ctx.message_id_domain:
+        return f"Message-ID on our own domain ({parsed.message_id})"
+    return None
+
+
+_BOUNCE_SUBJECT = re.compile(
+    r"^\s*(undeliver(ed|able)|delivery (status notification|failure|has failed|failed)"
+    r"|failure notice|returned mail|mail delivery (failed|failure|system|subsystem)"
+    r"|delivery notification|non[- ]?delivery|unzustellbar|nicht zustellbar"
+    r"|non remis|non distribuable|no se puede entregar|onbestelbaar|message not delivered"
+    r"|warning: could not send message|mail system error)",
+    re.IGNORECASE,
+)
+_REPORT_TYPES = (
+    "message/delivery-status",
+    "message/global-delivery-status",
+    "message/feedback-report",
+    "message/disposition-notification",
+)
+
+
+def bounce(parsed: Parsed, ctx: LoopContext) -> str | None:
+    types = parsed.content_types
+    if types and types[0] == "multipart/report":
+        return "a delivery or disposition report (multipart/report)"
+    for kind in _REPORT_TYPES:
+        if kind in types:
+            return f"contains a {kind} part"
+    if parsed.has_header("X-Failed-Recipients"):
+        return "has X-Failed-Recipients"
+    for who, address in (
+        ("From", parsed.sender.addr if parsed.sender else None),
+        ("return path", ctx.return_path),
+    ):
+        if _local(address) in ("mailer-daemon", "postmaster"):
+            return f"{who} is {address}"
+    if _BOUNCE_SUBJECT.match(parsed.subject):
+        return f"bounce subject ({parsed.subject[:60]!r})"
+    return None
+
+
+def auto_submitted(parsed: Parsed, ctx: LoopContext) -> str | None:
+    value = _value(parsed, "Auto-Submitted")
+    if value is not None and not _negative(value):
+        return f"Auto-Submitted: {value}"
+    return None
+
+
+# name, required value (None: any value that is not negative)
+_AUTO_REPLY_MARKERS: tuple[tuple[str, str | None], ...] = (
+    ("X-Autoreply", None),
+    ("X-Autorespond", None),
+    ("X-AutoReply-From", None),
+    ("X-Mail-Autoreply", None),
+    ("X-Autogenerated", "reply"),
+    ("X-FC-MachineGenerated", None),
+    ("X-Apple-Action", "vacation"),
+    ("X-MS-Exchange-Inbox-Rules-Loop", None),
+    ("X-MS-Exchange-Generated-Message-Source", None),
+    ("X-Loop", None),
+    ("X-AMAZON-MAIL-RELAY-TYPE", "notification"),
+)
+
+
+def auto_reply(parsed: Parsed, ctx: LoopContext) -> str | None:
+    for name, required in _AUTO_REPLY_MARKERS:
+        value = _value(parsed, name)
+        if value is None:
+            continue
+        if required is None and not _negative(value):
+            return f"{name}: {value}"[:120]
+        if required is not None and value.lower() == required:
+            return f"{name}: {value}"
+    return None
+
+
+def suppress_header(parsed: Parsed, ctx: LoopContext) -> str | None:
+    value = _value(parsed, "X-Auto-Response-Suppress")
+    if value is None:
+        return None
+    tokens = {t.strip().lower() for t in value.split(",")}
+    if tokens & {"all", "oof", "autoreply"}:
+        return f"X-Auto-Response-Suppress: {value}"
+    return None
+
+
+def mailing_list(parsed: Parsed, ctx: LoopContext) -> str | None:
+    for name, _ in parsed.headers:
+        if name.startswith("list-"):
+            return f"mailing-list header {name.title()}"
+    return None
+
+
+def precedence(parsed: Parsed, ctx: LoopContext) -> str | None:
+    for name in ("Precedence", "X-Precedence"):
+        value = _value(parsed, name)
+        if value is not None and value.lower() in ("bulk", "junk", "list", "auto_reply"):
+            return f"{name}: {value}"
+    return None
+
+
+def spam(parsed: Parsed, ctx: LoopContext) -> str | None:
+    flag = _value(parsed, "X-Spam-Flag")
+    if flag is not None and flag.upper().startswith("YES"):
+        return f"X-Spam-Flag: {flag}"
+    status = _value(parsed, "X-Spam-Status")
+    if status is not None and status.lower().startswith("yes"):
+        return f"X-Spam-Status: {status[:40]}"
+    verdict = _value(parsed, "X-Spam")  # rspamd's milter header
+    if verdict is not None and verdict.lower().startswith("yes"):
+        return f"X-Spam: {verdict}"
+    action = _value(parsed, "X-Rspamd-Action")
+    if action is not None and action.lower() in ("add header", "rewrite subject", "reject"):
+        return f"X-Rspamd-Action: {action}"
+    return None
+
+
+_ROLE = re.compile(
+    r"^(mailer-daemon|postmaster|listserv|majordomo|abuse|root|nobody|bounces?"
+    r"|.+-request|owner-.+|.+-owner|.+-bounces?|bounces?[-+_.=].*"
+    r"|(do[-_.]?not|dont|no)[-_.]?reply([-_.+].*)?|.*[-_.+](do[-_.]?not|no)[-_.]?reply)$",
+    re.IGNORECASE,
+)
+
+
+def role_sender(parsed: Parsed, ctx: LoopContext) -> str | None:
+    candidates = [ctx.customer]
+    if not ctx.form:
+        candidates += [parsed.sender.addr if parsed.sender else None, ctx.return_path]
+    for address in candidates:
+        if address and _ROLE.match(_local(address)):
+            return f"system or role sender {address}"
+    return None
+
+
+def no_sender(parsed: Parsed, ctx: LoopContext) -> str | None:
+    if parsed.sender is None:
+        return "no usable From address (RFC 5322 requires one; people's mail always has it)"
+    return None
+
+
+def no_return_path(parsed: Parsed, ctx: LoopContext) -> str | None:
+    if ctx.return_path is None:
+        return "no return path"
+    if ctx.return_path == "":
+        return "null return path (<>)"
+    return None
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("own-mail", own_mail),
+    Rule("bounce", bounce),
+    Rule("auto-submitted", auto_submitted, applies_to_forms=False),
+    Rule("auto-reply", auto_reply, applies_to_forms=False),
+    Rule("suppress-header", suppress_header, applies_to_forms=False),
+    Rule("mailing-list", mailing_list, applies_to_forms=False),
+    Rule("precedence", precedence, applies_to_forms=False),
+    Rule("spam", spam),
+    Rule("role-sender", role_sender),
+    Rule("no-sender", no_sender, applies_to_forms=False),
+    Rule("no-return-path", no_return_path, applies_to_forms=False),
+)
+RATE_RULES = ("once-per-sender", "daily-limit", "circuit-breaker")
+RULE_NAMES = (*(r.name for r in RULES), *RATE_RULES)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why no acknowledgment: the rule's name and a human reason."""
+
+    rule: str
+    reason: str
+
+
+def first_match(parsed: Parsed, ctx: LoopContext) -> Skip | None:
+    """The first rule, in declared order, that says "do not acknowledge"."""
+    for rule in RULES:
+        if ctx.form and not rule.applies_to_forms:
+            continue
+        reason = rule.check(parsed, ctx)
+        if reason is not None:
+            return Skip(rule.name, reason)
+    return None
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+@dataclass(frozen=True)
+class AckHistory:
+    """What the store knows about acknowledgments already queued."""
+
+    last_to_sender: datetime | None  # latest ack to this address for another conversation
+    to_sender_today: int  # acks to this address since the start of the shop's day
+    in_last_minute: int  # acks to anyone in the last 60 seconds
+
+
+def rate_limit(
+    history: AckHistory,
+    now: datetime,
+    *,
+    once_per_sender: timedelta,
+    max_per_sender_per_day: int,
+    max_per_minute: int,
+) -> Skip | None:
+    if history.last_to_sender is not None and now - history.last_to_sender < once_per_sender:
+        return Skip(
+            "once-per-sender",
+            f"already acknowledged this sender at {history.last_to_sender:%Y-%m-%d %H:%M} UTC",
+        )
+    if history.to_sender_today >= max_per_sender_per_day:
+        return Skip(
+            "daily-limit", f"{history.to_sender_today} acknowledgments to this sender today"
+        )
+    if history.in_last_minute >= max_per_minute:
+        return Skip(
+            "circuit-breaker", f"{history.in_last_minute} acknowledgments in the last minute"
+        )
+    return None

@@ -1,0 +1,139 @@
+"""The running gateway: wires intake, processing and sending together, and stops cleanly.
+
+Owns: the threads of `sla-gateway run` — the SMTP listener (aiosmtpd's own thread), one
+IMAP poller per configured inbox, and one worker that processes stored messages and
+drains the outbox. The worker is woken the moment an intake commits a message, and wakes
+by itself for retries and for anything left from before a restart, so a crash at any
+point is followed by reprocessing, never by loss. It holds no business logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from . import store
+from .config import Config
+from .errors import TemporaryError
+from .outbox import OutboxSender, make_transport
+from .pipeline import Pipeline
+
+log = logging.getLogger("sla_gateway.service")
+
+IDLE_TICK = 5.0  # seconds between sweeps when nothing wakes the worker
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class Service:
+    """`start()` everything, `stop()` everything; safe to start again after a stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = system_clock,
+        engine: Engine | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.engine = engine or store.make_engine(config.database)
+        self._owns_engine = engine is None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._controller: object | None = None
+        self._pollers: list[object] = []
+        self.pipeline = Pipeline(config, self.engine, clock)
+        self.sender = OutboxSender(
+            self.engine, make_transport(config.send), clock, give_up_after=config.send.give_up_after
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        store.upgrade(self.engine)
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="sla-worker", daemon=True)
+        self._worker.start()
+        if self.config.listen is not None:
+            from .smtp import IntakeHandler, make_controller
+
+            handler = IntakeHandler(self.config, self.pipeline, self.wake, self.clock)
+            controller = make_controller(self.config, handler)
+            controller.start()
+            self._controller = controller
+            log.info(
+                "event=listening host=%s port=%s", self.config.listen.host, self.config.listen.port
+            )
+        for inbox in self.config.inboxes:
+            if inbox.imap is not None:
+                from .imap import ImapPoller
+
+                poller = ImapPoller(self.config, inbox, self.pipeline, self.wake, self.clock)
+                poller.start()
+                self._pollers.append(poller)
+        log.info("event=started transport=%s", self.config.send.transport)
+
+    def stop(self) -> None:
+        controller = self._controller
+        if controller is not None:
+            controller.stop()  # type: ignore[attr-defined]
+            self._controller = None
+        for poller in self._pollers:
+            poller.stop()  # type: ignore[attr-defined]
+        self._pollers = []
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+            self._worker = None
+        self.sender.close()
+        log.info("event=stopped")
+
+    def close(self) -> None:
+        self.stop()
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def wake(self) -> None:
+        """Tell the worker there is something to do (thread-safe)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the worker
+
+    def run_once(self) -> None:
+        """Process everything stored, then send everything due (also used by tests)."""
+        while self.pipeline.process_pending(limit=200):
+            pass
+        self.sender.send_due()
+
+    def _work(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+                failures = 0
+                timeout = self._next_timeout()
+            except TemporaryError as exc:
+                failures += 1
+                timeout = min(2.0**failures, 60.0)
+                log.error("event=worker-retry error=%r in=%.0fs", str(exc), timeout)
+            except Exception:
+                failures += 1
+                timeout = min(2.0**failures, 60.0)
+                log.exception("event=worker-error in=%.0fs", timeout)
+            self._wake.wait(timeout)
+
+    def _next_timeout(self) -> float:
+        due = self.sender.next_due()
+        if due is None:
+            return IDLE_TICK
+        return max(0.05, min(IDLE_TICK, (due - self.clock()).total_seconds()))

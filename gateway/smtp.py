@@ -1,0 +1,119 @@
+"""The SMTP listener: an aiosmtpd handler that turns SMTP transactions into stored rows.
+
+Owns: the protocol seam. RCPT is accepted only for configured inbox addresses and aliases
+(anything else gets 550, so the gateway can never relay); an over-size message gets 552
+(aiosmtpd enforces `max_message_size`); DATA is answered 250 only after the raw message
+is committed to the database, 451 when we could not commit (the sender retries, nothing
+is lost). It decides nothing about the message itself: the pipeline does that after the
+250, and is woken at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from .config import Config, ListenConfig
+from .errors import TemporaryError
+from .pipeline import Pipeline, Received
+from .secrets import read_secret
+
+log = logging.getLogger("sla_gateway.smtp")
+
+
+class IntakeHandler:
+    """aiosmtpd handler: validate recipients, store, wake the processor."""
+
+    def __init__(self, config: Config, pipeline: Pipeline, wake: Callable[[], None],
+                 clock: Callable[[], datetime]) -> None:  # fmt: skip
+        self.config = config
+        self.pipeline = pipeline
+        self.wake = wake
+        self.clock = clock
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:  # fmt: skip
+        if self.config.inbox_for(address) is None:
+            log.info("event=rcpt-refused peer=%s rcpt=%s", _peer(session), address)
+            return f"550 5.7.1 <{address}>: not a support address handled here; relaying denied"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):  # pragma: no cover - decode_data is off
+            raw = raw.encode("utf-8", "surrogateescape")
+        mail_from = envelope.mail_from or ""
+        received = Received(
+            raw=bytes(raw),
+            source="smtp",
+            received_at=self.clock(),
+            envelope_from="" if mail_from in ("<>", "") else mail_from,
+            envelope_to=tuple(envelope.rcpt_tos),
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            row_id, new = await loop.run_in_executor(None, self.pipeline.accept, received)
+        except TemporaryError as exc:
+            log.error("event=store-failed peer=%s error=%r", _peer(session), str(exc))
+            return "451 4.3.0 Temporary failure storing the message, please try again later"
+        except Exception:
+            log.exception("event=store-failed peer=%s", _peer(session))
+            return "451 4.3.0 Temporary local problem, please try again later"
+        log.info(
+            "event=stored source=smtp message=%s new=%s size=%s", row_id, new, len(received.raw)
+        )
+        if new:
+            self.wake()
+        return f"250 2.0.0 Stored as {row_id}" if new else f"250 2.0.0 Already have it ({row_id})"
+
+
+def _peer(session: Any) -> str:
+    peer = getattr(session, "peer", None)
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+class _Authenticator:
+    """Checks SMTP AUTH LOGIN/PLAIN against the configured username and password."""
+
+    def __init__(self, listen: ListenConfig) -> None:
+        self.username = (listen.username or "").encode()
+        self.password = read_secret(listen.password, "listen").encode()
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        ok = hmac.compare_digest(data.login, self.username) and hmac.compare_digest(
+            data.password, self.password
+        )
+        return AuthResult(success=ok, handled=False)
+
+
+def make_controller(config: Config, handler: IntakeHandler) -> Controller:
+    listen = config.listen
+    assert listen is not None
+    kwargs: dict[str, Any] = {
+        "data_size_limit": listen.max_message_size,
+        "enable_SMTPUTF8": True,
+        "decode_data": False,
+        "ident": "sla-gateway",
+    }
+    if listen.tls_cert and listen.tls_key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(listen.tls_cert, listen.tls_key)
+        kwargs["tls_context"] = context
+    if listen.require_auth:
+        kwargs["auth_required"] = True
+        kwargs["authenticator"] = _Authenticator(listen)
+        kwargs["auth_require_tls"] = listen.host not in ("127.0.0.1", "::1", "localhost")
+    return Controller(handler, hostname=listen.host, port=listen.port, **kwargs)

@@ -1,0 +1,1 @@
+"""Built-in message templates (installed as the gateway.templates package)."""
