@@ -1,6 +1,10 @@
 # Two commands from a fresh clone:
 #   make run    install into .venv and run the gateway on the example configuration
-#   make test   install everything the tests need, then lint, type-check and test
+#               (SQLite in var/, SMTP listener on 127.0.0.1:2525, acknowledgments written
+#               to the maildir var/outbox/new/)
+#   make test   install everything the tests need (Python packages into .venv, Debian
+#               packages such as Dovecot via scripts/install-system-deps), then lint,
+#               type-check and test
 # GATEWAY_TEST_DATABASE_URL=postgresql+psycopg://... make test  also runs the suite on PostgreSQL.
 
 PYTHON ?= python3
@@ -8,7 +12,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= config/gateway.example.toml
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +26,16 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/sla-gateway --config $(CONFIG) check
-	$(BIN)/sla-gateway --config $(CONFIG) db upgrade
-	$(BIN)/sla-gateway --config $(CONFIG) inspect tests/data/customer/*.eml
+	$(BIN)/sla-gateway --config $(CONFIG) run
+
+system-deps:
+	scripts/install-system-deps
 
 lint: install
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest
 
 bench: install

@@ -66,6 +66,14 @@ class Season:
     end: date
     stretch: float
     notice: str = ""
+    notices: tuple[tuple[str, str], ...] = ()  # (language, notice) translations
+
+    def notice_for(self, language: str) -> str:
+        """The notice in `language` when one was written for it, else the default one."""
+        for lang, text in self.notices:
+            if lang == language:
+                return text
+        return self.notice
 
     def __post_init__(self) -> None:
         if self.end < self.start:

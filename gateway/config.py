@@ -717,7 +717,7 @@ class _Reader:
                 continue
             self.unknown(item, ("name", "from", "to", "stretch", "notice"), here)
             name = self.string(item, "name", here, f"season {index + 1}") or ""
-            notice = self.string(item, "notice", here, "") or ""
+            notice, notices = self.notice(item.get("notice", ""), _join(here, "notice"))
             spans: list[date] = []
             for key in ("from", "to"):
                 if key not in item:
@@ -740,7 +740,7 @@ class _Reader:
             if spans[1] < spans[0]:
                 self.problem(_join(here, "to"), "is before from", "swap them")
                 continue
-            result.append(Season(name, spans[0], spans[1], float(stretch), notice))
+            result.append(Season(name, spans[0], spans[1], float(stretch), notice, notices))
         result.sort(key=lambda s: s.start)
         for a, b in pairwise(result):
             if b.start <= a.end:
@@ -750,6 +750,21 @@ class _Reader:
                     "make their dates not overlap",
                 )
         return tuple(result)
+
+    def notice(self, value: object, key: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """A notice is one string, or a table of language -> string ({ en = ..., de = ... })."""
+        if isinstance(value, str):
+            return value, ()
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            for lang in value:
+                if lang not in LANGUAGES:
+                    self.problem(key, f'"{lang}" is not a supported language',
+                                 _suggest(lang, LANGUAGES) or "use " + ", ".join(LANGUAGES))  # fmt: skip
+            default = value.get("en") or next(iter(value.values()), "")
+            return default, tuple(sorted(value.items()))
+        self.problem(key, f"must be a string or a table of languages, got {_kind(value)}",
+                     'write notice = "..." or notice = { en = "...", de = "..." }')  # fmt: skip
+        return "", ()
 
     def priorities(self, data: dict[str, Any]) -> tuple[PriorityConfig, ...]:
         self.unknown(data, PRIORITIES, "priority")

@@ -112,6 +112,11 @@ def decide(
         skip = Skip("no-return-path", "no address to answer")
     if skip is None and follow_up:
         skip = Skip("follow-up", "continues a conversation that was already acknowledged")
+    if skip is None and now is not None and due.due_at <= now:
+        skip = Skip(
+            "too-late",
+            f"the reply was already due at {due.due_at.isoformat()}; a promise can't be made",
+        )
     if skip is None and not config.acknowledge.enabled:
         skip = Skip("disabled", "acknowledgments are switched off ([acknowledge] enabled = false)")
     if skip is None and history is not None and ack_to is not None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,8 @@ class Renderer:
             "opening_hours": opening_hours(cal, lang),
             "timezone": self.config.hours.timezone,
             "season": deadline.season,
-            "season_notice": _season_notice(cal, deadline),
-            "closure": closure(cal, now, lang),
+            "season_notice": _season_notice(cal, deadline, lang),
+            "closure": closure(cal, now, lang, self.config.hours.holidays),
         }
         text = self.render("ack.txt.j2", lang, context)
         html = self.render("ack.html.j2", lang, context)
@@ -226,15 +227,43 @@ def _clock(minutes: int, language: str) -> str:
     return format_time(time(minutes // 60, minutes % 60), format="short", locale=language)
 
 
-def closure(cal: BusinessCalendar, now: datetime, language: str) -> dict[str, Any] | None:
-    """When today is a closed day (holiday, closure): its reason and when we reopen."""
-    local = cal.local(now)
-    reason = cal.closure(local.date())
+def closure(
+    cal: BusinessCalendar, now: datetime, language: str, holidays_code: str | None = None
+) -> dict[str, Any] | None:
+    """When today is a closed day (holiday, closure): its reason, in the inbox's language
+    where the holidays package knows it (else empty for a plain closure), and when we reopen."""
+    day = cal.local(now).date()
+    reason = cal.closure(day)
     if reason is None:
         return None
-    return {"reason": reason, "reopens": when(cal.next_open(now), language)}
+    localized = holiday_name(holidays_code, day, language) if holidays_code else None
+    text = localized or ("" if reason == "closed" else reason)
+    return {"reason": text, "reopens": when(cal.next_open(now), language)}
 
 
-def _season_notice(cal: BusinessCalendar, deadline: Deadline) -> str:
+@lru_cache(maxsize=64)
+def _holiday_table(code: str, language: str) -> Any:
+    import holidays as holidays_lib
+
+    country, _, subdivision = code.upper().partition("-")
+    cls = holidays_lib.country_holidays(country, subdiv=subdivision or None)
+    supported = getattr(cls, "supported_languages", ()) or ()
+    wanted = [lang for lang in supported if lang == language or lang.split("_")[0] == language]
+    if not wanted:
+        return None
+    choice = "en_US" if language == "en" and "en_US" in wanted else wanted[0]
+    return holidays_lib.country_holidays(country, subdiv=subdivision or None, language=choice)
+
+
+def holiday_name(code: str, day: date, language: str) -> str | None:
+    """The public holiday's name in `language`, when the holidays package has it."""
+    table = _holiday_table(code, language)
+    if table is None:
+        return None
+    name = table.get(day)
+    return str(name) if name else None
+
+
+def _season_notice(cal: BusinessCalendar, deadline: Deadline, language: str) -> str:
     season = cal.season_at(deadline.received_at)
-    return season.notice if season else ""
+    return season.notice_for(language) if season else ""

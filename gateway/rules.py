@@ -238,7 +238,10 @@ RULES: tuple[Rule, ...] = (
     Rule("no-return-path", no_return_path, applies_to_forms=False),
 )
 RATE_RULES = ("once-per-sender", "daily-limit", "circuit-breaker")
-RULE_NAMES = (*(r.name for r in RULES), *RATE_RULES)
+# Decided by policy.decide, after the rules above: a continuing conversation, a message
+# whose deadline has already passed when it is processed, acknowledgments switched off.
+OTHER_REASONS = ("follow-up", "too-late", "disabled")
+RULE_NAMES = (*(r.name for r in RULES), *OTHER_REASONS, *RATE_RULES)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from click.testing import CliRunner, Result
 from gateway.cli import cli
 from gateway.config import Config, load
 
+pytest_plugins = ("tests.imapserver",)  # the `dovecot` fixture: a real IMAP server
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 EXAMPLE = ROOT / "config" / "gateway.example.toml"

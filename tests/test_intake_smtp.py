@@ -409,3 +409,18 @@ def test_maildir_transport(tmp_path: Path, database_url: str, clock: Clock) -> N
         assert b"Auto-Submitted: auto-replied" in files[0].read_bytes()
     finally:
         service.close()
+
+
+def test_message_processed_after_its_deadline_is_not_acknowledged(config: Config, clock: Clock) -> None:
+    engine = store.make_engine(config.database)
+    store.upgrade(engine)
+    pipeline = Pipeline(config, engine, clock)
+    row, _ = pipeline.accept(Received(mail(), "smtp", NOW, "kim@customer.example", ("support@shop.example",)))
+    assert row is not None
+    clock.advance(timedelta(days=3))  # the gateway was down over the deadline
+    outcome = pipeline.process(row)
+    assert outcome is not None and outcome.skip is not None
+    assert outcome.skip.rule == "too-late"
+    assert outcome.conversation_id is not None  # still measured
+    assert rows(engine, store.outbox) == []
+    engine.dispose()

@@ -1,0 +1,202 @@
+"""End to end with a real IMAP server (Dovecot): mail appended to the mailbox is picked
+up (IDLE or polling), stored, acknowledged once, and the mailbox is never changed;
+restarts, dropped connections and a UIDVALIDITY change lose nothing and repeat nothing."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gateway import store
+from gateway.config import Config
+from gateway.service import Service
+from tests.imapserver import Dovecot
+from tests.mailtools import Sink, gateway_config
+
+RECEIVED = datetime(2026, 11, 2, 8, 59, tzinfo=UTC)  # a Monday, 09:59 in Berlin
+NOW = RECEIVED + timedelta(minutes=1)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    s.start()
+    yield s
+    s.stop()
+
+
+def imap_config(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot, *, idle: bool = True
+) -> Config:
+    secret = tmp_path / "imap-password"
+    secret.write_text(dovecot.password + "\n")
+    section = (
+        "[inbox.imap]\n"
+        f'host = "{dovecot.host}"\nport = {dovecot.port}\nsecurity = "none"\n'
+        f'username = "{dovecot.user}"\npassword_file = "{secret}"\n'
+        f'idle = {"true" if idle else "false"}\npoll_interval = "1s"\ntimeout = "10s"\n'
+    )
+    return gateway_config(
+        tmp_path, database_url, sink_port=sink.port, extra={"# [inbox.imap]\n": section}
+    )
+
+
+def mail(n: int, sender: str = "kim@customer.example") -> bytes:
+    return (
+        f"Return-Path: <{sender}>\r\nFrom: Kim <{sender}>\r\nTo: support@shop.example\r\n"
+        f"Subject: Question {n}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n"
+        f"Message-ID: <q{n}@customer.example>\r\n\r\nHello, question number {n}.\r\n"
+    ).encode()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def synced(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return (
+            conn.execute(sa.select(sa.func.count()).select_from(store.sync_state)).scalar_one() > 0
+        )
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot) -> Config:
+    return imap_config(tmp_path, database_url, sink, dovecot)
+
+
+def start(config: Config) -> Service:
+    service = Service(config, clock=lambda: NOW)
+    service.start()
+    wait_until(lambda: synced(service.engine))  # the first sync marks where history ends
+    return service
+
+
+def test_new_mail_is_acknowledged_and_the_mailbox_left_alone(
+    config: Config, dovecot: Dovecot, sink: Sink
+) -> None:
+    history = dovecot.append("INBOX", mail(0))  # already there before the gateway ran
+    service = start(config)
+    try:
+        # INTERNALDATE must lie in the past for Dovecot: let the fixed clock match it.
+        uid = dovecot.append("INBOX", mail(1), internaldate=RECEIVED)
+        [ack] = sink.wait_for(1)
+        assert ack.rcpt_tos == ["kim@customer.example"]
+        assert ack.message["In-Reply-To"] == "<q1@customer.example>"
+        assert "\\Seen" not in dovecot.flags("INBOX", uid)  # never marked read
+        assert "\\Seen" not in dovecot.flags("INBOX", history)
+        assert dovecot.uids("INBOX") == [history, uid]  # nothing moved or deleted
+        service.stop()
+        with service.engine.connect() as conn:
+            [message] = conn.execute(sa.select(store.messages)).all()
+        assert message.source == "imap"
+        assert message.received_at == RECEIVED  # INTERNALDATE, not the time we saw it
+    finally:
+        service.close()
+
+
+def test_polling_without_idle(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    service = start(imap_config(tmp_path, database_url, sink, dovecot, idle=False))
+    try:
+        dovecot.append("INBOX", mail(1))
+        assert len(sink.wait_for(1)) == 1
+    finally:
+        service.close()
+
+
+def test_same_message_by_imap_and_smtp_is_acknowledged_once(
+    config: Config, dovecot: Dovecot, sink: Sink
+) -> None:
+    service = start(config)
+    try:
+        assert config.listen is not None
+        with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+            client.sendmail("kim@customer.example", ["support@shop.example"], mail(1))
+        dovecot.append("INBOX", mail(1))  # the mailbox's own copy of the same mail
+        dovecot.append("INBOX", mail(2, sender="ole@customer.example"))
+        acks = sink.wait_for(2)
+        assert sorted(a.rcpt_tos[0] for a in acks) == [
+            "kim@customer.example",
+            "ole@customer.example",
+        ]
+    finally:
+        service.close()
+
+
+def test_mail_arriving_while_stopped_is_picked_up_once(
+    config: Config, dovecot: Dovecot, sink: Sink
+) -> None:
+    service = start(config)
+    service.close()
+    dovecot.append("INBOX", mail(1))
+    dovecot.append("INBOX", mail(2, sender="ole@customer.example"))
+    for _ in range(2):  # start twice: the second start must find nothing new
+        service = start(config)
+        sink.wait_for(2)
+        service.close()
+    assert len(sink.received) == 2
+
+
+def test_dropped_connection_reconnects(config: Config, dovecot: Dovecot, sink: Sink) -> None:
+    service = start(config)
+    try:
+        dovecot.drop_connections()
+        dovecot.append("INBOX", mail(1))
+        assert len(sink.wait_for(1, timeout=30)) == 1
+        dovecot.restart()  # the whole server goes away and comes back
+        dovecot.append("INBOX", mail(2, sender="ole@customer.example"))
+        assert len(sink.wait_for(2, timeout=30)) == 2
+    finally:
+        service.close()
+
+
+def test_uidvalidity_change_resyncs_without_acknowledging_twice(
+    config: Config, dovecot: Dovecot, sink: Sink
+) -> None:
+    service = start(config)
+    try:
+        dovecot.append("INBOX", mail(1))
+        sink.wait_for(1)
+        before = dovecot.uidvalidity("INBOX")
+        dovecot.reset_uidvalidity("INBOX")
+        assert dovecot.uidvalidity("INBOX") != before
+        dovecot.append("INBOX", mail(2, sender="ole@customer.example"))
+        acks = sink.wait_for(2, timeout=30)
+        assert [a.rcpt_tos[0] for a in acks] == ["kim@customer.example", "ole@customer.example"]
+        service.stop()
+        with service.engine.connect() as conn:
+            [state] = conn.execute(sa.select(store.sync_state)).all()
+        assert state.uidvalidity == dovecot.uidvalidity("INBOX")
+        assert len(sink.received) == 2
+    finally:
+        service.close()
+
+
+def test_wrong_password_is_retried_not_fatal(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    config = imap_config(tmp_path, database_url, sink, dovecot)
+    (tmp_path / "imap-password").write_text("wrong\n")
+    service = Service(config, clock=lambda: NOW)
+    service.start()
+    try:
+        poller = service._pollers[0]
+        wait_until(lambda: poller.last_error is not None)  # type: ignore[attr-defined]
+        assert "AUTHENTICATIONFAILED" in poller.last_error or "failed" in poller.last_error.lower()  # type: ignore[attr-defined]
+        (tmp_path / "imap-password").write_text(dovecot.password)
+        wait_until(lambda: synced(service.engine), timeout=30)
+    finally:
+        service.close()
