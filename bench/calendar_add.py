@@ -42,7 +42,9 @@ def main() -> None:
             cal.elapsed(s, e)
         best_elapsed = max(best_elapsed, len(starts) / (time.perf_counter() - t0))
     assert cal.elapsed(starts[0], ends[0]) == window
-    print(f"python {platform.python_version()} on {platform.machine()} ({platform.processor() or 'cpu'})")
+    print(
+        f"python {platform.python_version()} on {platform.machine()} ({platform.processor() or 'cpu'})"
+    )
     print(f"add():     {best_add:,.0f} calls/s (24 business hours over a weekend and holidays)")
     print(f"elapsed(): {best_elapsed:,.0f} calls/s")
 

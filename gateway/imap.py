@@ -54,6 +54,15 @@ def connect(imap: ImapConfig, *, environ: dict[str, str] | None = None) -> IMAPC
     return client
 
 
+def append_copy(imap: ImapConfig, folder: str, raw: bytes, when: datetime) -> None:
+    """Store a copy of a message we sent (read) in a folder, so agents see it."""
+    client = connect(imap)
+    try:
+        client.append(folder, raw, flags=[b"\\Seen"], msg_time=when)
+    finally:
+        _close(client)
+
+
 class FolderSync:
     """Brings one folder's new messages into the pipeline. Used by the poller's thread."""
 
@@ -79,7 +88,7 @@ class FolderSync:
     def save(self, uidvalidity: int, last_uid: int) -> None:
         s = store.sync_state.c
         now = self.clock()
-        with self.pipeline.engine.begin() as conn:
+        with store.begin(self.pipeline.engine) as conn:
             updated = conn.execute(
                 store.sync_state.update()
                 .where(s.inbox == self.inbox.name, s.folder == self.folder)

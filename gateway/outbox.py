@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, select, update
 
@@ -178,7 +178,9 @@ class OutboxSender:
         clock: Callable[[], datetime],
         *,
         give_up_after: timedelta = timedelta(days=2),
+        after_send: Callable[[Any], None] | None = None,
     ) -> None:
+        self.after_send = after_send
         self.engine = engine
         self.transport = transport
         self.clock = clock
@@ -207,11 +209,17 @@ class OutboxSender:
 
     def send_due(self, limit: int = 100) -> int:
         """Send every row due now; returns how many were sent."""
-        sent = 0
-        for row_id in self.due(limit):
-            if self.send_one(row_id):
-                sent += 1
-        return sent
+        o = store.outbox.c
+        with self.engine.connect() as conn:
+            rows = list(
+                conn.execute(
+                    select(store.outbox)
+                    .where(o.status == "pending", o.next_attempt_at <= self.clock())
+                    .order_by(o.next_attempt_at, o.id)
+                    .limit(limit)
+                )
+            )
+        return sum(1 for row in rows if self._send(row))
 
     def send_one(self, row_id: int) -> bool:
         o = store.outbox.c
@@ -219,8 +227,11 @@ class OutboxSender:
             row = conn.execute(
                 select(store.outbox).where(o.id == row_id, o.status == "pending")
             ).first()
-        if row is None:
-            return False
+        return row is not None and self._send(row)
+
+    def _send(self, row: Any) -> bool:
+        o = store.outbox.c
+        row_id = row.id
         try:
             self.transport.send(row.sender, row.recipient, row.raw)
         except SendFailed as exc:
@@ -228,7 +239,7 @@ class OutboxSender:
             attempts = row.attempts + 1
             expired = now - row.created_at >= self.give_up_after
             status = "failed" if exc.permanent or expired else "pending"
-            with self.engine.begin() as conn:
+            with store.begin(self.engine) as conn:
                 conn.execute(
                     update(store.outbox)
                     .where(o.id == row_id)
@@ -250,13 +261,18 @@ class OutboxSender:
             )  # fmt: skip
             return False
         now = self.clock()
-        with self.engine.begin() as conn:
+        with store.begin(self.engine) as conn:
             conn.execute(
                 update(store.outbox)
                 .where(o.id == row_id)
                 .values(status="sent", sent_at=now, attempts=row.attempts + 1, last_error=None)
             )
         log.info("event=sent outbox=%s kind=%s", row_id, row.kind)
+        if self.after_send is not None:
+            try:
+                self.after_send(row)
+            except Exception as exc:  # a copy for the team is a courtesy; the mail went out
+                log.warning("event=after-send-failed outbox=%s error=%r", row_id, str(exc))
         return True
 
     def close(self) -> None:

@@ -17,12 +17,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.message import Message
 from email.parser import BytesParser
-from email.policy import SMTP as SMTP_POLICY
 from email.policy import compat32
+from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select, update
@@ -40,6 +44,7 @@ from .rules import AckHistory, Skip
 log = logging.getLogger("sla_gateway.pipeline")
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+SMTP_COMPAT = compat32.clone(linesep="\r\n")
 _TAG = re.compile(r"\[([A-Z][A-Z0-9]{0,15}-\d+)\]")
 _MACHINE_RULES = frozenset(
     {
@@ -59,6 +64,26 @@ class Received:
     envelope_from: str | None = None  # SMTP MAIL FROM ("" is the null path); None: unknown
     envelope_to: tuple[str, ...] = ()
     inbox: str | None = None  # the inbox the intake belongs to, when it knows
+
+
+class _AlreadyDone(Exception):
+    """The message left the "stored" state while we were deciding about it."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What processing decided for one message, before anything is written."""
+
+    row: Any
+    now: datetime
+    parsed: Parsed | None = None
+    inbox: InboxConfig | None = None
+    decision: Decision | None = None
+    conversation: Any = None
+    reference: str | None = None
+    machine: bool = False
+    ack: Message | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,14 +123,56 @@ class Pipeline:
         self.clock = clock
         self.classifier = Classifier.from_config(config)
         self.renderer = Renderer(config)
+        self._circuit: bool | None = None  # breaker state, cached; None: read from the events
+        self._recent_acks: deque[datetime] | None = None  # acks queued in the last minute
+        self._accept_lock = threading.Lock()
+        self._accept_queue: list[tuple[Received, Future[tuple[int | None, bool]]]] = []
+        self._accept_busy = False
 
     # ------------------------------------------------------------------ accept
 
     def accept(self, received: Received) -> tuple[int | None, bool]:
         """Durably store the raw message. Returns (row id, is_new); a duplicate gives
-        (existing id, False). Raises TemporaryError when the database cannot commit."""
+        (existing id, False). Raises TemporaryError when the database cannot commit.
+        Concurrent callers share one transaction (group commit): whoever arrives while
+        no commit is running commits everything queued, and every caller returns only
+        after the commit that holds its message."""
+        waiter: Future[tuple[int | None, bool]] = Future()
+        with self._accept_lock:
+            self._accept_queue.append((received, waiter))
+            leader = not self._accept_busy
+            self._accept_busy = True
+        while leader:
+            with self._accept_lock:
+                batch, self._accept_queue = self._accept_queue, []
+                if not batch:
+                    self._accept_busy = False
+                    break
+            try:
+                results = self.accept_many([item for item, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+            else:
+                for (_, future), result in zip(batch, results, strict=True):
+                    future.set_result(result)
+        return waiter.result()
+
+    def accept_many(self, items: list[Received]) -> list[tuple[int | None, bool]]:
+        """Store several raw messages in one transaction (see `accept`)."""
+        results: list[tuple[int | None, bool]] = []
+        try:
+            with store.begin(self.engine) as conn:
+                for received in items:
+                    results.append(self._insert_raw(conn, received))
+        except Exception as exc:
+            if _is_db_error(exc):
+                raise TemporaryError(f"cannot store the message: {exc}") from exc
+            raise
+        return results
+
+    def _insert_raw(self, conn: Any, received: Received) -> tuple[int | None, bool]:
         key = dedup_key(received.raw)
-        sha = hashlib.sha256(received.raw).hexdigest()
         values = {
             "dedup_key": key,
             "message_id": None if key.startswith("sha256:") else key,
@@ -115,29 +182,23 @@ class Pipeline:
             "received_at": received.received_at,
             "envelope_from": received.envelope_from,
             "envelope_to": ", ".join(received.envelope_to) or None,
-            "sha256": sha,
+            "sha256": hashlib.sha256(received.raw).hexdigest(),
             "size": len(received.raw),
             "raw": received.raw,
             "direction": "customer",
             "acknowledged": False,
         }
-        try:
-            with self.engine.begin() as conn:
-                inserted = conn.execute(
-                    store.insert_ignore(conn, store.messages)
-                    .values(**values)
-                    .returning(store.messages.c.id)
-                ).scalar()
-                if inserted is not None:
-                    return int(inserted), True
-                existing = conn.execute(
-                    select(store.messages.c.id).where(store.messages.c.dedup_key == key)
-                ).scalar_one_or_none()
-                return (int(existing) if existing is not None else None), False
-        except Exception as exc:
-            if _is_db_error(exc):
-                raise TemporaryError(f"cannot store the message: {exc}") from exc
-            raise
+        inserted = conn.execute(
+            store.insert_ignore(conn, store.messages)
+            .values(**values)
+            .returning(store.messages.c.id)
+        ).scalar()
+        if inserted is not None:
+            return int(inserted), True
+        existing = conn.execute(
+            select(store.messages.c.id).where(store.messages.c.dedup_key == key)
+        ).scalar_one_or_none()
+        return (int(existing) if existing is not None else None), False
 
     # ------------------------------------------------------------------ process
 
@@ -152,23 +213,47 @@ class Pipeline:
             return [int(r) for r in rows]
 
     def process_pending(self, limit: int = 100) -> list[Outcome]:
-        outcomes = []
-        for row_id in self.pending(limit):
-            outcome = self.process(row_id)
-            if outcome is not None:
-                outcomes.append(outcome)
-        return outcomes
+        """Process up to `limit` stored messages, oldest first, each on its own."""
+        m = store.messages.c
+        with self.engine.connect() as conn:
+            rows = list(
+                conn.execute(
+                    select(store.messages).where(m.status == "stored").order_by(m.id).limit(limit)
+                )
+            )
+        return [o for o in (self._process_one(row.id, row) for row in rows) if o is not None]
 
     def process(self, row_id: int) -> Outcome | None:
-        """Process one stored message in one transaction; None when it was not pending."""
+        """Process one stored message; None when it was not (or no longer) pending."""
+        return self._process_one(row_id, None)
+
+    def _process_one(self, row_id: int, row: Any) -> Outcome | None:
+        """Decide and render outside any write transaction (CPU work must not hold up
+        intake's commits), then write the decision, conversation and outbox row in one
+        short transaction that also flips the message from "stored" to "processed"."""
+        m = store.messages.c
         try:
-            with self.engine.begin() as conn:
-                return self._process(conn, row_id)
+            with self.engine.connect() as read:
+                if row is None:
+                    row = read.execute(
+                        select(store.messages).where(m.id == row_id, m.status == "stored")
+                    ).first()
+                    if row is None:
+                        return None
+                plan = self._plan(read, row)
+            with store.begin(self.engine) as conn:
+                return self._apply(conn, plan)
+        except _AlreadyDone:
+            self._circuit = None
+            self._recent_acks = None
+            return None
         except Exception as exc:
+            self._circuit = None  # cached state may include what was rolled back
+            self._recent_acks = None
             if _is_db_error(exc):
                 raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
             log.exception("event=shunt message=%s", row_id)
-            with self.engine.begin() as conn:
+            with store.begin(self.engine) as conn:
                 return self._shunt(conn, row_id, f"{type(exc).__name__}: {exc}")
 
     def _shunt(self, conn: Any, row_id: int, error: str) -> Outcome:
@@ -181,21 +266,16 @@ class Pipeline:
         store.add_event(conn, now, "shunted", {"error": error[:500]}, message_row=row_id)
         return Outcome(row_id, "shunted", error=error)
 
-    def _process(self, conn: Any, row_id: int) -> Outcome | None:
-        m = store.messages.c
-        row = conn.execute(
-            select(store.messages).where(m.id == row_id, m.status == "stored")
-        ).first()
-        if row is None:
-            return None
+    def _plan(self, read: Any, row: Any) -> _Plan:
+        """Everything decided about a message, using reads only."""
         now = self.clock()
         try:
             parsed = parse(row.raw)
         except InputError as exc:
-            return self._shunt(conn, row_id, str(exc))
+            return _Plan(row=row, now=now, error=str(exc))
         inbox = self._inbox(row, parsed)
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
-        conversation = self._thread(conn, parsed)
+        conversation = self._thread(read, parsed)
         decision = decide(
             parsed,
             config=self.config,
@@ -203,32 +283,55 @@ class Pipeline:
             classifier=self.classifier,
             received_at=row.received_at,
             return_path=return_path,
-            history=lambda ack_to: self._history(conn, ack_to, now),
+            history=lambda ack_to: self._history(read, ack_to, now),
             now=now,
             follow_up=conversation is not None,
         )
         skip = decision.skip
         machine = skip is not None and skip.rule in _MACHINE_RULES
-        direction = "customer"
-        if machine:
-            direction = "ours" if skip is not None and skip.rule == "own-mail" else "machine"
-        conversation_id: int | None = conversation.id if conversation is not None else None
         reference = conversation.reference if conversation is not None else None
         if conversation is None and not machine:
-            conversation_id, reference = self._open_conversation(
-                conn, parsed, inbox, decision, row, now
+            # Numbered after the message that opened the conversation: unique, known now.
+            reference = f"{inbox.prefix}-{row.id + 1000}"
+        ack = None
+        if decision.acknowledge and reference is not None:
+            ack = self._render_ack(parsed, inbox, decision, reference, now)
+        return _Plan(row, now, parsed, inbox, decision, conversation, reference, machine, ack)
+
+    def _apply(self, conn: Any, plan: _Plan) -> Outcome | None:
+        """Write what `_plan` decided, in the caller's transaction."""
+        m = store.messages.c
+        row, now = plan.row, plan.now
+        row_id = row.id
+        if plan.error is not None:
+            return self._shunt(conn, row_id, plan.error)
+        assert plan.parsed is not None and plan.inbox is not None and plan.decision is not None
+        parsed, inbox, decision = plan.parsed, plan.inbox, plan.decision
+        skip = decision.skip
+        direction = "customer"
+        if plan.machine:
+            direction = "ours" if skip is not None and skip.rule == "own-mail" else "machine"
+        conversation_id: int | None = (
+            plan.conversation.id if plan.conversation is not None else None
+        )
+        reference = plan.reference
+        if plan.conversation is None and not plan.machine and reference is not None:
+            conversation_id = self._open_conversation(
+                conn, parsed, inbox, decision, row, reference, now
             )
         acknowledged = False
-        if decision.acknowledge and conversation_id is not None and reference is not None:
-            self._queue_ack(conn, parsed, inbox, decision, reference, conversation_id, row_id, now)
+        if plan.ack is not None and decision.ack_to is not None and conversation_id is not None:
+            self.queue(conn, "ack", plan.ack, decision.ack_to, now, conversation_id, row_id)
+            if self._recent_acks is not None:
+                self._recent_acks.append(now)
             acknowledged = True
         if skip is not None and skip.rule == "circuit-breaker":
             self._circuit_open(conn, now, skip)
         elif acknowledged:
             self._circuit_closed(conn, now)
-        conn.execute(
+        flipped = conn.execute(
             update(store.messages)
-            .where(m.id == row_id)
+            .where(m.id == row_id, m.status == "stored")
             .values(
                 status="processed",
                 inbox=inbox.name,
@@ -240,7 +343,9 @@ class Pipeline:
                 skip_reason=skip.reason[:500] if skip else None,
                 acknowledged=acknowledged,
             )
-        )
+        ).rowcount
+        if flipped != 1:  # someone else processed it meanwhile: undo everything
+            raise _AlreadyDone()
         store.add_event(
             conn,
             now,
@@ -313,22 +418,34 @@ class Pipeline:
         local = self.config.calendar.local(now)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
         acks = (o.kind == "ack",)
-        last = conn.execute(
-            select(func.max(o.created_at)).where(
-                *acks, o.recipient == recipient, o.created_at > now - window
-            )
-        ).scalar()
-        today = conn.execute(
-            select(func.count())
-            .select_from(store.outbox)
-            .where(*acks, o.recipient == recipient, o.created_at >= day_start)
-        ).scalar_one()
-        minute = conn.execute(
-            select(func.count())
-            .select_from(store.outbox)
-            .where(*acks, o.created_at > now - timedelta(minutes=1))
-        ).scalar_one()
-        return AckHistory(last, int(today), int(minute))
+        q_last = select(func.max(o.created_at)).where(
+            *acks, o.recipient == recipient, o.created_at > now - window
+        )
+        q_today = select(func.count()).where(
+            *acks, o.recipient == recipient, o.created_at >= day_start
+        )
+        row = conn.execute(select(q_last.scalar_subquery(), q_today.scalar_subquery())).one()
+        last: datetime | None = row[0]
+        if isinstance(last, str):  # SQLite returns the aggregate of a subquery untyped
+            last = datetime.fromisoformat(last)
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=UTC)
+        return AckHistory(last, int(row[1]), self._acks_in_last_minute(conn, now))
+
+    def _acks_in_last_minute(self, conn: Any, now: datetime) -> int:
+        """The circuit breaker's count, kept in memory (one processor queues all acks)."""
+        o = store.outbox.c
+        since = now - timedelta(minutes=1)
+        if self._recent_acks is None:
+            times = conn.execute(
+                select(o.created_at)
+                .where(o.kind == "ack", o.created_at > since)
+                .order_by(o.created_at)
+            ).scalars()
+            self._recent_acks = deque(times)
+        while self._recent_acks and self._recent_acks[0] <= since:
+            self._recent_acks.popleft()
+        return len(self._recent_acks)
 
     def _open_conversation(
         self,
@@ -337,12 +454,13 @@ class Pipeline:
         inbox: InboxConfig,
         decision: Decision,
         row: Any,
+        reference: str,
         now: datetime,
-    ) -> tuple[int, str]:
+    ) -> int:
         d = decision.deadline
         result = conn.execute(
             store.conversations.insert().values(
-                reference=f"pending-{row.id}",
+                reference=reference,
                 inbox=inbox.name,
                 customer=(decision.customer or "").lower()[:320],
                 subject=parsed.subject[:2000],
@@ -359,31 +477,16 @@ class Pipeline:
                 created_at=now,
             )
         )
-        conv_id = int(result.inserted_primary_key[0])
-        reference = f"{inbox.prefix}-{conv_id + 1000}"
-        conn.execute(
-            update(store.conversations)
-            .where(store.conversations.c.id == conv_id)
-            .values(reference=reference)
-        )
-        return conv_id, reference
+        return int(result.inserted_primary_key[0])
 
-    def _queue_ack(
-        self,
-        conn: Any,
-        parsed: Parsed,
-        inbox: InboxConfig,
-        decision: Decision,
-        reference: str,
-        conversation_id: int,
-        row_id: int,
-        now: datetime,
-    ) -> None:
+    def _render_ack(
+        self, parsed: Parsed, inbox: InboxConfig, decision: Decision, reference: str, now: datetime
+    ) -> Message:
         assert decision.ack_to is not None
         name = ""
         if parsed.sender and parsed.sender.addr.lower() == decision.ack_to.lower():
             name = parsed.sender.name
-        message = self.renderer.acknowledgment(
+        return self.renderer.acknowledgment(
             parsed=parsed,
             inbox=inbox,
             deadline=decision.deadline,
@@ -392,7 +495,6 @@ class Pipeline:
             customer_name=name,
             now=now,
         )
-        self.queue(conn, "ack", message, decision.ack_to, now, conversation_id, row_id)
 
     def queue(
         self,
@@ -408,7 +510,7 @@ class Pipeline:
         sender = (
             ""
             if self.config.send.null_sender and kind == "ack"
-            else str(message["From"].addresses[0].addr_spec)
+            else parseaddr(str(message["From"]))[1]
         )
         conn.execute(
             store.outbox.insert().values(
@@ -418,7 +520,7 @@ class Pipeline:
                 sender=sender,
                 recipient=recipient.lower(),
                 message_id=_MSGID.findall(str(message["Message-ID"]))[0],
-                raw=message.as_bytes(policy=SMTP_POLICY),  # CRLF: wire format
+                raw=message.as_bytes(policy=SMTP_COMPAT),  # CRLF: the wire format
                 status="pending",
                 attempts=0,
                 next_attempt_at=now,
@@ -426,10 +528,17 @@ class Pipeline:
             )
         )
 
+    def _circuit_is_open(self, conn: Any) -> bool:
+        """Whether the breaker is open, from the latest open/closed event (cached)."""
+        if self._circuit is None:
+            latest = store.latest_event(conn, ("circuit-open", "circuit-closed"))
+            self._circuit = latest is not None and latest.kind == "circuit-open"
+        return self._circuit
+
     def _circuit_open(self, conn: Any, now: datetime, skip: Skip) -> None:
-        latest = store.latest_event(conn, ("circuit-open", "circuit-closed"))
-        if latest is not None and latest.kind == "circuit-open":
+        if self._circuit_is_open(conn):
             return  # already alerted for this trip
+        self._circuit = True
         store.add_event(conn, now, "circuit-open", {"reason": skip.reason})
         from .render import alert_message
 
@@ -450,8 +559,8 @@ class Pipeline:
             self.queue(conn, "alert", message, recipient, now)
 
     def _circuit_closed(self, conn: Any, now: datetime) -> None:
-        latest = store.latest_event(conn, ("circuit-open", "circuit-closed"))
-        if latest is not None and latest.kind == "circuit-open":
+        if self._circuit_is_open(conn):
+            self._circuit = False
             store.add_event(conn, now, "circuit-closed", {})
 
 

@@ -1,4 +1,4 @@
-"""Jinja2 templates -> finished `EmailMessage`s (acknowledgments now; alerts, digests later).
+"""Jinja2 templates -> finished messages (acknowledgments now; alerts, digests later).
 
 Owns: the sandboxed template environment (operator templates first, then the built-in
 ones; per-language variants `LANG/NAME` before `NAME`), the localised values templates
@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, make_msgid
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -77,7 +80,7 @@ class Renderer:
         ack_to: str,
         customer_name: str,
         now: datetime,
-    ) -> EmailMessage:
+    ) -> Message:
         cal = self.config.calendar
         lang = inbox.language
         context = {
@@ -100,42 +103,96 @@ class Renderer:
         text = self.render("ack.txt.j2", lang, context)
         html = self.render("ack.html.j2", lang, context)
         subject_line = self.render("ack.subject.j2", lang, context).strip()
-        message = EmailMessage()
-        message["From"] = HeaderAddress(clean_header(inbox.from_name, 80), addr_spec=inbox.address)
-        message["To"] = ack_to
-        message["Subject"] = clean_header(subject_line, 250)
-        message["Date"] = format_datetime(cal.local(now))
-        message["Message-ID"] = make_msgid("ack", domain=self.config.message_id_domain)
+        references = None
         if parsed.message_id:
-            message["In-Reply-To"] = f"<{parsed.message_id}>"
             chain = [*parsed.references[-10:], parsed.message_id]
-            message["References"] = " ".join(f"<{m}>" for m in dict.fromkeys(chain))
-        message["Auto-Submitted"] = "auto-replied"
-        message["Precedence"] = "bulk"
-        message["X-Auto-Response-Suppress"] = "All"
-        message[LOOP_HEADER] = inbox.address
-        message["X-SLA-Gateway-Reference"] = reference
-        message.set_content(text)
-        message.add_alternative(html, subtype="html")
-        return message
+            references = " ".join(f"<{m}>" for m in dict.fromkeys(chain))
+        return build_message(
+            from_name=inbox.from_name,
+            from_addr=inbox.address,
+            to=ack_to,
+            subject=subject_line,
+            date=cal.local(now),
+            message_id=make_msgid("ack", domain=self.config.message_id_domain),
+            headers=[
+                ("In-Reply-To", f"<{parsed.message_id}>" if parsed.message_id else None),
+                ("References", references),
+                ("Auto-Submitted", "auto-replied"),
+                ("Precedence", "bulk"),
+                ("X-Auto-Response-Suppress", "All"),
+                (LOOP_HEADER, inbox.address),
+                ("X-SLA-Gateway-Reference", reference),
+            ],
+            text=text,
+            html=html,
+        )
 
 
 def alert_message(
     config: Config, recipient: str, *, subject: str, text: str, now: datetime
-) -> EmailMessage:
+) -> Message:
     """A short operational notice to the owner (never a customer)."""
     inbox = config.inboxes[0]
-    message = EmailMessage()
-    message["From"] = HeaderAddress("sla-gateway", addr_spec=inbox.address)
-    message["To"] = recipient
-    message["Subject"] = clean_header(f"[sla-gateway] {subject}", 250)
-    message["Date"] = format_datetime(config.calendar.local(now))
-    message["Message-ID"] = make_msgid("alert", domain=config.message_id_domain)
-    message["Auto-Submitted"] = "auto-generated"
-    message["Precedence"] = "bulk"
-    message["X-Auto-Response-Suppress"] = "All"
-    message[LOOP_HEADER] = inbox.address
-    message.set_content(text)
+    return build_message(
+        from_name="sla-gateway",
+        from_addr=inbox.address,
+        to=recipient,
+        subject=f"[sla-gateway] {subject}",
+        date=config.calendar.local(now),
+        message_id=make_msgid("alert", domain=config.message_id_domain),
+        headers=[
+            ("Auto-Submitted", "auto-generated"),
+            ("Precedence", "bulk"),
+            ("X-Auto-Response-Suppress", "All"),
+            (LOOP_HEADER, inbox.address),
+        ],
+        text=text,
+    )
+
+
+def _utf8_qp() -> Charset:
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    return charset
+
+
+_QP_UTF8: Any = _utf8_qp()  # MIMEText accepts a Charset at run time; typeshed says str
+
+
+def _header_text(value: str) -> str:
+    """A header value, RFC 2047-encoded when it is not ASCII; never more than one line."""
+    value = clean_header(value, 250)
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def build_message(
+    *,
+    from_name: str,
+    from_addr: str,
+    to: str,
+    subject: str,
+    date: datetime,
+    message_id: str,
+    headers: list[tuple[str, str | None]],
+    text: str,
+    html: str | None = None,
+) -> Message:
+    """A text (+ HTML) message with safe headers. Uses the stdlib's lean compat32 MIME
+    classes: the header registry's objects cost milliseconds per message."""
+    if html is None:
+        message: Message = MIMEText(text, "plain", _QP_UTF8)
+    else:
+        message = MIMEMultipart("alternative")
+        message.attach(MIMEText(text, "plain", _QP_UTF8))
+        message.attach(MIMEText(html, "html", _QP_UTF8))
+    message["From"] = formataddr((clean_header(from_name, 80), from_addr), charset="utf-8")
+    message["To"] = clean_header(to, 320)
+    message["Subject"] = _header_text(subject)
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    for name, value in headers:
+        if value is not None:
+            message[name] = clean_header(value, 2000)
     return message
 
 

@@ -10,11 +10,13 @@ point is followed by reprocessing, never by loss. It holds no business logic.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from . import store
 from .config import Config
@@ -25,6 +27,7 @@ from .pipeline import Pipeline
 log = logging.getLogger("sla_gateway.service")
 
 IDLE_TICK = 5.0  # seconds between sweeps when nothing wakes the worker
+SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while others wait
 
 
 def system_clock() -> datetime:
@@ -46,22 +49,34 @@ class Service:
         self.engine = engine or store.make_engine(config.database)
         self._owns_engine = engine is None
         self._wake = threading.Event()
+        self._wake_sender = threading.Event()
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._controller: object | None = None
         self._pollers: list[object] = []
         self.pipeline = Pipeline(config, self.engine, clock)
         self.sender = OutboxSender(
-            self.engine, make_transport(config.send), clock, give_up_after=config.send.give_up_after
+            self.engine,
+            make_transport(config.send),
+            clock,
+            give_up_after=config.send.give_up_after,
+            after_send=self._copy_to_mailbox,
         )
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        # Intake threads wait on the GIL behind the CPU-bound processor; a short switch
+        # interval keeps an SMTP client's wait for its 250 short (default is 5 ms a turn).
+        sys.setswitchinterval(SWITCH_INTERVAL)
         store.upgrade(self.engine)
         self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name="sla-worker", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._process_loop, name="sla-processor", daemon=True),
+            threading.Thread(target=self._send_loop, name="sla-sender", daemon=True),
+        ]
+        for worker in self._workers:
+            worker.start()
         if self.config.listen is not None:
             from .smtp import IntakeHandler, make_controller
 
@@ -91,9 +106,10 @@ class Service:
         self._pollers = []
         self._stop.set()
         self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=30)
-            self._worker = None
+        self._wake_sender.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+        self._workers = []
         self.sender.close()
         log.info("event=stopped")
 
@@ -106,22 +122,57 @@ class Service:
         """Tell the worker there is something to do (thread-safe)."""
         self._wake.set()
 
+    def _copy_to_mailbox(self, row: Any) -> None:
+        """`append_acks_to`: put a copy of each acknowledgment in the inbox's mailbox."""
+        if row.kind != "ack" or row.conversation_id is None:
+            return
+        with self.engine.connect() as conn:
+            inbox_name = conn.execute(
+                select(store.conversations.c.inbox).where(
+                    store.conversations.c.id == row.conversation_id
+                )
+            ).scalar()
+        for inbox in self.config.inboxes:
+            if inbox.name == inbox_name and inbox.imap is not None and inbox.imap.append_acks_to:
+                from .imap import append_copy
+
+                append_copy(inbox.imap, inbox.imap.append_acks_to, row.raw, self.clock())
+
     # ------------------------------------------------------------------ the worker
 
     def run_once(self) -> None:
-        """Process everything stored, then send everything due (also used by tests)."""
+        """Process everything stored, then send everything due (tests call this directly)."""
         while self.pipeline.process_pending(limit=200):
             pass
         self.sender.send_due()
 
-    def _work(self) -> None:
+    def _process_loop(self) -> None:
+        """Process stored messages as they arrive; hand what they queued to the sender."""
+
+        def step() -> float:
+            while self.pipeline.process_pending(limit=200):
+                self._wake_sender.set()
+            return IDLE_TICK
+
+        self._loop(self._wake, step)
+
+    def _send_loop(self) -> None:
+        """Send whatever is due; sleep until the next retry or until woken."""
+
+        def step() -> float:
+            while self.sender.send_due(limit=200):
+                pass
+            return self._next_timeout()
+
+        self._loop(self._wake_sender, step)
+
+    def _loop(self, wake: threading.Event, step: Callable[[], float]) -> None:
         failures = 0
         while not self._stop.is_set():
-            self._wake.clear()
+            wake.clear()
             try:
-                self.run_once()
+                timeout = step()
                 failures = 0
-                timeout = self._next_timeout()
             except TemporaryError as exc:
                 failures += 1
                 timeout = min(2.0**failures, 60.0)
@@ -130,7 +181,7 @@ class Service:
                 failures += 1
                 timeout = min(2.0**failures, 60.0)
                 log.exception("event=worker-error in=%.0fs", timeout)
-            self._wake.wait(timeout)
+            wake.wait(timeout)
 
     def _next_timeout(self) -> float:
         due = self.sender.next_due()

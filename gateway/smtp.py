@@ -115,5 +115,10 @@ def make_controller(config: Config, handler: IntakeHandler) -> Controller:
     if listen.require_auth:
         kwargs["auth_required"] = True
         kwargs["authenticator"] = _Authenticator(listen)
-        kwargs["auth_require_tls"] = listen.host not in ("127.0.0.1", "::1", "localhost")
+        # Passwords only over TLS, except on loopback without a certificate (a local relay).
+        kwargs["auth_require_tls"] = bool(listen.tls_cert) or listen.host not in (
+            "127.0.0.1",
+            "::1",
+            "localhost",
+        )
     return Controller(handler, hostname=listen.host, port=listen.port, **kwargs)

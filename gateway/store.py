@@ -9,6 +9,10 @@ come back as aware datetimes. The pure core never imports this module.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Date,
     DateTime,
     Dialect,
@@ -224,7 +229,25 @@ def make_engine(url: str) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        _WRITE_LOCKS[engine] = threading.Lock()
     return engine
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def begin(engine: Engine) -> Iterator[Connection]:
+    """A write transaction. On SQLite, writers in this process take turns on a lock:
+    SQLite allows one writer at a time and makes the others sleep and retry, which under
+    load costs far more than waiting on a lock. PostgreSQL needs no such thing."""
+    lock = _WRITE_LOCKS.get(engine)
+    if lock is None:
+        with engine.begin() as conn:
+            yield conn
+        return
+    with lock, engine.begin() as conn:
+        yield conn
 
 
 def _alembic_config(engine: Engine) -> Any:
