@@ -66,6 +66,7 @@ class ImapConfig:
     mark_seen: bool = False
     append_acks_to: str | None = None
     timeout: timedelta = timedelta(seconds=30)
+    sent_folder: str | None = None  # None: find it by SPECIAL-USE \\Sent; "": don't watch
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class InboxConfig:
     ack_to: str = "return-path"  # or "from"
     reference_prefix: str = ""
     imap: ImapConfig | None = None
+    agents: tuple[str, ...] = ()  # team members whose mail (e.g. BCC copies) counts as replies
 
     @property
     def prefix(self) -> str:
@@ -165,9 +167,19 @@ class FormConfig:
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    """Who hears about trouble (circuit breaker now; SLA warnings later)."""
+    """Who hears about trouble: SLA warnings and breaches, the circuit breaker."""
 
     to: tuple[str, ...] = ()
+    warn_at: float | None = 0.75  # fraction of the window; None: no warnings
+    only_in_business_hours: bool = True
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Reply tracking: when quiet conversations close; the breach notice to customers."""
+
+    close_after: timedelta = timedelta(days=7)
+    notify_customer_on_breach: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,11 @@ class Config:
     forms: tuple[FormConfig, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
     templates: str | None = None
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def agent_addresses(self) -> frozenset[str]:
+        return frozenset(a.lower() for inbox in self.inboxes for a in inbox.agents)
 
     @property
     def own_addresses(self) -> frozenset[str]:
@@ -472,8 +489,8 @@ class _Reader:
         send = self.send(self.table(data, "send", ""))
         acknowledge = self.acknowledge(self.table(data, "acknowledge", ""))
         forms = self.forms(data.get("form", []))
-        alerts = AlertsConfig(self.addresses(self.table(data, "alerts", ""), "to", "alerts"))
-        self.unknown(self.table(data, "alerts", ""), ("to",), "alerts")
+        alerts = self.alerts(self.table(data, "alerts", ""))
+        tracking = self.tracking(self.table(data, "tracking", ""), self.table(data, "breach", ""))
         templates = self.string(data, "templates", "")
         if self.problems:
             raise ConfigError(self.problems)
@@ -492,6 +509,7 @@ class _Reader:
             forms=forms,
             alerts=alerts,
             templates=templates,
+            tracking=tracking,
         )
 
     def inboxes(self, value: object) -> tuple[InboxConfig, ...]:
@@ -926,6 +944,7 @@ class _Reader:
                 "mark_seen",
                 "append_acks_to",
                 "timeout",
+                "sent_folder",
             ),
             prefix,
         )
@@ -955,6 +974,33 @@ class _Reader:
             mark_seen=self.boolean(value, "mark_seen", prefix, False),
             append_acks_to=self.string(value, "append_acks_to", prefix),
             timeout=self.positive_duration(value, "timeout", prefix, timedelta(seconds=30)),
+            sent_folder=self.string(value, "sent_folder", prefix),
+        )
+
+    def alerts(self, value: dict[str, Any]) -> AlertsConfig:
+        prefix = "alerts"
+        self.unknown(value, ("to", "warn_at", "only_in_business_hours"), prefix)
+        warn_at: float | None = 0.75
+        raw = value.get("warn_at", 0.75)
+        if raw is False:
+            warn_at = None
+        elif isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < 1:
+            self.problem(_join(prefix, "warn_at"), f"must be a fraction between 0 and 1, got {raw!r}",
+                         "e.g. warn_at = 0.75 warns when three quarters of the window have passed; false for none")  # fmt: skip
+        else:
+            warn_at = float(raw)
+        return AlertsConfig(
+            to=self.addresses(value, "to", prefix),
+            warn_at=warn_at,
+            only_in_business_hours=self.boolean(value, "only_in_business_hours", prefix, True),
+        )
+
+    def tracking(self, value: dict[str, Any], breach: dict[str, Any]) -> TrackingConfig:
+        self.unknown(value, ("close_after",), "tracking")
+        self.unknown(breach, ("notify_customer",), "breach")
+        return TrackingConfig(
+            close_after=self.positive_duration(value, "close_after", "tracking", timedelta(days=7)),
+            notify_customer_on_breach=self.boolean(breach, "notify_customer", "breach", False),
         )
 
     def listen(self, value: object) -> ListenConfig | None:

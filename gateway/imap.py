@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from . import store
 from .config import Config, ImapConfig, InboxConfig
-from .errors import ConfigError, TemporaryError
+from .errors import ConfigError, Problem, TemporaryError
 from .pipeline import Pipeline, Received
 from .secrets import read_secret
 
@@ -66,11 +66,12 @@ def append_copy(imap: ImapConfig, folder: str, raw: bytes, when: datetime) -> No
 class FolderSync:
     """Brings one folder's new messages into the pipeline. Used by the poller's thread."""
 
-    def __init__(self, config: Config, inbox: InboxConfig, folder: str, pipeline: Pipeline,
-                 clock: Callable[[], datetime], wake: Callable[[], None]) -> None:  # fmt: skip
+    def __init__(self, config: Config, inbox: InboxConfig, folder: str | None, pipeline: Pipeline,
+                 clock: Callable[[], datetime], wake: Callable[[], None], *, sent: bool = False) -> None:  # fmt: skip
         self.config = config
         self.inbox = inbox
-        self.folder = folder
+        self.folder = folder or ""  # "" until the Sent folder is found (SPECIAL-USE \\Sent)
+        self.sent = sent  # the team's Sent folder: its messages are team replies
         self.pipeline = pipeline
         self.clock = clock
         self.wake = wake
@@ -104,7 +105,17 @@ class FolderSync:
 
     def sync(self, client: IMAPClient) -> int:
         """Fetch everything new since the last sync; returns how many messages were new."""
-        info = client.select_folder(self.folder, readonly=not self.imap.mark_seen)
+        if not self.folder:
+            found = client.find_special_folder(b"\\Sent")
+            if not found:
+                raise ConfigError([Problem("(config)", f"inbox {self.inbox.name}: inbox.imap.sent_folder",
+                                           "the server marks no folder as \\Sent",
+                                           'set sent_folder = "Sent" (its name), or "" to not watch one')])  # fmt: skip
+            self.folder = str(found)
+            log.info("event=imap-sent-folder inbox=%s folder=%s", self.inbox.name, self.folder)
+        info = client.select_folder(
+            self.folder, readonly=not (self.imap.mark_seen and not self.sent)
+        )
         uidvalidity = int(info[b"UIDVALIDITY"])
         uidnext = int(info.get(b"UIDNEXT", 0) or 0)
         state = self.state()
@@ -145,10 +156,11 @@ class FolderSync:
                 raw = data.get(b"BODY[]") or b""
                 received_at = _aware(data.get(b"INTERNALDATE")) or self.clock()
                 _, is_new = self.pipeline.accept(
-                    Received(raw=raw, source="imap", received_at=received_at, inbox=self.inbox.name)
-                )
+                    Received(raw=raw, source="imap", received_at=received_at, inbox=self.inbox.name,
+                             from_sent_folder=self.sent)
+                )  # fmt: skip
                 new += int(is_new)
-            if self.imap.mark_seen:
+            if self.imap.mark_seen and not self.sent:
                 client.add_flags(batch, [b"\\Seen"], silent=True)
             self.save(uidvalidity, max(batch[-1], last_uid))  # only after the batch is committed
             if new:
@@ -181,9 +193,13 @@ class ImapPoller:
     def start(self) -> None:
         self._stop.clear()
         assert self.inbox.imap is not None
-        for folder in self.inbox.imap.folders:
-            sync = FolderSync(self.config, self.inbox, folder, self.pipeline, self.clock, self.wake)
-            thread = threading.Thread(target=self._run, args=(sync,), name=f"imap-{self.inbox.name}-{folder}",
+        syncs = [FolderSync(self.config, self.inbox, f, self.pipeline, self.clock, self.wake)
+                 for f in self.inbox.imap.folders]  # fmt: skip
+        if self.inbox.imap.sent_folder != "":
+            syncs.append(FolderSync(self.config, self.inbox, self.inbox.imap.sent_folder, self.pipeline,
+                                    self.clock, self.wake, sent=True))  # fmt: skip
+        for sync in syncs:
+            thread = threading.Thread(target=self._run, args=(sync,), name=f"imap-{self.inbox.name}-{sync.folder or 'sent'}",
                                       daemon=True)  # fmt: skip
             thread.start()
             self._threads.append(thread)

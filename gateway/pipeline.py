@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, or_, select, update
 
-from . import store
+from . import conversations, store
 from .classify import Classifier
 from .config import Config, InboxConfig
 from .errors import InputError, TemporaryError
@@ -39,13 +39,13 @@ from .model import Parsed
 from .parse import parse
 from .policy import Decision, decide
 from .render import Renderer
-from .rules import AckHistory, Skip
+from .rules import LOOP_HEADER, AckHistory, Skip
+from .tracker import Author, author
 
 log = logging.getLogger("sla_gateway.pipeline")
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 SMTP_COMPAT = compat32.clone(linesep="\r\n")
-_TAG = re.compile(r"\[([A-Z][A-Z0-9]{0,15}-\d+)\]")
 _MACHINE_RULES = frozenset(
     {
         "own-mail", "bounce", "auto-submitted", "auto-reply", "suppress-header", "mailing-list",
@@ -64,6 +64,7 @@ class Received:
     envelope_from: str | None = None  # SMTP MAIL FROM ("" is the null path); None: unknown
     envelope_to: tuple[str, ...] = ()
     inbox: str | None = None  # the inbox the intake belongs to, when it knows
+    from_sent_folder: bool = False  # read from the team's Sent folder: a team reply
 
 
 class _AlreadyDone(Exception):
@@ -84,6 +85,8 @@ class _Plan:
     machine: bool = False
     ack: Message | None = None
     error: str | None = None
+    team: bool = False
+    match: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,10 @@ def dedup_key(raw: bytes) -> str:
 class Pipeline:
     """Accepts and processes messages for one configuration, against one database."""
 
-    def __init__(self, config: Config, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, config: Config, engine: Engine, clock: Callable[[], datetime], *, replay: bool = False
+    ) -> None:
+        self.replay = replay  # rebuilding history: no acknowledgments, no alerts
         self.config = config
         self.engine = engine
         self.clock = clock
@@ -185,7 +191,7 @@ class Pipeline:
             "sha256": hashlib.sha256(received.raw).hexdigest(),
             "size": len(received.raw),
             "raw": received.raw,
-            "direction": "customer",
+            "direction": "team" if received.from_sent_folder else "customer",
             "acknowledged": False,
         }
         inserted = conn.execute(
@@ -274,8 +280,20 @@ class Pipeline:
         except InputError as exc:
             return _Plan(row=row, now=now, error=str(exc))
         inbox = self._inbox(row, parsed)
+        who = author(
+            parsed,
+            own_addresses=self.config.own_addresses,
+            agents=self.config.agent_addresses,
+            message_id_domain=self.config.message_id_domain,
+            loop_header=LOOP_HEADER,
+            from_sent_folder=row.direction == "team",
+        )
+        if who == Author.TEAM:
+            match = conversations.find_for_reply(read, parsed)
+            return _Plan(row, now, parsed, inbox, None, match.conversation, None, False, None, team=True,
+                         match=match.how)  # fmt: skip
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
-        conversation = self._thread(read, parsed)
+        conversation = conversations.find_by_thread(read, parsed).conversation
         decision = decide(
             parsed,
             config=self.config,
@@ -284,7 +302,7 @@ class Pipeline:
             received_at=row.received_at,
             return_path=return_path,
             history=lambda ack_to: self._history(read, ack_to, now),
-            now=now,
+            now=None if self.replay else now,
             follow_up=conversation is not None,
         )
         skip = decision.skip
@@ -294,7 +312,7 @@ class Pipeline:
             # Numbered after the message that opened the conversation: unique, known now.
             reference = f"{inbox.prefix}-{row.id + 1000}"
         ack = None
-        if decision.acknowledge and reference is not None:
+        if decision.acknowledge and reference is not None and not self.replay:
             ack = self._render_ack(parsed, inbox, decision, reference, now)
         return _Plan(row, now, parsed, inbox, decision, conversation, reference, machine, ack)
 
@@ -305,6 +323,8 @@ class Pipeline:
         row_id = row.id
         if plan.error is not None:
             return self._shunt(conn, row_id, plan.error)
+        if plan.team:
+            return self._apply_team(conn, plan)
         assert plan.parsed is not None and plan.inbox is not None and plan.decision is not None
         parsed, inbox, decision = plan.parsed, plan.inbox, plan.decision
         skip = decision.skip
@@ -315,10 +335,16 @@ class Pipeline:
             plan.conversation.id if plan.conversation is not None else None
         )
         reference = plan.reference
+        detail: dict[str, Any] = {}
         if plan.conversation is None and not plan.machine and reference is not None:
             conversation_id = self._open_conversation(
                 conn, parsed, inbox, decision, row, reference, now
             )
+        elif plan.conversation is not None and not plan.machine:
+            detail = conversations.customer_followup(
+                conn, self.config, plan.conversation, decision.classification, row.received_at,
+                replay=self.replay, now=now,
+            )  # fmt: skip
         acknowledged = False
         if plan.ack is not None and decision.ack_to is not None and conversation_id is not None:
             self.queue(conn, "ack", plan.ack, decision.ack_to, now, conversation_id, row_id)
@@ -355,6 +381,7 @@ class Pipeline:
                 "reason": skip.reason if skip else None,
                 "priority": decision.classification.priority,
                 "matched": [str(x) for x in decision.classification.matches],
+                **detail,
             },
             conversation_id=conversation_id,
             message_row=row_id,
@@ -380,36 +407,6 @@ class Pipeline:
             if found is not None:
                 return found
         return self.config.inboxes[0]
-
-    def _thread(self, conn: Any, parsed: Parsed) -> Any:
-        """The conversation this message continues, if any."""
-        c = store.conversations.c
-        ids = list(dict.fromkeys((*parsed.in_reply_to, *parsed.references)))[-50:]
-        if ids:
-            conv_id = conn.execute(
-                select(store.messages.c.conversation_id)
-                .where(
-                    store.messages.c.message_id.in_(ids),
-                    store.messages.c.conversation_id.isnot(None),
-                )
-                .limit(1)
-            ).scalar()
-            if conv_id is None:
-                conv_id = conn.execute(
-                    select(store.outbox.c.conversation_id)
-                    .where(
-                        store.outbox.c.message_id.in_(ids),
-                        store.outbox.c.conversation_id.isnot(None),
-                    )
-                    .limit(1)
-                ).scalar()
-            if conv_id is not None:
-                return conn.execute(select(store.conversations).where(c.id == conv_id)).first()
-        for tag in _TAG.findall(parsed.subject):
-            found = conn.execute(select(store.conversations).where(c.reference == tag)).first()
-            if found is not None:
-                return found
-        return None
 
     def _history(self, conn: Any, ack_to: str, now: datetime) -> AckHistory:
         o = store.outbox.c
@@ -475,9 +472,49 @@ class Pipeline:
                 breached=False,
                 last_customer_at=row.received_at,
                 created_at=now,
+                source="replay" if self.replay else None,
             )
         )
-        return int(result.inserted_primary_key[0])
+        conv_id = int(result.inserted_primary_key[0])
+        conversations.open_cycle(
+            conn, self.config, conv_id, decision.classification.priority, row.received_at,
+            kind="first", replay=self.replay, now=now,
+        )  # fmt: skip
+        return conv_id
+
+    def _apply_team(self, conn: Any, plan: _Plan) -> Outcome | None:
+        """A reply written by the team: measure it against its conversation's clock."""
+        m = store.messages.c
+        row, now, parsed = plan.row, plan.now, plan.parsed
+        assert parsed is not None and plan.inbox is not None
+        conversation = plan.conversation
+        detail: dict[str, Any] = {"match": plan.match}
+        if conversation is not None:
+            detail.update(
+                conversations.team_reply(
+                    conn, self.config, conversation, parsed, row.received_at, now
+                )
+            )
+        flipped = conn.execute(
+            update(store.messages)
+            .where(m.id == row.id, m.status == "stored")
+            .values(
+                status="processed", inbox=plan.inbox.name, direction="team",
+                conversation_id=conversation.id if conversation is not None else None,
+                from_addr=parsed.sender.addr if parsed.sender else None,
+                subject=parsed.subject[:2000], match=plan.match, acknowledged=False,
+            )
+        ).rowcount  # fmt: skip
+        if flipped != 1:
+            raise _AlreadyDone()
+        kind = "team-reply" if conversation is not None else "team-reply-unmatched"
+        store.add_event(conn, now, kind, detail,
+                        conversation_id=conversation.id if conversation is not None else None,
+                        message_row=row.id)  # fmt: skip
+        log.info("event=%s message=%s reference=%s match=%s", kind, row.id,
+                 conversation.reference if conversation is not None else "-", plan.match)  # fmt: skip
+        return Outcome(row.id, "processed", conversation.id if conversation is not None else None,
+                       conversation.reference if conversation is not None else None, False, None)  # fmt: skip
 
     def _render_ack(
         self, parsed: Parsed, inbox: InboxConfig, decision: Decision, reference: str, now: datetime

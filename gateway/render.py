@@ -324,3 +324,43 @@ def holiday_name(code: str, day: date, language: str) -> str | None:
 def _season_notice(cal: BusinessCalendar, deadline: Deadline, language: str) -> str:
     season = cal.season_at(deadline.received_at)
     return season.notice_for(language) if season else ""
+
+
+def breach_notice(
+    renderer: Renderer,
+    *,
+    inbox: InboxConfig,
+    reference: str,
+    subject: str,
+    to: str,
+    promised: datetime,
+    new_due: datetime,
+    now: datetime,
+) -> Message:
+    """The one honest message a customer gets when we missed the promised time."""
+    cal = renderer.config.calendar
+    lang = inbox.language
+    context = {
+        "reference": reference,
+        "subject": clean_header(subject, 150),
+        "shop_name": inbox.from_name or inbox.address,
+        "promised": when(cal.local(promised), lang),
+        "new_due": when(cal.local(new_due), lang),
+    }
+    return build_message(
+        from_name=inbox.from_name,
+        from_addr=inbox.address,
+        to=to,
+        subject=renderer.render("breach.subject.j2", lang, context).strip(),
+        date=cal.local(now),
+        message_id=make_msgid("breach", domain=renderer.config.message_id_domain),
+        headers=[
+            ("Auto-Submitted", "auto-generated"),
+            ("Precedence", "bulk"),
+            ("X-Auto-Response-Suppress", "All"),
+            (LOOP_HEADER, inbox.address),
+            ("X-SLA-Gateway-Reference", reference),
+        ],
+        text=renderer.render("breach.txt.j2", lang, context),
+        html=renderer.render("breach.html.j2", lang, context),
+    )

@@ -23,6 +23,7 @@ from .config import Config
 from .errors import TemporaryError
 from .outbox import OutboxSender, make_transport
 from .pipeline import Pipeline
+from .scheduler import Scheduler
 
 log = logging.getLogger("sla_gateway.service")
 
@@ -55,6 +56,7 @@ class Service:
         self._controller: object | None = None
         self._pollers: list[object] = []
         self.pipeline = Pipeline(config, self.engine, clock)
+        self.scheduler = Scheduler(config, self.engine, clock, self.pipeline)
         self.sender = OutboxSender(
             self.engine,
             make_transport(config.send),
@@ -144,6 +146,7 @@ class Service:
         """Process everything stored, then send everything due (tests call this directly)."""
         while self.pipeline.process_pending(limit=200):
             pass
+        self.scheduler.run_due()
         self.sender.send_due()
 
     def _process_loop(self) -> None:
@@ -152,7 +155,12 @@ class Service:
         def step() -> float:
             while self.pipeline.process_pending(limit=200):
                 self._wake_sender.set()
-            return IDLE_TICK
+            if self.scheduler.run_due():
+                self._wake_sender.set()
+            upcoming = self.scheduler.next_due()
+            if upcoming is None:
+                return IDLE_TICK
+            return max(0.05, min(IDLE_TICK, (upcoming - self.clock()).total_seconds()))
 
         self._loop(self._wake, step)
 

@@ -103,6 +103,8 @@ conversations = Table(
     Column("breach_alerted_at", UTCDateTime),
     Column("closed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("customer_notified_at", UTCDateTime),  # the one breach notice to the customer
+    Column("source", String(16)),  # "replay" for conversations rebuilt from saved mail
     Index(None, "received_at"),
     Index(None, "state", "due_at"),
     Index(None, "customer", "received_at"),
@@ -131,6 +133,7 @@ messages = Table(
     Column("sha256", String(64), nullable=False),
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary),  # emptied after retention_days; figures stay
+    Column("match", String(16)),  # team replies: how they were matched to a conversation
     Index(None, "message_id"),
     Index(None, "status"),
     Index(None, "conversation_id"),
@@ -169,6 +172,30 @@ events = Table(
     Column("detail", Text, nullable=False, default="{}"),  # JSON
     Index(None, "at"),
     Index(None, "kind", "at"),
+)
+
+# One reply cycle: the team owes an answer from `started_at` (the customer's message) until
+# `replied_at`. The first cycle is the first reply; each later one a "next" reply.
+cycles = Table(
+    "cycles",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("conversation_id", Integer, ForeignKey("conversations.id"), nullable=False),
+    Column("kind", String(8), nullable=False),  # "first" or "next"
+    Column("priority", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("window_seconds", Integer, nullable=False),
+    Column("stretch", Float, nullable=False, default=1.0),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("warn_at", UTCDateTime),
+    Column("replied_at", UTCDateTime),
+    Column("business_seconds", Integer),
+    Column("breached", Boolean, nullable=False, default=False),
+    Column("warned_at", UTCDateTime),  # warning queued (or not needed)
+    Column("breach_alerted_at", UTCDateTime),  # breach alert queued (or not needed)
+    Index(None, "conversation_id"),
+    Index(None, "replied_at", "due_at"),
+    Index(None, "started_at"),
 )
 
 sync_state = Table(

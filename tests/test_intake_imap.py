@@ -7,6 +7,7 @@ from __future__ import annotations
 import smtplib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def test_uidvalidity_change_resyncs_without_acknowledging_twice(
         assert [a.rcpt_tos[0] for a in acks] == ["kim@customer.example", "ole@customer.example"]
         service.stop()
         with service.engine.connect() as conn:
-            [state] = conn.execute(sa.select(store.sync_state)).all()
+            [state] = conn.execute(sa.select(store.sync_state).where(store.sync_state.c.folder == "INBOX")).all()
         assert state.uidvalidity == dovecot.uidvalidity("INBOX")
         assert len(sink.received) == 2
     finally:
@@ -198,5 +199,26 @@ def test_wrong_password_is_retried_not_fatal(
         assert "AUTHENTICATIONFAILED" in poller.last_error or "failed" in poller.last_error.lower()  # type: ignore[attr-defined]
         (tmp_path / "imap-password").write_text(dovecot.password)
         wait_until(lambda: synced(service.engine), timeout=30)
+    finally:
+        service.close()
+
+
+def test_acknowledgments_are_copied_to_the_sent_folder(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    config = imap_config(tmp_path, database_url, sink, dovecot)
+    config = replace(
+        config,
+        inboxes=(
+            replace(config.inboxes[0], imap=replace(config.inboxes[0].imap, append_acks_to="Sent")),
+        ),
+    )  # type: ignore[arg-type]
+    service = start(config)
+    try:
+        dovecot.append("INBOX", mail(1))
+        sink.wait_for(1)
+        wait_until(lambda: len(dovecot.uids("Sent")) == 1)
+        [uid] = dovecot.uids("Sent")
+        assert "\\Seen" in dovecot.flags("Sent", uid)
     finally:
         service.close()

@@ -411,11 +411,15 @@ def test_maildir_transport(tmp_path: Path, database_url: str, clock: Clock) -> N
         service.close()
 
 
-def test_message_processed_after_its_deadline_is_not_acknowledged(config: Config, clock: Clock) -> None:
+def test_message_processed_after_its_deadline_is_not_acknowledged(
+    config: Config, clock: Clock
+) -> None:
     engine = store.make_engine(config.database)
     store.upgrade(engine)
     pipeline = Pipeline(config, engine, clock)
-    row, _ = pipeline.accept(Received(mail(), "smtp", NOW, "kim@customer.example", ("support@shop.example",)))
+    row, _ = pipeline.accept(
+        Received(mail(), "smtp", NOW, "kim@customer.example", ("support@shop.example",))
+    )
     assert row is not None
     clock.advance(timedelta(days=3))  # the gateway was down over the deadline
     outcome = pipeline.process(row)
@@ -424,3 +428,49 @@ def test_message_processed_after_its_deadline_is_not_acknowledged(config: Config
     assert outcome.conversation_id is not None  # still measured
     assert rows(engine, store.outbox) == []
     engine.dispose()
+
+
+def test_starttls_and_auth(tmp_path: Path, database_url: str, sink: Sink, clock: Clock) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    secret = tmp_path / "listen-password"
+    secret.write_text("s3cret\n")
+    config = gateway_config(
+        tmp_path, database_url, sink_port=sink.port,
+        extra={
+            '# tls_cert = "/etc/sla-gateway/tls/cert.pem"': f'tls_cert = "{cert}"',
+            '# tls_key = "/etc/sla-gateway/tls/key.pem"': f'tls_key = "{key}"',
+            "require_auth = false": "require_auth = true",
+            '# username = "forwarder"': 'username = "forwarder"',
+            '# password_env = "SLA_GATEWAY_LISTEN_PASSWORD"': f'password_file = "{secret}"',
+        },
+    )  # fmt: skip
+    assert config.listen is not None
+    service = Service(config, clock=clock)
+    service.start()
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    try:
+        with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+            client.starttls(context=context)
+            with pytest.raises(smtplib.SMTPSenderRefused) as info:  # no AUTH yet
+                client.sendmail("kim@customer.example", ["support@shop.example"], mail())
+            assert info.value.smtp_code == 530
+        with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+            client.starttls(context=context)
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login("forwarder", "wrong")
+        with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+            client.starttls(context=context)
+            client.login("forwarder", "s3cret")
+            assert client.sendmail("kim@customer.example", ["support@shop.example"], mail()) == {}
+        assert len(sink.wait_for(1)) == 1
+    finally:
+        service.close()

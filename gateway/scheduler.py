@@ -1,0 +1,212 @@
+"""SLA timers: warnings before a breach, the breach itself, and closing quiet conversations.
+
+Owns: reading due times from the database and acting on them — one warning per reply
+cycle when `warn_at` of its window has passed, one breach alert when it is due and still
+unanswered, merged into one mail when several fall due together; the breached state; the
+optional one-time breach notice to the customer; closing conversations that waited for
+the customer longer than `close_after`. With `only_in_business_hours`, alerts wait for the
+next opening. Each alert is queued in the same transaction that marks it done, so a
+restart never loses one and never sends one twice. It sends nothing itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from . import store
+from .config import Config
+from .durations import format_duration
+from .pipeline import Pipeline
+from .render import alert_message, breach_notice
+from .tracker import PAUSED, Event, State, transition
+
+log = logging.getLogger("sla_gateway.scheduler")
+
+
+class Scheduler:
+    """Acts on every timer that is due at `clock()`; call `run_due()` often."""
+
+    def __init__(
+        self, config: Config, engine: Engine, clock: Callable[[], datetime], pipeline: Pipeline
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.pipeline = pipeline  # for queueing into the outbox and rendering
+
+    def next_due(self) -> datetime | None:
+        """The earliest moment a timer needs attention (for the service's sleep)."""
+        y = store.cycles.c
+        with self.engine.connect() as conn:
+            warn = conn.execute(
+                select(func.min(y.warn_at)).where(y.replied_at.is_(None), y.warned_at.is_(None))
+            ).scalar()
+            due = conn.execute(
+                select(func.min(y.due_at)).where(y.replied_at.is_(None), y.breached.is_(False))
+            ).scalar()
+        found = [t for t in (warn, due) if isinstance(t, datetime)]
+        return min(found) if found else None
+
+    def run_due(self) -> int:
+        """Handle everything due now; returns how many alerts/notices were queued."""
+        now = self.clock()
+        with store.begin(self.engine) as conn:
+            self._mark_breaches(conn, now)
+            queued = self._customer_notices(conn, now)
+            if not self.config.alerts.only_in_business_hours or self.config.calendar.is_open(now):
+                queued += self._alerts(conn, now)
+            self._close_quiet(conn, now)
+        return queued
+
+    # ------------------------------------------------------------------ the steps
+
+    def _mark_breaches(self, conn: Any, now: datetime) -> None:
+        y, c = store.cycles.c, store.conversations.c
+        due = list(conn.execute(
+            select(store.cycles).where(y.replied_at.is_(None), y.breached.is_(False), y.due_at <= now)
+        ))  # fmt: skip
+        for cycle in due:
+            conn.execute(update(store.cycles).where(y.id == cycle.id).values(breached=True))
+            conversation = conn.execute(
+                select(store.conversations).where(c.id == cycle.conversation_id)
+            ).one()
+            state, _ = transition(conversation.state, Event.DEADLINE_PASSED)
+            values: dict[str, Any] = {"state": state.value}
+            if cycle.kind == "first":
+                values["breached"] = True
+            conn.execute(
+                update(store.conversations).where(c.id == conversation.id).values(**values)
+            )
+            store.add_event(conn, now, "breached", {"cycle": cycle.kind, "due_at": cycle.due_at},
+                            conversation_id=conversation.id)  # fmt: skip
+
+    def _customer_notices(self, conn: Any, now: datetime) -> int:
+        """`[breach] notify_customer`: one honest message per conversation, at the breach."""
+        if not self.config.tracking.notify_customer_on_breach:
+            return 0
+        y, c, o = store.cycles.c, store.conversations.c, store.outbox.c
+        rows = list(conn.execute(
+            select(store.conversations, y.due_at.label("cycle_due"), y.window_seconds.label("cycle_window"),
+                   y.stretch.label("cycle_stretch"))
+            .join(store.cycles, y.conversation_id == c.id)
+            .where(y.kind == "first", y.breached.is_(True), y.replied_at.is_(None),
+                   c.customer_notified_at.is_(None), c.source.is_(None))
+        ))  # fmt: skip
+        queued = 0
+        for conv in rows:
+            recipient = conn.execute(
+                select(o.recipient).where(o.conversation_id == conv.id, o.kind == "ack").limit(1)
+            ).scalar()
+            if recipient is None:  # never acknowledged (a machine, a rate limit): stay quiet
+                conn.execute(
+                    update(store.conversations)
+                    .where(c.id == conv.id)
+                    .values(customer_notified_at=now)
+                )
+                continue
+            window = timedelta(seconds=conv.cycle_window) * conv.cycle_stretch
+            new_due = self.config.calendar.add(now, window)
+            inbox = next(
+                (i for i in self.config.inboxes if i.name == conv.inbox), self.config.inboxes[0]
+            )
+            message = breach_notice(self.pipeline.renderer, inbox=inbox, reference=conv.reference,
+                                    subject=conv.subject, to=recipient, promised=conv.cycle_due,
+                                    new_due=new_due, now=now)  # fmt: skip
+            self.pipeline.queue(conn, "breach", message, recipient, now, conv.id)
+            conn.execute(
+                update(store.conversations).where(c.id == conv.id).values(customer_notified_at=now)
+            )
+            queued += 1
+        return queued
+
+    def _alerts(self, conn: Any, now: datetime) -> int:
+        """One mail with every warning and breach alert now due."""
+        y, c = store.cycles.c, store.conversations.c
+        columns = (store.cycles, c.reference, c.customer, c.subject, c.inbox)
+        warnings = list(conn.execute(
+            select(*columns).join(store.conversations, c.id == y.conversation_id)
+            .where(y.replied_at.is_(None), y.warned_at.is_(None), y.warn_at.isnot(None), y.warn_at <= now)
+            .order_by(y.due_at)
+        ))  # fmt: skip
+        breaches = list(conn.execute(
+            select(*columns).join(store.conversations, c.id == y.conversation_id)
+            .where(y.replied_at.is_(None), y.breached.is_(True), y.breach_alerted_at.is_(None))
+            .order_by(y.due_at)
+        ))  # fmt: skip
+        # A cycle already past due gets the breach alert, not a warning as well.
+        breached_ids = {b.id for b in breaches}
+        late_warnings = [w for w in warnings if w.id in breached_ids or w.due_at <= now]
+        warnings = [w for w in warnings if w not in late_warnings]
+        for w in late_warnings:
+            conn.execute(update(store.cycles).where(y.id == w.id).values(warned_at=now))
+        if not warnings and not breaches:
+            return 0
+        text = self._alert_text(warnings, breaches, now)
+        parts = []
+        if breaches:
+            parts.append(f"{len(breaches)} missed")
+        if warnings:
+            parts.append(f"{len(warnings)} due soon")
+        subject = "Reply promises: " + ", ".join(parts)
+        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
+            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+            self.pipeline.queue(conn, "alert", message, recipient, now)
+        for w in warnings:
+            conn.execute(update(store.cycles).where(y.id == w.id).values(warned_at=now))
+        for b in breaches:
+            conn.execute(
+                update(store.cycles)
+                .where(y.id == b.id)
+                .values(breach_alerted_at=now, warned_at=b.warned_at or now)
+            )
+        store.add_event(conn, now, "alert", {"warnings": [w.reference for w in warnings],
+                                             "breaches": [b.reference for b in breaches]})  # fmt: skip
+        log.info("event=alert warnings=%s breaches=%s", len(warnings), len(breaches))
+        return 1
+
+    def _alert_text(self, warnings: list[Any], breaches: list[Any], now: datetime) -> str:
+        cal = self.config.calendar
+        lines = []
+
+        def describe(row: Any) -> str:
+            due = cal.local(row.due_at)
+            return f"  {row.reference}  {row.priority:<6}  {row.customer}  “{row.subject[:60]}”\n      due {due:%a %d %b %H:%M %Z}"
+
+        if breaches:
+            lines.append("Missed — the promised reply time has passed:")
+            for row in breaches:
+                late = cal.elapsed(row.due_at, now)
+                lines.append(describe(row) + f" (late by {format_duration(late)} business time)")
+            lines.append("")
+        if warnings:
+            lines.append("Due soon — answer these first:")
+            for row in warnings:
+                left = cal.elapsed(now, row.due_at)
+                lines.append(describe(row) + f" ({format_duration(left)} business time left)")
+            lines.append("")
+        lines.append(
+            "Answer from your usual mail client; sla-gateway sees the reply and stops the clock."
+        )
+        return "\n".join(lines) + "\n"
+
+    def _close_quiet(self, conn: Any, now: datetime) -> None:
+        c = store.conversations.c
+        limit = now - self.config.tracking.close_after
+        quiet = list(conn.execute(
+            select(c.id, c.state).where(c.state.in_([s.value for s in PAUSED]), c.last_team_at <= limit)
+        ))  # fmt: skip
+        for row in quiet:
+            state, _ = transition(row.state, Event.IDLE_TIMEOUT)
+            if state == State.CLOSED:
+                conn.execute(
+                    update(store.conversations)
+                    .where(c.id == row.id)
+                    .values(state=state.value, closed_at=now)
+                )
+                store.add_event(conn, now, "closed", {"after": str(self.config.tracking.close_after)},
+                                conversation_id=row.id)  # fmt: skip
