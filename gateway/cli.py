@@ -497,6 +497,118 @@ def deliver(
         ctx.exit(1)
 
 
+# ---------------------------------------------------------------------------- tickets
+
+
+def _engine(config: Config) -> Any:
+    from . import store
+
+    engine = store.make_engine(config.database)
+    store.upgrade(engine)
+    return engine
+
+
+@cli.command()
+@click.option("--open", "only_open", is_flag=True, help="Only conversations waiting for the team.")
+@click.option(
+    "--breached", "only_breached", is_flag=True, help="Only conversations whose promise was missed."
+)
+@click.option(
+    "--at-risk",
+    "only_at_risk",
+    is_flag=True,
+    help="Only open conversations past their warning point but not yet due, soonest first.",
+)
+@click.option(
+    "--since", "since_text", metavar="DATE", help="Received on or after this date (shop time)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_risk: bool,
+            since_text: str | None, as_json: bool) -> None:  # fmt: skip
+    """List conversations with their promise, first reply and state."""
+    from .reports import ticket_rows
+
+    state = _state(ctx)
+    config = state.config
+    since = None
+    if since_text:
+        try:
+            day = date.fromisoformat(since_text)
+        except ValueError:
+            raise click.BadParameter(
+                f'"{since_text}" is not a date like 2026-11-23', param_hint="--since"
+            ) from None
+        since = datetime.combine(day, datetime.min.time(), config.calendar.tz)
+    engine = _engine(config)
+    try:
+        rows = ticket_rows(engine, config, state.clock(), since=since, only_open=only_open,
+                           only_breached=only_breached, only_at_risk=only_at_risk)  # fmt: skip
+    finally:
+        engine.dispose()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    _print_tickets(rows, config)
+
+
+def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=min(Console().width, 120) if sys.stdout.isatty() else 80)
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
+    table.add_column("Ref", no_wrap=True)
+    table.add_column("Pri", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Due", no_wrap=True)
+    table.add_column("1st reply", no_wrap=True, justify="right")
+    table.add_column("Customer / subject", overflow="ellipsis", no_wrap=True, max_width=30)
+    for row in rows:
+        due = datetime.fromisoformat(row["due_at"]).astimezone(config.calendar.tz)
+        seconds = row["first_reply_business_seconds"]
+        first = format_duration(timedelta(seconds=seconds)) if seconds is not None else "—"
+        state_text = row["state"].replace("_", " ") + (" !" if row["breached"] else "")
+        table.add_row(row["reference"], row["priority"], state_text, f"{due:%a %d %b %H:%M}", first,
+                      f"{row['customer']} · {row['subject']}")  # fmt: skip
+    console.print(table)
+    if not rows:
+        console.print("no conversations")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def replay(ctx: click.Context, source: Path) -> None:
+    """Feed saved mail (mbox file, maildir or folder of .eml) through the pipeline, sending
+    nothing, to measure past performance. Safe to repeat."""
+    from rich.progress import Progress
+
+    from .replay import replay as run_replay
+    from .reports import replay_counts
+
+    state = _state(ctx)
+    config = state.config
+    engine = _engine(config)
+    try:
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("replaying", total=None)
+
+            def tick(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            summary = run_replay(config, engine, source, now=state.clock(), progress=tick)
+        counts = replay_counts(engine)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{summary.read} messages read, {summary.new} new, {summary.unreadable} set aside as unreadable"
+    )
+    click.echo(f"{counts['conversations']} conversations, {counts['team_replies']} team replies "
+               f"({counts['unmatched']} matched to no conversation), {counts['machine']} machine messages")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- db
 
 

@@ -470,6 +470,8 @@ class _Reader:
                 "acknowledge",
                 "form",
                 "alerts",
+                "tracking",
+                "breach",
             ),
             "",
         )
@@ -544,6 +546,7 @@ class _Reader:
                     "ack_to",
                     "reference_prefix",
                     "imap",
+                    "agents",
                 ),
                 prefix,
             )
@@ -600,7 +603,15 @@ class _Reader:
                 names.add(name)
                 result.append(
                     InboxConfig(
-                        name, address, aliases, from_name, language, ack_to, reference_prefix, imap
+                        name,
+                        address,
+                        aliases,
+                        from_name,
+                        language,
+                        ack_to,
+                        reference_prefix,
+                        imap,
+                        tuple(a.lower() for a in self.addresses(item, "agents", prefix)),
                     )
                 )
         return tuple(result)

@@ -293,6 +293,8 @@ class Pipeline:
             return _Plan(row, now, parsed, inbox, None, match.conversation, None, False, None, team=True,
                          match=match.how)  # fmt: skip
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
+        if row.source == "replay" and return_path is None and parsed.sender is not None:
+            return_path = parsed.sender.addr  # exports often drop the envelope; nothing is sent
         conversation = conversations.find_by_thread(read, parsed).conversation
         decision = decide(
             parsed,

@@ -67,7 +67,10 @@ class Service:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self, *, workers: bool = True) -> None:
+        """Start intake (listener, pollers) and, unless `workers=False`, the processor and
+        sender threads; without them, `run_once()` does their work when called (tests use
+        this to step a fake clock deterministically)."""
         # Intake threads wait on the GIL behind the CPU-bound processor; a short switch
         # interval keeps an SMTP client's wait for its 250 short (default is 5 ms a turn).
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -77,6 +80,8 @@ class Service:
             threading.Thread(target=self._process_loop, name="sla-processor", daemon=True),
             threading.Thread(target=self._send_loop, name="sla-sender", daemon=True),
         ]
+        if not workers:
+            self._workers = []
         for worker in self._workers:
             worker.start()
         if self.config.listen is not None:

@@ -104,4 +104,6 @@ def gateway_config(
     for old, new in (extra or {}).items():
         assert old in text, old
         text = text.replace(old, new)
-    return parse(text + append, str(tmp_path / "gateway.toml"))
+    path = tmp_path / "gateway.toml"  # written too, for tests that drive the CLI
+    path.write_text(text + append, encoding="utf-8")
+    return parse(text + append, str(path))

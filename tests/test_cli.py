@@ -110,7 +110,7 @@ def test_db_upgrade(run_cli: Cli, write_config: Callable[[str], Path], database_
     path = write_config(text)
     result = run_cli("--config", str(path), "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "at revision 0001" in result.output
+    assert "at revision 0002" in result.output
     assert "password" not in result.output
 
 
