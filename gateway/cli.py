@@ -558,18 +558,27 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
     from rich.table import Table
 
     console = Console(width=min(Console().width, 120) if sys.stdout.isatty() else 80)
-    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
-    table.add_column("Ref", no_wrap=True)
-    table.add_column("Pri", no_wrap=True)
-    table.add_column("State", no_wrap=True)
-    table.add_column("Due", no_wrap=True)
-    table.add_column("1st reply", no_wrap=True, justify="right")
-    table.add_column("Customer / subject", overflow="ellipsis", no_wrap=True, max_width=30)
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=True)
+    table.add_column("Ref", no_wrap=True, min_width=9)
+    table.add_column("Pri", no_wrap=True, min_width=6)
+    table.add_column("State", no_wrap=True, min_width=14)
+    table.add_column("Due", no_wrap=True, min_width=16)
+    table.add_column("1st", no_wrap=True, justify="right", min_width=6)
+    table.add_column("Customer · subject", overflow="ellipsis", no_wrap=True, ratio=1)
+    names = {
+        "awaiting_team": "awaiting team",
+        "awaiting_customer": "awaiting cust.",
+        "breached": "BREACHED",
+    }
     for row in rows:
-        due = datetime.fromisoformat(row["due_at"]).astimezone(config.calendar.tz)
+        due = datetime.fromisoformat(row["open_due_at"] or row["due_at"]).astimezone(
+            config.calendar.tz
+        )
         seconds = row["first_reply_business_seconds"]
         first = format_duration(timedelta(seconds=seconds)) if seconds is not None else "—"
-        state_text = row["state"].replace("_", " ") + (" !" if row["breached"] else "")
+        state_text = names.get(row["state"], row["state"])
+        if row["breached"] and row["state"] != "breached":
+            state_text += " !"
         table.add_row(row["reference"], row["priority"], state_text, f"{due:%a %d %b %H:%M}", first,
                       f"{row['customer']} · {row['subject']}")  # fmt: skip
     console.print(table)

@@ -27,7 +27,7 @@ from tests.imapserver import Dovecot
 from tests.mailtools import Sink, gateway_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
-AGENTS = {'reference_prefix = "SHOP"': 'reference_prefix = "SHOP"\nagents = ["anna@shop.example"] '}
+AGENTS = {"agents = [] ": 'agents = ["anna@shop.example"] '}
 
 
 def at(*args: int) -> datetime:
@@ -102,11 +102,9 @@ def kinds(sink: Sink) -> list[str]:
         m = d.message
         if m["Subject"].startswith("[sla-gateway]"):
             out.append("alert")
-        elif (
-            (m["Message-ID"].startswith("<")
-            and ".breach@" in m["Message-ID"])
-            or "breach" in m["Message-ID"]
-        ):
+        elif (m["Message-ID"].startswith("<") and ".breach@" in m["Message-ID"]) or "breach" in m[
+            "Message-ID"
+        ]:
             out.append("breach")
         else:
             out.append("ack")
@@ -339,7 +337,10 @@ def test_reply_matched_by_recipient_and_subject(gateway: tuple[Service, Config, 
 
 def test_customer_is_told_once_when_we_miss(tmp_path: Path, database_url: str, sink: Sink) -> None:
     config = gateway_config(
-        tmp_path, database_url, sink_port=sink.port, append="\n[breach]\nnotify_customer = true\n"
+        tmp_path,
+        database_url,
+        sink_port=sink.port,
+        extra={"notify_customer = false": "notify_customer = true"},
     )
     clock = Clock(at(2026, 11, 23, 9, 0))
     service = Service(config, clock=clock)
@@ -394,3 +395,61 @@ def test_replay_measures_past_mail_and_is_idempotent(
             conn.execute(sa.select(sa.func.count()).select_from(store.outbox)).scalar_one() == 0
         )  # sent nothing
     engine.dispose()
+
+
+def test_alerts_due_together_are_merged(gateway: tuple[Service, Config, Clock], sink: Sink,
+                                        run_cli: Callable[..., Result]) -> None:  # fmt: skip
+    service, config, clock = gateway
+    deliver(service, config, customer_mail(1, subject="Fraud!"), "kim@customer.example")
+    other = customer_mail(2, subject="Chargeback").replace(
+        b"kim@customer.example", b"ole@customer.example"
+    )
+    deliver(service, config, other, "ole@customer.example")
+    clock.now = at(2026, 11, 23, 9, 25)
+    assert [t["reference"] for t in tickets(run_cli, config, clock.now, "--at-risk")] == [
+        "SHOP-1001",
+        "SHOP-1002",
+    ]
+    assert len(tickets(run_cli, config, clock.now, "--open")) == 2
+    service.run_once()
+    alerts = [d for d in sink.received if d.rcpt_tos == ["owner@shop.example"]]
+    assert len(alerts) == 1
+    body = alerts[0].message.get_payload(decode=True).decode()
+    assert "SHOP-1001" in body and "SHOP-1002" in body
+    assert alerts[0].message["Subject"] == "[sla-gateway] Reply promises: 2 due soon"
+
+
+def test_tickets_table_fits_80_columns(
+    gateway: tuple[Service, Config, Clock], run_cli: Callable[..., Result]
+) -> None:
+    service, config, clock = gateway
+    long_subject = "A very long subject line about an order that went missing somewhere " * 3
+    deliver(service, config, customer_mail(subject=long_subject.strip()), "kim@customer.example")
+    result = run_cli("--config", str(config.path), "tickets", now=clock.now)
+    assert result.exit_code == 0
+    lines = result.output.rstrip("\n").splitlines()
+    assert "SHOP-1001" in result.output
+    assert max(len(line) for line in lines) <= 80, lines
+
+
+@pytest.mark.parametrize("layout", ["eml-folder", "maildir"])
+def test_replay_reads_folders_and_maildirs(tmp_path: Path, database_url: str, run_cli: Callable[..., Result],
+                                           layout: str) -> None:  # fmt: skip
+    config = gateway_config(tmp_path, database_url)
+    source = tmp_path / "saved"
+    if layout == "maildir":
+        box = mailbox.Maildir(source, create=True)
+        box.add(customer_mail())
+        box.add(team_mail(1, "c1@customer.example"))
+    else:
+        source.mkdir()
+        (source / "b-reply.eml").write_bytes(
+            team_mail(1, "c1@customer.example")
+        )  # order by Date, not name
+        (source / "a-question.eml").write_bytes(customer_mail())
+    result = run_cli(
+        "--config", str(config.path), "replay", str(source), now=at(2026, 11, 20, 12, 0)
+    )
+    assert result.exit_code == 0, result.output
+    [ticket] = tickets(run_cli, config, at(2026, 11, 20, 12, 0))
+    assert ticket["first_reply_business_seconds"] == 5 * 3600
