@@ -618,6 +618,163 @@ def replay(ctx: click.Context, source: Path) -> None:
                f"({counts['unmatched']} matched to no conversation), {counts['machine']} machine messages")  # fmt: skip
 
 
+# ---------------------------------------------------------------------------- reports
+
+
+def _day_option(text: str | None, name: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f'"{text}" is not a date like 2026-11-23', param_hint=name
+        ) from None
+
+
+@cli.command()
+@click.option(
+    "--since", "since_text", metavar="DATE", help="First day (shop time); default: 30 days ago."
+)
+@click.option("--until", "until_text", metavar="DATE", help="Last day, included; default: today.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def report(
+    ctx: click.Context, since_text: str | None, until_text: str | None, as_json: bool
+) -> None:
+    """Compliance, percentiles and intake figures for a period."""
+    from .reports import report as build_report
+
+    state = _state(ctx)
+    config = state.config
+    now = state.clock()
+    today = config.calendar.local(now).date()
+    until = _day_option(until_text, "--until") or today
+    since = _day_option(since_text, "--since") or (until - timedelta(days=29))
+    if since > until:
+        raise click.BadParameter("--since is after --until", param_hint="--since")
+    tz = config.calendar.tz
+    start = datetime.combine(since, datetime.min.time(), tz)
+    end = datetime.combine(until + timedelta(days=1), datetime.min.time(), tz)
+    engine = _engine(config)
+    try:
+        figures = build_report(engine, config, start, end, now)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(figures, ensure_ascii=False))
+        return
+    _print_report(figures, since, until)
+
+
+def _print_report(figures: dict[str, Any], since: date, until: date) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .render import duration_text
+
+    console = Console(width=min(Console().width, 120) if sys.stdout.isatty() else 80)
+
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.0%}"
+
+    console.print(f"{since} – {until}: {figures['conversations']} conversations, "
+                  f"{pct(figures['compliance'])} of first replies on time, {figures['acknowledged']} acknowledged")  # fmt: skip
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "Priority",
+        "Target",
+        "Count",
+        "Met",
+        "Missed",
+        "On time",
+        "Median",
+        "80%",
+        "90%",
+    ):
+        table.add_column(column, justify="left" if column == "Priority" else "right", no_wrap=True)
+    for name, f in figures["priorities"].items():
+        table.add_row(name, duration_text(f["target_seconds"], "en"), str(f["count"]), str(f["met"]), str(f["breached"]),
+                      pct(f["compliance"]), duration_text(f["p50_seconds"], "en"), duration_text(f["p80_seconds"], "en"),
+                      duration_text(f["p90_seconds"], "en"))  # fmt: skip
+    console.print(table)
+    skipped = figures["not_acknowledged"]
+    if skipped:
+        console.print(
+            "not acknowledged: "
+            + ", ".join(f"{n} {rule}" for rule, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+        )
+
+
+@cli.command()
+@click.option(
+    "--date",
+    "day_text",
+    metavar="DATE",
+    help="The day to report on (default: the previous business day).",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML to this file.",
+)
+@click.option("--text", "as_text", is_flag=True, help="Print the plain-text version.")
+@click.option(
+    "--send", is_flag=True, help="Send it to [digest] to through the outbox (once per day)."
+)
+@click.pass_context
+def digest(
+    ctx: click.Context, day_text: str | None, out: Path | None, as_text: bool, send: bool
+) -> None:
+    """Preview (HTML or text) or send the owner's daily digest."""
+    from .digest import previous_business_day
+    from .pipeline import Pipeline
+    from .render import render_digest
+    from .reports import digest_inputs
+    from .scheduler import Scheduler
+
+    state = _state(ctx)
+    config = state.config
+    now = state.clock()
+    day = _day_option(day_text, "--date") or previous_business_day(
+        config.calendar, config.calendar.local(now).date()
+    )
+    engine = _engine(config)
+    try:
+        if send:
+            pipeline = Pipeline(config, engine, state.clock)
+            queued = Scheduler(config, engine, state.clock, pipeline).daily_digest(
+                now, force_day=day
+            )
+            if not queued:
+                click.echo(
+                    f"the digest for {day} was already sent (or skipped as empty); not sending it again"
+                )
+                return
+            from .outbox import OutboxSender, make_transport
+
+            sender = OutboxSender(engine, make_transport(config.send), state.clock,
+                                  give_up_after=config.send.give_up_after)  # fmt: skip
+            sender.send_due()
+            sender.close()
+            click.echo(
+                f"digest for {day} queued for {', '.join(config.digest.to or (config.inboxes[0].address,))}"
+            )
+            return
+        html, text, _ = render_digest(Pipeline(config, engine, state.clock).renderer,
+                                      digest_inputs(engine, config, day, now))  # fmt: skip
+    finally:
+        engine.dispose()
+    if as_text:
+        click.echo(text, nl=False)
+    elif out is not None:
+        out.write_text(html, encoding="utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(html, nl=False)
+
+
 # ---------------------------------------------------------------------------- db
 
 

@@ -175,6 +175,15 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class DigestConfig:
+    """The owner's daily digest."""
+
+    to: tuple[str, ...] = ()  # empty: the digest is not sent by the service
+    at: int = 8 * 60  # minutes after local midnight
+    skip_empty: bool = False
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Reply tracking: when quiet conversations close; the breach notice to customers."""
 
@@ -211,6 +220,7 @@ class Config:
     alerts: AlertsConfig = AlertsConfig()
     templates: str | None = None
     tracking: TrackingConfig = TrackingConfig()
+    digest: DigestConfig = DigestConfig()
 
     @property
     def agent_addresses(self) -> frozenset[str]:
@@ -472,6 +482,7 @@ class _Reader:
                 "alerts",
                 "tracking",
                 "breach",
+                "digest",
             ),
             "",
         )
@@ -493,6 +504,7 @@ class _Reader:
         forms = self.forms(data.get("form", []))
         alerts = self.alerts(self.table(data, "alerts", ""))
         tracking = self.tracking(self.table(data, "tracking", ""), self.table(data, "breach", ""))
+        digest = self.digest(self.table(data, "digest", ""))
         templates = self.string(data, "templates", "")
         if self.problems:
             raise ConfigError(self.problems)
@@ -512,6 +524,7 @@ class _Reader:
             alerts=alerts,
             templates=templates,
             tracking=tracking,
+            digest=digest,
         )
 
     def inboxes(self, value: object) -> tuple[InboxConfig, ...]:
@@ -1004,6 +1017,21 @@ class _Reader:
             to=self.addresses(value, "to", prefix),
             warn_at=warn_at,
             only_in_business_hours=self.boolean(value, "only_in_business_hours", prefix, True),
+        )
+
+    def digest(self, value: dict[str, Any]) -> DigestConfig:
+        prefix = "digest"
+        self.unknown(value, ("to", "at", "skip_empty"), prefix)
+        at_text = self.string(value, "at", prefix, "08:00") or "08:00"
+        try:
+            at = parse_minutes(at_text, allow_24=False)
+        except ValueError as exc:
+            self.problem(_join(prefix, "at"), str(exc), 'write at = "08:00" (shop time)')
+            at = 8 * 60
+        return DigestConfig(
+            to=self.addresses(value, "to", prefix),
+            at=at,
+            skip_empty=self.boolean(value, "skip_empty", prefix, False),
         )
 
     def tracking(self, value: dict[str, Any], breach: dict[str, Any]) -> TrackingConfig:

@@ -364,3 +364,102 @@ def breach_notice(
         text=renderer.render("breach.txt.j2", lang, context),
         html=renderer.render("breach.html.j2", lang, context),
     )
+
+
+# ---------------------------------------------------------------------------- the digest
+
+RULE_WORDS = {
+    "bounce": ("bounce", "bounces"),
+    "auto-submitted": ("automatic reply", "automatic replies"),
+    "auto-reply": ("out-of-office reply", "out-of-office replies"),
+    "suppress-header": ("auto-reply-suppressed mail", "auto-reply-suppressed mails"),
+    "mailing-list": ("mailing list", "mailing list mails"),
+    "precedence": ("bulk mail", "bulk mails"),
+    "spam": ("spam", "spam"),
+    "role-sender": ("no-reply/system sender", "no-reply/system senders"),
+    "own-mail": ("of our own", "of our own"),
+    "no-sender": ("without sender", "without sender"),
+    "no-return-path": ("without return path", "without return path"),
+    "follow-up": ("follow-up", "follow-ups"),
+    "too-late": ("too late to promise", "too late to promise"),
+    "once-per-sender": ("repeat sender", "repeat senders"),
+    "daily-limit": ("over the daily limit", "over the daily limit"),
+    "circuit-breaker": ("held by the circuit breaker", "held by the circuit breaker"),
+    "disabled": ("(acknowledgments off)", "(acknowledgments off)"),
+}
+
+
+def duration_text(seconds: float | None, language: str) -> str:
+    """Business time for people: "45 min", "1 h 30 min", "26 h"."""
+    if seconds is None:
+        return "—"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{format_decimal(minutes, locale=language)} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{format_decimal(hours, locale=language)} h" + (f" {rest} min" if rest else "")
+
+
+def digest_message(renderer: Renderer, data: Any, *, to: str, now: datetime) -> Message:
+    """The multipart digest mail (HTML and a text alternative that reads on its own)."""
+    html, text, subject = render_digest(renderer, data)
+    inbox = renderer.config.inboxes[0]
+    return build_message(
+        from_name="sla-gateway", from_addr=inbox.address, to=to, subject=subject,
+        date=renderer.config.calendar.local(now),
+        message_id=make_msgid("digest", domain=renderer.config.message_id_domain),
+        headers=[("Auto-Submitted", "auto-generated"), ("Precedence", "bulk"),
+                 ("X-Auto-Response-Suppress", "All"), (LOOP_HEADER, inbox.address)],
+        text=text, html=html,
+    )  # fmt: skip
+
+
+def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
+    """(html, text, subject) for a `digest.DigestData`."""
+    from babel.dates import format_date as babel_date
+    from babel.numbers import format_percent
+
+    config = renderer.config
+    lang = config.inboxes[0].language
+    env = renderer.env
+    env.filters["pct"] = lambda v: "—" if v is None else format_percent(v, locale=lang)
+    env.filters["dur"] = lambda v: duration_text(v, lang)
+    env.filters["num"] = lambda v: format_decimal(v or 0, locale=lang)
+    env.filters["longdate"] = lambda d: babel_date(d, format="full", locale=lang)
+    env.filters["shortdate"] = lambda d: babel_date(d, format="short", locale=lang)
+    env.filters["dayname"] = lambda d: babel_date(d, format="EEE d MMM", locale=lang)
+    env.filters["rulename"] = lambda rule, n: RULE_WORDS.get(rule, (rule, rule))[0 if n == 1 else 1]
+
+    def figures(period: Any, name: str) -> Any:
+        for key, value in period.priorities:
+            if key == name:
+                return value
+        from .digest import Figures
+
+        return Figures()
+
+    total = sum(data.by_hour) or 1
+    closed_share = (
+        sum(n for n, is_open in zip(data.by_hour, data.open_hours, strict=True) if not is_open)
+        / total
+    )
+    context = {
+        "data": data,
+        "periods": data.periods,
+        "shop": data.shop,
+        "language": lang,
+        "targets": [(p.name, int(p.first_reply.total_seconds())) for p in config.priorities],
+        "figures": figures,
+        "max_hour": max(data.by_hour) or 1,
+        "busiest_hours": sorted(range(24), key=lambda h: -data.by_hour[h])[:3]
+        if sum(data.by_hour)
+        else [],
+        "outside_share": closed_share if sum(data.by_hour) else None,
+    }
+    html = renderer.render("digest.html.j2", lang, context)
+    text = renderer.render("digest.txt.j2", lang, context)
+    day = data.periods[0].overall
+    headline = (f"{format_percent(day.compliance, locale=lang)} on time" if day.compliance is not None
+                else "no replies were due")  # fmt: skip
+    subject = f"{data.shop}: customer service on {babel_date(data.day, format='medium', locale=lang)} — {headline}"
+    return html, text, subject

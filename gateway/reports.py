@@ -3,7 +3,7 @@ as they come. Owns turning rows into plain dicts for output; it never writes."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, select
@@ -97,3 +97,290 @@ def replay_counts(engine: Engine) -> dict[str, int]:
         "unmatched": unmatched,
         "machine": machine,
     }
+
+
+# ---------------------------------------------------------------------------- figures
+# Everything below aggregates in SQL (counts, sums, percentiles by window functions), so
+# a report over a million conversations reads numbers, not rows.
+
+PERCENTILES = (("p50", 0.5), ("p80", 0.8), ("p90", 0.9))
+
+
+def _pct_columns(seconds: Any, rank: Any, n: Any) -> list[Any]:
+    from sqlalchemy import case
+
+    # Nearest rank: the smallest value whose rank reaches p * n.
+    return [func.min(case((rank >= n * p, seconds))).label(name) for name, p in PERCENTILES]
+
+
+def first_reply_figures(
+    conn: Any, start: datetime, end: datetime, now: datetime, *, by_priority: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Per priority (and "*" for all): count, met, breached, p50/p80/p90 business seconds of
+    first replies, for conversations received in [start, end). Breached counts late replies
+    and unanswered conversations already past their deadline at `now`."""
+    from sqlalchemy import case, literal, true
+
+    c = store.conversations.c
+    window = (c.received_at >= start, c.received_at < end)
+    met = case((and_(c.first_reply_at.isnot(None), c.breached.is_(False)), 1), else_=0)
+    late = case(
+        (c.breached.is_(True), 1), (and_(c.first_reply_at.is_(None), c.due_at <= now), 1), else_=0
+    )
+    out: dict[str, dict[str, Any]] = {}
+    group_keys: list[tuple[Any, Any]] = [(literal("*"), true())]
+    if by_priority:
+        group_keys.insert(0, (c.priority, None))
+    for key, _ in group_keys:
+        counts = select(key.label("k"), func.count().label("count"), func.sum(met).label("met"),
+                        func.sum(late).label("breached")).where(*window)  # fmt: skip
+        if key is c.priority:
+            counts = counts.group_by(c.priority)
+        for row in conn.execute(counts):
+            if row.count:
+                out[row.k] = {
+                    "count": row.count,
+                    "met": int(row.met or 0),
+                    "breached": int(row.breached or 0),
+                }
+        partition = [c.priority] if key is c.priority else []
+        ranked = (
+            select(
+                key.label("k"),
+                c.first_reply_business_seconds.label("s"),
+                func.row_number()
+                .over(partition_by=partition, order_by=c.first_reply_business_seconds)
+                .label("rn"),
+                func.count().over(partition_by=partition).label("n"),
+            )
+            .where(*window, c.first_reply_business_seconds.isnot(None))
+            .subquery()
+        )
+        pct = select(ranked.c.k, *_pct_columns(ranked.c.s, ranked.c.rn, ranked.c.n)).group_by(
+            ranked.c.k
+        )
+        for row in conn.execute(pct):
+            entry = out.setdefault(row.k, {"count": 0, "met": 0, "breached": 0})
+            entry.update(p50=row.p50, p80=row.p80, p90=row.p90)
+    for entry in out.values():
+        decided = entry["met"] + entry["breached"]
+        entry["compliance"] = entry["met"] / decided if decided else None
+        for name, _ in PERCENTILES:
+            entry.setdefault(name, None)
+    return out
+
+
+def next_reply_figures(conn: Any, start: datetime, end: datetime, now: datetime) -> dict[str, Any]:
+    from sqlalchemy import case
+
+    y = store.cycles.c
+    met = case((and_(y.replied_at.isnot(None), y.breached.is_(False)), 1), else_=0)
+    late = case(
+        (y.breached.is_(True), 1), (and_(y.replied_at.is_(None), y.due_at <= now), 1), else_=0
+    )
+    row = conn.execute(
+        select(func.count(), func.sum(met), func.sum(late)).where(
+            y.kind == "next", y.started_at >= start, y.started_at < end
+        )
+    ).one()
+    met_n, late_n = int(row[1] or 0), int(row[2] or 0)
+    return {"count": row[0], "met": met_n, "breached": late_n,
+            "compliance": met_n / (met_n + late_n) if met_n + late_n else None}  # fmt: skip
+
+
+def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
+    """Acknowledgments sent, and messages not acknowledged by the rule that stopped them."""
+    o, m = store.outbox.c, store.messages.c
+    acks = conn.execute(
+        select(func.count()).where(o.kind == "ack", o.created_at >= start, o.created_at < end)
+    ).scalar_one()
+    rules = {
+        row[0]: row[1]
+        for row in conn.execute(
+            select(m.skip_rule, func.count())
+            .where(m.skip_rule.isnot(None), m.received_at >= start, m.received_at < end)
+            .group_by(m.skip_rule)
+        )
+    }
+    return {"acknowledged": acks, "not_acknowledged": rules}
+
+
+def hourly_volume(conn: Any, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
+    """Conversations per UTC hour (at most 24 per day of the range), for local bucketing."""
+    c = store.conversations.c
+    if conn.dialect.name == "postgresql":
+        bucket = func.date_trunc("hour", func.timezone("UTC", c.received_at))
+    else:
+        bucket = func.strftime("%Y-%m-%d %H:00:00", c.received_at)
+    rows = conn.execute(
+        select(bucket.label("h"), func.count())
+        .where(c.received_at >= start, c.received_at < end)
+        .group_by(bucket)
+    )
+    result = []
+    for hour, count in rows:
+        value = hour if isinstance(hour, datetime) else datetime.fromisoformat(str(hour))
+        result.append((value.replace(tzinfo=UTC) if value.tzinfo is None else value, int(count)))
+    return result
+
+
+def breaches_in(
+    conn: Any, start: datetime, end: datetime, now: datetime, limit: int = 50
+) -> list[Any]:
+    """First replies that fell due in [start, end) and were missed (late or still unanswered)."""
+    c = store.conversations.c
+    return list(conn.execute(
+        select(c.reference, c.customer, c.subject, c.priority, c.due_at, c.first_reply_at,
+               c.first_reply_business_seconds, c.window_seconds, c.stretch)
+        .where(c.due_at >= start, c.due_at < end, c.due_at <= now,
+               (c.breached.is_(True)) | (c.first_reply_at.is_(None)))
+        .order_by(c.due_at).limit(limit)
+    ))  # fmt: skip
+
+
+def open_clocks(conn: Any, limit: int = 10) -> list[Any]:
+    """Reply cycles the team still owes, soonest deadline first."""
+    y, c = store.cycles.c, store.conversations.c
+    return list(conn.execute(
+        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at, y.kind)
+        .join(store.conversations, c.id == y.conversation_id)
+        .where(y.replied_at.is_(None))
+        .order_by(y.due_at).limit(limit)
+    ))  # fmt: skip
+
+
+def oldest_unanswered(conn: Any) -> Any:
+    y, c = store.cycles.c, store.conversations.c
+    return conn.execute(
+        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at)
+        .join(store.conversations, c.id == y.conversation_id)
+        .where(y.replied_at.is_(None))
+        .order_by(y.started_at)
+        .limit(1)
+    ).first()
+
+
+# ---------------------------------------------------------------------------- digest
+
+
+def _period(conn: Any, label: str, start: datetime, end: datetime, now: datetime) -> Any:
+    from .digest import Figures, Period
+
+    figures = first_reply_figures(conn, start, end, now)
+    intake = intake_figures(conn, start, end)
+    priorities = tuple((name, Figures.of(figures.get(name))) for name in ("urgent", "high", "normal", "low")
+                       if name in figures)  # fmt: skip
+    return Period(label, start, end, Figures.of(figures.get("*")), priorities,
+                  Figures.of(next_reply_figures(conn, start, end, now)), intake["acknowledged"],
+                  tuple(sorted(intake["not_acknowledged"].items(), key=lambda kv: -kv[1])))  # fmt: skip
+
+
+def report(
+    engine: Engine, config: Config, start: datetime, end: datetime, now: datetime
+) -> dict[str, Any]:
+    """The `report --json` object: every figure for [start, end)."""
+    with engine.connect() as conn:
+        figures = first_reply_figures(conn, start, end, now)
+        intake = intake_figures(conn, start, end)
+        next_reply = next_reply_figures(conn, start, end, now)
+    overall = figures.pop("*", {"count": 0, "met": 0, "breached": 0, "compliance": None})
+    return {
+        "since": config.calendar.local(start).isoformat(),
+        "until": config.calendar.local(end).isoformat(),
+        "conversations": overall["count"],
+        "acknowledged": intake["acknowledged"],
+        "not_acknowledged": intake["not_acknowledged"],
+        "compliance": overall["compliance"],
+        "met": overall["met"],
+        "breached": overall["breached"],
+        "next_reply": next_reply,
+        "priorities": {
+            name: {
+                "count": f["count"], "met": f["met"], "breached": f["breached"], "compliance": f["compliance"],
+                "p50_seconds": f.get("p50"), "p80_seconds": f.get("p80"), "p90_seconds": f.get("p90"),
+                "target_seconds": int(config.priority(name).first_reply.total_seconds())
+                if name in {p.name for p in config.priorities} else None,
+            }
+            for name, f in sorted(figures.items(), key=lambda kv: ("urgent", "high", "normal", "low").index(kv[0])
+                                  if kv[0] in ("urgent", "high", "normal", "low") else 9)
+        },
+    }  # fmt: skip
+
+
+def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> Any:
+    """Everything the digest shows for local date `day`, aggregated in SQL."""
+    from datetime import timedelta
+
+    from .digest import DigestData, Item, local_volume, opening_grid, suggest
+
+    cal = config.calendar
+    tz = cal.tz
+
+    def midnight(d: Any) -> datetime:
+        return datetime.combine(d, datetime.min.time(), tz)
+
+    day_start, day_end = midnight(day), midnight(day + timedelta(days=1))
+    periods = []
+    with engine.connect() as conn:
+        periods.append(_period(conn, "day", day_start, day_end, now))
+        periods.append(_period(conn, "7 days", midnight(day - timedelta(days=6)), day_end, now))
+        periods.append(_period(conn, "30 days", midnight(day - timedelta(days=29)), day_end, now))
+        breaches = []
+        for row in breaches_in(conn, day_start, day_end, now):
+            target = timedelta(seconds=row.window_seconds) * row.stretch
+            if row.first_reply_business_seconds is not None:
+                late = timedelta(seconds=row.first_reply_business_seconds) - target
+            else:
+                late = cal.elapsed(row.due_at, now)
+            breaches.append(Item(row.reference, row.customer, row.subject, row.priority, row.due_at,
+                                 max(int(late.total_seconds()), 0)))  # fmt: skip
+        at_risk = [
+            Item(r.reference, r.customer, r.subject, r.priority, r.due_at, int(cal.elapsed(now, r.due_at).total_seconds()))
+            for r in open_clocks(conn) if r.due_at > now
+        ]  # fmt: skip
+        oldest_row = oldest_unanswered(conn)
+        oldest = None
+        if oldest_row is not None:
+            oldest = Item(oldest_row.reference, oldest_row.customer, oldest_row.subject, oldest_row.priority,
+                          oldest_row.due_at, int(cal.elapsed(oldest_row.started_at, now).total_seconds()))  # fmt: skip
+        by_hour, by_weekday = local_volume(
+            cal, hourly_volume(conn, midnight(day - timedelta(days=29)), day_end)
+        )
+        trend = []
+        for offset in range(29, -1, -1):
+            d = day - timedelta(days=offset)
+            f = first_reply_figures(
+                conn, midnight(d), midnight(d + timedelta(days=1)), now, by_priority=False
+            ).get("*")
+            trend.append((d, f["compliance"] if f else None, f["p50"] if f else None))
+        ninety = first_reply_figures(conn, midnight(day - timedelta(days=89)), day_end, now)
+        suggestions = []
+        for p in config.priorities:
+            monthly = []
+            for m in (2, 1, 0):
+                start = midnight(day - timedelta(days=30 * (m + 1) - 1))
+                end = midnight(day - timedelta(days=30 * m - 1))
+                f = first_reply_figures(conn, start, end, now).get(p.name)
+                monthly.append(f["compliance"] if f else None)
+            entry = ninety.get(p.name, {})
+            answered = conn.execute(
+                select(func.count()).where(
+                    store.conversations.c.priority == p.name,
+                    store.conversations.c.received_at >= midnight(day - timedelta(days=89)),
+                    store.conversations.c.received_at < day_end,
+                    store.conversations.c.first_reply_business_seconds.isnot(None),
+                )
+            ).scalar_one()
+            suggestions.append(
+                suggest(
+                    p.name, int(p.first_reply.total_seconds()), answered, entry.get("p80"), monthly
+                )
+            )
+    open_hours, open_days = opening_grid(cal)
+    inbox = config.inboxes[0]
+    return DigestData(
+        shop=inbox.from_name or inbox.address, day=day, timezone=config.hours.timezone,
+        periods=tuple(periods), breaches=tuple(breaches), at_risk=tuple(at_risk[:10]), oldest=oldest,
+        by_hour=by_hour, by_weekday=by_weekday, open_hours=open_hours, open_days=open_days,
+        trend=tuple(trend), suggestions=tuple(suggestions),
+    )  # fmt: skip

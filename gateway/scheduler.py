@@ -61,7 +61,50 @@ class Scheduler:
             if not self.config.alerts.only_in_business_hours or self.config.calendar.is_open(now):
                 queued += self._alerts(conn, now)
             self._close_quiet(conn, now)
+        queued += self.daily_digest(now)
         return queued
+
+    def daily_digest(self, now: datetime, *, force_day: Any = None) -> int:
+        """At `[digest] at` (shop time), the previous business day's digest — once per day,
+        even across restarts (the `digests` row and the outbox rows commit together)."""
+        from .digest import previous_business_day
+        from .render import digest_message
+        from .reports import digest_inputs
+
+        cfg = self.config.digest
+        if not cfg.to and force_day is None:
+            return 0
+        local = self.config.calendar.local(now)
+        if force_day is None:
+            if local.hour * 60 + local.minute < cfg.at:
+                return 0
+            day = previous_business_day(self.config.calendar, local.date())
+        else:
+            day = force_day
+        with self.engine.connect() as conn:
+            if (
+                conn.execute(select(store.digests.c.day).where(store.digests.c.day == day)).first()
+                is not None
+            ):
+                return 0
+        data = digest_inputs(self.engine, self.config, day, now)
+        send = not (cfg.skip_empty and data.empty)
+        recipients = cfg.to or (self.config.inboxes[0].address,)
+        with store.begin(self.engine) as conn:
+            claimed = conn.execute(
+                store.insert_ignore(conn, store.digests)
+                .values(day=day, created_at=now)
+                .returning(store.digests.c.day)
+            ).first()
+            if claimed is None:
+                return 0  # another process was first
+            if send:
+                for recipient in recipients:
+                    message = digest_message(self.pipeline.renderer, data, to=recipient, now=now)
+                    self.pipeline.queue(conn, "digest", message, recipient, now)
+            store.add_event(conn, now, "digest", {"day": day.isoformat(), "sent": send})
+        log.info("event=digest day=%s sent=%s", day, send)
+        return len(recipients) if send else 0
 
     # ------------------------------------------------------------------ the steps
 

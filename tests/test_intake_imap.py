@@ -179,7 +179,9 @@ def test_uidvalidity_change_resyncs_without_acknowledging_twice(
         assert [a.rcpt_tos[0] for a in acks] == ["kim@customer.example", "ole@customer.example"]
         service.stop()
         with service.engine.connect() as conn:
-            [state] = conn.execute(sa.select(store.sync_state).where(store.sync_state.c.folder == "INBOX")).all()
+            [state] = conn.execute(
+                sa.select(store.sync_state).where(store.sync_state.c.folder == "INBOX")
+            ).all()
         assert state.uidvalidity == dovecot.uidvalidity("INBOX")
         assert len(sink.received) == 2
     finally:

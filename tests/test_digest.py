@@ -1,0 +1,256 @@
+"""The digest and `report`: figures checked against a hand-computed fixture (counts,
+compliance, nearest-rank percentiles, business-time lateness), the text and HTML forms,
+sending once per day, and the HTML opened in headless Chromium at phone and desktop widths."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import Result
+
+from gateway import store
+from gateway.config import Config
+from gateway.digest import nice_ceiling, previous_business_day, suggest
+from tests.mailtools import gateway_config
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 11, 24, 8, 30, tzinfo=BERLIN)  # Tuesday morning: the digest covers Monday
+
+
+def at(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, database_url: str) -> Iterator[Config]:
+    """Monday 23 Nov 2026, by hand:
+    urgent (target 30 min): replies after 10, 20, 30, 50 min -> 3 met, 1 missed (20 min late)
+    high (target 1 h): one reply after 30 min; one unanswered, due Mon 12:00 -> 1 met, 1 missed
+    normal (target 4 h): one unanswered, due Tue 12:00 -> neither yet
+    plus 3 bounces and 1 out-of-office reply not acknowledged, 5 acknowledgments sent,
+    and on Friday 20 Nov one urgent reply after 15 min (counts in 7 and 30 days only)."""
+    config = gateway_config(tmp_path, database_url)
+    engine = store.make_engine(database_url)
+    store.upgrade(engine)
+    rows = [
+        ("urgent", at(2026, 11, 23, 9, 0), 600, False, at(2026, 11, 23, 9, 30)),
+        ("urgent", at(2026, 11, 23, 9, 5), 1200, False, at(2026, 11, 23, 9, 35)),
+        ("urgent", at(2026, 11, 23, 10, 0), 1800, False, at(2026, 11, 23, 10, 30)),
+        ("urgent", at(2026, 11, 23, 11, 0), 3000, True, at(2026, 11, 23, 11, 30)),
+        ("high", at(2026, 11, 23, 9, 0), 1800, False, at(2026, 11, 23, 10, 0)),
+        ("high", at(2026, 11, 23, 11, 0), None, False, at(2026, 11, 23, 12, 0)),
+        ("normal", at(2026, 11, 23, 16, 0), None, False, at(2026, 11, 24, 12, 0)),
+        ("urgent", at(2026, 11, 20, 9, 0), 900, False, at(2026, 11, 20, 9, 30)),
+    ]
+    windows = {"urgent": 1800, "high": 3600, "normal": 14400}
+    with engine.begin() as conn:
+        for n, (priority, received, seconds, breached, due) in enumerate(rows, start=1):
+            replied = config.calendar.add(received, timedelta(seconds=seconds)) if seconds else None
+            conv = conn.execute(store.conversations.insert().values(
+                reference=f"SHOP-{1000 + n}", inbox="shop", customer=f"c{n}@customer.example", subject=f"Question {n}",
+                priority=priority, priority_reason="", state="answered" if seconds else "awaiting_team",
+                received_at=received, window_seconds=windows[priority], stretch=1.0, due_at=due,
+                first_reply_at=replied, first_reply_business_seconds=seconds, breached=breached, created_at=received,
+            )).inserted_primary_key[0]  # fmt: skip
+            conn.execute(store.cycles.insert().values(
+                conversation_id=conv, kind="first", priority=priority, started_at=received,
+                window_seconds=windows[priority], stretch=1.0, due_at=due, warn_at=None, replied_at=replied,
+                business_seconds=seconds, breached=breached, warned_at=received, breach_alerted_at=None,
+            ))  # fmt: skip
+        for n, rule in enumerate(["bounce", "bounce", "bounce", "auto-reply"]):
+            conn.execute(store.messages.insert().values(
+                dedup_key=f"m{n}@x", source="smtp", received_at=at(2026, 11, 23, 12, n), sha256="0" * 64,
+                size=1, status="processed", skip_rule=rule, direction="machine",
+            ))  # fmt: skip
+        for n in range(5):
+            conn.execute(store.outbox.insert().values(
+                kind="ack", sender="support@shop.example", recipient=f"c{n}@customer.example", message_id=f"a{n}@shop",
+                raw=b"x", status="sent", next_attempt_at=at(2026, 11, 23, 10, n), created_at=at(2026, 11, 23, 10, n),
+            ))  # fmt: skip
+    engine.dispose()
+    yield config
+
+
+def test_report_json_matches_the_hand_computed_figures(
+    seeded: Config, run_cli: Callable[..., Result]
+) -> None:
+    result = run_cli("--config", str(seeded.path), "report", "--since", "2026-11-23", "--until", "2026-11-23",
+                     "--json", now=NOW)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["conversations"] == 7
+    assert figures["acknowledged"] == 5
+    assert figures["not_acknowledged"] == {"bounce": 3, "auto-reply": 1}
+    assert (figures["met"], figures["breached"]) == (4, 2)
+    urgent = figures["priorities"]["urgent"]
+    assert (urgent["count"], urgent["met"], urgent["breached"], urgent["compliance"]) == (
+        4,
+        3,
+        1,
+        0.75,
+    )
+    assert (urgent["p50_seconds"], urgent["p80_seconds"], urgent["p90_seconds"]) == (
+        1200,
+        3000,
+        3000,
+    )
+    high = figures["priorities"]["high"]
+    assert (high["count"], high["met"], high["breached"], high["compliance"]) == (2, 1, 1, 0.5)
+    assert (high["p50_seconds"], high["p90_seconds"]) == (1800, 1800)
+    normal = figures["priorities"]["normal"]
+    assert (normal["count"], normal["met"], normal["breached"], normal["compliance"]) == (
+        1,
+        0,
+        0,
+        None,
+    )
+    week = json.loads(run_cli("--config", str(seeded.path), "report", "--since", "2026-11-17", "--until",
+                              "2026-11-23", "--json", now=NOW).output)  # fmt: skip
+    assert week["priorities"]["urgent"]["count"] == 5
+    assert week["priorities"]["urgent"]["p50_seconds"] == 1200  # 600, 900, 1200, 1800, 3000
+
+
+def test_report_table(seeded: Config, run_cli: Callable[..., Result]) -> None:
+    result = run_cli(
+        "--config",
+        str(seeded.path),
+        "report",
+        "--since",
+        "2026-11-23",
+        "--until",
+        "2026-11-23",
+        now=NOW,
+    )
+    assert result.exit_code == 0, result.output
+    assert "7 conversations, 67% of first replies on time, 5 acknowledged" in " ".join(
+        result.output.split()
+    )
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+def test_digest_text(seeded: Config, run_cli: Callable[..., Result]) -> None:
+    result = run_cli("--config", str(seeded.path), "digest", "--text", now=NOW)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "customer service on Monday, November 23, 2026" in text
+    assert "Mon 23 Nov 67% on time — 4 met, 2 missed, 7 conversations" in text
+    assert "3 bounces, 1 out-of-office reply" in text
+    assert "SHOP-1004  urgent" in text and "late by 20 min" in text  # 50 min against 30
+    assert "SHOP-1006  high" in text  # unanswered, due Monday 12:00
+    assert "AT RISK NOW" in text and "SHOP-1007" in text  # normal, due Tuesday 12:00
+    assert "OLDEST UNANSWERED: SHOP-1006" in text
+    assert "too little data" in text
+
+
+def test_digest_html_is_mail_safe(
+    seeded: Config, run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    out = tmp_path / "digest.html"
+    result = run_cli(
+        "--config", str(seeded.path), "digest", "--date", "2026-11-23", "--out", str(out), now=NOW
+    )
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "<script" not in html.lower()
+    assert not re.search(r"""src=["']?https?:""", html)  # no remote images
+    assert "67%" in html and "SHOP-1004" in html
+
+
+def test_digest_is_sent_once_per_day(
+    seeded: Config, run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    first = run_cli("--config", str(seeded.path), "digest", "--send", now=NOW)
+    assert first.exit_code == 0, first.output
+    assert "queued for owner@shop.example" in first.output
+    again = run_cli("--config", str(seeded.path), "digest", "--send", now=NOW + timedelta(hours=3))
+    assert "already sent" in again.output
+    files = list((tmp_path / "outbox" / "new").iterdir())
+    assert len(files) == 1
+    raw = files[0].read_bytes()
+    assert b"multipart/alternative" in raw and b"text/html" in raw and b"text/plain" in raw
+
+
+def test_service_sends_the_digest_at_the_configured_time(seeded: Config, tmp_path: Path) -> None:
+    from gateway.service import Service
+
+    now = {"t": at(2026, 11, 24, 7, 59)}
+    for _ in range(2):  # a restart must not send it again
+        service = Service(seeded, clock=lambda: now["t"])
+        service.start(workers=False)
+        service.run_once()
+        assert not (tmp_path / "outbox" / "new").exists() or now["t"].hour >= 8
+        now["t"] = at(2026, 11, 24, 8, 0)
+        service.run_once()
+        service.close()
+    files = list((tmp_path / "outbox" / "new").iterdir())
+    assert len(files) == 1
+
+
+def test_previous_business_day_and_suggestions(example_config: Config) -> None:
+    cal = example_config.calendar
+    assert (
+        previous_business_day(cal, at(2026, 11, 23, 8).date()).isoformat() == "2026-11-21"
+    )  # Monday -> Saturday
+    assert (
+        previous_business_day(cal, at(2026, 12, 28, 8).date()).isoformat() == "2026-12-23"
+    )  # over Christmas
+    assert nice_ceiling(50 * 60) == 60 * 60
+    s = suggest("urgent", 1800, answered=40, p80=2400, monthly=[0.9, 0.9, 0.9])
+    assert (s.suggested, s.tighten_to) == (3600, None)  # 40 min x 1.25 -> 1 h
+    s = suggest("high", 3600, answered=200, p80=1200, monthly=[0.97, 0.96, 0.99])
+    assert (s.suggested, s.tighten_to) == (1800, 2700)  # 13 % tighter: 45 min
+    assert "too little data" in suggest("low", 86400, answered=3, p80=100, monthly=[]).note
+
+
+# ------------------------------------------------------------------ in a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHECK = """<script>
+window.addEventListener('load', function () {
+  var doc = document.documentElement, head = document.getElementById('headline');
+  var r = head.getBoundingClientRect(), figures = document.querySelectorAll('.figure');
+  var visible = Array.prototype.every.call(figures, function (e) {
+    var b = e.getBoundingClientRect(); return b.width > 0 && b.right <= window.innerWidth + 1; });
+  document.title = JSON.stringify({overflow: doc.scrollWidth > window.innerWidth + 1,
+    headline: r.width > 0 && r.right <= window.innerWidth + 1 && head.textContent.trim(), figures: visible});
+});
+</script></body>"""
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_digest_renders_in_chromium(
+    seeded: Config, run_cli: Callable[..., Result], tmp_path: Path, width: int
+) -> None:
+    assert CHROMIUM, "chromium is installed by scripts/install-system-deps"
+    out = tmp_path / "digest.html"
+    run_cli(
+        "--config", str(seeded.path), "digest", "--date", "2026-11-23", "--out", str(out), now=NOW
+    )
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        out.read_text().replace("</body>", CHECK)
+    )  # the check is the test's, not the mail's
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2400"]  # fmt: skip
+    dom = subprocess.run([*flags, "--virtual-time-budget=2000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert title, dom[:500]
+    checks = json.loads(title.group(1).replace("&quot;", '"'))
+    assert checks == {
+        "overflow": False,
+        "headline": "67% of first replies on time",
+        "figures": True,
+    }
+    shot = tmp_path / f"digest-{width}.png"
+    subprocess.run([*flags, f"--screenshot={shot}", out.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
