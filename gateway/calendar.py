@@ -31,6 +31,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = 1_000_000
 _DAY_MINUTES = 24 * 60
 _MAX_YEARS_AHEAD = 20  # give up looking for open time this far past a query
+MIN_US = -2208988800 * _US  # 1900-01-01
+MAX_US = 32503680000 * _US  # 3000-01-01
 
 
 @dataclass(frozen=True, order=True)
@@ -210,6 +212,8 @@ class BusinessCalendar:
         """Make sure instant t lies inside the exactly described window."""
         if self._years is not None and self._valid_lo <= t < self._valid_hi:
             return
+        if not MIN_US <= t < MAX_US:
+            raise ValueError("business-time arithmetic works between the years 1900 and 2999")
         year = self._year_of(t)
         if self._years is None:
             self._build(year - 1, year + 1)

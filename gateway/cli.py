@@ -208,6 +208,10 @@ def _parse_instant(text: str, config: Config) -> datetime:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=config.calendar.tz)  # shop-local when no offset is given
+    if not 1970 <= value.year <= 2200:
+        raise click.BadParameter(
+            f'"{text.strip()}" is outside the years 1970-2200', param_hint="--at"
+        )
     return value
 
 

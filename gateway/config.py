@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from fnmatch import fnmatchcase
 from itertools import pairwise
 from pathlib import Path
@@ -359,6 +359,10 @@ def parse_day_hours(text: str) -> tuple[Range, ...]:
 
 def parse_date_span(value: object) -> tuple[date, date]:
     """ "2026-12-24" or "2026-12-24..2026-12-31" (or a TOML date) -> inclusive span."""
+    if isinstance(value, datetime):
+        raise ValueError(
+            f"{value.isoformat()} is a date and time; write just the date, e.g. {value.date()}"
+        )
     if isinstance(value, date):
         return value, value
     if not isinstance(value, str):
@@ -373,6 +377,10 @@ def parse_date_span(value: object) -> tuple[date, date]:
         ) from None
     if last < first:
         raise ValueError(f'"{value}" ends before it starts')
+    if (last - first).days > 366:
+        raise ValueError(f'"{value}" is longer than a year')
+    if not 1970 <= first.year <= 2200 or not 1970 <= last.year <= 2200:
+        raise ValueError(f'"{value}" is outside the years 1970-2200')
     return first, last
 
 
@@ -691,7 +699,14 @@ class _Reader:
             return reason
 
         hours = HoursConfig(tz_name or "UTC", tuple(week), holidays_code, closed, seasons)
-        return hours, BusinessCalendar(tz, week, is_closed, seasons)
+        calendar = BusinessCalendar(tz, week, is_closed, seasons)
+        try:  # closed days and holidays could leave no open time at all
+            calendar.next_open(datetime(2026, 1, 1, tzinfo=tz))
+        except ValueError:
+            self.problem(prefix, "the shop is never open (closed days cover every opening hour)",
+                         "check business_hours.closed")  # fmt: skip
+            return None, None
+        return hours, calendar
 
     def holidays(self, code: str) -> Callable[[date], str | None] | None:
         import holidays as holidays_lib  # imported here: loading it is slow and optional
@@ -770,7 +785,11 @@ class _Reader:
                 except ValueError as exc:
                     self.problem(_join(here, key), str(exc))
             stretch = item.get("stretch", 1.0)
-            if isinstance(stretch, bool) or not isinstance(stretch, (int, float)) or stretch <= 0:
+            if (
+                isinstance(stretch, bool)
+                or not isinstance(stretch, (int, float))
+                or not 0 < stretch <= 100
+            ):
                 self.problem(
                     _join(here, "stretch"),
                     f"must be a positive number, got {stretch!r}",
@@ -838,7 +857,12 @@ class _Reader:
             patterns: list[re.Pattern[str]] = []
             for text in self.string_list(section, "patterns", prefix):
                 try:
-                    patterns.append(re.compile(text, re.IGNORECASE))
+                    compiled = re.compile(text, re.IGNORECASE)
+                    if compiled.search("") is not None:
+                        self.problem(_join(prefix, "patterns"), f'"{text}" matches every message (it matches empty text)',
+                                     "make it require at least one character")  # fmt: skip
+                        continue
+                    patterns.append(compiled)
                 except re.error as exc:
                     self.problem(
                         _join(prefix, "patterns"),

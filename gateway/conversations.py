@@ -137,34 +137,53 @@ def open_cycle_row(conn: Any, conversation_id: int) -> Any:
 
 def team_reply(conn: Any, config: Config, conversation: Any, parsed: Parsed, replied_at: datetime,
                now: datetime) -> dict[str, Any]:  # fmt: skip
-    """Close the open cycle with this reply, measure it, and move the state."""
+    """Close the open cycle with this reply, measure it, and move the state.
+
+    Replies can arrive out of order (the Sent folder is read after a customer's newer
+    message came in over SMTP): a reply older than the open cycle changes nothing but
+    `last_team_at`; a reply that closes a cycle while the customer has written since
+    opens the next cycle from that customer message."""
     c = store.conversations.c
-    values: dict[str, Any] = {"last_team_at": replied_at}
+    last_team = max(t for t in (conversation.last_team_at, replied_at) if t is not None)
+    values: dict[str, Any] = {"last_team_at": last_team}
     detail: dict[str, Any] = {}
     cycle = open_cycle_row(conn, conversation.id)
-    if cycle is not None and replied_at >= cycle.started_at:
-        clock = Clock(
-            cycle.started_at,
-            timedelta(seconds=cycle.window_seconds),
-            cycle.stretch,
-            cycle.due_at,
-            None,
-        )
-        result = measure(config.calendar, clock, replied_at)
-        seconds = int(result.business_time.total_seconds())
-        conn.execute(
-            update(store.cycles)
-            .where(store.cycles.c.id == cycle.id)
-            .values(replied_at=replied_at, business_seconds=seconds, breached=not result.met)
-        )
-        detail = {"cycle": cycle.kind, "business_seconds": seconds, "met": result.met}
-        if cycle.kind == "first":
-            values.update(
-                first_reply_at=replied_at, first_reply_business_seconds=seconds,
-                breached=bool(conversation.breached or not result.met),
-            )  # fmt: skip
-        values["next_due_at"] = None
+    if cycle is None or replied_at < cycle.started_at:
+        conn.execute(update(store.conversations).where(c.id == conversation.id).values(**values))
+        return {
+            "state": conversation.state,
+            "note": "older than the open reply clock; nothing to measure",
+        }
+    clock = Clock(
+        cycle.started_at, timedelta(seconds=cycle.window_seconds), cycle.stretch, cycle.due_at, None
+    )
+    result = measure(config.calendar, clock, replied_at)
+    seconds = int(result.business_time.total_seconds())
+    conn.execute(
+        update(store.cycles)
+        .where(store.cycles.c.id == cycle.id)
+        .values(replied_at=replied_at, business_seconds=seconds, breached=not result.met)
+    )
+    detail = {"cycle": cycle.kind, "business_seconds": seconds, "met": result.met}
+    if cycle.kind == "first":
+        values.update(
+            first_reply_at=replied_at, first_reply_business_seconds=seconds,
+            breached=bool(conversation.breached or not result.met),
+        )  # fmt: skip
+    values["next_due_at"] = None
     state, _ = transition(conversation.state, reply_event(parsed))
+    customer_since = conversation.last_customer_at
+    if (
+        customer_since is not None
+        and customer_since > replied_at
+        and customer_since > cycle.started_at
+    ):
+        # The customer wrote after this reply: the team owes the next answer already.
+        state, _ = transition(state, Event.CUSTOMER_MESSAGE)
+        nxt = open_cycle(conn, config, conversation.id, conversation.priority, customer_since,
+                         kind="next", replay=conversation.source == "replay", now=now)  # fmt: skip
+        values["next_due_at"] = nxt.due_at
+        detail["next_due_at"] = nxt.due_at.isoformat()
     values["state"] = state.value
     conn.execute(update(store.conversations).where(c.id == conversation.id).values(**values))
     detail["state"] = state.value

@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_SECONDS = 3660 * 86400  # ten years: anything longer is a typo
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _WHOLE = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[dhms]\s*)+")
 
@@ -30,6 +31,8 @@ def parse_duration(text: str) -> timedelta:
             raise ValueError(f'"{text}" names the unit "{unit}" twice')
         units_seen.append(unit)
         seconds += float(number) * _UNITS[unit]
+    if seconds > MAX_SECONDS:
+        raise ValueError(f'"{text}" is longer than ten years')
     return timedelta(seconds=round(seconds))
 
 

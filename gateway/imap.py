@@ -131,16 +131,18 @@ class FolderSync:
             )
             return 0
         stored_validity, last_uid, synced_at = state
-        if stored_validity != uidvalidity:
+        renumbered = stored_validity != uidvalidity
+        if renumbered:
             # The server renumbered the folder: look again at everything since the last
             # sync (a day of margin); the pipeline keeps what it has already seen once.
+            # The new state is written only after the rescan committed, with the current
+            # end of the folder as its floor: a crash repeats the rescan, never the history.
             since = (synced_at - timedelta(days=1)).date()
             uids = sorted(client.search(["SINCE", since]))
             log.warning(
                 "event=imap-uidvalidity-changed inbox=%s folder=%s old=%s new=%s rescanning=%s",
                 self.inbox.name, self.folder, stored_validity, uidvalidity, len(uids),
             )  # fmt: skip
-            self.save(uidvalidity, 0)
             last_uid = 0
         else:
             uids = [u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid]
@@ -162,9 +164,14 @@ class FolderSync:
                 new += int(is_new)
             if self.imap.mark_seen and not self.sent:
                 client.add_flags(batch, [b"\\Seen"], silent=True)
-            self.save(uidvalidity, max(batch[-1], last_uid))  # only after the batch is committed
+            if not renumbered:
+                self.save(
+                    uidvalidity, max(batch[-1], last_uid)
+                )  # only after the batch is committed
             if new:
                 self.wake()
+        if renumbered:
+            self.save(uidvalidity, max([uidnext - 1, *uids]) if uidnext else max(uids, default=0))
         return new
 
 

@@ -64,6 +64,9 @@ def parse(raw: bytes) -> Parsed:
         else:
             if date.tzinfo is None:
                 date = date.replace(tzinfo=UTC)
+            if not 1970 <= date.year <= 2200:
+                defects.append("ImplausibleDate")
+                date = None
     return_path = None
     rp = first("return-path")
     if rp is not None:

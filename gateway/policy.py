@@ -104,6 +104,7 @@ def decide(
         return_path=return_path,
         customer=customer,
         form=form,
+        missing_return_path_ok=inbox.ack_to == "from",
     )
     skip = first_match(parsed, ctx)
     if skip is None and form and ack_to is None:

@@ -114,12 +114,18 @@ def _pct_columns(seconds: Any, rank: Any, n: Any) -> list[Any]:
 
 
 def first_reply_figures(
-    conn: Any, start: datetime, end: datetime, now: datetime, *, by_priority: bool = True
+    conn: Any,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    by_priority: bool = True,
+    percentiles: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Per priority (and "*" for all): count, met, breached, p50/p80/p90 business seconds of
     first replies, for conversations received in [start, end). Breached counts late replies
     and unanswered conversations already past their deadline at `now`."""
-    from sqlalchemy import case, literal, true
+    from sqlalchemy import case, literal
 
     c = store.conversations.c
     window = (c.received_at >= start, c.received_at < end)
@@ -127,22 +133,36 @@ def first_reply_figures(
     late = case(
         (c.breached.is_(True), 1), (and_(c.first_reply_at.is_(None), c.due_at <= now), 1), else_=0
     )
+    answered = case((c.first_reply_business_seconds.isnot(None), 1), else_=0)
     out: dict[str, dict[str, Any]] = {}
-    group_keys: list[tuple[Any, Any]] = [(literal("*"), true())]
-    if by_priority:
-        group_keys.insert(0, (c.priority, None))
-    for key, _ in group_keys:
-        counts = select(key.label("k"), func.count().label("count"), func.sum(met).label("met"),
-                        func.sum(late).label("breached")).where(*window)  # fmt: skip
-        if key is c.priority:
-            counts = counts.group_by(c.priority)
-        for row in conn.execute(counts):
-            if row.count:
-                out[row.k] = {
-                    "count": row.count,
-                    "met": int(row.met or 0),
-                    "breached": int(row.breached or 0),
+    keys: list[Any] = [c.priority, literal("*")] if by_priority else [literal("*")]
+    for key in keys:
+        if key is c.priority or not by_priority:
+            counts = select(
+                key.label("k"),
+                func.count().label("count"),
+                func.sum(met).label("met"),
+                func.sum(late).label("breached"),
+                func.sum(answered).label("answered"),
+            ).where(*window)
+            if key is c.priority:
+                counts = counts.group_by(c.priority)
+            for row in conn.execute(counts):
+                if row.count:
+                    out[row.k] = {
+                        "count": row.count,
+                        "met": int(row.met or 0),
+                        "breached": int(row.breached or 0),
+                        "answered": int(row.answered or 0),
+                    }
+        else:  # all priorities together: the sums of the per-priority rows
+            rows = [v for k, v in out.items() if k != "*"]
+            if rows:
+                out["*"] = {
+                    f: sum(r[f] for r in rows) for f in ("count", "met", "breached", "answered")
                 }
+        if not percentiles:
+            continue
         partition = [c.priority] if key is c.priority else []
         ranked = (
             select(
@@ -160,7 +180,7 @@ def first_reply_figures(
             ranked.c.k
         )
         for row in conn.execute(pct):
-            entry = out.setdefault(row.k, {"count": 0, "met": 0, "breached": 0})
+            entry = out.setdefault(row.k, {"count": 0, "met": 0, "breached": 0, "answered": 0})
             entry.update(p50=row.p50, p80=row.p80, p90=row.p90)
     for entry in out.values():
         decided = entry["met"] + entry["breached"]
@@ -355,25 +375,26 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
             trend.append((d, f["compliance"] if f else None, f["p50"] if f else None))
         ninety = first_reply_figures(conn, midnight(day - timedelta(days=89)), day_end, now)
         suggestions = []
+        months = [
+            first_reply_figures(
+                conn,
+                midnight(day - timedelta(days=30 * (m + 1) - 1)),
+                midnight(day - timedelta(days=30 * m - 1)),
+                now,
+                percentiles=False,
+            )
+            for m in (2, 1, 0)
+        ]
         for p in config.priorities:
-            monthly = []
-            for m in (2, 1, 0):
-                start = midnight(day - timedelta(days=30 * (m + 1) - 1))
-                end = midnight(day - timedelta(days=30 * m - 1))
-                f = first_reply_figures(conn, start, end, now).get(p.name)
-                monthly.append(f["compliance"] if f else None)
+            monthly = [month.get(p.name, {}).get("compliance") for month in months]
             entry = ninety.get(p.name, {})
-            answered = conn.execute(
-                select(func.count()).where(
-                    store.conversations.c.priority == p.name,
-                    store.conversations.c.received_at >= midnight(day - timedelta(days=89)),
-                    store.conversations.c.received_at < day_end,
-                    store.conversations.c.first_reply_business_seconds.isnot(None),
-                )
-            ).scalar_one()
             suggestions.append(
                 suggest(
-                    p.name, int(p.first_reply.total_seconds()), answered, entry.get("p80"), monthly
+                    p.name,
+                    int(p.first_reply.total_seconds()),
+                    entry.get("answered", 0),
+                    entry.get("p80"),
+                    monthly,
                 )
             )
     open_hours, open_days = opening_grid(cal)

@@ -25,6 +25,16 @@ from datetime import datetime, timedelta
 from .model import Parsed
 
 LOOP_HEADER = "X-SLA-Gateway-Loop"
+OUR_KINDS = ("ack", "alert", "breach", "digest")  # make_msgid idstrings of what we send
+
+
+def is_our_message_id(message_id: str | None, domain: str) -> bool:
+    """Our own Message-IDs look like <...NNN.ack@domain>: the domain alone is not enough,
+    because agents' own mail clients make Message-IDs on the shop's domain too."""
+    if not message_id:
+        return False
+    local, _, right = message_id.rpartition("@")
+    return right.lower() == domain and local.rpartition(".")[2] in OUR_KINDS
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,7 @@ class LoopContext:
     return_path: str | None  # envelope MAIL FROM (SMTP) or Return-Path header; "" = null
     customer: str | None  # the address an acknowledgment would go to
     form: bool = False  # sent by a configured web-form sender
+    missing_return_path_ok: bool = False  # acks go to From: only a null path (<>) matters
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,8 @@ def own_mail(parsed: Parsed, ctx: LoopContext) -> str | None:
     loop = _value(parsed, LOOP_HEADER)
     if loop is not None:
         return f"carries our loop header ({LOOP_HEADER}: {loop})"
-    if parsed.message_id and parsed.message_id.rpartition("@")[2].lower() == ctx.message_id_domain:
-        return f"Message-ID on our own domain ({parsed.message_id})"
+    if is_our_message_id(parsed.message_id, ctx.message_id_domain):
+        return f"one of our own Message-IDs ({parsed.message_id})"
     return None
 
 
@@ -111,8 +122,11 @@ def bounce(parsed: Parsed, ctx: LoopContext) -> str | None:
     ):
         if _local(address) in ("mailer-daemon", "postmaster"):
             return f"{who} is {address}"
-    if _BOUNCE_SUBJECT.match(parsed.subject):
-        return f"bounce subject ({parsed.subject[:60]!r})"
+    if _BOUNCE_SUBJECT.match(parsed.subject) and (
+        ctx.return_path == "" or _local(ctx.return_path) in ("", "mailer-daemon")
+    ):
+        # A subject alone is not enough: customers write "Undelivered parcel" too.
+        return f"bounce subject ({parsed.subject[:60]!r}) with a null return path"
     return None
 
 
@@ -144,6 +158,8 @@ def auto_reply(parsed: Parsed, ctx: LoopContext) -> str | None:
         value = _value(parsed, name)
         if value is None:
             continue
+        if name.startswith("X-MS-Exchange") and _names_us(value, ctx):
+            continue  # our own mailbox's forwarding rule brought it here: not an auto-reply
         if required is None and not _negative(value):
             return f"{name}: {value}"[:120]
         if required is not None and value.lower() == required:
@@ -161,10 +177,18 @@ def suppress_header(parsed: Parsed, ctx: LoopContext) -> str | None:
     return None
 
 
+def _names_us(value: str, ctx: LoopContext) -> bool:
+    """Whether a header value names one of our addresses (also as a List-Id: a.b.c)."""
+    text = value.lower()
+    return any(a in text or a.replace("@", ".") in text for a in ctx.own_addresses)
+
+
 def mailing_list(parsed: Parsed, ctx: LoopContext) -> str | None:
-    for name, _ in parsed.headers:
-        if name.startswith("list-"):
-            return f"mailing-list header {name.title()}"
+    lists = [(name, value) for name, value in parsed.headers if name.startswith("list-")]
+    if lists and any(name == "list-id" and _names_us(value, ctx) for name, value in lists):
+        return None  # our own support address is a group (e.g. Google Groups): customer mail
+    if lists:
+        return f"mailing-list header {lists[0][0].title()}"
     return None
 
 
@@ -193,8 +217,8 @@ def spam(parsed: Parsed, ctx: LoopContext) -> str | None:
 
 
 _ROLE = re.compile(
-    r"^(mailer-daemon|postmaster|listserv|majordomo|abuse|root|nobody|bounces?"
-    r"|.+-request|owner-.+|.+-owner|.+-bounces?|bounces?[-+_.=].*"
+    r"^(mailer-daemon|postmaster|listserv|majordomo|abuse|root|bounces?"
+    r"|.+-request|owner-.+|.+-bounces?|bounces?[-+_.=].*"
     r"|(do[-_.]?not|dont|no)[-_.]?reply([-_.+].*)?|.*[-_.+](do[-_.]?not|no)[-_.]?reply)$",
     re.IGNORECASE,
 )
@@ -205,7 +229,10 @@ def role_sender(parsed: Parsed, ctx: LoopContext) -> str | None:
     if not ctx.form:
         candidates += [parsed.sender.addr if parsed.sender else None, ctx.return_path]
     for address in candidates:
-        if address and _ROLE.match(_local(address)):
+        local = _local(address)
+        if "srs0=" in local or "+srs=" in local or "srs=" in local[:5]:
+            continue  # a forwarder's rewritten (SRS) return path hides a real sender
+        if address and _ROLE.match(local):
             return f"system or role sender {address}"
     return None
 
@@ -218,7 +245,7 @@ def no_sender(parsed: Parsed, ctx: LoopContext) -> str | None:
 
 def no_return_path(parsed: Parsed, ctx: LoopContext) -> str | None:
     if ctx.return_path is None:
-        return "no return path"
+        return None if ctx.missing_return_path_ok else "no return path"
     if ctx.return_path == "":
         return "null return path (<>)"
     return None

@@ -165,6 +165,9 @@ class Service:
             upcoming = self.scheduler.next_due()
             if upcoming is None:
                 return IDLE_TICK
+            now = self.clock()
+            if self.config.alerts.only_in_business_hours and not self.config.calendar.is_open(now):
+                upcoming = max(upcoming, self.config.calendar.next_open(now))  # alerts are held
             return max(0.05, min(IDLE_TICK, (upcoming - self.clock()).total_seconds()))
 
         self._loop(self._wake, step)

@@ -30,6 +30,7 @@ from enum import StrEnum
 
 from .calendar import BusinessCalendar
 from .model import Parsed
+from .rules import is_our_message_id
 
 
 class State(StrEnum):
@@ -99,7 +100,7 @@ def author(
     (the Sent folder, our addresses, configured agents); everyone else is a customer."""
     if parsed.header(loop_header) is not None:
         return Author.OURS
-    if parsed.message_id and parsed.message_id.rpartition("@")[2].lower() == message_id_domain:
+    if is_our_message_id(parsed.message_id, message_id_domain):
         return Author.OURS
     if from_sent_folder:
         return Author.TEAM

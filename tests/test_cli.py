@@ -8,6 +8,7 @@ from pathlib import Path
 
 from click.testing import Result
 
+from gateway import store
 from tests.conftest import EXAMPLE
 
 Cli = Callable[..., Result]
@@ -110,7 +111,7 @@ def test_db_upgrade(run_cli: Cli, write_config: Callable[[str], Path], database_
     path = write_config(text)
     result = run_cli("--config", str(path), "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "at revision 0002" in result.output
+    assert f"at revision {store.head_revision()}" in result.output
     assert "password" not in result.output
 
 

@@ -272,3 +272,38 @@ def test_config_from_environment(run_cli: Callable[..., Result]) -> None:
     result = run_cli("check", env={"SLA_GATEWAY_CONFIG": str(EXAMPLE)})
     assert result.exit_code == 0
     assert f"{EXAMPLE}: OK" in result.output
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('first_reply = "30m"', 'first_reply = "99999999999h"', "is longer than ten years"),
+        (
+            'closed = ["2026-12-24", "2026-12-31"]',
+            'closed = ["0001-01-01..9999-12-31"]',
+            "is longer than a year",
+        ),
+        (
+            'closed = ["2026-12-24", "2026-12-31"]',
+            'closed = ["2020-01-01..2020-12-31", "1066-10-14"]',
+            "outside the years",
+        ),
+        ('from = "2026-11-27"', "from = 2026-11-27T10:00:00", "is a date and time"),
+        ("stretch = 2.0", "stretch = nan", "must be a positive number"),
+        ("stretch = 2.0", "stretch = 1e308", "must be a positive number"),
+        (
+            'keywords = ["wholesale", "partnership", "feature request"]',
+            "patterns = ['x*']",
+            "matches every message",
+        ),
+    ],
+)
+def test_extreme_values_are_problems_not_tracebacks(old: str, new: str, expected: str) -> None:
+    problems = _problems(_replace(old, new))
+    assert any(expected in p for p in problems), problems
+
+
+def test_due_refuses_years_out_of_range(run_cli: Callable[..., Result]) -> None:
+    result = run_cli("--config", str(EXAMPLE), "due", "-p", "normal", "--at", "9999-12-31T10:00")
+    assert result.exit_code == 2
+    assert "outside the years 1970-2200" in result.output

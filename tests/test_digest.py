@@ -37,7 +37,11 @@ def seeded(tmp_path: Path, database_url: str) -> Iterator[Config]:
     normal (target 4 h): one unanswered, due Tue 12:00 -> neither yet
     plus 3 bounces and 1 out-of-office reply not acknowledged, 5 acknowledgments sent,
     and on Friday 20 Nov one urgent reply after 15 min (counts in 7 and 30 days only)."""
-    config = gateway_config(tmp_path, database_url)
+    config = gateway_config(
+        tmp_path,
+        database_url,
+        extra={"to = []  # who gets it": 'to = ["owner@shop.example"]  # who gets it'},
+    )
     engine = store.make_engine(database_url)
     store.upgrade(engine)
     rows = [

@@ -224,3 +224,25 @@ def test_acknowledgments_are_copied_to_the_sent_folder(
         assert "\\Seen" in dovecot.flags("Sent", uid)
     finally:
         service.close()
+
+
+def test_uidvalidity_change_never_imports_old_history(tmp_path: Path, database_url: str, sink: Sink,
+                                                      dovecot: Dovecot) -> None:  # fmt: skip
+    for n in range(10, 15):  # weeks-old history in the mailbox
+        dovecot.append("INBOX", mail(n), internaldate=datetime(2026, 10, 1, 9, 0, tzinfo=UTC))
+    config = imap_config(tmp_path, database_url, sink, dovecot)
+    service = start(config)
+    try:
+        dovecot.reset_uidvalidity("INBOX")  # nothing new since the last sync
+        dovecot.append("INBOX", mail(1))
+        sink.wait_for(1)
+        service.stop()
+        service.run_once()
+        with service.engine.connect() as conn:
+            stored = conn.execute(
+                sa.select(sa.func.count()).select_from(store.messages)
+            ).scalar_one()
+        assert stored == 1  # only the new mail, none of the history
+        assert len(sink.received) == 1
+    finally:
+        service.close()

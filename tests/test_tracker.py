@@ -106,10 +106,18 @@ def test_author(example_config: Config, raw: bytes, sent: bool, expected: Author
     assert got == expected
 
 
-def test_our_message_ids_are_ours(example_config: Config) -> None:
-    parsed = parse(b"From: support@shop.example\r\nMessage-ID: <ack.1@shop.example>\r\n\r\nx")
-    assert author(parsed, own_addresses=example_config.own_addresses, agents=frozenset(),
-                  message_id_domain="shop.example", loop_header=LOOP_HEADER) == Author.OURS  # fmt: skip
+def test_our_message_ids_are_ours_but_the_domain_alone_is_not(example_config: Config) -> None:
+    def who(message_id: str) -> Author:
+        parsed = parse(
+            f"From: support@shop.example\r\nMessage-ID: <{message_id}>\r\n\r\nx".encode()
+        )
+        return author(parsed, own_addresses=example_config.own_addresses, agents=frozenset(),
+                      message_id_domain="shop.example", loop_header=LOOP_HEADER)  # fmt: skip
+
+    assert who("179533443440.12828.8122011252847576304.ack@shop.example") == Author.OURS
+    assert who("1.2.3.digest@shop.example") == Author.OURS
+    # Thunderbird, Apple Mail, Roundcube: Message-IDs on the sender's own domain.
+    assert who("5f1c-22@shop.example") == Author.TEAM
 
 
 def test_normalize_subject() -> None:

@@ -453,3 +453,32 @@ def test_replay_reads_folders_and_maildirs(tmp_path: Path, database_url: str, ru
     assert result.exit_code == 0, result.output
     [ticket] = tickets(run_cli, config, at(2026, 11, 20, 12, 0))
     assert ticket["first_reply_business_seconds"] == 5 * 3600
+
+
+def test_replies_read_late_from_the_sent_folder_keep_the_customer_waiting_message(
+    gateway: tuple[Service, Config, Clock], run_cli: Callable[..., Result]
+) -> None:
+    """The team replied at 10:30, the customer wrote again at 10:31 (SMTP), and the Sent
+    folder is read only after that: the reply closes the first clock, and the customer's
+    10:31 message starts the next one."""
+    from gateway.pipeline import Received
+
+    service, config, clock = gateway
+    deliver(service, config, customer_mail(), "kim@customer.example")  # Mon 09:00
+    clock.now = at(2026, 11, 23, 10, 31)
+    follow = customer_mail(2, subject="Re: Where is my parcel?", body="Any news?",
+                           extra="In-Reply-To: <c1@customer.example>\r\n")  # fmt: skip
+    deliver(service, config, follow, "kim@customer.example")
+    clock.now = at(2026, 11, 23, 10, 32)
+    service.pipeline.accept(Received(team_mail(1, "c1@customer.example"), "imap", at(2026, 11, 23, 10, 30),
+                                     inbox="shop", from_sent_folder=True))  # fmt: skip
+    service.run_once()
+    [ticket] = tickets(run_cli, config, clock.now)
+    assert ticket["first_reply_business_seconds"] == 90 * 60
+    assert ticket["state"] == "awaiting_team"
+    assert ticket["next_due_at"] == "2026-11-23T14:31:00+01:00"
+    # An even older colleague's reply arriving now changes nothing.
+    service.pipeline.accept(Received(team_mail(2, "c1@customer.example"), "imap", at(2026, 11, 23, 10, 0),
+                                     inbox="shop", from_sent_folder=True))  # fmt: skip
+    service.run_once()
+    assert tickets(run_cli, config, clock.now)[0]["state"] == "awaiting_team"

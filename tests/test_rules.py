@@ -1,0 +1,71 @@
+"""Loop protection must never cost a human customer an answer: cases where a marker's
+mere presence, a subject or an address pattern would wrongly stop an acknowledgment."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.classify import Classifier
+from gateway.config import Config
+from gateway.parse import parse
+from gateway.policy import decide
+
+
+def decision(config: Config, headers: str, *, return_path: str | None = "kim@gmail.example", sender: str = "Kim <kim@gmail.example>",
+             inbox_ack_to: str = "return-path"):  # fmt: skip
+    raw = (f"From: {sender}\r\nTo: support@shop.example\r\nMessage-ID: <h1@gmail.example>\r\n"
+           f"Date: Mon, 23 Nov 2026 10:00:00 +0100\r\n{headers}\r\nHello, please help.\r\n").encode()  # fmt: skip
+    inbox = replace(config.inboxes[0], ack_to=inbox_ack_to)
+    return decide(parse(raw), config=config, inbox=inbox, classifier=Classifier.from_config(config),
+                  received_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC), return_path=return_path)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Subject: Undelivered parcel, order 12345\r\n",
+        "Subject: Delivery failed - order 12345\r\n",
+        "Subject: Hi\r\nX-MS-Exchange-Inbox-Rules-Loop: support@shop.example\r\n",  # our own M365 forwarding rule
+        "Subject: Hi\r\nList-Id: <support.shop.example>\r\nList-Post: <mailto:support@shop.example>\r\n",  # a Google Group
+        "Subject: Hi\r\nAuto-Submitted: no\r\nX-Autoreply: no\r\n",
+    ],
+)
+def test_human_mail_is_acknowledged(example_config: Config, headers: str) -> None:
+    d = decision(example_config, headers)
+    assert d.skip is None, d.skip
+    assert d.acknowledge
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["shop-owner@gmail.example", "store-owner@customer.example", "nobody.else@customer.example"],
+)
+def test_ordinary_addresses_are_not_role_senders(example_config: Config, sender: str) -> None:
+    d = decision(example_config, "Subject: Hi\r\n", return_path=sender, sender=sender)
+    assert d.skip is None, d.skip
+
+
+def test_srs_return_path_of_a_forwarder_is_not_a_role_sender(example_config: Config) -> None:
+    d = decision(
+        example_config,
+        "Subject: Hi\r\n",
+        return_path="bounces+SRS=abcd=kim=gmail.example@forwarder.example",
+    )
+    assert d.skip is None, d.skip
+
+
+def test_bounce_subject_with_a_null_return_path_is_a_bounce(example_config: Config) -> None:
+    d = decision(example_config, "Subject: Undelivered Mail Returned to Sender\r\n", return_path="")
+    assert d.skip is not None and d.skip.rule == "bounce"
+
+
+def test_ack_to_from_does_not_need_a_return_path(example_config: Config) -> None:
+    d = decision(example_config, "Subject: Hi\r\n", return_path=None, inbox_ack_to="from")
+    assert (d.skip, d.ack_to) == (None, "kim@gmail.example")
+    d = decision(example_config, "Subject: Hi\r\n", return_path="", inbox_ack_to="from")
+    assert (
+        d.skip is not None and d.skip.rule == "no-return-path"
+    )  # a null path still means a machine
