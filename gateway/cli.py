@@ -779,6 +779,95 @@ def digest(
         click.echo(html, nl=False)
 
 
+# ---------------------------------------------------------------------------- operations
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Is the service running; queues; set-aside messages; IMAP syncs; the last hour."""
+    from .reports import status as read_status
+
+    state = _state(ctx)
+    now = state.clock()
+    engine = _engine(state.config)
+    try:
+        info = read_status(engine, now)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    if info["running"]:
+        click.echo(
+            f"service: running (pid {info['pid']} on {info['host']}, since {info['started_at']})"
+        )
+    elif info["last_heartbeat"]:
+        click.echo(f"service: NOT running (last seen {info['last_heartbeat']})")
+    else:
+        click.echo("service: NOT running")
+    click.echo(f"outbox: {info['outbox_pending']} pending, {info['outbox_failed']} failed"
+               + (" — fix the cause, then run `sla-gateway retry`" if info["outbox_failed"] else ""))  # fmt: skip
+    click.echo(f"messages: {info['messages_waiting']} waiting, {info['messages_set_aside']} set aside"
+               + (" — see `sla-gateway retry`" if info["messages_set_aside"] else ""))  # fmt: skip
+    for folder in info["imap"]:
+        click.echo(
+            f"imap {folder['inbox']}/{folder['folder']}: last sync {folder['synced_at']} (uid {folder['last_uid']})"
+        )
+    last = info["last_hour"]
+    click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
+               f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+
+
+@cli.command()
+@click.pass_context
+def retry(ctx: click.Context) -> None:
+    """Process set-aside messages and resend failed outbox mail, after fixing the cause."""
+    from sqlalchemy import select, update
+
+    from . import store
+    from .outbox import OutboxSender, make_transport
+    from .pipeline import Pipeline
+
+    state = _state(ctx)
+    config = state.config
+    now = state.clock()
+    engine = _engine(config)
+    try:
+        m, o = store.messages.c, store.outbox.c
+        with store.begin(engine) as conn:
+            shunted = [
+                int(i) for i in conn.execute(select(m.id).where(m.status == "shunted")).scalars()
+            ]
+            conn.execute(
+                update(store.messages)
+                .where(m.status == "shunted")
+                .values(status="stored", error=None)
+            )
+            failed = conn.execute(
+                update(store.outbox).where(o.status == "failed")
+                .values(status="pending", attempts=0, next_attempt_at=now, last_error=None)
+            ).rowcount  # fmt: skip
+        pipeline = Pipeline(config, engine, state.clock)
+        outcomes = [pipeline.process(i) for i in shunted]
+        still = sum(1 for x in outcomes if x is not None and x.status == "shunted")
+        sender = OutboxSender(
+            engine,
+            make_transport(config.send),
+            state.clock,
+            give_up_after=config.send.give_up_after,
+        )
+        sent = sender.send_due()
+        sender.close()
+    finally:
+        engine.dispose()
+    click.echo(f"{len(shunted)} set-aside messages processed again ({still} set aside again); "
+               f"{failed} failed outbox messages requeued; {sent} sent now")  # fmt: skip
+    if still:
+        ctx.exit(1)
+
+
 # ---------------------------------------------------------------------------- db
 
 

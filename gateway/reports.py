@@ -405,3 +405,49 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
         by_hour=by_hour, by_weekday=by_weekday, open_hours=open_hours, open_days=open_days,
         trend=tuple(trend), suggestions=tuple(suggestions),
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def status(engine: Engine, now: datetime) -> dict[str, Any]:
+    """Is the service alive, what is queued or set aside, when did each folder last sync."""
+    from datetime import timedelta
+
+    o, m, h, s = store.outbox.c, store.messages.c, store.heartbeats.c, store.sync_state.c
+    with engine.connect() as conn:
+        beat = conn.execute(select(store.heartbeats).where(h.name == "service")).first()
+        outbox: dict[str, int] = dict(conn.execute(select(o.status, func.count()).where(o.status.in_(["pending", "failed"]))
+                                   .group_by(o.status)).all())  # fmt: skip
+        shunted = conn.execute(select(func.count()).where(m.status == "shunted")).scalar_one()
+        stored = conn.execute(select(func.count()).where(m.status == "stored")).scalar_one()
+        hour = now - timedelta(hours=1)
+        recent: dict[str, int] = dict(
+            conn.execute(
+                select(o.kind, func.count()).where(o.created_at >= hour).group_by(o.kind)
+            ).all()
+        )
+        folders = [
+            {
+                "inbox": r.inbox,
+                "folder": r.folder,
+                "last_uid": r.last_uid,
+                "synced_at": r.updated_at.isoformat(),
+            }
+            for r in conn.execute(select(store.sync_state).order_by(s.inbox, s.folder))
+        ]
+    running = beat is not None and beat.beat_at >= now - timedelta(seconds=90)
+    return {
+        "running": running,
+        "pid": beat.pid if beat is not None else None,
+        "host": beat.host if beat is not None else None,
+        "started_at": beat.started_at.isoformat() if beat is not None else None,
+        "last_heartbeat": beat.beat_at.isoformat() if beat is not None else None,
+        "outbox_pending": int(outbox.get("pending", 0)),
+        "outbox_failed": int(outbox.get("failed", 0)),
+        "messages_waiting": int(stored),
+        "messages_set_aside": int(shunted),
+        "last_hour": {"acknowledgments": int(recent.get("ack", 0)), "alerts": int(recent.get("alert", 0)),
+                      "breach_notices": int(recent.get("breach", 0)), "digests": int(recent.get("digest", 0))},
+        "imap": folders,
+    }  # fmt: skip

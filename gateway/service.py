@@ -29,6 +29,7 @@ log = logging.getLogger("sla_gateway.service")
 
 IDLE_TICK = 5.0  # seconds between sweeps when nothing wakes the worker
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while others wait
+HEARTBEAT_EVERY = 30.0  # seconds between heartbeat rows
 
 
 def system_clock() -> datetime:
@@ -55,6 +56,8 @@ class Service:
         self._workers: list[threading.Thread] = []
         self._controller: object | None = None
         self._pollers: list[object] = []
+        self._started_at: datetime | None = None
+        self._last_beat = 0.0
         self.pipeline = Pipeline(config, self.engine, clock)
         self.scheduler = Scheduler(config, self.engine, clock, self.pipeline)
         self.sender = OutboxSender(
@@ -101,6 +104,9 @@ class Service:
                 poller = ImapPoller(self.config, inbox, self.pipeline, self.wake, self.clock)
                 poller.start()
                 self._pollers.append(poller)
+        self._started_at = self.clock()
+        self._last_beat = 0.0
+        self.heartbeat()
         log.info("event=started transport=%s", self.config.send.transport)
 
     def stop(self) -> None:
@@ -122,8 +128,34 @@ class Service:
 
     def close(self) -> None:
         self.stop()
+        if getattr(self, "_started_at", None) is not None:
+            try:
+                self.heartbeat(stopping=True)
+            except Exception:  # the database may be gone; `status` then sees an old beat
+                log.warning("event=heartbeat-clear-failed")
         if self._owns_engine:
             self.engine.dispose()
+
+    def heartbeat(self, *, stopping: bool = False) -> None:
+        """Record that the service is alive (at most twice a minute), for `status`."""
+        import os
+        import socket
+        import time as _time
+
+        if not stopping and _time.monotonic() - self._last_beat < HEARTBEAT_EVERY:
+            return
+        self._last_beat = _time.monotonic()
+        h = store.heartbeats.c
+        values = {"pid": os.getpid(), "host": socket.gethostname()[:255], "started_at": self._started_at,
+                  "beat_at": self.clock() if not stopping else self._started_at}  # fmt: skip
+        with store.begin(self.engine) as conn:
+            if stopping:
+                conn.execute(store.heartbeats.delete().where(h.name == "service"))
+                return
+            if not conn.execute(
+                store.heartbeats.update().where(h.name == "service").values(**values)
+            ).rowcount:
+                conn.execute(store.heartbeats.insert().values(name="service", **values))
 
     def wake(self) -> None:
         """Tell the worker there is something to do (thread-safe)."""
@@ -158,6 +190,7 @@ class Service:
         """Process stored messages as they arrive; hand what they queued to the sender."""
 
         def step() -> float:
+            self.heartbeat()
             while self.pipeline.process_pending(limit=200):
                 self._wake_sender.set()
             if self.scheduler.run_due():

@@ -219,6 +219,17 @@ sync_state = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# One row per running service: `status` tells from it whether the gateway is alive.
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("beat_at", UTCDateTime, nullable=False),
+)
+
 digests = Table(
     "digests",
     metadata,
