@@ -868,6 +868,29 @@ def retry(ctx: click.Context) -> None:
         ctx.exit(1)
 
 
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "markdown", "text"]),
+    default="markdown",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
+@click.pass_context
+def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
+    """The shop's public service promise, from the configuration that is measured."""
+    from .render import Renderer, render_policy
+
+    state = _state(ctx)
+    text = render_policy(Renderer(state.config), fmt, state.clock())
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
 # ---------------------------------------------------------------------------- db
 
 

@@ -463,3 +463,65 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
                 else "no replies were due")  # fmt: skip
     subject = f"{data.shop}: customer service on {babel_date(data.day, format='medium', locale=lang)} — {headline}"
     return html, text, subject
+
+
+# ---------------------------------------------------------------------------- the published policy
+
+
+def priority_label(name: str, keywords: tuple[str, ...]) -> str:
+    """ "Urgent, e.g. fraud, charged twice" from the configured keywords; the default
+    priority is "everything else"."""
+    if name == "normal" or not keywords:
+        return "Everything else" if name == "normal" else name.title()
+    return f"{name.title()}, e.g. {', '.join(keywords[:4])}"
+
+
+def window_words(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} minutes (business time)"
+    hours = minutes / 60
+    return f"{hours:g} business hour{'' if hours == 1 else 's'}"
+
+
+def render_policy(renderer: Renderer, fmt: str, now: datetime) -> str:
+    """The public promise: hours, windows per priority, coming closures, the season notice."""
+    from babel.dates import format_date as babel_date
+
+    config = renderer.config
+    cal = config.calendar
+    lang = config.inboxes[0].language
+    today = cal.local(now).date()
+    closures = []
+    for offset in range(90):
+        day = today + timedelta(days=offset)
+        if cal.week[day.weekday()] and cal.closure(day) is not None:
+            reason = (
+                holiday_name(config.hours.holidays, day, lang) if config.hours.holidays else None
+            )
+            reason = reason or ("" if cal.closure(day) == "closed" else cal.closure(day))
+            closures.append({"date": babel_date(day, format="full", locale=lang), "reason": reason})
+    season = None
+    for s in cal.seasons:
+        if s.end >= today and (s.start - today).days <= 60:
+            season = {"name": s.name, "start": babel_date(s.start, format="long", locale=lang),
+                      "end": babel_date(s.end, format="long", locale=lang), "notice": s.notice_for(lang),
+                      "stretch": f"{s.stretch:g}"}  # fmt: skip
+            break
+    context = {
+        "address": config.inboxes[0].address,
+        "timezone": config.hours.timezone,
+        "priorities": [
+            {
+                "name": p.name,
+                "label": priority_label(p.name, p.keywords),
+                "window": window_words(p.first_reply.total_seconds()),
+            }
+            for p in config.priorities
+        ],
+        "hours": opening_hours(cal, lang),
+        "closures": closures,
+        "season": season,
+    }
+    name = {"markdown": "policy.md.j2", "html": "policy.html.j2", "text": "policy.txt.j2"}[fmt]
+    return renderer.render(name, lang, context)

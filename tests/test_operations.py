@@ -71,3 +71,29 @@ def test_status_and_retry(
     with engine.connect() as conn:
         assert conn.execute(store.outbox.select()).one().status == "sent"
     engine.dispose()
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html", "text"])
+def test_policy_publishes_what_is_measured(
+    run_cli: Callable[..., Result], tmp_path: Path, fmt: str
+) -> None:
+    from tests.conftest import EXAMPLE
+
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    out = tmp_path / f"policy.{fmt}"
+    result = run_cli(
+        "--config", str(EXAMPLE), "policy", "--format", fmt, "--out", str(out), now=now
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "Urgent, e.g. fraud, charged twice, chargeback, hacked" in text
+    assert (
+        "30 minutes (business time)" in text
+        and "4 business hours" in text
+        and "24 business hours" in text
+    )
+    assert "Monday–Friday: 9:00\u202fAM–5:00\u202fPM" in text and "Europe/Berlin" in text
+    assert "Friday, December 25, 2026: Christmas Day" in text
+    assert "Black Friday week" in text and "It is our busiest week of the year" in text
+    if fmt == "html":
+        assert text.lstrip().startswith("<section")
