@@ -98,14 +98,52 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 @cli.command()
+@click.option("--connect", is_flag=True, help="Also try the database, IMAP and outgoing mail.")
+@click.option(
+    "--send-test",
+    "send_test",
+    metavar="ADDRESS",
+    help="With --connect: send one test message there.",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
     """Validate the configuration and summarise the policy it publishes."""
     state = _state(ctx)
     config = state.config
     click.echo(f"{config.path}: OK")
     for line in policy_summary(config, state.clock()):
         click.echo(line)
+    if not connect:
+        return
+    from .diagnose import check_all
+
+    click.echo("")
+    results = check_all(config)
+    for result in results:
+        click.echo(str(result))
+    if send_test and all(r.ok for r in results):
+        from . import store
+        from .outbox import OutboxSender, make_transport
+        from .pipeline import Pipeline
+        from .render import alert_message
+
+        engine = _engine(config)
+        try:
+            now = state.clock()
+            message = alert_message(config, send_test, subject="Test message",
+                                    text="sla-gateway can send mail. Nothing else to do.\n", now=now)  # fmt: skip
+            with store.begin(engine) as conn:
+                Pipeline(config, engine, state.clock).queue(conn, "alert", message, send_test, now)
+            sender = OutboxSender(engine, make_transport(config.send), state.clock)
+            sent = sender.send_due()
+            sender.close()
+        finally:
+            engine.dispose()
+        click.echo(
+            f"{'OK     ' if sent else 'PROBLEM'} test message to {send_test}: {'sent' if sent else 'not sent — see `sla-gateway status`'}"
+        )
+    if not all(r.ok for r in results):
+        ctx.exit(1)
 
 
 def _format_week(config: Config) -> str:
