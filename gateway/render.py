@@ -451,6 +451,8 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
         "targets": [(p.name, int(p.first_reply.total_seconds())) for p in config.priorities],
         "figures": figures,
         "max_hour": max(data.by_hour) or 1,
+        "max_weekday": max(data.by_weekday) or 1,
+        "weekday_names": [str(get_day_names("abbreviated", locale=lang)[i]) for i in range(7)],  # Monday first
         "busiest_hours": sorted(range(24), key=lambda h: -data.by_hour[h])[:3]
         if sum(data.by_hour)
         else [],

@@ -152,6 +152,7 @@ def test_digest_text(seeded: Config, run_cli: Callable[..., Result]) -> None:
     assert "AT RISK NOW" in text and "SHOP-1007" in text  # normal, due Tuesday 12:00
     assert "OLDEST UNANSWERED: SHOP-1006" in text
     assert "too little data" in text
+    assert "by weekday: Mon 7, Tue 0, Wed 0, Thu 0, Fri 1, Sat 0, Sun 0" in text
 
 
 def test_digest_html_is_mail_safe(
