@@ -63,6 +63,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def sink() -> Iterator[Any]:
+    """An aiosmtpd server on a free port that records every message it is given."""
+    from tests.mailtools import Sink
+
+    server = Sink()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def run_cli() -> Callable[..., Result]:
     """Invoke the CLI in-process with a fixed clock; returns click's Result."""
 

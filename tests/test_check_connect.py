@@ -3,22 +3,13 @@ and clear answers (not tracebacks) for a wrong password and an unreachable serve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from click.testing import Result
 
 from tests.imapserver import Dovecot
 from tests.mailtools import Sink, free_port, gateway_config
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    s.start()
-    yield s
-    s.stop()
 
 
 def imap_section(dovecot: Dovecot, secret: Path) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import smtplib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,14 +22,6 @@ from tests.mailtools import Sink, gateway_config
 
 RECEIVED = datetime(2026, 11, 2, 8, 59, tzinfo=UTC)  # a Monday, 09:59 in Berlin
 NOW = RECEIVED + timedelta(minutes=1)
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    s.start()
-    yield s
-    s.stop()
 
 
 def imap_config(

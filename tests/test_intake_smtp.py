@@ -38,14 +38,6 @@ class Clock:
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

@@ -4,7 +4,7 @@ and a real SMTP peer."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,14 +17,6 @@ from gateway.service import Service
 from tests.mailtools import Sink, gateway_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    s.start()
-    yield s
-    s.stop()
 
 
 def test_status_and_retry(

@@ -42,14 +42,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    s.start()
-    yield s
-    s.stop()
-
-
 def customer_mail(n: int = 1, subject: str = "Where is my parcel?", body: str = "It has not arrived yet.",
                   extra: str = "") -> bytes:  # fmt: skip
     return (
