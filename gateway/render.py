@@ -389,6 +389,88 @@ RULE_WORDS = {
 }
 
 
+# The few digest words that come from data rather than templates, per inbox language.
+DIGEST_WORDS: dict[str, dict[str, str]] = {
+    "de": {
+        "7 days": "7 Tage", "30 days": "30 Tage",
+        "subject": "{shop}: Kundenservice am {day} — {headline}", "on time": "{pct} pünktlich",
+        "none due": "keine Antworten fällig",
+        "too little data": "zu wenige Daten: {n} Erstantworten in 90 Tagen (für einen Vorschlag braucht es {need})",
+        "longer": "Ihre Antworten dauern länger als versprochen: veröffentlichen Sie das vorgeschlagene Zeitfenster oder antworten Sie schneller",
+        "shorter": "drei Monate mit mindestens 95 %: Sie könnten ein kürzeres Zeitfenster versprechen",
+        "holds": "Ihr veröffentlichtes Zeitfenster hält",
+        "bounce": "Unzustellbarkeitsmeldung|Unzustellbarkeitsmeldungen", "auto-submitted": "automatische Antwort|automatische Antworten",
+        "auto-reply": "Abwesenheitsnotiz|Abwesenheitsnotizen", "mailing-list": "Mailingliste|Mailinglisten-Mails",
+        "precedence": "Massenmail|Massenmails", "spam": "Spam|Spam", "role-sender": "No-Reply-Absender|No-Reply-Absender",
+        "follow-up": "Folgenachricht|Folgenachrichten",
+    },
+    "fr": {
+        "7 days": "7 jours", "30 days": "30 jours",
+        "subject": "{shop} : service client du {day} — {headline}", "on time": "{pct} dans les délais",
+        "none due": "aucune réponse attendue",
+        "too little data": "pas assez de données : {n} premières réponses en 90 jours (il en faut {need})",
+        "longer": "vos réponses prennent plus de temps que promis : publiez le délai suggéré ou répondez plus vite",
+        "shorter": "trois mois à 95 % ou plus : vous pourriez promettre un délai plus court",
+        "holds": "votre délai publié est tenu",
+        "bounce": "message non distribué|messages non distribués", "auto-submitted": "réponse automatique|réponses automatiques",
+        "auto-reply": "message d'absence|messages d'absence", "mailing-list": "liste de diffusion|messages de listes de diffusion",
+        "precedence": "envoi en masse|envois en masse", "spam": "spam|spams", "role-sender": "expéditeur no-reply|expéditeurs no-reply",
+        "follow-up": "relance|relances",
+    },
+    "es": {
+        "7 days": "7 días", "30 days": "30 días",
+        "subject": "{shop}: atención al cliente del {day} — {headline}", "on time": "{pct} a tiempo",
+        "none due": "no había respuestas pendientes",
+        "too little data": "pocos datos: {n} primeras respuestas en 90 días (una sugerencia necesita {need})",
+        "longer": "sus respuestas tardan más de lo prometido: publique el plazo sugerido o responda más rápido",
+        "shorter": "tres meses al 95 % o más: podría prometer un plazo más corto",
+        "holds": "su plazo publicado se cumple",
+        "bounce": "rebote|rebotes", "auto-submitted": "respuesta automática|respuestas automáticas",
+        "auto-reply": "respuesta de ausencia|respuestas de ausencia", "mailing-list": "lista de correo|mensajes de listas de correo",
+        "precedence": "envío masivo|envíos masivos", "spam": "spam|spam", "role-sender": "remitente no-reply|remitentes no-reply",
+        "follow-up": "seguimiento|seguimientos",
+    },
+    "nl": {
+        "7 days": "7 dagen", "30 days": "30 dagen",
+        "subject": "{shop}: klantenservice op {day} — {headline}", "on time": "{pct} op tijd",
+        "none due": "er waren geen antwoorden verschuldigd",
+        "too little data": "te weinig gegevens: {n} eerste antwoorden in 90 dagen (een voorstel heeft er {need} nodig)",
+        "longer": "uw antwoorden duren langer dan beloofd: publiceer de voorgestelde termijn of antwoord sneller",
+        "shorter": "drie maanden op 95 % of meer: u kunt een kortere termijn beloven",
+        "holds": "uw gepubliceerde termijn wordt gehaald",
+        "bounce": "onbestelbaarheidsmelding|onbestelbaarheidsmeldingen", "auto-submitted": "automatisch antwoord|automatische antwoorden",
+        "auto-reply": "afwezigheidsbericht|afwezigheidsberichten", "mailing-list": "mailinglijst|mailinglijstberichten",
+        "precedence": "bulkmail|bulkmails", "spam": "spam|spam", "role-sender": "no-reply-afzender|no-reply-afzenders",
+        "follow-up": "vervolgbericht|vervolgberichten",
+    },
+}  # fmt: skip
+
+
+def _translate(text: str, language: str) -> str:
+    """Digest words that come from the data: period labels and suggestion notes."""
+    import re as _re
+
+    from .digest import MIN_ANSWERED
+
+    words = DIGEST_WORDS.get(language)
+    if not words:
+        return text
+    if text in words:
+        return words[text]
+    if text.startswith("too little data"):
+        found = _re.search(r"(\d+) first replies", text)
+        return words["too little data"].format(
+            n=found.group(1) if found else "?", need=MIN_ANSWERED
+        )
+    if text.startswith("your replies take longer"):
+        return words["longer"]
+    if text.startswith("three months"):
+        return words["shorter"]
+    if text.startswith("your published window holds"):
+        return words["holds"]
+    return text
+
+
 def duration_text(seconds: float | None, language: str) -> str:
     """Business time for people: "45 min", "1 h 30 min", "26 h"."""
     if seconds is None:
@@ -428,7 +510,15 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
     env.filters["longdate"] = lambda d: babel_date(d, format="full", locale=lang)
     env.filters["shortdate"] = lambda d: babel_date(d, format="short", locale=lang)
     env.filters["dayname"] = lambda d: babel_date(d, format="EEE d MMM", locale=lang)
-    env.filters["rulename"] = lambda rule, n: RULE_WORDS.get(rule, (rule, rule))[0 if n == 1 else 1]
+    env.filters["tr"] = lambda text: _translate(str(text), lang)
+
+    def rulename(rule: str, n: int) -> str:
+        local = DIGEST_WORDS.get(lang, {}).get(rule)
+        if local:
+            return local.split("|")[0 if n == 1 else 1]
+        return RULE_WORDS.get(rule, (rule, rule))[0 if n == 1 else 1]
+
+    env.filters["rulename"] = rulename
 
     def figures(period: Any, name: str) -> Any:
         for key, value in period.priorities:
@@ -452,7 +542,9 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
         "figures": figures,
         "max_hour": max(data.by_hour) or 1,
         "max_weekday": max(data.by_weekday) or 1,
-        "weekday_names": [str(get_day_names("abbreviated", locale=lang)[i]) for i in range(7)],  # Monday first
+        "weekday_names": [
+            str(get_day_names("abbreviated", locale=lang)[i]) for i in range(7)
+        ],  # Monday first
         "busiest_hours": sorted(range(24), key=lambda h: -data.by_hour[h])[:3]
         if sum(data.by_hour)
         else [],
@@ -461,9 +553,13 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
     html = renderer.render("digest.html.j2", lang, context)
     text = renderer.render("digest.txt.j2", lang, context)
     day = data.periods[0].overall
-    headline = (f"{format_percent(day.compliance, locale=lang)} on time" if day.compliance is not None
-                else "no replies were due")  # fmt: skip
-    subject = f"{data.shop}: customer service on {babel_date(data.day, format='medium', locale=lang)} — {headline}"
+    words = DIGEST_WORDS.get(lang, {})
+    pct = format_percent(day.compliance, locale=lang) if day.compliance is not None else ""
+    headline = (words.get("on time", "{pct} on time").format(pct=pct) if day.compliance is not None
+                else words.get("none due", "no replies were due"))  # fmt: skip
+    subject = words.get("subject", "{shop}: customer service on {day} — {headline}").format(
+        shop=data.shop, day=babel_date(data.day, format="medium", locale=lang), headline=headline
+    )
     return html, text, subject
 
 

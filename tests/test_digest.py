@@ -259,3 +259,23 @@ def test_digest_renders_in_chromium(
     shot = tmp_path / f"digest-{width}.png"
     subprocess.run([*flags, f"--screenshot={shot}", out.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_digest_in_the_inbox_language(
+    seeded: Config, run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    config_path = Path(seeded.path)
+    config_path.write_text(config_path.read_text().replace('language = "en"', 'language = "de"', 1))
+    text = run_cli("--config", str(config_path), "digest", "--text", now=NOW).output
+    assert "Montag, 23. November 2026" in text
+    assert "7 Tage" in text and "30 Tage" in text
+    assert "3 Unzustellbarkeitsmeldungen, 1 Abwesenheitsnotiz" in text
+    assert "zu wenige Daten" in text
+    assert "67\u00a0%" in text  # Babel's German percent format (no-break space)
+    send = run_cli("--config", str(config_path), "digest", "--send", now=NOW)
+    assert send.exit_code == 0, send.output
+    [mail] = list((tmp_path / "outbox" / "new").iterdir())
+    from email import message_from_bytes, policy
+
+    subject = str(message_from_bytes(mail.read_bytes(), policy=policy.default)["Subject"]).strip()
+    assert subject == "Example Shop Support: Kundenservice am 23.11.2026 — 67\u00a0% pünktlich"
