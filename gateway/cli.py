@@ -929,6 +929,72 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
         click.echo(text, nl=False)
 
 
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("config"),
+    show_default=True,
+    help="Where to write gateway.toml and templates/.",
+)
+@click.option("--non-interactive", is_flag=True, help="Ask nothing; take the flags (and defaults).")
+@click.option("--shop", default=None, help="The shop's name.")
+@click.option("--address", default=None, help="The support address, e.g. support@shop.example.")
+@click.option("--timezone", "tz_name", default=None, help="IANA time zone, e.g. Europe/Berlin.")
+@click.option("--country", default=None, help='Public holidays, e.g. "DE-BE"; "" for none.')
+@click.option("--hours", default=None, help='Weekday opening hours, e.g. "09:00-17:00".')
+@click.option(
+    "--provider",
+    type=click.Choice(["gmail", "fastmail", "microsoft365", "imap", "smtp-forwarding"]),
+    default=None,
+    help="Where the support mailbox lives.",
+)
+@click.option("--imap-host", default="", help="IMAP server (provider imap).")
+@click.option(
+    "--smtp-host", default="", help="Outgoing SMTP server (provider imap / smtp-forwarding)."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing gateway.toml.")
+@click.pass_context
+def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str | None, address: str | None,
+         tz_name: str | None, country: str | None, hours: str | None, provider: str | None, imap_host: str,
+         smtp_host: str, force: bool) -> None:  # fmt: skip
+    """Write a first, commented configuration (and the templates to customise)."""
+    from .config import load as load_config
+    from .setup import Answers, write
+
+    def ask(value: str | None, question: str, default: str) -> str:
+        if value is not None:
+            return value
+        return default if non_interactive else str(click.prompt(question, default=default))
+
+    answers = Answers(
+        shop=ask(shop, "Shop name", "Example Shop"),
+        address=ask(address, "Support address", "support@shop.example"),
+        timezone=ask(tz_name, "Time zone", "Europe/Berlin"),
+        country=ask(country, "Country for public holidays (e.g. DE-BE, empty for none)", ""),
+        hours=ask(hours, "Opening hours Monday to Friday", "09:00-17:00"),
+        provider=ask(
+            provider,
+            "Mail provider (gmail, fastmail, microsoft365, imap, smtp-forwarding)",
+            "gmail",
+        ),
+        imap_host=imap_host,
+        smtp_host=smtp_host,
+    )
+    try:
+        path = write(directory, answers, force=force)
+    except FileExistsError:
+        click.echo(
+            f"error: {directory / 'gateway.toml'} exists; use --force to overwrite it", err=True
+        )
+        ctx.exit(2)
+    load_config(path)  # what init writes must pass check
+    click.echo(f"wrote {path} and {directory / 'templates'}/")
+    click.echo(f"next: put the passwords in files (see README, Deployment), then "
+               f"`sla-gateway --config {path} check --connect`")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- db
 
 

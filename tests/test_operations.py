@@ -89,3 +89,44 @@ def test_policy_publishes_what_is_measured(
     assert "Black Friday week" in text and "It is our busiest week of the year" in text
     if fmt == "html":
         assert text.lstrip().startswith("<section")
+
+
+@pytest.mark.parametrize(
+    "provider", ["gmail", "fastmail", "microsoft365", "imap", "smtp-forwarding"]
+)
+def test_init_writes_a_config_that_passes_check(
+    run_cli: Callable[..., Result], tmp_path: Path, provider: str
+) -> None:
+    target = tmp_path / "conf"
+    result = run_cli("init", "--dir", str(target), "--non-interactive", "--shop", 'Beans & "Co"',
+                     "--address", "help@beans.example", "--timezone", "America/New_York", "--country", "US",
+                     "--provider", provider, *(["--imap-host", "mail.beans.example"] if provider == "imap" else []))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config_file = target / "gateway.toml"
+    assert (target / "templates" / "ack.txt.j2").exists()
+    check = run_cli("--config", str(config_file), "check")
+    assert check.exit_code == 0, check.output
+    assert (
+        "inbox helpbeans: help@beans.example" in check.output
+        or "help@beans.example" in check.output
+    )
+    text = config_file.read_text()
+    if provider == "gmail":
+        assert 'host = "imap.gmail.com"' in text and 'host = "smtp.gmail.com"' in text
+    if provider == "smtp-forwarding":
+        assert "[listen]" in text and "[inbox.imap]" not in text
+    again = run_cli("init", "--dir", str(target), "--non-interactive")
+    assert again.exit_code == 2 and "exists; use --force" in again.output
+
+
+def test_init_asks_when_interactive(run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    answers = "Tea Shop\nsupport@tea.example\nEurope/Paris\nFR\n10:00-18:00\nfastmail\n"
+    result = run_cli("init", "--dir", str(tmp_path / "c"), input=answers)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "c" / "gateway.toml").read_text()
+    assert (
+        'timezone = "Europe/Paris"' in text
+        and 'holidays = "FR"' in text
+        and 'mon = "10:00-18:00"' in text
+    )
+    assert run_cli("--config", str(tmp_path / "c" / "gateway.toml"), "check").exit_code == 0
