@@ -221,6 +221,7 @@ class Config:
     templates: str | None = None
     tracking: TrackingConfig = TrackingConfig()
     digest: DigestConfig = DigestConfig()
+    retention_days: int = 365  # stored message bodies older than this are purged
 
     @property
     def agent_addresses(self) -> frozenset[str]:
@@ -491,6 +492,7 @@ class _Reader:
                 "tracking",
                 "breach",
                 "digest",
+                "retention_days",
             ),
             "",
         )
@@ -513,6 +515,7 @@ class _Reader:
         alerts = self.alerts(self.table(data, "alerts", ""))
         tracking = self.tracking(self.table(data, "tracking", ""), self.table(data, "breach", ""))
         digest = self.digest(self.table(data, "digest", ""))
+        retention_days = self.integer(data, "retention_days", "", 365, low=1, high=36500)
         templates = self.string(data, "templates", "")
         if self.problems:
             raise ConfigError(self.problems)
@@ -533,6 +536,7 @@ class _Reader:
             templates=templates,
             tracking=tracking,
             digest=digest,
+            retention_days=retention_days,
         )
 
     def inboxes(self, value: object) -> tuple[InboxConfig, ...]:

@@ -38,6 +38,7 @@ class Scheduler:
         self.engine = engine
         self.clock = clock
         self.pipeline = pipeline  # for queueing into the outbox and rendering
+        self._purged_at: datetime | None = None
 
     def next_due(self) -> datetime | None:
         """The earliest moment a timer needs attention (for the service's sleep)."""
@@ -62,7 +63,31 @@ class Scheduler:
                 queued += self._alerts(conn, now)
             self._close_quiet(conn, now)
         queued += self.daily_digest(now)
+        self.purge(now)
         return queued
+
+    def purge(self, now: datetime, *, force: bool = False) -> int:
+        """`retention_days`: drop stored message bodies (ours and customers') older than
+        that, keeping every row and figure. At most once an hour; returns rows emptied."""
+        if not force and self._purged_at is not None and now - self._purged_at < timedelta(hours=1):
+            return 0
+        self._purged_at = now
+        cutoff = now - timedelta(days=self.config.retention_days)
+        m, o = store.messages.c, store.outbox.c
+        with store.begin(self.engine) as conn:
+            emptied = conn.execute(
+                update(store.messages).where(m.received_at < cutoff, m.raw.isnot(None), m.status != "stored")
+                .values(raw=None)
+            ).rowcount  # fmt: skip
+            emptied += conn.execute(
+                update(store.outbox).where(o.created_at < cutoff, o.status != "pending", func.length(o.raw) > 0)
+                .values(raw=b"")
+            ).rowcount  # fmt: skip
+            if emptied:
+                store.add_event(
+                    conn, now, "purged", {"rows": emptied, "before": cutoff.isoformat()}
+                )
+        return int(emptied)
 
     def daily_digest(self, now: datetime, *, force_day: Any = None) -> int:
         """At `[digest] at` (shop time), the previous business day's digest — once per day,

@@ -130,3 +130,34 @@ def test_init_asks_when_interactive(run_cli: Callable[..., Result], tmp_path: Pa
         and 'mon = "10:00-18:00"' in text
     )
     assert run_cli("--config", str(tmp_path / "c" / "gateway.toml"), "check").exit_code == 0
+
+
+def test_retention_purges_bodies_and_keeps_figures(tmp_path: Path, database_url: str) -> None:
+    from datetime import timedelta
+
+    from gateway.scheduler import Scheduler
+
+    config = gateway_config(
+        tmp_path, database_url, extra={"retention_days = 365": "retention_days = 30"}
+    )
+    clock = {"now": NOW}
+    service = Service(config, clock=lambda: clock["now"])
+    service.start(workers=False)
+    try:
+        raw = b"From: kim@customer.example\r\nSubject: Hi\r\nMessage-ID: <r1@c.example>\r\n\r\nHello\r\n"
+        service.pipeline.accept(
+            Received(raw, "smtp", NOW, "kim@customer.example", ("support@shop.example",))
+        )
+        service.run_once()
+        scheduler = Scheduler(config, service.engine, lambda: clock["now"], service.pipeline)
+        assert scheduler.purge(NOW + timedelta(days=29), force=True) == 0
+        assert (
+            scheduler.purge(NOW + timedelta(days=31), force=True) == 2
+        )  # the mail and our acknowledgment
+        with service.engine.connect() as conn:
+            message = conn.execute(store.messages.select()).one()
+            conversation = conn.execute(store.conversations.select()).one()
+        assert message.raw is None and message.sha256 and message.subject == "Hi"
+        assert conversation.reference == "SHOP-1001"
+    finally:
+        service.close()
