@@ -161,3 +161,30 @@ def test_retention_purges_bodies_and_keeps_figures(tmp_path: Path, database_url:
         assert conversation.reference == "SHOP-1001"
     finally:
         service.close()
+
+
+def test_deliver_hands_saved_mail_to_the_listener(tmp_path: Path, database_url: str, sink: Sink,
+                                                  run_cli: Callable[..., Result]) -> None:  # fmt: skip
+    from tests.conftest import DATA
+
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port)
+    service = Service(config, clock=lambda: NOW)
+    service.start(workers=False)
+    try:
+        files = [
+            str(DATA / "customer" / "gmail_plain_refund.eml"),
+            str(DATA / "machine" / "bounce_postfix.eml"),
+        ]
+        result = run_cli("--config", str(config.path), "deliver", *files)
+        assert result.exit_code == 0, result.output
+        assert result.output.count(": delivered") == 2
+        service.run_once()
+        assert [d.rcpt_tos for d in sink.received] == [
+            ["anna.schmidt@gmail.example"]
+        ]  # the bounce got nothing
+        bad = run_cli(
+            "--config", str(config.path), "deliver", "--to", "stranger@elsewhere.example", files[0]
+        )
+        assert bad.exit_code == 1 and "refused" in bad.output
+    finally:
+        service.close()
