@@ -25,7 +25,7 @@ import click
 
 from . import __version__
 from .classify import Classifier
-from .config import PRIORITIES, WEEKDAYS, Config, InboxConfig, load, locate
+from .config import WEEKDAYS, Config, InboxConfig, load, locate
 from .durations import format_duration
 from .errors import ConfigError, GatewayError, InputError, TemporaryError
 from .model import Parsed
@@ -1024,5 +1024,3 @@ def main() -> NoReturn:
     cli.main(prog_name="sla-gateway")
     raise SystemExit(0)  # pragma: no cover - click exits itself
 
-
-__all__ = ["PRIORITIES", "cli", "date", "main"]

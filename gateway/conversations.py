@@ -11,7 +11,6 @@ the pure `tracker`; this module only reads and writes rows.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -240,7 +239,3 @@ def customer_followup(
     conn.execute(update(store.conversations).where(c.id == conversation.id).values(**values))
     detail["state"] = state.value
     return detail
-
-
-def dumps(detail: dict[str, Any]) -> str:
-    return json.dumps(detail, default=str)

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import mailbox
 import smtplib
-import socket
 import ssl
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -186,17 +185,6 @@ class OutboxSender:
         self.clock = clock
         self.give_up_after = give_up_after
 
-    def due(self, limit: int = 100) -> list[int]:
-        o = store.outbox.c
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(o.id)
-                .where(o.status == "pending", o.next_attempt_at <= self.clock())
-                .order_by(o.next_attempt_at, o.id)
-                .limit(limit)
-            ).scalars()
-            return [int(r) for r in rows]
-
     def next_due(self) -> datetime | None:
         from sqlalchemy import func
 
@@ -277,13 +265,3 @@ class OutboxSender:
 
     def close(self) -> None:
         self.transport.close()
-
-
-__all__ = [
-    "MaildirTransport",
-    "OutboxSender",
-    "SendFailed",
-    "SmtpTransport",
-    "make_transport",
-    "socket",
-]

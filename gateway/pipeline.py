@@ -29,7 +29,7 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, func, select, update
 
 from . import conversations, store
 from .classify import Classifier
@@ -207,16 +207,6 @@ class Pipeline:
         return (int(existing) if existing is not None else None), False
 
     # ------------------------------------------------------------------ process
-
-    def pending(self, limit: int = 100) -> list[int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(store.messages.c.id)
-                .where(store.messages.c.status == "stored")
-                .order_by(store.messages.c.id)
-                .limit(limit)
-            ).scalars()
-            return [int(r) for r in rows]
 
     def process_pending(self, limit: int = 100) -> list[Outcome]:
         """Process up to `limit` stored messages, oldest first, each on its own."""
@@ -611,4 +601,4 @@ def _is_db_error(exc: BaseException) -> bool:
     )
 
 
-__all__ = ["Outcome", "Pipeline", "Received", "dedup_key", "or_"]
+__all__ = ["Outcome", "Pipeline", "Received", "dedup_key"]
