@@ -382,11 +382,7 @@ def inspect_file(
 
 def pick_inbox(config: Config, parsed: Parsed) -> InboxConfig:
     """The inbox a message was written to (To, then Cc), else the first one."""
-    for address in (*parsed.to, *parsed.cc):
-        inbox = config.inbox_for(address.addr)
-        if inbox is not None:
-            return inbox
-    return config.inboxes[0]
+    return config.inbox_among(a.addr for a in (*parsed.to, *parsed.cc))
 
 
 def _print_inspection(r: dict[str, Any]) -> None:
@@ -503,6 +499,8 @@ def deliver(
     """Deliver saved .eml files to the running gateway's SMTP listener (for trying it out)."""
     import smtplib
 
+    from .outbox import to_crlf
+
     config = _state(ctx).config
     listen = config.listen
     host = host or (listen.host if listen else "127.0.0.1")
@@ -523,9 +521,7 @@ def deliver(
                     else (parsed.sender.addr if parsed and parsed.sender else "")
                 )
             try:
-                client.sendmail(
-                    envelope_from, [to], raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-                )
+                client.sendmail(envelope_from, [to], to_crlf(raw))
                 click.echo(f"{path}: delivered")
             except smtplib.SMTPResponseException as exc:
                 failures += 1
@@ -573,15 +569,8 @@ def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_ri
 
     state = _state(ctx)
     config = state.config
-    since = None
-    if since_text:
-        try:
-            day = date.fromisoformat(since_text)
-        except ValueError:
-            raise click.BadParameter(
-                f'"{since_text}" is not a date like 2026-11-23', param_hint="--since"
-            ) from None
-        since = datetime.combine(day, datetime.min.time(), config.calendar.tz)
+    day = _day_option(since_text, "--since")
+    since = datetime.combine(day, datetime.min.time(), config.calendar.tz) if day else None
     engine = _engine(config)
     try:
         rows = ticket_rows(engine, config, state.clock(), since=since, only_open=only_open,
@@ -1023,4 +1012,3 @@ def db_upgrade(ctx: click.Context) -> None:
 def main() -> NoReturn:
     cli.main(prog_name="sla-gateway")
     raise SystemExit(0)  # pragma: no cover - click exits itself
-

@@ -14,7 +14,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -250,6 +250,18 @@ class Config:
     @property
     def default_priority(self) -> PriorityConfig:
         return self.priority("normal")
+
+    def inbox_named(self, name: str) -> InboxConfig:
+        """The inbox of that name, else the first (a name from an older configuration)."""
+        return next((i for i in self.inboxes if i.name == name), self.inboxes[0])
+
+    def inbox_among(self, addresses: Iterable[str]) -> InboxConfig:
+        """The inbox of the first address that is one of ours, else the first inbox."""
+        for address in addresses:
+            found = self.inbox_for(address)
+            if found is not None:
+                return found
+        return self.inboxes[0]
 
     def inbox_for(self, address: str) -> InboxConfig | None:
         wanted = address.lower()

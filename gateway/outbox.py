@@ -104,7 +104,7 @@ class SmtpTransport:
             if self._conn is None:
                 self._conn = self._connect()
             try:
-                refused = self._conn.sendmail(sender, [recipient], _crlf(raw))
+                refused = self._conn.sendmail(sender, [recipient], to_crlf(raw))
             except smtplib.SMTPServerDisconnected:
                 self._conn = None
                 if attempt == 2:
@@ -138,7 +138,7 @@ class SmtpTransport:
             self._conn = None
 
 
-def _crlf(raw: bytes) -> bytes:
+def to_crlf(raw: bytes) -> bytes:
     """SMTP wants CRLF line ends; smtplib does not fix them in bytes."""
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 

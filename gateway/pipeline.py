@@ -39,19 +39,14 @@ from .model import Parsed
 from .parse import parse
 from .policy import Decision, decide
 from .render import Renderer
-from .rules import LOOP_HEADER, AckHistory, Skip
+from .rules import LOOP_HEADER, RULES, AckHistory, Skip
 from .tracker import Author, author
 
 log = logging.getLogger("sla_gateway.pipeline")
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 SMTP_COMPAT = compat32.clone(linesep="\r\n")
-_MACHINE_RULES = frozenset(
-    {
-        "own-mail", "bounce", "auto-submitted", "auto-reply", "suppress-header", "mailing-list",
-        "precedence", "spam", "role-sender", "no-sender", "no-return-path",
-    }
-)  # fmt: skip
+_MACHINE_RULES = frozenset(rule.name for rule in RULES)  # what they stop is not a conversation
 
 
 @dataclass(frozen=True)
@@ -172,7 +167,7 @@ class Pipeline:
                 for received in items:
                     results.append(self._insert_raw(conn, received))
         except Exception as exc:
-            if _is_db_error(exc):
+            if store.is_temporary(exc):
                 raise TemporaryError(f"cannot store the message: {exc}") from exc
             raise
         return results
@@ -246,7 +241,7 @@ class Pipeline:
         except Exception as exc:
             self._circuit = None  # cached state may include what was rolled back
             self._recent_acks = None
-            if _is_db_error(exc):
+            if store.is_temporary(exc):
                 raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
             log.exception("event=shunt message=%s", row_id)
             with store.begin(self.engine) as conn:
@@ -388,17 +383,12 @@ class Pipeline:
     # ------------------------------------------------------------------ pieces
 
     def _inbox(self, row: Any, parsed: Parsed) -> InboxConfig:
+        """The intake's own inbox, else the first configured address among the envelope
+        recipients, To and Cc, else the first inbox."""
         if row.inbox:
-            for inbox in self.config.inboxes:
-                if inbox.name == row.inbox:
-                    return inbox
-        candidates = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
-        candidates += [a.addr for a in (*parsed.to, *parsed.cc)]
-        for address in candidates:
-            found = self.config.inbox_for(address)
-            if found is not None:
-                return found
-        return self.config.inboxes[0]
+            return self.config.inbox_named(row.inbox)
+        envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
+        return self.config.inbox_among([*envelope, *(a.addr for a in (*parsed.to, *parsed.cc))])
 
     def _history(self, conn: Any, ack_to: str, now: datetime) -> AckHistory:
         o = store.outbox.c
@@ -591,14 +581,3 @@ class Pipeline:
         if self._circuit_is_open(conn):
             self._circuit = False
             store.add_event(conn, now, "circuit-closed", {})
-
-
-def _is_db_error(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
-
-
-__all__ = ["Outcome", "Pipeline", "Received", "dedup_key"]

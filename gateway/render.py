@@ -10,6 +10,7 @@ customer can inject a header. Pure apart from reading template files.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from email.charset import QP, Charset
@@ -63,6 +64,9 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.config = config
+        self.env.filters.update(
+            digest_filters(config.inboxes[0].language)
+        )  # set once, not per digest
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> str:
         template = self.env.select_template([f"{language}/{name}", name])
@@ -290,12 +294,22 @@ def closure(
     """When today is a closed day (holiday, closure): its reason, in the inbox's language
     where the holidays package knows it (else empty for a plain closure), and when we reopen."""
     day = cal.local(now).date()
+    reason = closure_reason(cal, day, language, holidays_code)
+    if reason is None:
+        return None
+    return {"reason": reason, "reopens": when(cal.next_open(now), language)}
+
+
+def closure_reason(
+    cal: BusinessCalendar, day: date, language: str, holidays_code: str | None
+) -> str | None:
+    """Why a day is closed, for customers: the holiday's name in their language where the
+    holidays package has it, nothing for a plain closure; None when the day is open."""
     reason = cal.closure(day)
     if reason is None:
         return None
     localized = holiday_name(holidays_code, day, language) if holidays_code else None
-    text = localized or ("" if reason == "closed" else reason)
-    return {"reason": text, "reopens": when(cal.next_open(now), language)}
+    return localized or ("" if reason == "closed" else reason)
 
 
 @lru_cache(maxsize=64)
@@ -496,6 +510,29 @@ def digest_message(renderer: Renderer, data: Any, *, to: str, now: datetime) -> 
     )  # fmt: skip
 
 
+def digest_filters(language: str) -> dict[str, Callable[..., str]]:
+    """The digest templates' filters: numbers, dates and words in the digest's language."""
+    from babel.dates import format_date as babel_date
+    from babel.numbers import format_percent
+
+    def rulename(rule: str, n: int) -> str:
+        local = DIGEST_WORDS.get(language, {}).get(rule)
+        if local:
+            return local.split("|")[0 if n == 1 else 1]
+        return RULE_WORDS.get(rule, (rule, rule))[0 if n == 1 else 1]
+
+    return {
+        "pct": lambda v: "—" if v is None else format_percent(v, locale=language),
+        "dur": lambda v: duration_text(v, language),
+        "num": lambda v: format_decimal(v or 0, locale=language),
+        "longdate": lambda d: babel_date(d, format="full", locale=language),
+        "shortdate": lambda d: babel_date(d, format="short", locale=language),
+        "dayname": lambda d: babel_date(d, format="EEE d MMM", locale=language),
+        "tr": lambda text: _translate(str(text), language),
+        "rulename": rulename,
+    }
+
+
 def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
     """(html, text, subject) for a `digest.DigestData`."""
     from babel.dates import format_date as babel_date
@@ -503,22 +540,6 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
 
     config = renderer.config
     lang = config.inboxes[0].language
-    env = renderer.env
-    env.filters["pct"] = lambda v: "—" if v is None else format_percent(v, locale=lang)
-    env.filters["dur"] = lambda v: duration_text(v, lang)
-    env.filters["num"] = lambda v: format_decimal(v or 0, locale=lang)
-    env.filters["longdate"] = lambda d: babel_date(d, format="full", locale=lang)
-    env.filters["shortdate"] = lambda d: babel_date(d, format="short", locale=lang)
-    env.filters["dayname"] = lambda d: babel_date(d, format="EEE d MMM", locale=lang)
-    env.filters["tr"] = lambda text: _translate(str(text), lang)
-
-    def rulename(rule: str, n: int) -> str:
-        local = DIGEST_WORDS.get(lang, {}).get(rule)
-        if local:
-            return local.split("|")[0 if n == 1 else 1]
-        return RULE_WORDS.get(rule, (rule, rule))[0 if n == 1 else 1]
-
-    env.filters["rulename"] = rulename
 
     def figures(period: Any, name: str) -> Any:
         for key, value in period.priorities:
@@ -593,11 +614,8 @@ def render_policy(renderer: Renderer, fmt: str, now: datetime) -> str:
     closures = []
     for offset in range(90):
         day = today + timedelta(days=offset)
-        if cal.week[day.weekday()] and cal.closure(day) is not None:
-            reason = (
-                holiday_name(config.hours.holidays, day, lang) if config.hours.holidays else None
-            )
-            reason = reason or ("" if cal.closure(day) == "closed" else cal.closure(day))
+        reason = closure_reason(cal, day, lang, config.hours.holidays)
+        if cal.week[day.weekday()] and reason is not None:
             closures.append({"date": babel_date(day, format="full", locale=lang), "reason": reason})
     season = None
     for s in cal.seasons:

@@ -179,9 +179,7 @@ class Scheduler:
                 continue
             window = timedelta(seconds=conv.cycle_window) * conv.cycle_stretch
             new_due = self.config.calendar.add(now, window)
-            inbox = next(
-                (i for i in self.config.inboxes if i.name == conv.inbox), self.config.inboxes[0]
-            )
+            inbox = self.config.inbox_named(conv.inbox)
             message = breach_notice(self.pipeline.renderer, inbox=inbox, reference=conv.reference,
                                     subject=conv.subject, to=recipient, promised=conv.cycle_due,
                                     new_due=new_due, now=now)  # fmt: skip

@@ -201,7 +201,7 @@ class Service:
             now = self.clock()
             if self.config.alerts.only_in_business_hours and not self.config.calendar.is_open(now):
                 upcoming = max(upcoming, self.config.calendar.next_open(now))  # alerts are held
-            return max(0.05, min(IDLE_TICK, (upcoming - self.clock()).total_seconds()))
+            return self._sleep_until(upcoming)
 
         self._loop(self._wake, step)
 
@@ -211,7 +211,7 @@ class Service:
         def step() -> float:
             while self.sender.send_due(limit=200):
                 pass
-            return self._next_timeout()
+            return self._sleep_until(self.sender.next_due())
 
         self._loop(self._wake_sender, step)
 
@@ -232,8 +232,8 @@ class Service:
                 log.exception("event=worker-error in=%.0fs", timeout)
             wake.wait(timeout)
 
-    def _next_timeout(self) -> float:
-        due = self.sender.next_due()
+    def _sleep_until(self, due: datetime | None) -> float:
+        """Seconds to wait for `due` (by the injected clock), between 50 ms and IDLE_TICK."""
         if due is None:
             return IDLE_TICK
         return max(0.05, min(IDLE_TICK, (due - self.clock()).total_seconds()))

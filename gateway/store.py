@@ -315,7 +315,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     try:
         command.upgrade(_alembic_config(engine), revision)
     except Exception as exc:
-        if _is_operational(exc):
+        if is_temporary(exc):
             raise TemporaryError(f"cannot migrate the database: {exc}") from exc
         raise
 
@@ -337,10 +337,13 @@ def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
 
 
-def _is_operational(exc: BaseException) -> bool:
-    from sqlalchemy.exc import OperationalError
+def is_temporary(exc: BaseException) -> bool:
+    """A database failure that may pass: locked, gone away, connection dropped."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
 
-    return isinstance(exc, OperationalError)
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 # ---------------------------------------------------------------------------- queries
