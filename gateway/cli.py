@@ -761,7 +761,7 @@ def digest(
     """Preview (HTML or text) or send the owner's daily digest."""
     from .digest import previous_business_day
     from .pipeline import Pipeline
-    from .render import render_digest
+    from .render import Renderer, render_digest
     from .reports import digest_inputs
     from .scheduler import Scheduler
 
@@ -793,8 +793,7 @@ def digest(
                 f"digest for {day} queued for {', '.join(config.digest.to or (config.inboxes[0].address,))}"
             )
             return
-        html, text, _ = render_digest(Pipeline(config, engine, state.clock).renderer,
-                                      digest_inputs(engine, config, day, now))  # fmt: skip
+        html, text, _ = render_digest(Renderer(config), digest_inputs(engine, config, day, now))
     finally:
         engine.dispose()
     if as_text:

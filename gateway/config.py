@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fnmatch import fnmatchcase
+from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -223,15 +224,15 @@ class Config:
     digest: DigestConfig = DigestConfig()
     retention_days: int = 365  # stored message bodies older than this are purged
 
-    @property
+    @cached_property  # asked for every message; the config never changes
     def agent_addresses(self) -> frozenset[str]:
         return frozenset(a.lower() for inbox in self.inboxes for a in inbox.agents)
 
-    @property
+    @cached_property  # asked for every message; the config never changes
     def own_addresses(self) -> frozenset[str]:
         return frozenset(a.lower() for inbox in self.inboxes for a in inbox.addresses)
 
-    @property
+    @cached_property  # asked for every message; the config never changes
     def message_id_domain(self) -> str:
         return (
             self.acknowledge.message_id_domain or self.inboxes[0].address.rpartition("@")[2].lower()
