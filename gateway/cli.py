@@ -457,7 +457,7 @@ def run(ctx: click.Context, log_format: str) -> None:
             "warning: neither [listen] nor any [inbox.imap] is configured; nothing will arrive",
             err=True,
         )
-    service = Service(config, clock=state.clock)
+    service = Service(config, clock=state.clock, worker_process=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -470,7 +470,10 @@ def run(ctx: click.Context, log_format: str) -> None:
                 + (f" ({config.send.path})" if config.send.transport == "maildir" else ""),
                 err=True,
             )
-        stop.wait()
+        while not stop.wait(1.0):
+            if service.worker_died.is_set():
+                click.echo("error: the worker process died; see the log above", err=True)
+                ctx.exit(1)
     finally:
         service.close()
 

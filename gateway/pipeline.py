@@ -47,6 +47,7 @@ log = logging.getLogger("sla_gateway.pipeline")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 SMTP_COMPAT = compat32.clone(linesep="\r\n")
 _MACHINE_RULES = frozenset(rule.name for rule in RULES)  # what they stop is not a conversation
+BATCH = 25  # messages decided together and written in one transaction
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,30 @@ class Outcome:
     acknowledged: bool = False
     skip: Skip | None = None
     error: str | None = None
+
+
+def _depends_on(plan: _Plan, ours: frozenset[str]) -> set[str]:
+    """What a message's decision reads that another message in its batch could change:
+    its people other than us (rate limits, reply matching), its thread and its
+    conversation."""
+    keys: set[str] = set()
+    parsed = plan.parsed
+    people: list[str] = []
+    if parsed is not None:
+        found = [parsed.sender, *parsed.to, *parsed.cc, *parsed.reply_to]
+        people.extend(a.addr for a in found if a is not None)
+        people.append(parsed.return_path or "")
+        ids = [parsed.message_id, *parsed.in_reply_to, *parsed.references]
+        keys.update("<" + i for i in ids if i)
+    people.append(plan.row.envelope_from or "")
+    if plan.decision is not None:
+        people.append(plan.decision.ack_to or "")
+    keys.update("@" + a for a in (p.lower() for p in people) if a and a not in ours)
+    if plan.conversation is not None:
+        keys.add(f"#{plan.conversation.id}")
+    if plan.parsed is None or plan.error is not None:
+        keys.add("!")  # could not be read: let it be written alone
+    return keys
 
 
 def dedup_key(raw: bytes) -> str:
@@ -204,7 +229,12 @@ class Pipeline:
     # ------------------------------------------------------------------ process
 
     def process_pending(self, limit: int = 100) -> list[Outcome]:
-        """Process up to `limit` stored messages, oldest first, each on its own."""
+        """Process up to `limit` stored messages, oldest first, in batches: each batch is
+        decided with reads only, then written in one transaction (one commit for many
+        messages). A batch ends before a message that could depend on one already in it
+        (same sender or recipient, same thread, same conversation), so every decision
+        sees everything decided before it; a batch that fails to commit is redone one
+        message at a time, which sets a bad message aside on its own."""
         m = store.messages.c
         with self.engine.connect() as conn:
             rows = list(
@@ -212,7 +242,47 @@ class Pipeline:
                     select(store.messages).where(m.status == "stored").order_by(m.id).limit(limit)
                 )
             )
-        return [o for o in (self._process_one(row.id, row) for row in rows) if o is not None]
+        outcomes: list[Outcome] = []
+        at = 0
+        while at < len(rows):
+            plans = self._plan_batch(rows, at)
+            if not plans:  # the first could not even be decided: alone, it is shunted
+                done = [self._process_one(rows[at].id, rows[at])]
+                at += 1
+            else:
+                done = self._apply_batch(plans)
+                at += len(plans)
+            outcomes.extend(o for o in done if o is not None)
+        return outcomes
+
+    def _plan_batch(self, rows: list[Any], at: int) -> list[_Plan]:
+        """Plans for rows[at:], as many as may share one transaction (at most BATCH)."""
+        plans: list[_Plan] = []
+        taken: set[str] = set()
+        ours = self.config.own_addresses | self.config.agent_addresses
+        acks = 0
+        with self.engine.connect() as read:
+            for row in rows[at : at + BATCH]:
+                try:
+                    plan = self._plan(read, row, batch_acks=acks)
+                except Exception:
+                    break  # decided alone later, where its error is handled
+                keys = _depends_on(plan, ours)
+                if plans and not keys.isdisjoint(taken):
+                    break  # it may depend on one in this batch: next batch
+                plans.append(plan)
+                taken |= keys
+                acks += plan.ack is not None
+        return plans
+
+    def _apply_batch(self, plans: list[_Plan]) -> list[Outcome | None]:
+        try:
+            with store.begin(self.engine) as conn:
+                return [self._apply(conn, plan) for plan in plans]
+        except Exception:
+            self._circuit = None  # cached state may include what was rolled back
+            self._recent_acks = None
+            return [self._process_one(plan.row.id, None) for plan in plans]
 
     def process(self, row_id: int) -> Outcome | None:
         """Process one stored message; None when it was not (or no longer) pending."""
@@ -257,8 +327,9 @@ class Pipeline:
         store.add_event(conn, now, "shunted", {"error": error[:500]}, message_row=row_id)
         return Outcome(row_id, "shunted", error=error)
 
-    def _plan(self, read: Any, row: Any) -> _Plan:
-        """Everything decided about a message, using reads only."""
+    def _plan(self, read: Any, row: Any, *, batch_acks: int = 0) -> _Plan:
+        """Everything decided about a message, using reads only; `batch_acks` is how many
+        acknowledgments the batch it joins has decided but not yet written."""
         now = self.clock()
         try:
             parsed = parse(row.raw)
@@ -288,7 +359,7 @@ class Pipeline:
             classifier=self.classifier,
             received_at=row.received_at,
             return_path=return_path,
-            history=lambda ack_to: self._history(read, ack_to, now),
+            history=lambda ack_to: self._history(read, ack_to, now, batch_acks),
             now=None if self.replay else now,
             follow_up=conversation is not None,
         )
@@ -390,7 +461,7 @@ class Pipeline:
         envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
         return self.config.inbox_among([*envelope, *(a.addr for a in (*parsed.to, *parsed.cc))])
 
-    def _history(self, conn: Any, ack_to: str, now: datetime) -> AckHistory:
+    def _history(self, conn: Any, ack_to: str, now: datetime, batch_acks: int = 0) -> AckHistory:
         o = store.outbox.c
         recipient = ack_to.lower()
         window = self.config.acknowledge.once_per_sender
@@ -409,7 +480,7 @@ class Pipeline:
             last = datetime.fromisoformat(last)
         if last is not None and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
-        return AckHistory(last, int(row[1]), self._acks_in_last_minute(conn, now))
+        return AckHistory(last, int(row[1]), self._acks_in_last_minute(conn, now) + batch_acks)
 
     def _acks_in_last_minute(self, conn: Any, now: datetime) -> int:
         """The circuit breaker's count, kept in memory (one processor queues all acks)."""

@@ -1,17 +1,30 @@
 """The running gateway: wires intake, processing and sending together, and stops cleanly.
 
-Owns: the threads of `sla-gateway run` — the SMTP listener (aiosmtpd's own thread), one
-IMAP poller per configured inbox, and one worker that processes stored messages and
-drains the outbox. The worker is woken the moment an intake commits a message, and wakes
-by itself for retries and for anything left from before a restart, so a crash at any
-point is followed by reprocessing, never by loss. It holds no business logic.
+Owns: the threads (and, for `sla-gateway run`, the two processes) of the running gateway:
+intake — the SMTP listener (aiosmtpd's own thread) and one IMAP poller per configured
+inbox — and the workers: a processor that turns stored messages into decisions and
+outbox rows, and a sender that drains the outbox. The workers are woken the moment an
+intake commits a message, and wake by themselves for retries and for anything left from
+before a restart, so a crash at any point is followed by reprocessing, never by loss.
+
+With `worker_process=True` the processor runs in a child process forked at start, so that
+intake and processing each have an interpreter (and a core) of their own: intake answers
+SMTP clients while the processor works; the sender, which mostly waits on the network,
+stays with intake. A pipe each way wakes the other side; the child stops when its pipe
+closes (the parent stopped or died), and when it dies the service reports it so that
+`run` exits with an error (systemd then restarts it; nothing is lost: whatever either
+side had not finished is in the database). It holds no business logic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -45,8 +58,15 @@ class Service:
         *,
         clock: Callable[[], datetime] = system_clock,
         engine: Engine | None = None,
+        worker_process: bool = False,
     ) -> None:
         self.config = config
+        self.worker_process = worker_process
+        self.worker_died = threading.Event()  # set when the worker process ended on its own
+        self._child: int | None = None  # the worker process's pid
+        self._wake_fd: int | None = None  # the write end of the pipe that wakes it
+        self._kick_fd: int | None = None  # in the child: the pipe that wakes the parent's sender
+        self._pid = os.getpid()  # the service's own pid, for `status`
         self.clock = clock
         self.engine = engine or store.make_engine(config.database)
         self._owns_engine = engine is None
@@ -79,14 +99,13 @@ class Service:
         sys.setswitchinterval(SWITCH_INTERVAL)
         store.upgrade(self.engine)
         self._stop.clear()
-        self._workers = [
-            threading.Thread(target=self._process_loop, name="sla-processor", daemon=True),
-            threading.Thread(target=self._send_loop, name="sla-sender", daemon=True),
-        ]
-        if not workers:
-            self._workers = []
-        for worker in self._workers:
-            worker.start()
+        self.worker_died.clear()
+        self._started_at = self.clock()
+        self._last_beat = 0.0
+        if workers and self.worker_process:
+            self._fork_worker()  # before any thread starts: a fork copies only its caller
+        elif workers:
+            self._start_workers()
         if self.config.listen is not None:
             from .smtp import IntakeHandler, make_controller
 
@@ -104,8 +123,6 @@ class Service:
                 poller = ImapPoller(self.config, inbox, self.pipeline, self.wake, self.clock)
                 poller.start()
                 self._pollers.append(poller)
-        self._started_at = self.clock()
-        self._last_beat = 0.0
         self.heartbeat()
         log.info("event=started transport=%s", self.config.send.transport)
 
@@ -123,6 +140,7 @@ class Service:
         for worker in self._workers:
             worker.join(timeout=30)
         self._workers = []
+        self._stop_child()
         self.sender.close()
         log.info("event=stopped")
 
@@ -138,15 +156,13 @@ class Service:
 
     def heartbeat(self, *, stopping: bool = False) -> None:
         """Record that the service is alive (at most twice a minute), for `status`."""
-        import os
         import socket
-        import time as _time
 
-        if not stopping and _time.monotonic() - self._last_beat < HEARTBEAT_EVERY:
+        if not stopping and time.monotonic() - self._last_beat < HEARTBEAT_EVERY:
             return
-        self._last_beat = _time.monotonic()
+        self._last_beat = time.monotonic()
         h = store.heartbeats.c
-        values = {"pid": os.getpid(), "host": socket.gethostname()[:255], "started_at": self._started_at,
+        values = {"pid": self._pid, "host": socket.gethostname()[:255], "started_at": self._started_at,
                   "beat_at": self.clock() if not stopping else self._started_at}  # fmt: skip
         with store.begin(self.engine) as conn:
             if stopping:
@@ -159,7 +175,120 @@ class Service:
 
     def wake(self) -> None:
         """Tell the worker there is something to do (thread-safe)."""
-        self._wake.set()
+        fd = self._wake_fd
+        if fd is None:
+            self._wake.set()
+            return
+        with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake already
+            os.write(fd, b"!")
+
+    # ------------------------------------------------------------------ the worker process
+
+    def _start_workers(self, *, processor: bool = True, sender: bool = True) -> None:
+        if processor:
+            self._workers.append(
+                threading.Thread(target=self._process_loop, name="sla-processor", daemon=True)
+            )
+        if sender:
+            self._workers.append(
+                threading.Thread(target=self._send_loop, name="sla-sender", daemon=True)
+            )
+        for worker in self._workers:
+            worker.start()
+
+    def _kick_sender(self) -> None:
+        """The processor queued something: tell the sender, in this process or the parent."""
+        fd = self._kick_fd
+        if fd is None:
+            self._wake_sender.set()
+            return
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(fd, b"!")
+
+    def _fork_worker(self) -> None:
+        to_child, to_parent = os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: run the processor until told to stop, then leave at once
+            code = 1
+            try:
+                os.close(to_child[1])
+                os.close(to_parent[0])
+                os.set_blocking(to_parent[1], False)
+                self._kick_fd = to_parent[1]
+                code = self._worker_main(to_child[0])
+            except BaseException:
+                log.exception("event=worker-process-error")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(to_child[0])
+        os.close(to_parent[1])
+        os.set_blocking(to_child[1], False)
+        self._child, self._wake_fd = pid, to_child[1]
+        self._start_workers(processor=False)
+        for target, args in ((self._watch_child, (pid,)), (self._listen_child, (to_parent[0],))):
+            threading.Thread(target=target, args=args, name="sla-watch", daemon=True).start()
+        log.info("event=worker-started pid=%s", pid)
+
+    def _worker_main(self, read_fd: int) -> int:
+        """The child's life: the processor thread, woken through the pipe."""
+        self.engine.dispose(close=False)  # the parent's pooled connections are not ours
+
+        def stop(*_: object) -> None:
+            self._stop.set()
+            self._wake.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
+        self._start_workers(sender=False)
+        while not self._stop.is_set():
+            try:
+                data = os.read(read_fd, 4096)
+            except InterruptedError:
+                continue
+            if not data:  # the parent closed its end: stopping, or gone
+                break
+            self._wake.set()
+        stop()
+        for worker in self._workers:
+            worker.join(timeout=30)
+        return 0
+
+    def _listen_child(self, read_fd: int) -> None:
+        """Wake the sender whenever the child says it queued something."""
+        try:
+            while os.read(read_fd, 4096):
+                self._wake_sender.set()
+        except OSError:
+            pass
+        finally:
+            os.close(read_fd)
+
+    def _watch_child(self, pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(pid, 0)
+            if self._child == pid and not self._stop.is_set():
+                log.error("event=worker-process-died pid=%s status=%s", pid, status)
+                self.worker_died.set()
+        if self._child == pid:
+            self._child = None
+
+    def _stop_child(self) -> None:
+        pid, fd = self._child, self._wake_fd
+        self._wake_fd = None
+        if fd is not None:
+            os.close(fd)  # the child's read sees the end and it stops after its batch
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self._child == pid and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._child == pid:
+            log.error("event=worker-process-kill pid=%s", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _copy_to_mailbox(self, row: Any) -> None:
         """`append_acks_to`: put a copy of each acknowledgment in the inbox's mailbox."""
@@ -192,9 +321,9 @@ class Service:
         def step() -> float:
             self.heartbeat()
             while self.pipeline.process_pending(limit=200):
-                self._wake_sender.set()
+                self._kick_sender()
             if self.scheduler.run_due():
-                self._wake_sender.set()
+                self._kick_sender()
             upcoming = self.scheduler.next_due()
             if upcoming is None:
                 return IDLE_TICK

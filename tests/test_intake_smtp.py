@@ -4,6 +4,9 @@ duplicates, rate limits, the circuit breaker, restarts and the outbox's retries.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import smtplib
 import time
 from collections.abc import Iterator
@@ -464,5 +467,72 @@ def test_starttls_and_auth(tmp_path: Path, database_url: str, sink: Sink, clock:
             client.login("forwarder", "s3cret")
             assert client.sendmail("kim@customer.example", ["support@shop.example"], mail()) == {}
         assert len(sink.wait_for(1)) == 1
+    finally:
+        service.close()
+
+
+def test_a_burst_decided_together_still_sees_each_decision(
+    config: Config, clock: Clock, sink: Sink
+) -> None:
+    """Messages stored before the processor runs are decided in batches; a batch ends
+    before a message that depends on one in it, so a follow-up written in the same burst
+    as its original is threaded, and a second conversation from the same sender gets no
+    second acknowledgment (once_per_sender), as when they arrive one by one."""
+    service = Service(config, clock=clock)
+    service.start(workers=False)
+    try:
+        burst = [mail(sender=f"c{n}@customer.example", message_id=f"b{n}@customer.example",
+                      subject=f"Order {n}") for n in range(30)]  # fmt: skip
+        burst.insert(5, mail(message_id="f1@customer.example", subject="Re: Order 1",
+                             sender="c1@customer.example",
+                             extra="In-Reply-To: <b1@customer.example>\r\n"))  # fmt: skip
+        burst.insert(9, mail(message_id="n2@customer.example", subject="Another question",
+                             sender="c2@customer.example"))  # fmt: skip
+        for raw in burst:
+            sender = re.search(rb"<([^>]+)>", raw).group(1).decode()  # type: ignore[union-attr]
+            service.pipeline.accept(Received(raw, "smtp", clock(), sender,
+                                             ("support@shop.example",)))  # fmt: skip
+        service.run_once()
+        messages = rows(service.engine, store.messages)
+        assert [m.status for m in messages] == ["processed"] * 32
+        conversations = rows(service.engine, store.conversations)
+        assert len(conversations) == 31  # the follow-up joined its conversation
+        by_id = {m.message_id: m for m in messages}
+        assert by_id["f1@customer.example"].conversation_id == by_id["b1@customer.example"].conversation_id
+        assert not by_id["f1@customer.example"].acknowledged
+        assert by_id["n2@customer.example"].skip_rule == "once-per-sender"
+        assert sum(m.acknowledged for m in messages) == 30
+        assert len(sink.wait_for(30)) == 30
+    finally:
+        service.close()
+
+
+def test_the_worker_process_acknowledges_and_stops_with_the_service(
+    config: Config, sink: Sink
+) -> None:
+    """`run` forks the processor into its own process: mail in, acknowledgment out, and
+    both processes stop together; a worker that dies is reported, not ignored."""
+    service = Service(config, worker_process=True)  # the real clock: a fork copies the clock
+    service.start()
+    try:
+        assert service._child is not None
+        for n in range(3):
+            send(config, mail(message_id=f"p{n}@customer.example", sender=f"p{n}@customer.example"),
+                 mail_from=f"p{n}@customer.example")  # fmt: skip
+        acks = sink.wait_for(3)
+        assert sorted(a.rcpt_tos[0] for a in acks) == [f"p{n}@customer.example" for n in range(3)]
+        child = service._child
+    finally:
+        service.close()
+    assert service._child is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+    service = Service(config, worker_process=True)
+    service.start()
+    try:
+        assert service._child is not None
+        os.kill(service._child, signal.SIGKILL)
+        assert service.worker_died.wait(10)
     finally:
         service.close()
