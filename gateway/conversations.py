@@ -106,7 +106,7 @@ def open_cycle(
 ) -> Clock:  # fmt: skip
     clock = _clock(config, priority, started_at, next_reply=kind == "next")
     conn.execute(
-        store.cycles.insert().values(
+        store.cycles.insert(), dict(
             conversation_id=conversation_id,
             kind=kind,
             priority=priority,

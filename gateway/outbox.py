@@ -4,8 +4,10 @@ Owns: draining pending outbox rows through one transport — an SMTP submission 
 a persistent connection, or a local maildir — and recording each result: sent; retried
 later with exponential backoff after a temporary failure (4xx, connection trouble);
 failed, with the server's answer, after a permanent one (5xx) or after `give_up_after`.
-It never retries forever and never sends a row twice on purpose. (A crash between the
-server's 250 and our commit is the one window in which a message may go out twice.)
+It never retries forever and never sends a row twice on purpose. Successes are recorded a
+group at a time (SENT_GROUP, one commit for many): a crash between a server's 250 and
+that commit is the one window in which messages may go out twice — at most one group,
+each copy with the same Message-ID, so mail clients show it once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from . import store
 from .config import SendConfig
@@ -29,6 +31,7 @@ from .secrets import read_secret
 
 log = logging.getLogger("sla_gateway.outbox")
 
+SENT_GROUP = 20  # successes recorded per commit: at most this many resent after a crash
 BACKOFF_FIRST = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=1)
 
@@ -167,8 +170,16 @@ def backoff(attempts: int) -> timedelta:
     return min(step, BACKOFF_MAX)
 
 
+_SENT = (
+    update(store.outbox)
+    .where(store.outbox.c.id == bindparam("row_id"))
+    .values(status="sent", sent_at=bindparam("sent_at"), attempts=bindparam("tries"),
+            last_error=None)
+)  # fmt: skip
+
+
 class OutboxSender:
-    """Sends due outbox rows, one at a time, recording every result."""
+    """Sends due outbox rows in order, recording every result."""
 
     def __init__(
         self,
@@ -207,7 +218,7 @@ class OutboxSender:
                     .limit(limit)
                 )
             )
-        return sum(1 for row in rows if self._send(row))
+        return self._send_rows(rows)
 
     def send_one(self, row_id: int) -> bool:
         o = store.outbox.c
@@ -215,7 +226,22 @@ class OutboxSender:
             row = conn.execute(
                 select(store.outbox).where(o.id == row_id, o.status == "pending")
             ).first()
-        return row is not None and self._send(row)
+        return row is not None and self._send_rows([row]) == 1
+
+    def _send_rows(self, rows: list[Any]) -> int:
+        """Send rows in order; record successes a group at a time (one commit for up to
+        SENT_GROUP messages), each failure at once."""
+        sent = 0
+        group: list[tuple[Any, datetime]] = []
+        for row in rows:
+            if self._send(row):
+                group.append((row, self.clock()))
+                sent += 1
+            if len(group) >= SENT_GROUP:
+                self._record_sent(group)
+                group = []
+        self._record_sent(group)
+        return sent
 
     def _send(self, row: Any) -> bool:
         o = store.outbox.c
@@ -248,20 +274,23 @@ class OutboxSender:
                 "failed" if status == "failed" else "retry", row_id, row.kind, attempts, str(exc),
             )  # fmt: skip
             return False
-        now = self.clock()
+        return True
+
+    def _record_sent(self, group: list[tuple[Any, datetime]]) -> None:
+        if not group:
+            return
         with store.begin(self.engine) as conn:
             conn.execute(
-                update(store.outbox)
-                .where(o.id == row_id)
-                .values(status="sent", sent_at=now, attempts=row.attempts + 1, last_error=None)
+                _SENT,
+                [{"row_id": row.id, "sent_at": at, "tries": row.attempts + 1} for row, at in group],
             )
-        log.info("event=sent outbox=%s kind=%s", row_id, row.kind)
-        if self.after_send is not None:
-            try:
-                self.after_send(row)
-            except Exception as exc:  # a copy for the team is a courtesy; the mail went out
-                log.warning("event=after-send-failed outbox=%s error=%r", row_id, str(exc))
-        return True
+        for row, _ in group:
+            log.info("event=sent outbox=%s kind=%s", row.id, row.kind)
+            if self.after_send is not None:
+                try:
+                    self.after_send(row)
+                except Exception as exc:  # a copy for the team is a courtesy; the mail went out
+                    log.warning("event=after-send-failed outbox=%s error=%r", row.id, str(exc))
 
     def close(self) -> None:
         self.transport.close()

@@ -29,7 +29,7 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
 from . import conversations, store
 from .classify import Classifier
@@ -38,16 +38,31 @@ from .errors import InputError, TemporaryError
 from .model import Parsed
 from .parse import parse
 from .policy import Decision, decide
-from .render import Renderer
+from .render import Renderer, to_wire
 from .rules import LOOP_HEADER, RULES, AckHistory, Skip
 from .tracker import Author, author
 
 log = logging.getLogger("sla_gateway.pipeline")
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
-SMTP_COMPAT = compat32.clone(linesep="\r\n")
 _MACHINE_RULES = frozenset(rule.name for rule in RULES)  # what they stop is not a conversation
 BATCH = 25  # messages decided together and written in one transaction
+# One sender's acknowledgments: the latest within once_per_sender, and today's count.
+_HISTORY = select(
+    select(func.max(store.outbox.c.created_at))
+    .where(store.outbox.c.kind == "ack", store.outbox.c.recipient == bindparam("recipient"),
+           store.outbox.c.created_at > bindparam("since"))
+    .scalar_subquery(),
+    select(func.count())
+    .where(store.outbox.c.kind == "ack", store.outbox.c.recipient == bindparam("recipient"),
+           store.outbox.c.created_at >= bindparam("day_start"))
+    .scalar_subquery(),
+)  # fmt: skip
+# "stored" -> "processed", only if nobody else got there first; the values come as
+# parameters (one compiled statement, not one per message).
+_FLIP = update(store.messages).where(
+    store.messages.c.id == bindparam("flip_id"), store.messages.c.status == "stored"
+)
 
 
 @dataclass(frozen=True)
@@ -215,9 +230,7 @@ class Pipeline:
             "acknowledged": False,
         }
         inserted = conn.execute(
-            store.insert_ignore(conn, store.messages)
-            .values(**values)
-            .returning(store.messages.c.id)
+            store.insert_ignore(conn, store.messages).returning(store.messages.c.id), values
         ).scalar()
         if inserted is not None:
             return int(inserted), True
@@ -376,7 +389,6 @@ class Pipeline:
 
     def _apply(self, conn: Any, plan: _Plan) -> Outcome | None:
         """Write what `_plan` decided, in the caller's transaction."""
-        m = store.messages.c
         row, now = plan.row, plan.now
         row_id = row.id
         if plan.error is not None:
@@ -414,9 +426,9 @@ class Pipeline:
         elif acknowledged:
             self._circuit_closed(conn, now)
         flipped = conn.execute(
-            update(store.messages)
-            .where(m.id == row_id, m.status == "stored")
-            .values(
+            _FLIP,
+            dict(
+                flip_id=row_id,
                 status="processed",
                 inbox=inbox.name,
                 conversation_id=conversation_id,
@@ -426,7 +438,7 @@ class Pipeline:
                 skip_rule=skip.rule if skip else None,
                 skip_reason=skip.reason[:500] if skip else None,
                 acknowledged=acknowledged,
-            )
+            ),
         ).rowcount
         if flipped != 1:  # someone else processed it meanwhile: undo everything
             raise _AlreadyDone()
@@ -462,19 +474,13 @@ class Pipeline:
         return self.config.inbox_among([*envelope, *(a.addr for a in (*parsed.to, *parsed.cc))])
 
     def _history(self, conn: Any, ack_to: str, now: datetime, batch_acks: int = 0) -> AckHistory:
-        o = store.outbox.c
         recipient = ack_to.lower()
         window = self.config.acknowledge.once_per_sender
         local = self.config.calendar.local(now)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        acks = (o.kind == "ack",)
-        q_last = select(func.max(o.created_at)).where(
-            *acks, o.recipient == recipient, o.created_at > now - window
-        )
-        q_today = select(func.count()).where(
-            *acks, o.recipient == recipient, o.created_at >= day_start
-        )
-        row = conn.execute(select(q_last.scalar_subquery(), q_today.scalar_subquery())).one()
+        row = conn.execute(
+            _HISTORY, {"recipient": recipient, "since": now - window, "day_start": day_start}
+        ).one()
         last: datetime | None = row[0]
         if isinstance(last, str):  # SQLite returns the aggregate of a subquery untyped
             last = datetime.fromisoformat(last)
@@ -509,7 +515,7 @@ class Pipeline:
     ) -> int:
         d = decision.deadline
         result = conn.execute(
-            store.conversations.insert().values(
+            store.conversations.insert(), dict(
                 reference=reference,
                 inbox=inbox.name,
                 customer=(decision.customer or "").lower()[:320],
@@ -537,7 +543,6 @@ class Pipeline:
 
     def _apply_team(self, conn: Any, plan: _Plan) -> Outcome | None:
         """A reply written by the team: measure it against its conversation's clock."""
-        m = store.messages.c
         row, now, parsed = plan.row, plan.now, plan.parsed
         assert parsed is not None and plan.inbox is not None
         conversation = plan.conversation
@@ -548,16 +553,12 @@ class Pipeline:
                     conn, self.config, conversation, parsed, row.received_at, now
                 )
             )
-        flipped = conn.execute(
-            update(store.messages)
-            .where(m.id == row.id, m.status == "stored")
-            .values(
-                status="processed", inbox=plan.inbox.name, direction="team",
-                conversation_id=conversation.id if conversation is not None else None,
-                from_addr=parsed.sender.addr if parsed.sender else None,
-                subject=parsed.subject[:2000], match=plan.match, acknowledged=False,
-            )
-        ).rowcount  # fmt: skip
+        flipped = conn.execute(_FLIP, dict(
+            flip_id=row.id, status="processed", inbox=plan.inbox.name, direction="team",
+            conversation_id=conversation.id if conversation is not None else None,
+            from_addr=parsed.sender.addr if parsed.sender else None,
+            subject=parsed.subject[:2000], match=plan.match, acknowledged=False,
+        )).rowcount  # fmt: skip
         if flipped != 1:
             raise _AlreadyDone()
         kind = "team-reply" if conversation is not None else "team-reply-unmatched"
@@ -603,14 +604,14 @@ class Pipeline:
             else parseaddr(str(message["From"]))[1]
         )
         conn.execute(
-            store.outbox.insert().values(
+            store.outbox.insert(), dict(
                 kind=kind,
                 conversation_id=conversation_id,
                 source_message_id=source_row,
                 sender=sender,
                 recipient=recipient.lower(),
                 message_id=_MSGID.findall(str(message["Message-ID"]))[0],
-                raw=message.as_bytes(policy=SMTP_COMPAT),  # CRLF: the wire format
+                raw=to_wire(message),
                 status="pending",
                 attempts=0,
                 next_attempt_at=now,

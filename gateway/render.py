@@ -18,6 +18,7 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import Compat32
 from email.utils import format_datetime, formataddr, make_msgid
 from functools import lru_cache
 from importlib.resources import files
@@ -62,6 +63,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # loaded once: a changed template takes effect on restart
         )
         self.config = config
         self.env.filters.update(
@@ -154,6 +156,32 @@ def alert_message(
     )
 
 
+class _WirePolicy(Compat32):
+    """compat32 with CRLF line ends, and a short cut for the common header: ASCII, one
+    line, short enough not to fold, written as it is (the stdlib runs every header
+    through `email.header.Header`, the larger part of serialising our messages)."""
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        line = f"{name}: {value}"
+        if (
+            isinstance(value, str)
+            and len(line) <= (self.max_line_length or 78)
+            and line.isascii()
+            and "\n" not in line
+            and "\r" not in line
+        ):
+            return (line + self.linesep).encode("ascii")
+        return super().fold_binary(name, value)
+
+
+WIRE = _WirePolicy(linesep="\r\n")
+
+
+def to_wire(message: Message) -> bytes:
+    """A message as it goes on the wire: bytes with CRLF line ends."""
+    return message.as_bytes(policy=WIRE)
+
+
 def _utf8_qp() -> Charset:
     charset = Charset("utf-8")
     charset.body_encoding = QP
@@ -227,6 +255,13 @@ def _zone_name(moment: datetime) -> str:
 
 
 def when(moment: datetime, language: str) -> When:
+    return _when(moment, moment.tzinfo, language)
+
+
+@lru_cache(maxsize=4096)  # many acknowledgments share a deadline's minute; Babel is slow
+def _when(moment: datetime, zone: Any, language: str) -> When:
+    """`when`, cached by instant, zone (equal instants in two zones read differently) and
+    language."""
     return When(
         date=format_date(moment, format="full", locale=language),
         time=format_time(moment, format="short", tzinfo=moment.tzinfo, locale=language),
@@ -247,6 +282,11 @@ def sender_time(due: datetime, sender_date: datetime | None, language: str) -> W
 
 
 def window_values(window: timedelta, language: str) -> dict[str, Any]:
+    return dict(_window_values(window, language))
+
+
+@lru_cache(maxsize=256)
+def _window_values(window: timedelta, language: str) -> dict[str, Any]:
     minutes = round(window.total_seconds() / 60)
     hours = minutes / 60
     return {

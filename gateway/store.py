@@ -264,7 +264,8 @@ def make_engine(url: str) -> Engine:
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(parsed, pool_pre_ping=True)
+        # A server connection may have gone away while pooled; a SQLite file cannot.
+        engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     except ImportError as exc:
         raise ConfigError(
             [
@@ -372,7 +373,7 @@ def add_event(
     import json
 
     conn.execute(
-        events.insert().values(
+        events.insert(), dict(
             at=at,
             kind=kind,
             conversation_id=conversation_id,

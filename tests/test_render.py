@@ -1,0 +1,38 @@
+"""The wire form of what we send: `render.to_wire` writes exactly what the stdlib's
+compat32 generator writes (CRLF), only faster for short ASCII headers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from email.policy import compat32
+
+import pytest
+
+from gateway.render import build_message, to_wire
+
+STDLIB = compat32.clone(linesep="\r\n")
+LONG_REFS = " ".join(f"<id{i}.a-long-message-id@mail.customer.example>" for i in range(11))
+
+
+@pytest.mark.parametrize(
+    ("subject", "name", "refs", "html"),
+    [
+        ("Where is my parcel?", "Shop Support", "<a@b.example>", "<p>Hello</p>"),
+        ("Grüße über Ümlaute " * 6, "Shöp Süpport", LONG_REFS, None),
+        ("x" * 300, "", None, "<b>é</b>"),
+        ("Re: [SHOP-1042] Ünïcode and a very long subject line that has to be folded somewhere", "Ann", LONG_REFS, "<i>x</i>"),
+    ],
+)
+def test_to_wire_is_the_stdlib_generator(subject: str, name: str, refs: str | None, html: str | None) -> None:
+    message = build_message(
+        from_name=name, from_addr="support@shop.example", to="kim@customer.example",
+        subject=subject, date=datetime(2026, 11, 23, 9, 0, tzinfo=UTC),
+        message_id="<ack.1@shop.example>",
+        headers=[("References", refs), ("In-Reply-To", "<a@b.example>"), ("Auto-Submitted", "auto-replied")],
+        text="Hello,\nthank you.\n" * 20, html=html,
+    )  # fmt: skip
+    ours = to_wire(message)
+    assert ours == message.as_bytes(policy=STDLIB)
+    assert all(len(line) <= 998 for line in ours.split(b"\r\n"))
+    assert re.search(rb"(?<!\r)\n", ours) is None  # CRLF only
