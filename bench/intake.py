@@ -19,6 +19,7 @@ Goal (issue 3): >= 0.3x the bare sink's throughput; p99 ack latency < 250 ms at 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import signal
@@ -41,6 +42,17 @@ sys.path.insert(0, str(ROOT))
 from gateway.config import parse  # noqa: E402
 
 PROFILE = ""  # set by --profile FILE: record the gateway with py-spy
+
+
+def cpu_seconds(pid: int) -> list[float]:
+    """CPU time (user + system) used so far by a process, then by each of its children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [0.0]
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return [own, *(sum(cpu_seconds(int(c))) for c in children)]
 
 
 def free_port() -> int:
@@ -169,7 +181,7 @@ def gateway_run(
     )
     spy = None
     if PROFILE:  # sample the gateway's threads while it works
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(gateway.pid), "--threads", "--nonblocking",
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(gateway.pid), "--threads", "--subprocesses", "--nonblocking",
                                 "-f", "raw", "-o", PROFILE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -182,13 +194,19 @@ def gateway_run(
                     raise SystemExit("the gateway did not start") from None
                 time.sleep(0.1)
         t0 = time.perf_counter()
+        cpu0, own0 = cpu_seconds(gateway.pid), time.process_time()
         accepted = blast(listen_port, count, conns, rate)
         blasted = time.perf_counter() - t0
         if not sink.done.wait(300):
             raise SystemExit(f"only {sink.count} of {count} acknowledgments arrived")
         elapsed = max(sink.arrived.values()) - t0
+        cpu = [b - a for a, b in zip(cpu0, cpu_seconds(gateway.pid), strict=False)]
+        own = time.process_time() - own0
+        per = " + ".join(f"{c / count * 1000:.2f}" for c in cpu)
         print(
-            f"  all {count} accepted (250) after {blasted:.2f} s; last ack after {elapsed:.2f} s",
+            f"  all {count} accepted (250) after {blasted:.2f} s; last ack after {elapsed:.2f} s;"
+            f" CPU per message: gateway {per} ms (intake and sender + processor),"
+            f" clients and sink {own / count * 1000:.2f} ms",
             file=sys.stderr,
         )
         latencies = [(sink.arrived[m] - t) * 1000 for m, t in accepted.items() if m in sink.arrived]

@@ -445,7 +445,7 @@ def setup_logging(log_format: str) -> None:
 def run(ctx: click.Context, log_format: str) -> None:
     """Run the gateway: listen, poll, acknowledge, send — until stopped (SIGTERM/Ctrl-C)."""
     import signal
-    import threading
+    import time
 
     from .service import Service
 
@@ -458,9 +458,10 @@ def run(ctx: click.Context, log_format: str) -> None:
             err=True,
         )
     service = Service(config, clock=state.clock, worker_process=True)
-    stop = threading.Event()
+    stopping: list[int] = []  # a signal handler must take no lock: it may interrupt one
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda number, _frame: stopping.append(number))
     service.start()
     try:
         if config.listen is not None:
@@ -470,7 +471,8 @@ def run(ctx: click.Context, log_format: str) -> None:
                 + (f" ({config.send.path})" if config.send.transport == "maildir" else ""),
                 err=True,
             )
-        while not stop.wait(1.0):
+        while not stopping:
+            time.sleep(0.2)
             if service.worker_died.is_set():
                 click.echo("error: the worker process died; see the log above", err=True)
                 ctx.exit(1)

@@ -43,6 +43,7 @@ log = logging.getLogger("sla_gateway.service")
 IDLE_TICK = 5.0  # seconds between sweeps when nothing wakes the worker
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while others wait
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeat rows
+SWEEP_EVERY = IDLE_TICK  # seconds between scheduler runs when no timer is due
 
 
 def system_clock() -> datetime:
@@ -233,23 +234,17 @@ class Service:
     def _worker_main(self, read_fd: int) -> int:
         """The child's life: the processor thread, woken through the pipe."""
         self.engine.dispose(close=False)  # the parent's pooled connections are not ours
+        store.relax_durability(self.engine)  # decisions are redone if lost: see there
 
-        def stop(*_: object) -> None:
-            self._stop.set()
-            self._wake.set()
-
+        # The parent says when to stop, by closing the pipe (also when it dies): a signal
+        # to the whole group (Ctrl-C, systemd's stop) must not cut a batch short here.
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, stop)
+            signal.signal(sig, signal.SIG_IGN)
         self._start_workers(sender=False)
-        while not self._stop.is_set():
-            try:
-                data = os.read(read_fd, 4096)
-            except InterruptedError:
-                continue
-            if not data:  # the parent closed its end: stopping, or gone
-                break
+        while os.read(read_fd, 4096):  # b"": the parent closed its end, stopping or gone
             self._wake.set()
-        stop()
+        self._stop.set()
+        self._wake.set()
         for worker in self._workers:
             worker.join(timeout=30)
         return 0
@@ -280,8 +275,6 @@ class Service:
             os.close(fd)  # the child's read sees the end and it stops after its batch
         if pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         while self._child == pid and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -318,21 +311,42 @@ class Service:
     def _process_loop(self) -> None:
         """Process stored messages as they arrive; hand what they queued to the sender."""
 
+        known = False  # whether `upcoming` is still right: nothing processed since
+        upcoming: datetime | None = None
+        swept = -SWEEP_EVERY  # monotonic time of the last full run of the scheduler
+
         def step() -> float:
+            nonlocal known, upcoming, swept
             self.heartbeat()
-            while self.pipeline.process_pending(limit=200):
+            while done := self.pipeline.process_pending(limit=200):
+                known = False  # new conversations, new timers
                 self._kick_sender()
-            if self.scheduler.run_due():
-                self._kick_sender()
-            upcoming = self.scheduler.next_due()
-            if upcoming is None:
-                return IDLE_TICK
-            now = self.clock()
-            if self.config.alerts.only_in_business_hours and not self.config.calendar.is_open(now):
-                upcoming = max(upcoming, self.config.calendar.next_open(now))  # alerts are held
+                if len(done) < 200:
+                    break  # all there was; what came meanwhile has woken us again
+            if not known:
+                upcoming, known = self._next_timer(), True
+            # The timers when one is due; everything else (closing quiet conversations,
+            # the digest, purging) every SWEEP_EVERY — not on every wake-up under load.
+            if (upcoming is not None and upcoming <= self.clock()) or (
+                time.monotonic() - swept >= SWEEP_EVERY
+            ):
+                swept = time.monotonic()
+                if self.scheduler.run_due():
+                    self._kick_sender()
+                upcoming = self._next_timer()
             return self._sleep_until(upcoming)
 
         self._loop(self._wake, step)
+
+    def _next_timer(self) -> datetime | None:
+        """When the scheduler next has work: a timer's moment, or the next opening when
+        alerts are held outside business hours."""
+        upcoming = self.scheduler.next_due()
+        now = self.clock()
+        held = self.config.alerts.only_in_business_hours and not self.config.calendar.is_open(now)
+        if upcoming is not None and held:
+            upcoming = max(upcoming, self.config.calendar.next_open(now))  # alerts are held
+        return upcoming
 
     def _send_loop(self) -> None:
         """Send whatever is due; sleep until the next retry or until woken."""

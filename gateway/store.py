@@ -9,6 +9,9 @@ come back as aware datetimes. The pure core never imports this module.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -242,13 +245,33 @@ digests = Table(
 # ---------------------------------------------------------------------------- engines
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss: 250 means stored
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_pragmas(settings: dict[str, str]) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss (250 means stored); see `relax_durability`.
+        cursor.execute(f"PRAGMA synchronous={settings['synchronous']}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    return on_connect
+
+
+_SETTINGS: weakref.WeakKeyDictionary[Engine, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def relax_durability(engine: Engine) -> None:
+    """New SQLite connections of this engine commit without waiting for the disk
+    (synchronous=NORMAL): a commit survives a crash of the process, and after a power
+    loss it is either there or redone. For the processor, whose every decision is redone
+    from the stored message if it is lost, and whose writes reach the disk with the next
+    durable commit of intake or the sender (one log, written in order): so a loss can
+    neither drop a message nor, once an acknowledgment was recorded sent, repeat it."""
+    settings = _SETTINGS.get(engine)
+    if settings is not None:
+        settings["synchronous"] = "NORMAL"
+        engine.dispose(close=False)
 
 
 def make_engine(url: str) -> Engine:
@@ -259,10 +282,12 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(
             [Problem("(config)", "database", f'"{url}" is not a database URL')]
         ) from None
+    lock_path: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            lock_path = Path(database).expanduser().with_name(Path(database).name + ".lock")
     try:
         # A server connection may have gone away while pooled; a SQLite file cannot.
         engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
@@ -278,25 +303,77 @@ def make_engine(url: str) -> Engine:
             ]
         ) from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-        _WRITE_LOCKS[engine] = threading.Lock()
+        settings = {"synchronous": "FULL"}
+        _SETTINGS[engine] = settings
+        event.listen(engine, "connect", _sqlite_pragmas(settings))
+        _WRITE_LOCKS[engine] = WriteLock(lock_path)
     return engine
 
 
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+class WriteLock:
+    """SQLite's writers take turns here rather than in SQLite: the threads of a process on
+    a lock, processes (the service's two, a command run beside it) on an flock of a file
+    beside the database. SQLite itself makes a waiting writer sleep and retry, 1 ms, then
+    2, 5, 10 ... 100 ms, which under load costs far more than waiting on a lock. Without
+    the file (read-only, another user's), SQLite's own retrying still keeps it correct."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._thread = threading.Lock()
+        self._reset_after_fork()
+
+    def _reset_after_fork(self) -> None:
+        self._thread = threading.Lock()  # a fork copies locks as they were, maybe held
+        self._fd = None  # an inherited flock descriptor would be shared with the parent
+        self._pid = os.getpid()
+
+    def _file(self) -> int | None:
+        if self._fd is None and self.path is not None:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                self.path = None
+        return self._fd
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self._pid != os.getpid():
+            self._reset_after_fork()
+        with self._thread:
+            fd = self._file()
+            if fd is None:
+                yield
+                return
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
 def begin(engine: Engine) -> Iterator[Connection]:
-    """A write transaction. On SQLite, writers in this process take turns on a lock:
-    SQLite allows one writer at a time and makes the others sleep and retry, which under
-    load costs far more than waiting on a lock. PostgreSQL needs no such thing."""
+    """A write transaction. On SQLite, writers take turns on a `WriteLock`; PostgreSQL
+    needs no such thing."""
     lock = _WRITE_LOCKS.get(engine)
     if lock is None:
         with engine.begin() as conn:
             yield conn
         return
-    with lock, engine.begin() as conn:
+    with lock.held(), engine.begin() as conn:
         yield conn
 
 
