@@ -12,7 +12,8 @@ it is given (as ``tests.mailtools.Sink`` does, with its ``Delivered`` records).
   must be active and belong to ``<u>``. A refusal is Gmail's: a ``334`` challenge carrying
   base64 JSON ``{"status": "401", "schemes": "Bearer", "scope": ...}``; whatever the
   client answers (an empty line, normally) gets ``535 5.7.8``. With
-  ``error_challenge=False`` it is Microsoft's: ``535 5.7.8`` at once.
+  ``error_challenge=False`` it is Microsoft's: ``535 5.7.8`` at once. When the
+  introspection endpoint cannot be reached the answer is ``454 4.7.0`` (temporary).
 * ``AUTH PLAIN`` and ``AUTH LOGIN`` with any user name and the fixed ``password``, for
   contrast.
 
@@ -42,6 +43,7 @@ __all__ = ["OAuthSmtpServer", "oauth_smtp"]
 
 _XOAUTH2 = re.compile(r"user=(?P<user>[^\x01]*)\x01auth=Bearer (?P<token>[^\x01]+)\x01\x01")
 _REFUSED = "535 5.7.8 Username and Password not accepted"
+_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"  # RFC 4954
 
 
 class OAuthSmtpServer:
@@ -132,7 +134,12 @@ class OAuthSmtpServer:
             await server.push("501 5.5.2 Cannot parse XOAUTH2 response")
             return AuthResult(success=False, handled=True)
         user, token = match["user"], match["token"]
-        info = await asyncio.to_thread(self._introspect, token)
+        try:
+            info = await asyncio.to_thread(self._introspect, token)
+        except (OSError, ValueError):  # the authorization server is down or talks nonsense
+            self.auth_attempts.append(("XOAUTH2", user, False))
+            await server.push(_UNAVAILABLE)
+            return AuthResult(success=False, handled=True)
         ok = info.get("active") is True and info.get("username") == user
         self.auth_attempts.append(("XOAUTH2", user, ok))
         if ok:

@@ -279,10 +279,8 @@ def test_xoauth2_login_with_a_valid_token_reaches_the_mail(
     assert conn.select_folder("INBOX")[b"EXISTS"] == 1
     assert conn.search() == [uid]
     conn.logout()
-    assert oauth_server.requests[-1] == (
-        "/introspect",
-        {"token": token, "client_id": "", "client_secret": ""},
-    )
+    path, form = oauth_server.requests[-1]  # Dovecot also sends empty client_id/secret
+    assert (path, form["token"]) == ("/introspect", token)
     connect(oauth_dovecot).logout()  # passwords still work alongside
 
 

@@ -369,6 +369,19 @@ def test_smtp_can_refuse_at_once_like_microsoft(oauth_server: OAuthServer) -> No
         smtp.close()
 
 
+def test_smtp_xoauth2_is_a_temporary_failure_while_the_token_cannot_be_checked(
+    oauth_server: OAuthServer, oauth_smtp: OAuthSmtpServer
+) -> None:
+    token = oauth_server.issue_tokens(USER)["access_token"]
+    oauth_server.stop()
+    with smtplib.SMTP("127.0.0.1", oauth_smtp.port, timeout=5) as smtp:
+        smtp.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as error:
+            smtp.auth("XOAUTH2", xoauth2(USER, token), initial_response_ok=True)
+        assert error.value.smtp_code == 454
+    assert oauth_smtp.auth_attempts == [("XOAUTH2", USER, False)]
+
+
 def test_smtp_password_login_for_contrast(oauth_smtp: OAuthSmtpServer) -> None:
     with smtplib.SMTP("127.0.0.1", oauth_smtp.port, timeout=5) as smtp:
         smtp.ehlo()
