@@ -152,7 +152,7 @@ def parse_grant(body: Mapping[str, Any], now: datetime) -> Grant:
     if not isinstance(kind, str) or kind.lower() != "bearer":
         raise BadAnswer(f"the token type is {kind!r}, not Bearer")
     lifetime = _seconds(body.get("expires_in"))
-    expires = now + (timedelta(seconds=lifetime) if lifetime else DEFAULT_LIFETIME)
+    expires = now + (DEFAULT_LIFETIME if lifetime is None else timedelta(seconds=lifetime))
     refresh = body.get("refresh_token")
     scope = body.get("scope", "")
     return Grant(
@@ -188,14 +188,14 @@ def parse_device_code(body: Mapping[str, Any], now: datetime) -> DeviceCode:
 def _seconds(value: object) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)) and value > 0:
+    if isinstance(value, (int, float)) and value >= 0:
         return float(value)
     if isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
             return None
-        return number if number > 0 else None
+        return number if number >= 0 else None
     return None
 
 
