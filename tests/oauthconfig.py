@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -99,3 +99,19 @@ def oauth_dovecot(tmp_path_factory: pytest.TempPathFactory, oauth_server: OAuthS
         yield server
     finally:
         server.stop()
+
+
+def sign_in(config: Config, server: OAuthServer, username: str = "support@shop.example", *,
+            send: bool = False) -> None:  # fmt: skip
+    """Store a sign-in for the inbox (or [send]) as `login --import` would."""
+    from gateway import store
+    from gateway.tokens import Tokens
+
+    engine = store.make_engine(config.database)
+    try:
+        store.upgrade(engine)
+        tokens = Tokens(config, engine, lambda: datetime.now(UTC))
+        source = tokens.for_send() if send else tokens.for_imap(config.inboxes[0])
+        source.import_refresh_token(server.issue_tokens(username)["refresh_token"])
+    finally:
+        engine.dispose()
