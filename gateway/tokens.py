@@ -140,7 +140,8 @@ class TokenState:
             return f"no token: run `sla-gateway {login_command(self.label)}`"
         if self.status == LOGIN_REQUIRED:
             since = f" since {_when(self.problem_at)}" if self.problem_at else ""
-            return (f"sign-in needed{since} ({self.problem}): run `sla-gateway {login_command(self.label)}`")  # fmt: skip
+            return (f"sign-in needed{since} (refresh token refused: {self.problem}): "
+                    f"run `sla-gateway {login_command(self.label)}`")  # fmt: skip
         access = "no access token yet"
         if self.access_expires_at is not None:
             verb = "valid until" if self.access_expires_at > now else "expired at"
@@ -210,7 +211,7 @@ class TokenSource:
         if status != 200:
             error = oauth.error_of(status, body)
             if error.outcome is Outcome.REVOKED:
-                self.tokens.login_required(self, f"the authorization server refused the refresh token ({error})")
+                self.tokens.login_required(self, str(error))
                 raise LoginRequired(self._relogin_text(str(error)))
             raise _problem(error, self.oauth, self.label)
         try:
@@ -230,8 +231,9 @@ class TokenSource:
         return form
 
     def _relogin_text(self, why: str) -> str:
-        return (f"the OAuth sign-in of {self.username} no longer works ({why}); the owner must "
-                f"sign in again: run `sla-gateway {login_command(self.label)}`")  # fmt: skip
+        return (f"the OAuth sign-in of {self.username} no longer works: the authorization server "
+                f"refused the refresh token ({why}); the owner must sign in again: "
+                f"run `sla-gateway {login_command(self.label)}`")  # fmt: skip
 
     # -- signing in (device authorization grant) -------------------------------------
 
@@ -465,7 +467,8 @@ class Tokens:
         from .render import alert_message
 
         text = (
-            f"sla-gateway can no longer sign in to the mailbox {source.username}: {why}.\n\n"
+            f"sla-gateway can no longer sign in to the mailbox {source.username}: the authorization "
+            f"server refused its refresh token ({why}).\n\n"
             "This happens when the app's access is revoked, the password is changed, or the "
             "sign-in has not been used for a long time.\n\n"
             f"Nothing is lost: mail stays in the mailbox and outgoing messages stay queued. "
