@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -1038,19 +1039,28 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
 @click.option(
     "--smtp-host", default="", help="Outgoing SMTP server (provider imap / smtp-forwarding)."
 )
+@click.option("--auth", "auth", type=click.Choice(["password", "oauth2"]), default=None,
+              help="gmail / microsoft365: sign in with an app password or OAuth 2.0 "
+                   "(default: oauth2 for microsoft365, password for gmail).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite an existing gateway.toml.")
 @click.pass_context
 def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str | None, address: str | None,
          tz_name: str | None, country: str | None, hours: str | None, provider: str | None, imap_host: str,
-         smtp_host: str, force: bool) -> None:  # fmt: skip
+         smtp_host: str, auth: str | None, force: bool) -> None:  # fmt: skip
     """Write a first, commented configuration (and the templates to customise)."""
     from .config import load as load_config
-    from .setup import Answers, write
+    from .setup import PRESETS, Answers, default_auth, write
 
     def ask(value: str | None, question: str, default: str) -> str:
         if value is not None:
             return value
         return default if non_interactive else str(click.prompt(question, default=default))
+
+    def answers_auth(chosen: str) -> str:
+        preset = PRESETS.get(chosen)
+        if preset is None or not preset.oauth_provider:
+            return "password"
+        return ask(auth, "Sign in with (password, oauth2)", default_auth(chosen))
 
     answers = Answers(
         shop=ask(shop, "Shop name", "Example Shop"),
@@ -1066,6 +1076,7 @@ def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str |
         imap_host=imap_host,
         smtp_host=smtp_host,
     )
+    answers = replace(answers, auth=answers_auth(answers.provider))
     try:
         path = write(directory, answers, force=force)
     except FileExistsError:
@@ -1075,8 +1086,12 @@ def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str |
         ctx.exit(2)
     load_config(path)  # what init writes must pass check
     click.echo(f"wrote {path} and {directory / 'templates'}/")
-    click.echo(f"next: put the passwords in files (see README, Deployment), then "
-               f"`sla-gateway --config {path} check --connect`")  # fmt: skip
+    if answers.auth == "oauth2":
+        click.echo("next: register the app and fill in client_id (README: Google Workspace / Microsoft 365 with OAuth), "
+                   f"create the token key, then `sla-gateway --config {path} login` and `check --connect`")  # fmt: skip
+    else:
+        click.echo(f"next: put the passwords in files (see README, Deployment), then "
+                   f"`sla-gateway --config {path} check --connect`")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- db
