@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -118,12 +119,12 @@ def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
     from .diagnose import check_all
 
     click.echo("")
-    results = check_all(config)
+    results = check_all(config, state.clock)
     for result in results:
         click.echo(str(result))
     if send_test and all(r.ok for r in results):
         from . import store
-        from .outbox import OutboxSender, make_transport
+        from .outbox import OutboxSender
         from .pipeline import Pipeline
         from .render import alert_message
 
@@ -134,7 +135,7 @@ def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
                                     text="sla-gateway can send mail. Nothing else to do.\n", now=now)  # fmt: skip
             with store.begin(engine) as conn:
                 Pipeline(config, engine, state.clock).queue(conn, "alert", message, send_test, now)
-            sender = OutboxSender(engine, make_transport(config.send), state.clock)
+            sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock)
             sent = sender.send_due()
             sender.close()
         finally:
@@ -551,6 +552,14 @@ def _engine(config: Config) -> Any:
     return engine
 
 
+def _transport(config: Config, engine: Any, clock: Clock) -> Any:
+    """The configured outgoing transport, with OAuth sign-in when [send] uses it."""
+    from .outbox import make_transport
+    from .tokens import Tokens
+
+    return make_transport(config.send, tokens=Tokens(config, engine, clock))
+
+
 @cli.command()
 @click.option("--open", "only_open", is_flag=True, help="Only conversations waiting for the team.")
 @click.option(
@@ -788,9 +797,9 @@ def digest(
                     f"the digest for {day} was already sent (or skipped as empty); not sending it again"
                 )
                 return
-            from .outbox import OutboxSender, make_transport
+            from .outbox import OutboxSender
 
-            sender = OutboxSender(engine, make_transport(config.send), state.clock,
+            sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock,
                                   give_up_after=config.send.give_up_after)  # fmt: skip
             sender.send_due()
             sender.close()
@@ -825,6 +834,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     engine = _engine(state.config)
     try:
         info = read_status(engine, now)
+        info["oauth"] = _oauth_status(state.config, engine, state.clock)
     finally:
         engine.dispose()
     if as_json:
@@ -846,9 +856,96 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"imap {folder['inbox']}/{folder['folder']}: last sync {folder['synced_at']} (uid {folder['last_uid']})"
         )
+    for account in info["oauth"]:
+        click.echo(f"oauth {account['username']}: {account['text']}")
     last = info["last_hour"]
     click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
                f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+
+
+def _oauth_status(config: Config, engine: Any, clock: Clock) -> list[dict[str, Any]]:
+    from .tokens import Tokens
+
+    now = clock()
+    result = []
+    for token in Tokens(config, engine, clock).states():
+        result.append({"username": token.username, "status": token.status, "text": token.describe(now),
+                       "obtained_at": _iso(token.obtained_at), "access_expires_at": _iso(token.access_expires_at),
+                       "problem": token.problem, "problem_at": _iso(token.problem_at)})  # fmt: skip
+    return result
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@cli.command()
+@click.argument("inbox_name", metavar="[INBOX]", required=False)
+@click.option("--send", "for_send", is_flag=True,
+              help="Sign in the [send] account (needed only when it is not also an inbox's).")  # fmt: skip
+@click.option("--import", "import_token", is_flag=True,
+              help="Instead of the device sign-in, read a refresh token obtained elsewhere "
+                   "(Google; see README) from standard input; it is tried before it is stored.")  # fmt: skip
+@click.pass_context
+def login(ctx: click.Context, inbox_name: str | None, for_send: bool, import_token: bool) -> None:
+    """Sign a mailbox in with OAuth 2.0 (auth = "oauth2"): shows a web address and a code
+    to approve in any browser, then stores the refresh token encrypted in the database."""
+    from .tokens import Tokens
+
+    state = _state(ctx)
+    config = state.config
+    engine = _engine(config)
+    try:
+        tokens = Tokens(config, engine, state.clock)
+        source = _login_source(config, tokens, inbox_name, for_send)
+        tokens.fernet()  # a missing key is said now, not after the owner approved
+        provider = source.oauth.provider
+        if import_token:
+            refresh = click.prompt(f"Refresh token for {source.username}", hide_input=True,
+                                   err=True).strip()  # fmt: skip
+            grant = source.import_refresh_token(refresh)
+        else:
+            device = source.start_device_login()
+            click.echo(f"To sign in {source.username} ({provider}), open this address in any browser:")
+            click.echo(f"\n    {device.verification_uri}\n")
+            click.echo(f"and enter the code:  {device.user_code}")
+            if device.verification_uri_complete:
+                click.echo(f"(or open {device.verification_uri_complete})")
+            click.echo(f"Waiting for the approval (the code is valid until {device.expires_at:%H:%M:%S %Z}) ...")
+            grant = source.finish_device_login(device)
+        click.echo(f"signed in {source.username}; the refresh token is stored encrypted in the database "
+                   f"(access token valid until {grant.expires_at:%Y-%m-%d %H:%M:%S %Z})")  # fmt: skip
+        if source.label != "--send" and tokens.is_sender(source):
+            click.echo("this sign-in is also used for sending ([send])")
+    finally:
+        engine.dispose()
+
+
+def _login_source(config: Config, tokens: Any, inbox_name: str | None, for_send: bool) -> Any:
+    oauth_inboxes = [i.name for i in config.inboxes if i.imap is not None and i.imap.auth == "oauth2"]
+    if for_send:
+        if inbox_name:
+            raise click.UsageError("give an INBOX or --send, not both")
+        if config.send.transport != "smtp" or config.send.auth != "oauth2":
+            raise click.UsageError('[send] does not sign in with OAuth (it needs transport = "smtp" and auth = "oauth2")')
+        return tokens.for_send()
+    if inbox_name is None:
+        sends = config.send.transport == "smtp" and config.send.auth == "oauth2"
+        if len(oauth_inboxes) == 1:
+            inbox_name = oauth_inboxes[0]
+        elif not oauth_inboxes and sends:
+            return tokens.for_send()
+        else:
+            known = ", ".join(oauth_inboxes) or "none"
+            raise click.UsageError(f"which inbox? (inboxes that sign in with OAuth: {known})")
+    inbox = next((i for i in config.inboxes if i.name == inbox_name), None)
+    if inbox is None:
+        known = ", ".join(i.name for i in config.inboxes)
+        raise click.BadParameter(f'no inbox is named "{inbox_name}" (configured: {known})', param_hint="INBOX")
+    if inbox.imap is None or inbox.imap.auth != "oauth2":
+        raise click.BadParameter(f'inbox {inbox_name} does not sign in with OAuth: set auth = "oauth2" in its '
+                                 "[inbox.imap] (see README: OAuth)", param_hint="INBOX")  # fmt: skip
+    return tokens.for_imap(inbox)
 
 
 @cli.command()
@@ -858,7 +955,7 @@ def retry(ctx: click.Context) -> None:
     from sqlalchemy import select, update
 
     from . import store
-    from .outbox import OutboxSender, make_transport
+    from .outbox import OutboxSender
     from .pipeline import Pipeline
 
     state = _state(ctx)
@@ -885,7 +982,7 @@ def retry(ctx: click.Context) -> None:
         still = sum(1 for x in outcomes if x is not None and x.status == "shunted")
         sender = OutboxSender(
             engine,
-            make_transport(config.send),
+            _transport(config, engine, state.clock),
             state.clock,
             give_up_after=config.send.give_up_after,
         )
@@ -947,19 +1044,28 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
 @click.option(
     "--smtp-host", default="", help="Outgoing SMTP server (provider imap / smtp-forwarding)."
 )
+@click.option("--auth", "auth", type=click.Choice(["password", "oauth2"]), default=None,
+              help="gmail / microsoft365: sign in with an app password or OAuth 2.0 "
+                   "(default: oauth2 for microsoft365, password for gmail).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite an existing gateway.toml.")
 @click.pass_context
 def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str | None, address: str | None,
          tz_name: str | None, country: str | None, hours: str | None, provider: str | None, imap_host: str,
-         smtp_host: str, force: bool) -> None:  # fmt: skip
+         smtp_host: str, auth: str | None, force: bool) -> None:  # fmt: skip
     """Write a first, commented configuration (and the templates to customise)."""
     from .config import load as load_config
-    from .setup import Answers, write
+    from .setup import PRESETS, Answers, default_auth, write
 
     def ask(value: str | None, question: str, default: str) -> str:
         if value is not None:
             return value
         return default if non_interactive else str(click.prompt(question, default=default))
+
+    def answers_auth(chosen: str) -> str:
+        preset = PRESETS.get(chosen)
+        if preset is None or not preset.oauth_provider:
+            return "password"
+        return ask(auth, "Sign in with (password, oauth2)", default_auth(chosen))
 
     answers = Answers(
         shop=ask(shop, "Shop name", "Example Shop"),
@@ -975,6 +1081,7 @@ def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str |
         imap_host=imap_host,
         smtp_host=smtp_host,
     )
+    answers = replace(answers, auth=answers_auth(answers.provider))
     try:
         path = write(directory, answers, force=force)
     except FileExistsError:
@@ -984,8 +1091,12 @@ def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str |
         ctx.exit(2)
     load_config(path)  # what init writes must pass check
     click.echo(f"wrote {path} and {directory / 'templates'}/")
-    click.echo(f"next: put the passwords in files (see README, Deployment), then "
-               f"`sla-gateway --config {path} check --connect`")  # fmt: skip
+    if answers.auth == "oauth2":
+        click.echo("next: register the app and fill in client_id (README: Google Workspace / Microsoft 365 with OAuth), "
+                   f"create the token key, then `sla-gateway --config {path} login` and `check --connect`")  # fmt: skip
+    else:
+        click.echo(f"next: put the passwords in files (see README, Deployment), then "
+                   f"`sla-gateway --config {path} check --connect`")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- db

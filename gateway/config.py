@@ -27,11 +27,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from .calendar import BusinessCalendar, Range, Season
 from .durations import parse_duration
 from .errors import ConfigError, Problem
+from .oauth import PROVIDERS as OAUTH_PROVIDERS
+from .oauth import account_key
+from .oauth import preset as oauth_preset
 
 PRIORITIES = ("urgent", "high", "normal", "low")  # highest first
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LANGUAGES = ("en", "de", "fr", "es", "nl")
 DEFAULT_DATABASE = "sqlite:///var/sla-gateway.db"
+DEFAULT_TOKEN_KEY_ENV = "SLA_GATEWAY_TOKEN_KEY"
+AUTH_METHODS = ("password", "oauth2")
+OAUTH_KEYS = ("provider", "client_id", "client_secret_env", "client_secret_file", "tenant",
+              "token_url", "device_authorization_url", "scope")  # fmt: skip
 SEARCH_PATH = (Path("config/gateway.toml"), Path("/etc/sla-gateway/gateway.toml"))
 ENV_VAR = "SLA_GATEWAY_CONFIG"
 
@@ -53,6 +60,32 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class OAuthConfig:
+    """Signing in to a mailbox with OAuth 2.0: the app registration and its endpoints.
+    The tokens themselves are never here: they live encrypted in the database."""
+
+    provider: str  # "google" | "microsoft" | "custom"
+    client_id: str
+    client_secret: Secret  # Secret() for a public client (Microsoft needs none)
+    token_url: str
+    device_authorization_url: str
+    scope: str
+    tenant: str = ""  # Microsoft only
+
+    def account(self, username: str) -> str:
+        """The key of this mailbox's stored token (shared by sections naming the same)."""
+        return account_key(self.token_url, self.client_id, username)
+
+
+@dataclass(frozen=True)
+class TokenStoreConfig:
+    """`[oauth]`: where the key that encrypts stored tokens comes from."""
+
+    key: Secret = Secret(env=DEFAULT_TOKEN_KEY_ENV)
+    alert_maildir: str | None = None  # None: the [send] path
+
+
+@dataclass(frozen=True)
 class ImapConfig:
     """How to read one inbox's mailbox over IMAP."""
 
@@ -68,6 +101,8 @@ class ImapConfig:
     append_acks_to: str | None = None
     timeout: timedelta = timedelta(seconds=30)
     sent_folder: str | None = None  # None: find it by SPECIAL-USE \\Sent; "": don't watch
+    auth: str = "password"  # "password" | "oauth2"
+    oauth: OAuthConfig | None = None  # set when auth = "oauth2"
 
 
 @dataclass(frozen=True)
@@ -145,6 +180,8 @@ class SendConfig:
     timeout: timedelta = timedelta(seconds=30)
     give_up_after: timedelta = timedelta(days=2)
     null_sender: bool = False
+    auth: str = "password"  # "password" | "oauth2"
+    oauth: OAuthConfig | None = None  # set when auth = "oauth2"
 
 
 @dataclass(frozen=True)
@@ -223,6 +260,7 @@ class Config:
     tracking: TrackingConfig = TrackingConfig()
     digest: DigestConfig = DigestConfig()
     retention_days: int = 365  # stored message bodies older than this are purged
+    oauth: TokenStoreConfig = TokenStoreConfig()
 
     @cached_property  # asked for every message; the config never changes
     def agent_addresses(self) -> frozenset[str]:
@@ -506,6 +544,7 @@ class _Reader:
                 "breach",
                 "digest",
                 "retention_days",
+                "oauth",
             ),
             "",
         )
@@ -530,6 +569,7 @@ class _Reader:
         digest = self.digest(self.table(data, "digest", ""))
         retention_days = self.integer(data, "retention_days", "", 365, low=1, high=36500)
         templates = self.string(data, "templates", "")
+        oauth = self.token_store(self.table(data, "oauth", ""))
         if self.problems:
             raise ConfigError(self.problems)
         assert hours is not None and calendar is not None
@@ -550,6 +590,7 @@ class _Reader:
             tracking=tracking,
             digest=digest,
             retention_days=retention_days,
+            oauth=oauth,
         )
 
     def inboxes(self, value: object) -> tuple[InboxConfig, ...]:
@@ -977,6 +1018,103 @@ class _Reader:
             )
         return Secret(env, file)
 
+    def optional_secret(
+        self, data: Mapping[str, Any], prefix: str, env_key: str, file_key: str
+    ) -> Secret:
+        env = self.string(data, env_key, prefix)
+        file = self.string(data, file_key, prefix)
+        if env and file:
+            self.problem(_join(prefix, env_key), f"and {file_key} are both set", "keep one of them")
+        return Secret(env, file)
+
+    def url(self, data: Mapping[str, Any], key: str, prefix: str) -> str | None:
+        value = self.string(data, key, prefix)
+        if value is None:
+            return None
+        local = re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/", value)
+        if not value.startswith("https://") and not local:
+            self.problem(
+                _join(prefix, key),
+                f'"{value}" is not an https:// URL',
+                "tokens travel over it: use https (http only to 127.0.0.1 for testing)",
+            )
+            return None
+        return value
+
+    def auth(self, data: Mapping[str, Any], prefix: str) -> tuple[str, OAuthConfig | None]:
+        """`auth` and, for "oauth2", the app registration (provider, client, endpoints)."""
+        auth = self.choice(data, "auth", prefix, AUTH_METHODS, "password")
+        if auth == "password":
+            for key in OAUTH_KEYS:
+                if key in data:
+                    self.problem(_join(prefix, key), 'is only used with auth = "oauth2"',
+                                 'set auth = "oauth2", or remove it')  # fmt: skip
+            return auth, None
+        for key in ("password_env", "password_file"):
+            if key in data:
+                self.problem(
+                    _join(prefix, key),
+                    'is not used with auth = "oauth2"',
+                    "remove it: the mailbox signs in with `sla-gateway login`, not a password",
+                )
+        provider = self.string(data, "provider", prefix)
+        if provider is None:
+            self.problem(_join(prefix, "provider"), 'is missing for auth = "oauth2"',
+                         'write provider = "google", "microsoft" or "custom"')  # fmt: skip
+            return auth, None
+        if provider not in OAUTH_PROVIDERS:
+            self.problem(_join(prefix, "provider"), f'"{provider}" is not one of {", ".join(OAUTH_PROVIDERS)}',
+                         _suggest(provider, OAUTH_PROVIDERS) or 'write provider = "google"')  # fmt: skip
+            return auth, None
+        client_id = self.string(data, "client_id", prefix)
+        if not client_id:
+            self.problem(_join(prefix, "client_id"), "is missing",
+                         "write the Application (client) ID of the app you registered; see README")  # fmt: skip
+        secret = self.optional_secret(data, prefix, "client_secret_env", "client_secret_file")
+        if provider == "google" and not (secret.env or secret.file):
+            self.problem(prefix, "has no client secret (Google requires one)",
+                         'set client_secret_env = "VARIABLE" or client_secret_file = "google-client-secret"')  # fmt: skip
+        tenant = self.string(data, "tenant", prefix, "") or ""
+        if tenant and provider != "microsoft":
+            self.problem(_join(prefix, "tenant"), 'is only used with provider = "microsoft"', "remove it")
+        if tenant and not re.fullmatch(r"[A-Za-z0-9.-]+", tenant):
+            self.problem(_join(prefix, "tenant"), f'"{tenant}" is not a tenant ID or domain',
+                         'write the Directory (tenant) ID, a domain such as "shop.example", or "organizations"')  # fmt: skip
+        token_url = self.url(data, "token_url", prefix)
+        device_url = self.url(data, "device_authorization_url", prefix)
+        scope = self.string(data, "scope", prefix)
+        if provider == "custom":
+            if not token_url:
+                self.problem(_join(prefix, "token_url"), 'is missing for provider = "custom"',
+                             'write token_url = "https://login.example/oauth2/token"')  # fmt: skip
+            if not device_url:
+                self.problem(_join(prefix, "device_authorization_url"), 'is missing for provider = "custom"',
+                             'write device_authorization_url = "https://login.example/oauth2/device"')  # fmt: skip
+            preset_device, preset_token, preset_scope = device_url or "", token_url or "", ""
+        else:
+            for key in ("token_url", "device_authorization_url"):
+                if key in data:
+                    self.problem(_join(prefix, key), f'is set by provider = "{provider}"',
+                                 'remove it, or use provider = "custom"')  # fmt: skip
+            preset_device, preset_token, preset_scope = oauth_preset(provider, tenant)
+        return auth, OAuthConfig(
+            provider=provider,
+            client_id=client_id or "",
+            client_secret=secret,
+            token_url=preset_token,
+            device_authorization_url=preset_device,
+            scope=preset_scope if scope is None else scope,
+            tenant=tenant,
+        )
+
+    def token_store(self, value: dict[str, Any]) -> TokenStoreConfig:
+        prefix = "oauth"
+        self.unknown(value, ("token_key_env", "token_key_file", "alert_maildir"), prefix)
+        key = self.optional_secret(value, prefix, "token_key_env", "token_key_file")
+        if not key.env and not key.file:
+            key = Secret(env=DEFAULT_TOKEN_KEY_ENV)
+        return TokenStoreConfig(key=key, alert_maildir=self.string(value, "alert_maildir", prefix))
+
     def addresses(self, data: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...]:
         values = self.string_list(data, key, prefix)
         for value in values:
@@ -1010,6 +1148,8 @@ class _Reader:
                 "append_acks_to",
                 "timeout",
                 "sent_folder",
+                "auth",
+                *OAUTH_KEYS,
             ),
             prefix,
         )
@@ -1023,7 +1163,8 @@ class _Reader:
         username = self.string(value, "username", prefix)
         if not username:
             self.problem(_join(prefix, "username"), "is missing", "write the mailbox login name")
-        password = self.secret(value, prefix, required=True)
+        auth, oauth = self.auth(value, prefix)
+        password = self.secret(value, prefix, required=auth == "password")
         folders = self.string_list(value, "folders", prefix) or ("INBOX",)
         return ImapConfig(
             host=host or "",
@@ -1040,6 +1181,8 @@ class _Reader:
             append_acks_to=self.string(value, "append_acks_to", prefix),
             timeout=self.positive_duration(value, "timeout", prefix, timedelta(seconds=30)),
             sent_folder=self.string(value, "sent_folder", prefix),
+            auth=auth,
+            oauth=oauth,
         )
 
     def alerts(self, value: dict[str, Any]) -> AlertsConfig:
@@ -1144,6 +1287,8 @@ class _Reader:
                 "timeout",
                 "give_up_after",
                 "null_sender",
+                "auth",
+                *OAUTH_KEYS,
             ),
             prefix,
         )
@@ -1157,6 +1302,13 @@ class _Reader:
                 'write host = "smtp.example.com"',
             )
         username = self.string(value, "username", prefix)
+        auth, oauth = self.auth(value, prefix) if transport == "smtp" else ("password", None)
+        if auth == "oauth2" and not username:
+            self.problem(
+                _join(prefix, "username"),
+                'is missing for auth = "oauth2"',
+                "write the mailbox address that signs in",
+            )
         return SendConfig(
             transport=transport,
             path=self.string(value, "path", prefix, "var/outbox") or "var/outbox",
@@ -1164,10 +1316,12 @@ class _Reader:
             port=self.integer(value, "port", prefix, default_port, low=1, high=65535),
             security=security,
             username=username,
-            password=self.secret(value, prefix, required=bool(username)),
+            password=self.secret(value, prefix, required=bool(username) and auth == "password"),
             timeout=self.positive_duration(value, "timeout", prefix, timedelta(seconds=30)),
             give_up_after=self.positive_duration(value, "give_up_after", prefix, timedelta(days=2)),
             null_sender=self.boolean(value, "null_sender", prefix, False),
+            auth=auth,
+            oauth=oauth,
         )
 
     def acknowledge(self, value: dict[str, Any]) -> AckConfig:

@@ -3,8 +3,10 @@ in words what is wrong and how to fix it.
 
 Owns: logging in to each inbox's IMAP server (and listing the folders it would watch and
 the Sent folder it finds), connecting and authenticating to the outgoing SMTP server (or
-checking the maildir is writable), and checking the database and its migrations. It
-sends nothing, unless asked to send one test message through the outbox.
+checking the maildir is writable), checking the database and its migrations, and, for
+mailboxes that sign in with OAuth 2.0, whether a token is stored and still accepted (it
+refreshes an access token when one is due, and says until when it is valid). It sends
+nothing, unless asked to send one test message through the outbox.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, LoginRequired, TemporaryError
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,31 @@ def check_database(config: Config) -> Result:
     return Result("database", True, f"reachable, schema current ({head})")
 
 
-def check_imap(config: Config) -> list[Result]:
+def check_oauth(config: Config, tokens: Any) -> list[Result]:
+    """Each OAuth account: is a token stored, does the server still accept it, until when."""
+    results = []
+    for source in tokens.sources():
+        what = f"OAuth {source.username} ({source.oauth.provider})"
+        try:
+            if source.state().stored and source.state().status == "active":
+                source.access_token()  # refreshes it when due: proves the refresh token works
+            state = source.state()
+        except (LoginRequired, TemporaryError) as exc:
+            results.append(Result(what, False, str(exc)))
+            continue
+        except ConfigError as exc:
+            results.append(Result(what, False, "; ".join(str(p) for p in exc.problems)))
+            continue
+        except Exception as exc:  # the token table cannot be read: the database is not ready
+            results.append(Result(what, False, f"cannot read the stored tokens ({exc.__class__.__name__}) "
+                                  "— run `sla-gateway db upgrade` and check the database"))  # fmt: skip
+            continue
+        results.append(Result(what, state.stored and state.status == "active",
+                              state.describe(tokens.clock())))  # fmt: skip
+    return results
+
+
+def check_imap(config: Config, tokens: Any = None) -> list[Result]:
     from imapclient.exceptions import LoginError
 
     from .imap import connect
@@ -63,12 +92,22 @@ def check_imap(config: Config) -> list[Result]:
         if imap is None:
             continue
         what = f"IMAP {inbox.name} ({imap.username}@{imap.host}:{imap.port})"
+        source = tokens.for_imap(inbox) if imap.auth == "oauth2" and tokens is not None else None
         try:
-            client = connect(imap)
+            if imap.auth == "oauth2" and source is None:
+                raise TemporaryError("the token store is not available")
+            client = connect(imap, tokens=source)
         except ConfigError as exc:
             results.append(Result(what, False, str(exc)))
             continue
+        except (LoginRequired, TemporaryError) as exc:
+            results.append(Result(what, False, f"not signed in: {exc}"))
+            continue
         except LoginError:
+            if imap.auth == "oauth2":
+                results.append(Result(what, False, "the server refused the OAuth token, also a freshly refreshed one "
+                                      "— check the app's scopes and that IMAP is enabled for the mailbox (README: OAuth)"))  # fmt: skip
+                continue
             results.append(Result(what, False, "the server refused the login — check username and password "
                                   "(Gmail and Fastmail need an app password)"))  # fmt: skip
             continue
@@ -116,7 +155,8 @@ def check_imap(config: Config) -> list[Result]:
     return results
 
 
-def check_sending(config: Config) -> Result:
+def check_sending(config: Config, tokens: Any = None) -> Result:
+    from .outbox import oauth_login
     from .secrets import read_secret
 
     send = config.send
@@ -141,16 +181,39 @@ def check_sending(config: Config) -> Result:
             if send.security == "starttls":
                 conn.starttls(context=context)
                 conn.ehlo()
-            if send.username:
+            if send.auth == "oauth2":
+                if tokens is None:
+                    raise TemporaryError("the token store is not available")
+                oauth_login(conn, send, tokens.for_send())
+            elif send.username:
                 conn.login(send.username, read_secret(send.password, "send"))
     except ConfigError as exc:
         return Result(what, False, str(exc))
+    except (LoginRequired, TemporaryError) as exc:
+        return Result(what, False, f"not signed in: {exc}")
     except smtplib.SMTPAuthenticationError as exc:
+        if send.auth == "oauth2":
+            return Result(what, False, f"the server refused the OAuth token ({exc.smtp_code}), also a freshly "
+                          "refreshed one — check the app's SMTP scope and that SMTP AUTH is enabled for the mailbox")  # fmt: skip
         return Result(what, False, f"login refused ({exc.smtp_code}) — check username and password")
     except (OSError, smtplib.SMTPException) as exc:
         return Result(what, False, f"cannot connect ({exc}) — check host, port and security")
     return Result(what, True, "connected" + (" and logged in" if send.username else ""))
 
 
-def check_all(config: Config) -> list[Result]:
-    return [check_database(config), *check_imap(config), check_sending(config)]
+def check_all(config: Config, clock: Callable[[], datetime] | None = None) -> list[Result]:
+    from . import store
+    from .tokens import Tokens
+
+    results = [check_database(config)]
+    uses_oauth = any(i.imap is not None and i.imap.auth == "oauth2" for i in config.inboxes) or (
+        config.send.transport == "smtp" and config.send.auth == "oauth2")  # fmt: skip
+    if not uses_oauth:
+        return [*results, *check_imap(config), check_sending(config)]
+    engine = store.make_engine(config.database)
+    try:
+        tokens = Tokens(config, engine, clock or (lambda: datetime.now(UTC)))
+        return [*results, *check_oauth(config, tokens), *check_imap(config, tokens),
+                check_sending(config, tokens)]  # fmt: skip
+    finally:
+        engine.dispose()

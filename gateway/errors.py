@@ -3,7 +3,9 @@
     GatewayError
     ├── ConfigError      the operator's configuration is wrong (CLI exit status 2)
     ├── InputError       the sender's input cannot be used (SMTP 5xx, CLI: a per-file error)
-    └── TemporaryError   our own passing failure; retrying later may work (SMTP 451)
+    ├── TemporaryError   our own passing failure; retrying later may work (SMTP 451)
+    └── LoginRequired    the mailbox owner must sign in again (`sla-gateway login`): an
+                         OAuth refresh token is missing, revoked or expired
 
 Adapters translate these into their outside's language; the core raises only these
 (and ValueError for programming mistakes such as naive datetimes).
@@ -47,3 +49,9 @@ class InputError(GatewayError):
 
 class TemporaryError(GatewayError):
     """Our own failure that may pass (database locked, disk full, server down)."""
+
+
+class LoginRequired(GatewayError):
+    """The mailbox owner must sign in again: no OAuth token is stored, or the authorization
+    server refused the stored refresh token (revoked, expired, password changed). Nothing
+    the gateway can fix by retrying alone; the message says which command to run."""

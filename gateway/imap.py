@@ -18,17 +18,20 @@ import ssl
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy import select
 
-from . import store
+from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig
-from .errors import ConfigError, Problem, TemporaryError
+from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .pipeline import Pipeline, Received
 from .secrets import read_secret
+
+if TYPE_CHECKING:
+    from .tokens import Tokens, TokenSource
 
 log = logging.getLogger("sla_gateway.imap")
 
@@ -37,8 +40,13 @@ BACKOFF_MAX = 300.0
 IDLE_REFRESH = timedelta(minutes=25)  # re-issue IDLE well within the RFC's 29 minutes
 
 
-def connect(imap: ImapConfig, *, environ: dict[str, str] | None = None) -> IMAPClient:
-    """Open and authenticate one connection as configured."""
+def connect(
+    imap: ImapConfig,
+    *,
+    environ: dict[str, str] | None = None,
+    tokens: TokenSource | None = None,
+) -> IMAPClient:
+    """Open and authenticate one connection as configured (`tokens`: for auth = "oauth2")."""
     timeout = imap.timeout.total_seconds()
     context = ssl.create_default_context()
     if imap.security == "tls":
@@ -50,13 +58,45 @@ def connect(imap: ImapConfig, *, environ: dict[str, str] | None = None) -> IMAPC
         if imap.security == "starttls":
             client.starttls(context)
     client.normalise_times = False  # keep INTERNALDATE's own offset: aware datetimes
-    client.login(imap.username, read_secret(imap.password, "inbox.imap", environ))
+    try:
+        if imap.auth == "oauth2":
+            if tokens is None:
+                raise ValueError("auth = oauth2 needs a token source")
+            oauth_login(client, imap, tokens)
+        else:
+            client.login(imap.username, read_secret(imap.password, "inbox.imap", environ))
+    except BaseException:
+        _close(client)
+        raise
     return client
 
 
-def append_copy(imap: ImapConfig, folder: str, raw: bytes, when: datetime) -> None:
+def oauth_login(client: IMAPClient, imap: ImapConfig, tokens: TokenSource) -> None:
+    """SASL XOAUTH2 (or OAUTHBEARER when only that is offered) with a fresh access token;
+    when the server refuses it, once more with a token refreshed there and then (it may
+    have been revoked or expired early). LoginRequired when the refresh token is refused."""
+    offered = [c.decode("ascii", "replace")[5:] for c in client.capabilities()
+               if c.upper().startswith(b"AUTH=")]  # fmt: skip
+    mech = oauth.mechanism(offered)
+    for attempt in (1, 2):
+        token = tokens.access_token(force=attempt == 2)
+        try:
+            if mech == oauth.OAUTHBEARER:
+                client.oauthbearer_login(imap.username, token)
+            else:
+                client.oauth2_login(imap.username, token, mech=mech)
+            return
+        except LoginError:
+            if attempt == 2:
+                raise
+            log.info("event=imap-oauth-refused user=%s retry=refreshed-token", imap.username)
+
+
+def append_copy(
+    imap: ImapConfig, folder: str, raw: bytes, when: datetime, tokens: TokenSource | None = None
+) -> None:
     """Store a copy of a message we sent (read) in a folder, so agents see it."""
-    client = connect(imap)
+    client = connect(imap, tokens=tokens)
     try:
         client.append(folder, raw, flags=[b"\\Seen"], msg_time=when)
     finally:
@@ -185,8 +225,15 @@ class ImapPoller:
     """A thread per watched folder: sync, then IDLE (or sleep), reconnecting after drops."""
 
     def __init__(self, config: Config, inbox: InboxConfig, pipeline: Pipeline,
-                 wake: Callable[[], None], clock: Callable[[], datetime]) -> None:  # fmt: skip
+                 wake: Callable[[], None], clock: Callable[[], datetime],
+                 tokens: Tokens | None = None) -> None:  # fmt: skip
         assert inbox.imap is not None
+        self.tokens: TokenSource | None = None
+        if inbox.imap.auth == "oauth2":
+            from .tokens import Tokens
+
+            hub = tokens or Tokens(config, pipeline.engine, clock)
+            self.tokens = hub.for_imap(inbox)
         self.config = config
         self.inbox = inbox
         self.pipeline = pipeline
@@ -223,7 +270,7 @@ class ImapPoller:
         while not self._stop.is_set():
             client: IMAPClient | None = None
             try:
-                client = connect(imap)
+                client = connect(imap, tokens=self.tokens)
                 self._clients[sync.folder] = client
                 log.info("event=imap-connected inbox=%s folder=%s", self.inbox.name, sync.folder)
                 can_idle = imap.idle and client.has_capability("IDLE")
@@ -236,6 +283,11 @@ class ImapPoller:
                     else:
                         self._stop.wait(imap.poll_interval.total_seconds())
                         client.noop()
+            except LoginRequired as exc:  # the owner must sign in; keep trying meanwhile
+                self.last_error = str(exc)
+                failures += 1
+                log.error("event=imap-login-required inbox=%s error=%r retry_in=%.0fs",
+                          self.inbox.name, str(exc), _backoff(failures))  # fmt: skip
             except ConfigError as exc:
                 self.last_error = str(exc)
                 log.error("event=imap-config-error inbox=%s error=%r", self.inbox.name, str(exc))

@@ -20,14 +20,17 @@ import ssl
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, bindparam, select, update
 
 from . import store
 from .config import SendConfig
-from .errors import ConfigError, Problem
+from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .secrets import read_secret
+
+if TYPE_CHECKING:
+    from .tokens import Tokens, TokenSource
 
 log = logging.getLogger("sla_gateway.outbox")
 
@@ -74,9 +77,11 @@ class MaildirTransport:
 class SmtpTransport:
     """Sends through one SMTP server, keeping the connection open between messages."""
 
-    def __init__(self, config: SendConfig, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, config: SendConfig, *, ssl_context: ssl.SSLContext | None = None,
+                 tokens: TokenSource | None = None) -> None:  # fmt: skip
         self.config = config
         self.context = ssl_context or ssl.create_default_context()
+        self.tokens = tokens  # auth = "oauth2": where access tokens come from
         self._conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -92,8 +97,12 @@ class SmtpTransport:
                 if c.security == "starttls":
                     conn.starttls(context=self.context)
                     conn.ehlo()
-            if c.username:
+            if c.auth == "oauth2":
+                self._oauth_login(conn)
+            elif c.username:
                 conn.login(c.username, read_secret(c.password, "send"))
+        except (LoginRequired, TemporaryError, ConfigError) as exc:  # OAuth: rows stay pending
+            raise SendFailed(f"cannot sign in to {c.host}: {exc}", permanent=False) from exc
         except smtplib.SMTPAuthenticationError as exc:
             raise SendFailed(f"login refused by {c.host}: {_answer(exc)}", permanent=False) from exc
         except (OSError, smtplib.SMTPException) as exc:
@@ -101,6 +110,11 @@ class SmtpTransport:
                 f"cannot connect to {c.host}:{c.port}: {exc}", permanent=False
             ) from exc
         return conn
+
+    def _oauth_login(self, conn: smtplib.SMTP) -> None:
+        if self.tokens is None:
+            raise ValueError("auth = oauth2 needs a token source")
+        oauth_login(conn, self.config, self.tokens)
 
     def send(self, sender: str, recipient: str, raw: bytes) -> None:
         for attempt in (1, 2):  # a kept-open connection may have been dropped: reconnect once
@@ -141,6 +155,30 @@ class SmtpTransport:
             self._conn = None
 
 
+def oauth_login(conn: smtplib.SMTP, config: SendConfig, tokens: TokenSource) -> None:
+    """SASL XOAUTH2 (OAUTHBEARER when only that is offered) with a fresh access token;
+    refused once, again with a token refreshed there and then. Raises LoginRequired when
+    the refresh token is refused, SMTPAuthenticationError when the server still says no."""
+    from . import oauth
+
+    mech = oauth.mechanism(conn.esmtp_features.get("auth", "").split())
+    for attempt in (1, 2):
+        token = tokens.access_token(force=attempt == 2)
+        response = oauth.sasl_response(mech, config.username or "", token, config.host, config.port)
+
+        def answer(challenge: bytes | None = None, first: bytes = response) -> str:
+            # The initial response; after an error challenge, the empty reply it asks for.
+            return first.decode("utf-8") if challenge is None else ""
+
+        try:
+            conn.auth(mech, answer, initial_response_ok=True)
+            return
+        except smtplib.SMTPAuthenticationError:
+            if attempt == 2:
+                raise
+            log.info("event=smtp-oauth-refused user=%s retry=refreshed-token", config.username)
+
+
 def to_crlf(raw: bytes) -> bytes:
     """SMTP wants CRLF line ends; smtplib does not fix them in bytes."""
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -154,11 +192,13 @@ def _answer(exc: smtplib.SMTPResponseException) -> str:
     return f"{exc.smtp_code} {_text(exc.smtp_error)}"
 
 
-def make_transport(config: SendConfig) -> Transport:
+def make_transport(config: SendConfig, *, tokens: Tokens | None = None) -> Transport:
+    """The configured transport; `tokens` (shared with the IMAP pollers) for auth = oauth2."""
     if config.transport == "maildir":
         return MaildirTransport(config.path)
     if config.transport == "smtp":
-        return SmtpTransport(config)
+        source = tokens.for_send() if tokens is not None and config.auth == "oauth2" else None
+        return SmtpTransport(config, tokens=source)
     raise ConfigError(
         [Problem("(config)", "send.transport", f"unknown transport {config.transport}")]
     )

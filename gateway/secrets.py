@@ -16,7 +16,15 @@ from .config import Secret
 from .errors import ConfigError, Problem
 
 
-def read_secret(secret: Secret, key: str, environ: Mapping[str, str] | None = None) -> str:
+def read_secret(
+    secret: Secret,
+    key: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    env_key: str = "password_env",
+    file_key: str = "password_file",
+) -> str:
+    """The secret's value; `key` (e.g. "inbox.imap") and the key names are for messages."""
     env = os.environ if environ is None else environ
     if secret.env:
         value = env.get(secret.env)
@@ -25,7 +33,7 @@ def read_secret(secret: Secret, key: str, environ: Mapping[str, str] | None = No
                 [
                     Problem(
                         "(environment)",
-                        f"{key}.password_env",
+                        f"{key}.{env_key}",
                         f"${secret.env} is not set or empty",
                         f"export {secret.env}=... before starting sla-gateway",
                     )
@@ -45,7 +53,7 @@ def read_secret(secret: Secret, key: str, environ: Mapping[str, str] | None = No
                 [
                     Problem(
                         "(config)",
-                        f"{key}.password_file",
+                        f"{key}.{file_key}",
                         f"cannot read {path}: {exc.strerror}",
                         "check the path and the file's permissions",
                     )
@@ -56,8 +64,8 @@ def read_secret(secret: Secret, key: str, environ: Mapping[str, str] | None = No
             Problem(
                 "(config)",
                 key,
-                "no password source configured",
-                "set password_env or password_file",
+                "no secret source configured",
+                f"set {env_key} or {file_key}",
             )
         ]
     )

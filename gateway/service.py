@@ -81,9 +81,12 @@ class Service:
         self._last_beat = 0.0
         self.pipeline = Pipeline(config, self.engine, clock)
         self.scheduler = Scheduler(config, self.engine, clock, self.pipeline)
+        from .tokens import Tokens
+
+        self.tokens = Tokens(config, self.engine, clock)  # OAuth sign-ins, shared by all
         self.sender = OutboxSender(
             self.engine,
-            make_transport(config.send),
+            make_transport(config.send, tokens=self.tokens),
             clock,
             give_up_after=config.send.give_up_after,
             after_send=self._copy_to_mailbox,
@@ -121,7 +124,8 @@ class Service:
             if inbox.imap is not None:
                 from .imap import ImapPoller
 
-                poller = ImapPoller(self.config, inbox, self.pipeline, self.wake, self.clock)
+                poller = ImapPoller(self.config, inbox, self.pipeline, self.wake, self.clock,
+                                    tokens=self.tokens)  # fmt: skip
                 poller.start()
                 self._pollers.append(poller)
         self.heartbeat()
@@ -297,7 +301,8 @@ class Service:
             if inbox.name == inbox_name and inbox.imap is not None and inbox.imap.append_acks_to:
                 from .imap import append_copy
 
-                append_copy(inbox.imap, inbox.imap.append_acks_to, row.raw, self.clock())
+                source = self.tokens.for_imap(inbox) if inbox.imap.oauth is not None else None
+                append_copy(inbox.imap, inbox.imap.append_acks_to, row.raw, self.clock(), source)
 
     # ------------------------------------------------------------------ the worker
 

@@ -1,6 +1,7 @@
 """`sla-gateway init`: a first, commented configuration from a few answers.
 
-Owns: the provider presets (hosts, ports, security, Sent-folder names) and writing a
+Owns: the provider presets (hosts, ports, security, Sent-folder names, and for Google and
+Microsoft 365 the OAuth 2.0 sign-in with its exact scopes) and writing a
 `gateway.toml` that passes `check` as written, plus a copy of the built-in templates to
 customise. It asks nothing itself: the CLI collects the answers (prompts or flags).
 """
@@ -25,6 +26,7 @@ class Answers:
     provider: str
     imap_host: str = ""
     smtp_host: str = ""
+    auth: str = ""  # "password" | "oauth2"; "" = the provider's default (see default_auth)
 
 
 @dataclass(frozen=True)
@@ -34,16 +36,41 @@ class Preset:
     smtp_port: int
     sent_folder: str | None
     note: str
+    oauth_provider: str = ""  # the [inbox.imap] provider for auth = "oauth2"; "" = none
+    oauth_note: tuple[str, ...] = ()
 
 
 PRESETS = {
     "gmail": Preset("imap.gmail.com", "smtp.gmail.com", 587, None,
-                    "Gmail / Google Workspace: turn on 2-Step Verification and create an app password."),
+                    "Gmail / Google Workspace: turn on 2-Step Verification and create an app password.",
+                    "google", ("Google Workspace with OAuth 2.0 (scope https://mail.google.com/, IMAP and SMTP):",
+                               "register an OAuth client in Google Cloud (README: Google Workspace / Microsoft 365",
+                               "with OAuth), put its ID below and its secret in the credential file, then",
+                               "`sla-gateway login --import NAME` (Google refuses the device sign-in for mail).")),
     "fastmail": Preset("imap.fastmail.com", "smtp.fastmail.com", 587, None,
                        "Fastmail: create an app password (Settings → Privacy & Security)."),
     "microsoft365": Preset("outlook.office365.com", "smtp.office365.com", 587, None,
-                           "Microsoft 365 accepts only OAuth 2.0 for IMAP: passwords will be refused."),
+                           "Microsoft 365 accepts only OAuth 2.0 for IMAP: passwords will be refused.",
+                           "microsoft", ("Microsoft 365 with OAuth 2.0 (scopes IMAP.AccessAsUser.All, SMTP.Send, offline_access):",
+                                         "register an app in Microsoft Entra with public client flows allowed (README:",
+                                         "Google Workspace / Microsoft 365 with OAuth), put its Application (client) ID and",
+                                         "Directory (tenant) ID below, then run `sla-gateway login NAME` and approve it.")),
 }  # fmt: skip
+
+
+def default_auth(provider: str) -> str:
+    """Microsoft 365 refuses passwords: OAuth is its default; app passwords elsewhere."""
+    return "oauth2" if provider == "microsoft365" else "password"
+
+
+def _oauth_lines(preset: Preset, secret_file: str) -> list[str]:
+    lines = ['auth = "oauth2"', f'provider = "{preset.oauth_provider}"',
+             'client_id = "REPLACE-WITH-YOUR-CLIENT-ID"          # from the app registration']  # fmt: skip
+    if preset.oauth_provider == "microsoft":
+        lines.append('tenant = "organizations"                      # or your Directory (tenant) ID')
+    else:
+        lines.append(f'client_secret_file = "{secret_file}"    # relative: $CREDENTIALS_DIRECTORY')
+    return lines
 
 
 def _q(value: str) -> str:
@@ -72,6 +99,7 @@ def render_config(a: Answers, database: str, outbox: str, templates: str) -> str
         "agents = []                                   # team members' addresses (BCC replies)",
     ]
     preset = PRESETS.get(a.provider)
+    oauth = (a.auth or default_auth(a.provider)) == "oauth2" and preset is not None and bool(preset.oauth_provider)
     if a.provider in ("gmail", "fastmail", "microsoft365", "imap"):
         host = a.imap_host or (preset.imap_host if preset else "imap.example.com")
         lines += [
@@ -82,7 +110,8 @@ def render_config(a: Answers, database: str, outbox: str, templates: str) -> str
             "port = 993",
             'security = "tls"',
             f"username = {_q(a.address)}",
-            'password_file = "imap-password"               # relative: $CREDENTIALS_DIRECTORY (systemd)',
+            *(_oauth_lines(preset, "oauth-client-secret") if oauth and preset else
+              ['password_file = "imap-password"               # relative: $CREDENTIALS_DIRECTORY (systemd)']),
             'folders = ["INBOX"]',
             '# sent_folder = "Sent"                       # found through SPECIAL-USE when not set',
         ]
@@ -114,10 +143,20 @@ def render_config(a: Answers, database: str, outbox: str, templates: str) -> str
     smtp_host = a.smtp_host or (preset.smtp_host if preset else "")
     if smtp_host:
         lines += ["", "[send]", 'transport = "smtp"', f"host = {_q(smtp_host)}", f"port = {preset.smtp_port if preset else 587}",
-                  'security = "starttls"', f"username = {_q(a.address)}", 'password_file = "smtp-password"']  # fmt: skip
+                  'security = "starttls"', f"username = {_q(a.address)}"]  # fmt: skip
+        if oauth and preset:
+            lines += ["# the same sign-in as [inbox.imap]: one `sla-gateway login` serves both",
+                      *_oauth_lines(preset, "oauth-client-secret")]  # fmt: skip
+        else:
+            lines.append('password_file = "smtp-password"')
     else:
         lines += ["", "[send]", 'transport = "maildir"                         # try it out first; then "smtp"',
                   f"path = {_q(outbox)}"]  # fmt: skip
+    if oauth and preset:
+        lines = [*lines[:lines.index("[inbox.imap]") - 1], *(f"# {line}" for line in preset.oauth_note),
+                 *lines[lines.index("[inbox.imap]"):]]  # fmt: skip
+        lines += ["", "# The key that encrypts the stored OAuth tokens (README: OAuth); never in this file.",
+                  "[oauth]", 'token_key_file = "oauth-token-key"            # relative: $CREDENTIALS_DIRECTORY']  # fmt: skip
     lines += [
         "",
         "[alerts]",

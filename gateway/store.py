@@ -233,6 +233,28 @@ heartbeats = Table(
     Column("beat_at", UTCDateTime, nullable=False),
 )
 
+# One row per mailbox signed in with OAuth 2.0. The tokens are Fernet ciphertext (the key
+# comes from the environment or a systemd credential, never from here); the rest is plain
+# so that `status` can report on them without the key.
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("account", String(64), primary_key=True),  # oauth.account_key(...)
+    Column("username", String(320), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("client_id", String(255), nullable=False),
+    Column("refresh_token", Text, nullable=False),  # encrypted
+    Column("access_token", Text),  # encrypted; the current one, shared by every connection
+    Column("access_issued_at", UTCDateTime),
+    Column("access_expires_at", UTCDateTime),
+    Column("scope", Text, nullable=False, default=""),
+    Column("obtained_at", UTCDateTime, nullable=False),  # the owner's sign-in
+    Column("refreshed_at", UTCDateTime),
+    Column("status", String(16), nullable=False, default="active"),  # active / login-required
+    Column("problem", Text),  # why the owner must sign in again (never a token)
+    Column("problem_at", UTCDateTime),
+)
+
 digests = Table(
     "digests",
     metadata,

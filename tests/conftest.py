@@ -20,7 +20,8 @@ from click.testing import CliRunner, Result
 from gateway.cli import cli
 from gateway.config import Config, load
 
-pytest_plugins = ("tests.imapserver",)  # the `dovecot` fixture: a real IMAP server
+# Real servers: `dovecot` (IMAP), `oauth_server` (OAuth 2.0), `oauth_smtp` (SMTP + XOAUTH2).
+pytest_plugins = ("tests.imapserver", "tests.oauthserver", "tests.smtpoauth")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

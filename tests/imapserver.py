@@ -22,6 +22,15 @@ system-wide Dovecot are never touched. ``root/dovecot.log`` is the server's log.
 * ``Dovecot(root, tls=True)`` also offers STARTTLS on ``port`` and implicit TLS on
   ``tls_port``, with a self-signed certificate for 127.0.0.1 made by ``openssl`` at the
   first start; trust it with ``ca_file``. Plaintext login stays allowed on ``port``.
+* ``Dovecot(root, oauth2_introspection_url=url)`` also offers AUTH=XOAUTH2 and
+  AUTH=OAUTHBEARER: its oauth2 passdb POSTs ``token=<bearer>`` to that RFC 7662 endpoint
+  (tests/oauthserver.py's) for every such login and accepts it when the answer has
+  ``"active": true`` and a ``username`` equal to the login name. There is no auth cache,
+  so a revoked or expired token fails at the very next login. A refused token gets the
+  Gmail-style continuation (``+ <base64 {"status":"401","schemes":"bearer",...}>``),
+  then ``NO [AUTHENTICATIONFAILED]`` after the client's reply. The user must still be in
+  the passwd-file (the userdb; an unknown one is an internal login failure), and
+  password logins keep working: that passdb serves only PLAIN and LOGIN.
 
 Run as root (CI), Dovecot's own processes run as root, its login processes as ``dovenull``
 and mail access as the ``dovecot`` user: Dovecot refuses mail access as root, so
@@ -143,6 +152,7 @@ class Dovecot:
         *,
         users: dict[str, str] | None = None,
         tls: bool = False,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.users: dict[str, str] = dict(users) if users else {DEFAULT_USER: DEFAULT_PASSWORD}
@@ -150,6 +160,8 @@ class Dovecot:
             self._check_credentials(name, password)
         self.user, self.password = next(iter(self.users.items()))
         self.tls = tls
+        #: Where the oauth2 passdb checks bearer tokens (RFC 7662, POST); None: no OAuth.
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.port = 0  #: the IMAP port (STARTTLS too when tls=True); chosen at first start
         self.tls_port: int | None = None  #: the implicit-TLS (imaps) port when tls=True
         self.ca_file: Path | None = None  #: the self-signed certificate to trust when tls=True
@@ -159,6 +171,7 @@ class Dovecot:
         self._base_dir = self.root / "run"
         self._stderr_path = self.root / "dovecot.stderr"
         self._users_path = self.root / "users"
+        self._oauth2_path = self.root / "dovecot-oauth2.conf.ext"
         self._process: subprocess.Popen[bytes] | None = None
         longest = len(str(self._base_dir / "login" / _LONGEST_SOCKET_NAME))
         if longest > _SOCKET_PATH_MAX:
@@ -427,6 +440,8 @@ class Dovecot:
         self._write_users()
         if self.tls and self.ca_file is None:
             self.ca_file = self._make_certificate()
+        if self.oauth2_introspection_url is not None:
+            self._oauth2_path.write_text(self._oauth2_config(), encoding="utf-8")
 
     def _write_users(self) -> None:
         """Write the passwd-file and make sure every user's Maildir home exists."""
@@ -501,6 +516,7 @@ ssl_key = <{self.ca_file.with_name("key.pem")}
         else:
             tls = "ssl = no\n"
             imaps = "  inet_listener imaps {\n    port = 0\n  }\n"
+        auth = self._auth_config()
         mailboxes = "  mailbox INBOX {\n    auto = subscribe\n  }\n" + "".join(
             f"  mailbox {name} {{\n    special_use = {use}\n    auto = subscribe\n  }}\n"
             for name, use in SPECIAL_FOLDERS.items()
@@ -519,14 +535,9 @@ shutdown_clients = yes
 
 {identity}
 {tls}disable_plaintext_auth = no
-auth_mechanisms = plain login
 auth_failure_delay = 0
 auth_verbose = yes
-passdb {{
-  driver = passwd-file
-  args = {self._users_path}
-}}
-userdb {{
+{auth}userdb {{
   driver = passwd-file
   args = {self._users_path}
 }}
@@ -549,6 +560,42 @@ service anvil {{
     mode = 0
   }}
 }}
+"""
+
+    def _auth_config(self) -> str:
+        """The mechanisms and passdbs: passwords always, bearer tokens with OAuth too."""
+        passwords = f"""\
+passdb {{
+  driver = passwd-file
+  mechanisms = plain login
+  args = {self._users_path}
+}}
+"""
+        if self.oauth2_introspection_url is None:
+            return "auth_mechanisms = plain login\n" + passwords
+        return f"""\
+auth_mechanisms = plain login xoauth2 oauthbearer
+# No cache (the default, said out loud): a revoked token must fail at the next login.
+auth_cache_size = 0
+{passwords}passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {self._oauth2_path}
+}}
+"""
+
+    def _oauth2_config(self) -> str:
+        """The oauth2 passdb's settings: ask the introspection endpoint about every token."""
+        return f"""\
+# Written by tests/imapserver.py: every login POSTs token=... to the introspection
+# endpoint (no tokeninfo_url, no auth cache), so a revoked token fails at once.
+introspection_url = {self.oauth2_introspection_url}
+introspection_mode = post
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
 """
 
     def _wait_until_ready(self) -> None:

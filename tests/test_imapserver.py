@@ -17,6 +17,7 @@ from imapclient import IMAPClient
 
 from tests import imapserver
 from tests.imapserver import Dovecot, DovecotError
+from tests.oauthserver import OAuthServer
 
 dovecot = imapserver.dovecot  # the fixture, under its own name in this module
 
@@ -51,6 +52,7 @@ def test_login_with_plaintext_and_default_capabilities(dovecot: Dovecot) -> None
     conn = connect(dovecot)
     capabilities = set(conn.capabilities())
     assert {b"IDLE", b"UIDPLUS", b"MOVE", b"CONDSTORE"} <= capabilities
+    assert b"AUTH=XOAUTH2" not in capabilities, "OAuth only when asked for"
     conn.logout()
 
 
@@ -243,3 +245,79 @@ def test_start_failure_raises_with_the_log(tmp_path: Path) -> None:
         with pytest.raises(DovecotError, match="already running"):
             second.start()
         assert not second.running
+
+
+# -- OAuth 2.0: the oauth2 passdb against tests/oauthserver.py's introspection endpoint ----
+
+OTHER_USER = "billing@shop.example"
+
+
+@pytest.fixture
+def oauth_dovecot(
+    tmp_path_factory: pytest.TempPathFactory, oauth_server: OAuthServer
+) -> Iterator[Dovecot]:
+    users = {imapserver.DEFAULT_USER: imapserver.DEFAULT_PASSWORD, OTHER_USER: "hunter2"}
+    root = tmp_path_factory.mktemp("dovecot")
+    with Dovecot(root, users=users, oauth2_introspection_url=oauth_server.introspection_url) as d:
+        yield d
+
+
+def unauthenticated(server: Dovecot) -> IMAPClient:
+    return IMAPClient(server.host, port=server.port, ssl=False, timeout=10)
+
+
+def test_xoauth2_login_with_a_valid_token_reaches_the_mail(
+    oauth_dovecot: Dovecot, oauth_server: OAuthServer
+) -> None:
+    uid = oauth_dovecot.append("INBOX", message())
+    conn = unauthenticated(oauth_dovecot)
+    assert {b"AUTH=XOAUTH2", b"AUTH=OAUTHBEARER", b"AUTH=PLAIN"} <= set(conn.capabilities())
+    token = oauth_server.issue_tokens(oauth_dovecot.user)["access_token"]
+
+    conn.oauth2_login(oauth_dovecot.user, token)
+
+    assert conn.select_folder("INBOX")[b"EXISTS"] == 1
+    assert conn.search() == [uid]
+    conn.logout()
+    path, form = oauth_server.requests[-1]  # Dovecot also sends empty client_id/secret
+    assert (path, form["token"]) == ("/introspect", token)
+    connect(oauth_dovecot).logout()  # passwords still work alongside
+
+
+def test_oauthbearer_login(oauth_dovecot: Dovecot, oauth_server: OAuthServer) -> None:
+    token = oauth_server.issue_tokens(oauth_dovecot.user)["access_token"]
+    conn = unauthenticated(oauth_dovecot)
+    conn.oauthbearer_login(oauth_dovecot.user, token)
+    conn.noop()
+    conn.logout()
+
+
+@pytest.mark.parametrize("case", ["revoked", "expired", "another user's"])
+def test_xoauth2_refuses_a_bad_token(
+    oauth_dovecot: Dovecot, oauth_server: OAuthServer, case: str
+) -> None:
+    token = oauth_server.issue_tokens(oauth_dovecot.user)["access_token"]
+    if case == "revoked":
+        oauth_server.revoke_user(oauth_dovecot.user)
+    elif case == "expired":
+        oauth_server.expire_access_tokens()
+    else:
+        token = oauth_server.issue_tokens(OTHER_USER)["access_token"]
+    conn = unauthenticated(oauth_dovecot)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        conn.oauth2_login(oauth_dovecot.user, token)
+    conn.shutdown()
+    assert oauth_server.introspections == 1
+
+
+def test_revocation_is_seen_at_the_next_login(
+    oauth_dovecot: Dovecot, oauth_server: OAuthServer
+) -> None:
+    token = oauth_server.issue_tokens(oauth_dovecot.user)["access_token"]
+    unauthenticated(oauth_dovecot).oauth2_login(oauth_dovecot.user, token)
+    oauth_server.revoke_user(oauth_dovecot.user)  # no cache in between
+    conn = unauthenticated(oauth_dovecot)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        conn.oauthbearer_login(oauth_dovecot.user, token)
+    conn.shutdown()
+    assert oauth_server.introspections == 2

@@ -1,0 +1,502 @@
+"""OAuth 2.0 tokens at the edge: HTTP to the authorization server, the encrypted store.
+
+Owns: talking to token and device-authorization endpoints (stdlib urllib, with timeouts:
+network trouble and 5xx are `TemporaryError`, `invalid_grant` is `LoginRequired`, a bad
+client registration is `ConfigError`); the device authorization grant behind
+`sla-gateway login` (RFC 8628); keeping each mailbox's refresh and access tokens in the
+`oauth_tokens` table encrypted with Fernet, under a key read from the environment or a
+systemd credential (`[oauth]`); handing IMAP and SMTP a fresh access token, refreshed
+ahead of expiry and stored again every time (Microsoft rotates refresh tokens); and, the
+first time a refresh token is refused, recording it and telling the owner once. Tokens
+never reach a log line, an event, an alert or an error message. The rules themselves
+(when to refresh, what an error means, the SASL strings) live in the pure `oauth` module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from . import oauth, store
+from .config import Config, ImapConfig, InboxConfig, OAuthConfig, Secret
+from .errors import ConfigError, LoginRequired, Problem, TemporaryError
+from .oauth import DeviceCode, Grant, Outcome, ServerError
+
+log = logging.getLogger("sla_gateway.oauth")
+
+HTTP_TIMEOUT = 30.0
+ACTIVE = "active"
+LOGIN_REQUIRED = "login-required"
+
+Clock = Callable[[], datetime]
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+def post_form(url: str, form: Mapping[str, str], timeout: float = HTTP_TIMEOUT) -> tuple[int, dict[str, Any]]:
+    """POST a form, read a JSON answer: (status, body). Network trouble, 5xx and answers
+    that are not JSON are TemporaryError; the form (which holds secrets) is never shown."""
+    host = urllib.parse.urlsplit(url).netloc
+    request = urllib.request.Request(
+        url,
+        data=urllib.parse.urlencode(form).encode("ascii"),
+        headers={"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded",
+                 "User-Agent": "sla-gateway"},
+        method="POST",
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = int(exc.code), exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise TemporaryError(f"cannot reach the authorization server {host}: {reason}") from None
+    if status >= 500:
+        raise TemporaryError(f"the authorization server {host} answered HTTP {status}; will retry")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise TemporaryError(
+            f"the authorization server {host} answered HTTP {status} without JSON"
+        ) from None
+    if not isinstance(body, dict):
+        raise TemporaryError(f"the authorization server {host} answered an unexpected JSON value")
+    return status, body
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def read_key(secret: Secret, environ: Mapping[str, str] | None = None) -> Any:
+    """The Fernet key that encrypts stored tokens; ConfigError naming the key if absent/bad."""
+    from cryptography.fernet import Fernet
+
+    env = os.environ if environ is None else environ
+    where, key = _locate_key(secret, env)
+    try:
+        return Fernet(key.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise ConfigError([Problem("(config)", where, "is not a Fernet key (32 bytes, url-safe base64)",
+                                   "make one with: python3 -c 'from cryptography.fernet import Fernet; "
+                                   "print(Fernet.generate_key().decode())'")]) from None  # fmt: skip
+
+
+def _locate_key(secret: Secret, env: Mapping[str, str]) -> tuple[str, str]:
+    hint = "create one (see README: OAuth) and keep it out of the configuration file"
+    if secret.file:
+        from pathlib import Path
+
+        path = Path(secret.file)
+        if not path.is_absolute() and env.get("CREDENTIALS_DIRECTORY"):
+            candidate = Path(env["CREDENTIALS_DIRECTORY"]) / path
+            if candidate.exists():
+                path = candidate
+        try:
+            return "oauth.token_key_file", path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([Problem("(config)", "oauth.token_key_file",
+                                       f"cannot read {path}: {exc.strerror}", hint)]) from None  # fmt: skip
+    name = secret.env or ""
+    value = env.get(name, "")
+    if not value:
+        raise ConfigError([Problem("(environment)", "oauth.token_key_env",
+                                   f"${name} is not set or empty: it holds the key that encrypts OAuth tokens",
+                                   f"export {name}=... (or set [oauth] token_key_file); {hint}")])  # fmt: skip
+    return "oauth.token_key_env", value
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """What is known about one account's sign-in, without the tokens (for check/status)."""
+
+    username: str
+    label: str  # what to pass to `sla-gateway login`
+    stored: bool
+    status: str  # "active" / "login-required" / "none"
+    obtained_at: datetime | None = None
+    access_expires_at: datetime | None = None
+    problem: str | None = None
+    problem_at: datetime | None = None
+
+    def describe(self, now: datetime) -> str:
+        if not self.stored:
+            return f"no token: run `sla-gateway {login_command(self.label)}`"
+        if self.status == LOGIN_REQUIRED:
+            since = f" since {_when(self.problem_at)}" if self.problem_at else ""
+            return (f"sign-in needed{since} (refresh token refused: {self.problem}): "
+                    f"run `sla-gateway {login_command(self.label)}`")  # fmt: skip
+        access = "no access token yet"
+        if self.access_expires_at is not None:
+            verb = "valid until" if self.access_expires_at > now else "expired at"
+            access = f"access token {verb} {_when(self.access_expires_at)}"
+        return f"signed in {_when(self.obtained_at)}; {access}"
+
+
+def login_command(label: str) -> str:
+    return "login --send" if label == "--send" else f"login {label}"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "?"
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+class TokenSource:
+    """One mailbox's access tokens. Thread-safe; the database row is the truth, so other
+    processes (`check --connect`, a second login) see and reuse the same tokens."""
+
+    def __init__(self, tokens: Tokens, oauth_config: OAuthConfig, username: str, label: str) -> None:  # fmt: skip
+        self.tokens = tokens
+        self.oauth = oauth_config
+        self.username = username
+        self.label = label  # inbox name, or "--send"
+        self.account = oauth_config.account(username)
+
+    # -- using ---------------------------------------------------------------------
+
+    def access_token(self, *, force: bool = False) -> str:
+        """A usable access token: the stored one unless it is near expiry (or `force`,
+        after a server refused it), else a refreshed one. Raises LoginRequired,
+        TemporaryError or ConfigError."""
+        with self.tokens.lock(self.account):
+            row = self._row()
+            if row is None:
+                raise LoginRequired(f"no OAuth token for {self.username}: run `sla-gateway {login_command(self.label)}`")  # fmt: skip
+            if row.status == LOGIN_REQUIRED:
+                raise LoginRequired(self._relogin_text(row.problem or "refused"))
+            now = self.tokens.clock()
+            fernet = self.tokens.fernet()
+            if (not force and row.access_token and row.access_issued_at and row.access_expires_at
+                    and not oauth.needs_refresh(row.access_issued_at, row.access_expires_at, now)):  # fmt: skip
+                return str(self.tokens.decrypt(fernet, row.access_token))
+            refresh_token = self.tokens.decrypt(fernet, row.refresh_token)
+            return self._refresh(refresh_token, now)
+
+    def state(self) -> TokenState:
+        row = self._row()
+        if row is None:
+            return TokenState(self.username, self.label, False, "none")
+        return TokenState(self.username, self.label, True, row.status, row.obtained_at,
+                          row.access_expires_at, row.problem, row.problem_at)  # fmt: skip
+
+    def _row(self) -> Any:
+        t = store.oauth_tokens.c
+        with self.tokens.engine.connect() as conn:
+            return conn.execute(select(store.oauth_tokens).where(t.account == self.account)).first()
+
+    def _refresh(self, refresh_token: str, now: datetime) -> str:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()}
+        if self.oauth.provider == "microsoft" and self.oauth.scope:
+            form["scope"] = self.oauth.scope  # Microsoft's v2 endpoint wants it again
+        status, body = post_form(self.oauth.token_url, form)
+        if status != 200:
+            error = oauth.error_of(status, body)
+            if error.outcome is Outcome.REVOKED:
+                self.tokens.login_required(self, str(error))
+                raise LoginRequired(self._relogin_text(str(error)))
+            raise _problem(error, self.oauth, self.label)
+        try:
+            grant = oauth.parse_grant(body, now)
+        except oauth.BadAnswer as exc:
+            raise TemporaryError(f"token refresh for {self.username}: {exc}") from None
+        self.tokens.save(self, grant, now, refreshed=True)
+        log.info("event=oauth-refreshed account=%s expires_at=%s rotated=%s", self.username,
+                 grant.expires_at.isoformat(), grant.refresh_token is not None)  # fmt: skip
+        return grant.access_token
+
+    def _client(self) -> dict[str, str]:
+        form = {"client_id": self.oauth.client_id}
+        secret = self.oauth.client_secret
+        if secret.env or secret.file:
+            form["client_secret"] = self.tokens.client_secret(secret, self.label)
+        return form
+
+    def _relogin_text(self, why: str) -> str:
+        return (f"the OAuth sign-in of {self.username} no longer works: the authorization server "
+                f"refused the refresh token ({why}); the owner must sign in again: "
+                f"run `sla-gateway {login_command(self.label)}`")  # fmt: skip
+
+    # -- signing in (device authorization grant) -------------------------------------
+
+    def start_device_login(self) -> DeviceCode:
+        form = dict(self._client())
+        if self.oauth.scope:
+            form["scope"] = self.oauth.scope
+        status, body = post_form(self.oauth.device_authorization_url, form)
+        if status != 200:
+            error = oauth.error_of(status, body)
+            if error.outcome is Outcome.SCOPE and self.oauth.provider == "google":
+                raise ConfigError([Problem("(google)", f"{self._prefix()}.provider",
+                    f"Google refuses the device sign-in for this client or scope ({error})",
+                    "Google allows the mail scope only for some client types; see README "
+                    "(OAuth, Google): sign in elsewhere and use `sla-gateway login --import`")])  # fmt: skip
+            raise _problem(error, self.oauth, self.label)
+        try:
+            return oauth.parse_device_code(body, self.tokens.clock())
+        except oauth.BadAnswer as exc:
+            raise TemporaryError(f"device sign-in: {exc}") from None
+
+    def finish_device_login(self, device: DeviceCode, *, sleep: Callable[[float], None] = time.sleep) -> Grant:
+        """Poll the token endpoint at the server's interval (slower after slow_down) until
+        the owner approves, declines or the code expires; store and return the grant."""
+        interval = device.interval
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "device_code": device.device_code, **self._client()}  # fmt: skip
+        while True:
+            if self.tokens.clock() >= device.expires_at:
+                raise LoginRequired("the code expired before it was approved: run the login again")
+            sleep(interval)
+            status, body = post_form(self.oauth.token_url, form)
+            if status == 200:
+                break
+            error = oauth.error_of(status, body)
+            if error.outcome in (Outcome.PENDING, Outcome.SLOW_DOWN):
+                interval = oauth.next_interval(interval, error.outcome)
+                continue
+            if error.outcome is Outcome.DENIED:
+                raise LoginRequired(f"the sign-in was declined ({error}); nothing was stored")
+            if error.outcome is Outcome.EXPIRED:
+                raise LoginRequired(f"the code expired before it was approved ({error}): run the login again")
+            raise _problem(error, self.oauth, self.label)
+        return self._store_first(body)
+
+    def import_refresh_token(self, refresh_token: str) -> Grant:
+        """Sign in with a refresh token obtained elsewhere: it is tried at once (a refresh),
+        and stored only if the server accepts it."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()}
+        if self.oauth.scope and self.oauth.provider == "microsoft":
+            form["scope"] = self.oauth.scope
+        status, body = post_form(self.oauth.token_url, form)
+        if status != 200:
+            error = oauth.error_of(status, body)
+            if error.outcome is Outcome.REVOKED:
+                raise LoginRequired(f"the authorization server refused that refresh token ({error}); nothing was stored")
+            raise _problem(error, self.oauth, self.label)
+        body = dict(body)
+        body.setdefault("refresh_token", refresh_token)
+        return self._store_first(body)
+
+    def _store_first(self, body: Mapping[str, Any]) -> Grant:
+        now = self.tokens.clock()
+        try:
+            grant = oauth.parse_grant(body, now)
+        except oauth.BadAnswer as exc:
+            raise TemporaryError(f"sign-in: {exc}") from None
+        if grant.refresh_token is None:
+            raise ConfigError([Problem("(authorization server)", f"{self._prefix()}.scope",
+                                       "the server gave no refresh token, so the gateway could not stay signed in",
+                                       'Microsoft needs "offline_access" in the scope; check the app registration')])  # fmt: skip
+        self.tokens.save(self, grant, now, refreshed=False)
+        log.info("event=oauth-signed-in account=%s", self.username)
+        return grant
+
+    def _prefix(self) -> str:
+        return "send" if self.label == "--send" else f"inbox {self.label}: inbox.imap"
+
+
+def _problem(error: ServerError, config: OAuthConfig, label: str) -> Exception:
+    """A refusal that is not about the refresh token: configuration, or temporary."""
+    prefix = "send" if label == "--send" else f"inbox {label}: inbox.imap"
+    if error.outcome in (Outcome.CLIENT, Outcome.SCOPE):
+        key = "scope" if error.outcome is Outcome.SCOPE else "client_id"
+        return ConfigError([Problem(f"({config.provider} authorization server)", f"{prefix}.{key}",
+                                    f"refused: {error}",
+                                    "check client_id, the client secret and the app registration (README: OAuth)")])  # fmt: skip
+    return TemporaryError(f"the authorization server refused for now ({error}); will retry")
+
+
+class Tokens:
+    """Every OAuth account of one configuration: hands out TokenSources, keeps one lock
+    per account (so threads refresh one at a time), reads the encryption key once, and
+    tells the owner once when a sign-in stops working."""
+
+    def __init__(self, config: Config, engine: Engine, clock: Clock, *,
+                 environ: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.environ = environ
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._fernet: Any = None
+
+    # -- finding accounts ------------------------------------------------------------
+
+    def for_imap(self, inbox: InboxConfig) -> TokenSource:
+        imap = inbox.imap
+        if imap is None or imap.oauth is None:
+            raise ValueError(f"inbox {inbox.name} does not use OAuth")
+        return TokenSource(self, imap.oauth, imap.username, inbox.name)
+
+    def for_send(self) -> TokenSource:
+        send = self.config.send
+        if send.oauth is None or not send.username:
+            raise ValueError("[send] does not use OAuth")
+        shared = self._inbox_sharing(send.oauth, send.username)
+        return TokenSource(self, send.oauth, send.username, shared.name if shared else "--send")
+
+    def sources(self) -> list[TokenSource]:
+        """One source per distinct account the configuration signs in with."""
+        found: dict[str, TokenSource] = {}
+        for inbox in self.config.inboxes:
+            if inbox.imap is not None and inbox.imap.oauth is not None:
+                source = self.for_imap(inbox)
+                found.setdefault(source.account, source)
+        if self.config.send.transport == "smtp" and self.config.send.oauth is not None:
+            source = self.for_send()
+            found.setdefault(source.account, source)
+        return list(found.values())
+
+    def _inbox_sharing(self, config: OAuthConfig, username: str) -> InboxConfig | None:
+        account = config.account(username)
+        for inbox in self.config.inboxes:
+            imap: ImapConfig | None = inbox.imap
+            if imap is not None and imap.oauth is not None and imap.oauth.account(imap.username) == account:
+                return inbox
+        return None
+
+    def is_sender(self, source: TokenSource) -> bool:
+        send = self.config.send
+        return (send.transport == "smtp" and send.oauth is not None and bool(send.username)
+                and send.oauth.account(send.username or "") == source.account)  # fmt: skip
+
+    # -- keys, locks -----------------------------------------------------------------
+
+    def lock(self, account: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(account, threading.Lock())
+
+    def fernet(self) -> Any:
+        if self._fernet is None:
+            self._fernet = read_key(self.config.oauth.key, self.environ)
+        return self._fernet
+
+    def decrypt(self, fernet: Any, value: str) -> str:
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return str(fernet.decrypt(value.encode("ascii")).decode("utf-8"))
+        except InvalidToken:
+            key = "oauth.token_key_file" if self.config.oauth.key.file else "oauth.token_key_env"
+            raise ConfigError([Problem("(config)", key, "cannot decrypt the stored OAuth tokens (a different key?)",
+                                       "restore the key they were stored with, or sign in again with `sla-gateway login`")]) from None  # fmt: skip
+
+    def client_secret(self, secret: Secret, label: str) -> str:
+        from .secrets import read_secret
+
+        key = "send" if label == "--send" else f"inbox {label}: inbox.imap"
+        return read_secret(secret, key, self.environ, env_key="client_secret_env", file_key="client_secret_file")
+
+    # -- writing ---------------------------------------------------------------------
+
+    def save(self, source: TokenSource, grant: Grant, now: datetime, *, refreshed: bool) -> None:
+        """Store a grant (encrypted). A refresh keeps the old refresh token unless the
+        server sent a new one; a sign-in replaces everything and clears any problem."""
+        fernet = self.fernet()
+
+        def seal(value: str) -> str:
+            return str(fernet.encrypt(value.encode("utf-8")).decode("ascii"))
+
+        t = store.oauth_tokens.c
+        values: dict[str, Any] = {"access_token": seal(grant.access_token), "access_issued_at": grant.issued_at,
+                                  "access_expires_at": grant.expires_at}  # fmt: skip
+        if grant.refresh_token is not None:
+            values["refresh_token"] = seal(grant.refresh_token)
+        if grant.scope:
+            values["scope"] = grant.scope
+        with store.begin(self.engine) as conn:
+            if refreshed:
+                values["refreshed_at"] = now
+                conn.execute(update(store.oauth_tokens).where(t.account == source.account).values(**values))
+                return
+            values.update(obtained_at=now, refreshed_at=None, status=ACTIVE, problem=None, problem_at=None,
+                          username=source.username, provider=source.oauth.provider,
+                          client_id=source.oauth.client_id)  # fmt: skip
+            if not conn.execute(update(store.oauth_tokens).where(t.account == source.account).values(**values)).rowcount:
+                values.setdefault("scope", "")
+                conn.execute(store.oauth_tokens.insert().values(account=source.account, **values))
+            store.add_event(conn, now, "oauth-signed-in", {"account": source.username})
+
+    def login_required(self, source: TokenSource, why: str) -> None:
+        """The refresh token was refused: mark the account, and — only on the change from
+        working to broken, whichever process or thread sees it first — record an event
+        and tell the owner once."""
+        now = self.clock()
+        t = store.oauth_tokens.c
+        with store.begin(self.engine) as conn:
+            changed = conn.execute(
+                update(store.oauth_tokens).where(t.account == source.account, t.status == ACTIVE)
+                .values(status=LOGIN_REQUIRED, problem=why[:500], problem_at=now, access_token=None)
+            ).rowcount  # fmt: skip
+            if not changed:
+                return
+            store.add_event(conn, now, "oauth-login-required", {"account": source.username, "reason": why[:500]})
+            log.error("event=oauth-login-required account=%s reason=%r fix=%r", source.username, why,
+                      f"sla-gateway {login_command(source.label)}")  # fmt: skip
+            messages = self._alerts(source, why, now)
+            if not self.is_sender(source):
+                from .pipeline import Pipeline
+
+                pipeline = Pipeline(self.config, self.engine, self.clock)
+                for recipient, message in messages:
+                    pipeline.queue(conn, "alert", message, recipient, now)
+                return
+        # The broken account is the one that sends: the outbox cannot carry this alert.
+        self._deliver_elsewhere(messages)
+
+    def _alerts(self, source: TokenSource, why: str, now: datetime) -> list[tuple[str, Any]]:
+        from .render import alert_message
+
+        text = (
+            f"sla-gateway can no longer sign in to the mailbox {source.username}: the authorization "
+            f"server refused its refresh token ({why}).\n\n"
+            "This happens when the app's access is revoked, the password is changed, or the "
+            "sign-in has not been used for a long time.\n\n"
+            f"Nothing is lost: mail stays in the mailbox and outgoing messages stay queued. "
+            f"To fix it, run on the server:\n\n    sla-gateway {login_command(source.label)}\n\n"
+            "and approve the sign-in in any browser. The gateway picks up the new sign-in by itself.\n"
+        )
+        return [(recipient, alert_message(self.config, recipient, subject=f"Sign-in needed for {source.username}",
+                                          text=text, now=now))
+                for recipient in self.config.alerts.to or (self.config.inboxes[0].address,)]  # fmt: skip
+
+    def _deliver_elsewhere(self, messages: list[tuple[str, Any]]) -> None:
+        """The alert about a broken sending account, written to a local maildir instead
+        (`[oauth] alert_maildir`, default the [send] path), where a local mail reader or
+        monitoring can pick it up; `status` and the log say the same."""
+        from .outbox import MaildirTransport, SendFailed
+        from .pipeline import SMTP_COMPAT
+
+        folder = self.config.oauth.alert_maildir or self.config.send.path
+        transport = MaildirTransport(folder)
+        for recipient, message in messages:
+            try:
+                transport.send("", recipient, message.as_bytes(policy=SMTP_COMPAT))
+            except SendFailed as exc:
+                log.error("event=oauth-alert-undeliverable error=%r", str(exc))
+                return
+        log.warning("event=oauth-alert-to-maildir path=%s", folder)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def states(self) -> list[TokenState]:
+        return [source.state() for source in self.sources()]
