@@ -886,10 +886,17 @@ def _iso(moment: datetime | None) -> str | None:
 @click.option("--import", "import_token", is_flag=True,
               help="Instead of the device sign-in, read a refresh token obtained elsewhere "
                    "(Google; see README) from standard input; it is tried before it is stored.")  # fmt: skip
+@click.option("--browser", is_flag=True,
+              help="Sign in through a browser redirected to this machine (needed for Google); "
+                   "over SSH, forward the port first (see README).")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="With --browser: the port on 127.0.0.1 the browser is sent back to.")  # fmt: skip
 @click.pass_context
-def login(ctx: click.Context, inbox_name: str | None, for_send: bool, import_token: bool) -> None:
+def login(ctx: click.Context, inbox_name: str | None, for_send: bool, import_token: bool,
+          browser: bool, port: int) -> None:  # fmt: skip
     """Sign a mailbox in with OAuth 2.0 (auth = "oauth2"): shows a web address and a code
-    to approve in any browser, then stores the refresh token encrypted in the database."""
+    to approve in any browser (or, with --browser, an address that comes back here), then
+    stores the refresh token encrypted in the database."""
     from .tokens import Tokens
 
     state = _state(ctx)
@@ -900,7 +907,21 @@ def login(ctx: click.Context, inbox_name: str | None, for_send: bool, import_tok
         source = _login_source(config, tokens, inbox_name, for_send)
         tokens.fernet()  # a missing key is said now, not after the owner approved
         provider = source.oauth.provider
-        if import_token:
+        if import_token and browser:
+            raise click.UsageError("give --import or --browser, not both")
+        if browser:
+
+            def show(request: Any) -> None:
+                bound = request.redirect_uri.rstrip("/").rpartition(":")[2]
+                click.echo(f"To sign in {source.username} ({provider}), open this address in a browser:")
+                click.echo(f"\n    {request.url}\n")
+                click.echo(f"The browser is then sent back to {request.redirect_uri} on this machine. If this "
+                           "machine has no browser, first run on your own computer:")
+                click.echo(f"\n    ssh -L {bound}:127.0.0.1:{bound} THIS-SERVER\n")
+                click.echo("and open the address there. Waiting for the sign-in ...")
+
+            grant = source.browser_login(port=port, show=show)
+        elif import_token:
             refresh = click.prompt(f"Refresh token for {source.username}", hide_input=True,
                                    err=True).strip()  # fmt: skip
             grant = source.import_refresh_token(refresh)

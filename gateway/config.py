@@ -29,6 +29,7 @@ from .durations import parse_duration
 from .errors import ConfigError, Problem
 from .oauth import PROVIDERS as OAUTH_PROVIDERS
 from .oauth import account_key
+from .oauth import authorization_endpoint as oauth_authorization_endpoint
 from .oauth import preset as oauth_preset
 
 PRIORITIES = ("urgent", "high", "normal", "low")  # highest first
@@ -38,7 +39,7 @@ DEFAULT_DATABASE = "sqlite:///var/sla-gateway.db"
 DEFAULT_TOKEN_KEY_ENV = "SLA_GATEWAY_TOKEN_KEY"
 AUTH_METHODS = ("password", "oauth2")
 OAUTH_KEYS = ("provider", "client_id", "client_secret_env", "client_secret_file", "tenant",
-              "token_url", "device_authorization_url", "scope")  # fmt: skip
+              "token_url", "device_authorization_url", "authorization_url", "scope")  # fmt: skip
 SEARCH_PATH = (Path("config/gateway.toml"), Path("/etc/sla-gateway/gateway.toml"))
 ENV_VAR = "SLA_GATEWAY_CONFIG"
 
@@ -71,6 +72,7 @@ class OAuthConfig:
     device_authorization_url: str
     scope: str
     tenant: str = ""  # Microsoft only
+    authorization_url: str = ""  # the browser sign-in (`login --browser`); "" for none
 
     def account(self, username: str) -> str:
         """The key of this mailbox's stored token (shared by sections naming the same)."""
@@ -1082,21 +1084,26 @@ class _Reader:
                          'write the Directory (tenant) ID, a domain such as "shop.example", or "organizations"')  # fmt: skip
         token_url = self.url(data, "token_url", prefix)
         device_url = self.url(data, "device_authorization_url", prefix)
+        authorization_url = self.url(data, "authorization_url", prefix)
         scope = self.string(data, "scope", prefix)
         if provider == "custom":
             if not token_url:
                 self.problem(_join(prefix, "token_url"), 'is missing for provider = "custom"',
                              'write token_url = "https://login.example/oauth2/token"')  # fmt: skip
-            if not device_url:
+            if not device_url and not authorization_url:
                 self.problem(_join(prefix, "device_authorization_url"), 'is missing for provider = "custom"',
-                             'write device_authorization_url = "https://login.example/oauth2/device"')  # fmt: skip
+                             'write device_authorization_url = "https://login.example/oauth2/device" '
+                             '(the device sign-in), authorization_url = ".../authorize" (the browser '
+                             "sign-in), or both")  # fmt: skip
             preset_device, preset_token, preset_scope = device_url or "", token_url or "", ""
+            preset_authorize = authorization_url or ""
         else:
-            for key in ("token_url", "device_authorization_url"):
+            for key in ("token_url", "device_authorization_url", "authorization_url"):
                 if key in data:
                     self.problem(_join(prefix, key), f'is set by provider = "{provider}"',
                                  'remove it, or use provider = "custom"')  # fmt: skip
             preset_device, preset_token, preset_scope = oauth_preset(provider, tenant)
+            preset_authorize = oauth_authorization_endpoint(provider, tenant)
         return auth, OAuthConfig(
             provider=provider,
             client_id=client_id or "",
@@ -1105,6 +1112,7 @@ class _Reader:
             device_authorization_url=preset_device,
             scope=preset_scope if scope is None else scope,
             tenant=tenant,
+            authorization_url=preset_authorize,
         )
 
     def token_store(self, value: dict[str, Any]) -> TokenStoreConfig:

@@ -2,7 +2,8 @@
 
 Owns: the provider presets (Google, Microsoft, custom endpoints and the exact scopes for
 IMAP + SMTP), turning token-endpoint and device-authorization answers (RFC 6749, RFC 8628)
-into frozen values, the table that says what each OAuth error means for us, when an
+into frozen values, the browser sign-in's request and redirect (authorization code with
+PKCE to a loopback address, RFC 7636 and RFC 8252), the table that says what each OAuth error means for us, when an
 access token is due for refresh (by a clock the caller passes in), and the SASL initial
 responses for XOAUTH2 and OAUTHBEARER (RFC 7628). It imports no HTTP, database or mail
 library, and it never puts a token into a `repr`, a log line or an error message: the
@@ -11,7 +12,10 @@ values that hold tokens print as `<hidden>`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +24,7 @@ from typing import Any
 
 PROVIDERS = ("google", "microsoft", "custom")
 
+GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_DEVICE_URL = "https://oauth2.googleapis.com/device/code"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 GOOGLE_SCOPE = "https://mail.google.com/"  # IMAP and SMTP both; there is no narrower one
@@ -48,6 +53,16 @@ def preset(provider: str, tenant: str = "") -> tuple[str, str, str]:
     if provider == "microsoft":
         device, token = microsoft_urls(tenant or MICROSOFT_DEFAULT_TENANT)
         return device, token, MICROSOFT_SCOPE
+    raise ValueError(f"no preset for provider {provider!r}")
+
+
+def authorization_endpoint(provider: str, tenant: str = "") -> str:
+    """Where a browser signs in (the authorization endpoint) for a named provider."""
+    if provider == "google":
+        return GOOGLE_AUTH_URL
+    if provider == "microsoft":
+        tenant = tenant or MICROSOFT_DEFAULT_TENANT
+        return f"https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"
     raise ValueError(f"no preset for provider {provider!r}")
 
 
@@ -214,6 +229,74 @@ def needs_refresh(issued_at: datetime, expires_at: datetime, now: datetime) -> b
 def next_interval(interval: float, outcome: Outcome) -> float:
     """The device flow's polling interval after an answer (slow_down adds 5 s)."""
     return interval + SLOW_DOWN_STEP if outcome is Outcome.SLOW_DOWN else interval
+
+
+# ---------------------------------------------------------------------------- browser sign-in
+
+
+@dataclass(frozen=True)
+class BrowserRequest:
+    """One browser sign-in: the address the owner opens, and what must come back."""
+
+    url: str
+    redirect_uri: str
+    state: str = field(repr=False)
+    verifier: str = field(repr=False)  # PKCE code_verifier, sent with the code
+
+
+def pkce_challenge(verifier: str) -> str:
+    """RFC 7636 4.2, S256: base64url(SHA-256(verifier)) without padding."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def browser_request(
+    *, provider: str, authorization_url: str, client_id: str, scope: str, redirect_uri: str,
+    state: str, verifier: str, login_hint: str = "",
+) -> BrowserRequest:  # fmt: skip
+    """The authorization request (RFC 6749 4.1.1 with PKCE). `state` and `verifier` are
+    random strings the caller makes (43+ URL-safe characters). Google returns a refresh
+    token only when asked for offline access with a consent prompt."""
+    query = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+        "code_challenge": pkce_challenge(verifier),
+        "code_challenge_method": "S256",
+    }
+    if login_hint:
+        query["login_hint"] = login_hint
+    if provider == "google":
+        query.update(access_type="offline", prompt="consent")
+    separator = "&" if "?" in authorization_url else "?"
+    url = authorization_url + separator + urllib.parse.urlencode(query)
+    return BrowserRequest(url, redirect_uri, state, verifier)
+
+
+class RedirectRefused(ValueError):
+    """The browser came back without a usable code (says why, safe to show)."""
+
+
+def code_from_redirect(query: str, expected_state: str) -> str:
+    """The authorization code from the redirect's query string (RFC 6749 4.1.2), after
+    checking `state`; RedirectRefused for a denial, an error or a forged request."""
+    fields = urllib.parse.parse_qs(query, keep_blank_values=True)
+
+    def one(name: str) -> str:
+        values = fields.get(name, [])
+        return values[0] if len(values) == 1 else ""
+
+    if not hmac.compare_digest(one("state").encode(), expected_state.encode()):
+        raise RedirectRefused("the answer does not belong to this sign-in (state differs)")
+    if one("error"):
+        description = one("error_description").splitlines()[0][:200] if one("error_description") else ""
+        raise RedirectRefused(f"{one('error')}: {description}" if description else one("error"))
+    code = one("code")
+    if not code:
+        raise RedirectRefused("the answer carries no authorization code")
+    return code
 
 
 # ---------------------------------------------------------------------------- SASL

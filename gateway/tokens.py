@@ -14,9 +14,12 @@ never reach a log line, an event, an alert or an error message. The rules themse
 
 from __future__ import annotations
 
+import html
+import http.server
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import urllib.error
@@ -238,6 +241,10 @@ class TokenSource:
     # -- signing in (device authorization grant) -------------------------------------
 
     def start_device_login(self) -> DeviceCode:
+        if not self.oauth.device_authorization_url:
+            raise ConfigError([Problem("(config)", f"{self._prefix()}.device_authorization_url",
+                                       "is not set, so there is no device sign-in",
+                                       "sign in with `sla-gateway login --browser`, or set it")])  # fmt: skip
         form = dict(self._client())
         if self.oauth.scope:
             form["scope"] = self.oauth.scope
@@ -247,8 +254,8 @@ class TokenSource:
             if error.outcome is Outcome.SCOPE and self.oauth.provider == "google":
                 raise ConfigError([Problem("(google)", f"{self._prefix()}.provider",
                     f"Google refuses the device sign-in for this client or scope ({error})",
-                    "Google allows the mail scope only for some client types; see README "
-                    "(OAuth, Google): sign in elsewhere and use `sla-gateway login --import`")])  # fmt: skip
+                    "Google does not allow the mail scope in its device sign-in: sign in with "
+                    f"`sla-gateway {login_command(self.label)} --browser` (README: OAuth, Google)")])  # fmt: skip
             raise _problem(error, self.oauth, self.label)
         try:
             return oauth.parse_device_code(body, self.tokens.clock())
@@ -276,6 +283,76 @@ class TokenSource:
                 raise LoginRequired(f"the sign-in was declined ({error}); nothing was stored")
             if error.outcome is Outcome.EXPIRED:
                 raise LoginRequired(f"the code expired before it was approved ({error}): run the login again")
+            raise _problem(error, self.oauth, self.label)
+        return self._store_first(body)
+
+    # -- signing in (authorization code with PKCE, to a loopback address) ---------------
+
+    def browser_login(self, *, port: int, show: Callable[[oauth.BrowserRequest], None],
+                      timeout: float = 600.0) -> Grant:  # fmt: skip
+        """Listen on 127.0.0.1:`port` (0: any free port), `show` the owner the address to
+        open, wait (at most `timeout` seconds) for the browser to come back with a code,
+        trade it with its PKCE verifier for tokens, store them (RFC 6749 4.1, RFC 7636,
+        RFC 8252 7.3). Works over SSH with a port forward; see README."""
+        if not self.oauth.authorization_url:
+            raise ConfigError([Problem("(config)", f"{self._prefix()}.authorization_url",
+                                       "is not set, so there is no browser sign-in",
+                                       "set it to the provider's authorization endpoint, or sign in "
+                                       "without --browser")])  # fmt: skip
+        state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
+        answer: list[str | oauth.RedirectRefused] = []
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                if path != "/" or answer:
+                    self.send_error(404)
+                    return
+                try:
+                    answer.append(oauth.code_from_redirect(query, state))
+                    text, status = "Signed in. You can close this tab and return to the terminal.", 200
+                except oauth.RedirectRefused as exc:
+                    answer.append(exc)
+                    text, status = f"Not signed in: {exc}. See the terminal.", 400
+                body = f"<!doctype html><title>sla-gateway</title><p>{html.escape(text)}</p>\n".encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # the query holds the code
+                pass
+
+        try:
+            server = http.server.HTTPServer(("127.0.0.1", port), Redirect)
+        except OSError as exc:
+            raise TemporaryError(f"cannot listen on 127.0.0.1:{port} for the sign-in: {exc.strerror}; "
+                                 "choose another --port") from None  # fmt: skip
+        with server:
+            server.timeout = 0.5
+            redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/"
+            request = oauth.browser_request(
+                provider=self.oauth.provider, authorization_url=self.oauth.authorization_url,
+                client_id=self.oauth.client_id, scope=self.oauth.scope, redirect_uri=redirect_uri,
+                state=state, verifier=verifier, login_hint=self.username,
+            )  # fmt: skip
+            show(request)
+            deadline = time.monotonic() + timeout
+            while not answer:
+                if time.monotonic() > deadline:
+                    raise LoginRequired("no answer from the browser in time: run the login again")
+                server.handle_request()
+        result = answer[0]
+        if isinstance(result, oauth.RedirectRefused):
+            raise LoginRequired(f"the sign-in did not complete ({result}); nothing was stored")
+        form = {"grant_type": "authorization_code", "code": result, "redirect_uri": redirect_uri,
+                "code_verifier": verifier, **self._client()}  # fmt: skip
+        status, body = post_form(self.oauth.token_url, form)
+        if status != 200:
+            error = oauth.error_of(status, body)
+            if error.outcome is Outcome.REVOKED:
+                raise LoginRequired(f"the authorization server refused the code ({error}); run the login again")
             raise _problem(error, self.oauth, self.label)
         return self._store_first(body)
 
@@ -484,13 +561,13 @@ class Tokens:
         (`[oauth] alert_maildir`, default the [send] path), where a local mail reader or
         monitoring can pick it up; `status` and the log say the same."""
         from .outbox import MaildirTransport, SendFailed
-        from .pipeline import SMTP_COMPAT
+        from .render import to_wire
 
         folder = self.config.oauth.alert_maildir or self.config.send.path
         transport = MaildirTransport(folder)
         for recipient, message in messages:
             try:
-                transport.send("", recipient, message.as_bytes(policy=SMTP_COMPAT))
+                transport.send("", recipient, to_wire(message))
             except SendFailed as exc:
                 log.error("event=oauth-alert-undeliverable error=%r", str(exc))
                 return

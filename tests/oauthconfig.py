@@ -29,6 +29,7 @@ def oauth_keys(server: OAuthServer, tmp_path: Path) -> str:
         f'client_id = "{server.client_id}"',
         f'token_url = "{server.token_url}"',
         f'device_authorization_url = "{server.device_authorization_url}"',
+        f'authorization_url = "{server.authorization_url}"',
         'scope = "https://mail.google.com/"',
     ]
     if server.client_secret is not None:

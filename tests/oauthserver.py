@@ -11,7 +11,12 @@ thread, stdlib only) with, all POST and form-encoded, answering JSON:
   tests/smtpoauth.py ask; it needs no client authentication and knows access tokens only
   (a refresh token is ``{"active": false}``, so it can never pass as a bearer token);
 * ``/revoke``     token revocation (RFC 7009); revoking a refresh token also revokes the
-  access tokens issued from the same grant.
+  access tokens issued from the same grant;
+* ``GET /authorize`` the browser sign-in (RFC 6749 §4.1 with PKCE S256, RFC 7636): no
+  page, the consent is given at once as ``browser_user`` (``None`` declines) and the
+  browser is redirected (302) to the loopback ``redirect_uri`` with ``code`` and
+  ``state``; ``/token`` then takes ``grant_type=authorization_code`` once per code, with
+  the same ``redirect_uri`` and the ``code_verifier`` that matches the challenge.
 
 Clients: one, ``client_id`` with ``client_secret`` (``None`` makes it a public client that
 only sends its id). At ``/token`` and ``/revoke`` a confidential client must authenticate,
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import queue
 import secrets
@@ -44,7 +50,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlencode
 
 import pytest
 
@@ -134,6 +140,11 @@ class OAuthServer:
         self._grants: dict[str, _Grant] = {}  # by current refresh token
         self._access: dict[str, _AccessToken] = {}
         self._device_arrivals: queue.Queue[str] = queue.Queue()
+        #: The browser sign-in (GET /authorize): who "signs in" at the consent screen;
+        #: None declines (the redirect carries error=access_denied).
+        self.browser_user: str | None = "support@shop.example"
+        self.authorization_url = ""
+        self._codes: dict[str, dict[str, str]] = {}  # authorization code -> its request
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -161,6 +172,7 @@ class OAuthServer:
         self.token_url = self.base_url + "/token"
         self.introspection_url = self.base_url + "/introspect"
         self.revocation_url = self.base_url + "/revoke"
+        self.authorization_url = self.base_url + "/authorize"
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -310,7 +322,42 @@ class OAuthServer:
             return self._device_token(_required(form, "device_code"))
         if grant_type == "refresh_token":
             return self._refresh(_required(form, "refresh_token"), form.get("scope"))
+        if grant_type == "authorization_code":
+            return self._code_token(form)
         raise _OAuthError("unsupported_grant_type", f"grant_type {grant_type!r}")
+
+    def _authorize(self, query: dict[str, str]) -> str:
+        """GET /authorize (RFC 6749 4.1.1 + PKCE): the consent screen, answered at once
+        as `browser_user`; returns where the browser is sent back to."""
+        with self._lock:
+            self.requests.append(("/authorize", dict(query)))
+            if query.get("client_id") != self.client_id:
+                raise _OAuthError("invalid_client", "unknown client", status=400)
+            redirect = _required(query, "redirect_uri")
+            if not redirect.startswith("http://127.0.0.1:"):
+                raise _OAuthError("invalid_request", "redirect_uri must be a loopback address")
+            if query.get("response_type") != "code" or query.get("code_challenge_method") != "S256":
+                raise _OAuthError("invalid_request", "response_type=code with S256 PKCE only")
+            back = {"state": query.get("state", "")}
+            if self.browser_user is None:
+                back["error"] = "access_denied"
+            else:
+                code = secrets.token_urlsafe(24)
+                self._codes[code] = {**query, "username": self.browser_user}
+                back["code"] = code
+            return redirect + ("&" if "?" in redirect else "?") + urlencode(back)
+
+    def _code_token(self, form: dict[str, str]) -> dict[str, Any]:
+        request = self._codes.pop(_required(form, "code"), None)  # one use only
+        if request is None:
+            raise _OAuthError("invalid_grant", "unknown or used authorization code")
+        if form.get("redirect_uri") != request["redirect_uri"]:
+            raise _OAuthError("invalid_grant", "redirect_uri differs from the request's")
+        verifier = _required(form, "code_verifier")
+        digest = hashlib.sha256(verifier.encode()).digest()
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != request["code_challenge"]:
+            raise _OAuthError("invalid_grant", "PKCE verification failed")
+        return self._new_grant(request["username"], request.get("scope") or DEFAULT_SCOPE)
 
     def _device_token(self, device_code: str) -> dict[str, Any]:
         request = self._devices.get(device_code)
@@ -421,6 +468,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(status, body)
 
     def do_GET(self) -> None:
+        if self.path.startswith("/authorize"):
+            server: OAuthServer = self.server.oauth  # type: ignore[attr-defined]
+            query = {k: v[0] for k, v in parse_qs(self.path.partition("?")[2]).items()}
+            try:
+                location = server._authorize(query)
+            except _OAuthError as exc:
+                self._answer(exc.status, exc.body)
+                return
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path.startswith("/verify"):
             text = b"Test server: approve with OAuthServer.approve(user_code, username).\n"
             self.send_response(200)
