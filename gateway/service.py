@@ -68,6 +68,7 @@ class Service:
         self._wake_fd: int | None = None  # the write end of the pipe that wakes it
         self._kick_fd: int | None = None  # in the child: the pipe that wakes the parent's sender
         self._pid = os.getpid()  # the service's own pid, for `status`
+        self._appends = any(i.imap is not None and i.imap.append_acks_to for i in config.inboxes)
         self.clock = clock
         self.engine = engine or store.make_engine(config.database)
         self._owns_engine = engine is None
@@ -289,7 +290,7 @@ class Service:
 
     def _copy_to_mailbox(self, row: Any) -> None:
         """`append_acks_to`: put a copy of each acknowledgment in the inbox's mailbox."""
-        if row.kind != "ack" or row.conversation_id is None:
+        if row.kind != "ack" or row.conversation_id is None or not self._appends:
             return
         with self.engine.connect() as conn:
             inbox_name = conn.execute(
