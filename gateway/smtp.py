@@ -11,9 +11,12 @@ is lost). It decides nothing about the message itself: the pipeline does that af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
+import queue
 import ssl
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -28,6 +31,76 @@ from .secrets import read_secret
 
 log = logging.getLogger("sla_gateway.smtp")
 
+GROUP_MAX = 64  # messages stored in one commit at most
+
+
+class _Committer:
+    """One thread that stores what the SMTP sessions received, everything waiting in one
+    transaction (group commit), and answers each session's future on its event loop —
+    one hand-over per message and one wake-up of the loop per commit, instead of a pool
+    thread per message waiting on the others."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._queue: queue.SimpleQueue[tuple[Received, asyncio.Future[tuple[int | None, bool]]] | None] = (
+            queue.SimpleQueue()
+        )  # fmt: skip
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, received: Received) -> asyncio.Future[tuple[int | None, bool]]:
+        future: asyncio.Future[tuple[int | None, bool]] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sla-intake-commit", daemon=True)
+                self._thread.start()
+        self._queue.put((received, future))
+        return future
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < GROUP_MAX:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            try:
+                results: list[Any] = self.pipeline.accept_many([r for r, _ in batch])
+                error: BaseException | None = None
+            except BaseException as exc:  # every waiting session hears of it (451)
+                results, error = [None] * len(batch), exc
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+            for (_, future), result in zip(batch, results, strict=True):
+                by_loop.setdefault(future.get_loop(), []).append((future, result))
+            for loop, answers in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(_answer, answers, error)
+
+
+def _answer(answers: list[tuple[Any, Any]], error: BaseException | None) -> None:
+    for future, result in answers:
+        if future.done():  # the session went away meanwhile
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
 
 class IntakeHandler:
     """aiosmtpd handler: validate recipients, store, wake the processor."""
@@ -38,6 +111,7 @@ class IntakeHandler:
         self.pipeline = pipeline
         self.wake = wake
         self.clock = clock
+        self.committer = _Committer(pipeline)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:  # fmt: skip
@@ -59,9 +133,8 @@ class IntakeHandler:
             envelope_from="" if mail_from in ("<>", "") else mail_from,
             envelope_to=tuple(envelope.rcpt_tos),
         )
-        loop = asyncio.get_running_loop()
         try:
-            row_id, new = await loop.run_in_executor(None, self.pipeline.accept, received)
+            row_id, new = await self.committer.submit(received)
         except TemporaryError as exc:
             log.error("event=store-failed peer=%s error=%r", _peer(session), str(exc))
             return "451 4.3.0 Temporary failure storing the message, please try again later"
