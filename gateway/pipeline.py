@@ -29,7 +29,7 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from . import conversations, store
 from .classify import Classifier
@@ -47,17 +47,6 @@ log = logging.getLogger("sla_gateway.pipeline")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _MACHINE_RULES = frozenset(rule.name for rule in RULES)  # what they stop is not a conversation
 BATCH = 25  # messages decided together and written in one transaction
-# One sender's acknowledgments: the latest within once_per_sender, and today's count.
-_HISTORY = select(
-    select(func.max(store.outbox.c.created_at))
-    .where(store.outbox.c.kind == "ack", store.outbox.c.recipient == bindparam("recipient"),
-           store.outbox.c.created_at > bindparam("since"))
-    .scalar_subquery(),
-    select(func.count())
-    .where(store.outbox.c.kind == "ack", store.outbox.c.recipient == bindparam("recipient"),
-           store.outbox.c.created_at >= bindparam("day_start"))
-    .scalar_subquery(),
-)  # fmt: skip
 # "stored" -> "processed", only if nobody else got there first; the values come as
 # parameters (one compiled statement, not one per message).
 _FLIP = update(store.messages).where(
@@ -166,6 +155,8 @@ class Pipeline:
         self.renderer = Renderer(config)
         self._circuit: bool | None = None  # breaker state, cached; None: read from the events
         self._recent_acks: deque[datetime] | None = None  # acks queued in the last minute
+        self._acks_by_recipient: dict[str, list[datetime]] | None = None  # see _ack_times
+        self._acks_loaded_at = datetime.min.replace(tzinfo=UTC)
         self._accept_lock = threading.Lock()
         self._accept_queue: list[tuple[Received, Future[tuple[int | None, bool]]]] = []
         self._accept_busy = False
@@ -295,6 +286,7 @@ class Pipeline:
         except Exception:
             self._circuit = None  # cached state may include what was rolled back
             self._recent_acks = None
+            self._acks_by_recipient = None
             return [self._process_one(plan.row.id, None) for plan in plans]
 
     def process(self, row_id: int) -> Outcome | None:
@@ -320,10 +312,12 @@ class Pipeline:
         except _AlreadyDone:
             self._circuit = None
             self._recent_acks = None
+            self._acks_by_recipient = None
             return None
         except Exception as exc:
             self._circuit = None  # cached state may include what was rolled back
             self._recent_acks = None
+            self._acks_by_recipient = None
             if store.is_temporary(exc):
                 raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
             log.exception("event=shunt message=%s", row_id)
@@ -420,6 +414,8 @@ class Pipeline:
             self.queue(conn, "ack", plan.ack, decision.ack_to, now, conversation_id, row_id)
             if self._recent_acks is not None:
                 self._recent_acks.append(now)
+            if self._acks_by_recipient is not None:
+                self._acks_by_recipient.setdefault(decision.ack_to.lower(), []).append(now)
             acknowledged = True
         if skip is not None and skip.rule == "circuit-breaker":
             self._circuit_open(conn, now, skip)
@@ -474,19 +470,38 @@ class Pipeline:
         return self.config.inbox_among([*envelope, *(a.addr for a in (*parsed.to, *parsed.cc))])
 
     def _history(self, conn: Any, ack_to: str, now: datetime, batch_acks: int = 0) -> AckHistory:
+        """What the rate limits need about one recipient: the last acknowledgment within
+        once_per_sender, today's count (shop time), and the last minute's for everyone."""
         recipient = ack_to.lower()
-        window = self.config.acknowledge.once_per_sender
         local = self.config.calendar.local(now)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        row = conn.execute(
-            _HISTORY, {"recipient": recipient, "since": now - window, "day_start": day_start}
-        ).one()
-        last: datetime | None = row[0]
-        if isinstance(last, str):  # SQLite returns the aggregate of a subquery untyped
-            last = datetime.fromisoformat(last)
-        if last is not None and last.tzinfo is None:
-            last = last.replace(tzinfo=UTC)
-        return AckHistory(last, int(row[1]), self._acks_in_last_minute(conn, now) + batch_acks)
+        since = now - self.config.acknowledge.once_per_sender
+        times = self._ack_times(conn, now).get(recipient, ())
+        recent = [t for t in times if t > since]
+        today = sum(1 for t in times if t >= day_start)
+        return AckHistory(max(recent, default=None), today,
+                          self._acks_in_last_minute(conn, now) + batch_acks)  # fmt: skip
+
+    def _ack_times(self, conn: Any, now: datetime) -> dict[str, list[datetime]]:
+        """When each recipient was acknowledged lately, kept in memory (one processor
+        queues all acknowledgments; see `_acks_in_last_minute`): loaded once, then every
+        hour, covering once_per_sender and a whole shop day; `_apply` adds what it queues,
+        and anything rolled back empties it. One query per hour, not one per message."""
+        cache = self._acks_by_recipient
+        if cache is not None and now - self._acks_loaded_at < timedelta(hours=1):
+            return cache
+        o = store.outbox.c
+        horizon = max(self.config.acknowledge.once_per_sender, timedelta(hours=26))  # a day + DST
+        cache = {}
+        rows = conn.execute(
+            select(o.recipient, o.created_at).where(o.kind == "ack", o.created_at > now - horizon)
+        )
+        for recipient, created_at in rows:
+            if created_at.tzinfo is None:  # SQLite keeps UTC without an offset
+                created_at = created_at.replace(tzinfo=UTC)
+            cache.setdefault(recipient, []).append(created_at)
+        self._acks_by_recipient, self._acks_loaded_at = cache, now
+        return cache
 
     def _acks_in_last_minute(self, conn: Any, now: datetime) -> int:
         """The circuit breaker's count, kept in memory (one processor queues all acks)."""

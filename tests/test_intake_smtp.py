@@ -536,3 +536,35 @@ def test_the_worker_process_acknowledges_and_stops_with_the_service(
         assert service.worker_died.wait(10)
     finally:
         service.close()
+
+
+def test_daily_limit_counts_the_shop_day_across_restarts(
+    tmp_path: Path, database_url: str, sink: Sink, clock: Clock
+) -> None:
+    """max_per_sender_per_day: the third conversation of one sender on one shop day gets
+    no acknowledgment, also after a restart (the count comes back from the outbox), and
+    the next shop day starts again."""
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port, extra={
+        'once_per_sender = "24h" ': 'once_per_sender = "1m" ',
+        "max_per_sender_per_day = 5 ": "max_per_sender_per_day = 2 ",
+    })  # fmt: skip
+
+    def conversation(n: int) -> Any:
+        service = Service(config, clock=clock)  # a restart before each one
+        service.start(workers=False)
+        try:
+            service.pipeline.accept(Received(mail(message_id=f"d{n}@customer.example",
+                                                  subject=f"Question {n}"), "smtp", clock(),
+                                             "kim@customer.example", ("support@shop.example",)))  # fmt: skip
+            service.run_once()
+            return rows(service.engine, store.messages)[-1]
+        finally:
+            service.close()
+
+    first, second = conversation(1), (clock.advance(timedelta(minutes=5)), conversation(2))[1]
+    assert first.acknowledged and second.acknowledged
+    clock.advance(timedelta(minutes=5))
+    third = conversation(3)
+    assert not third.acknowledged and third.skip_rule == "daily-limit"
+    clock.advance(timedelta(hours=15))  # Tuesday in Berlin
+    assert conversation(4).acknowledged
