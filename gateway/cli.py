@@ -134,9 +134,9 @@ def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
             message = alert_message(config, send_test, subject="Test message",
                                     text="sla-gateway can send mail. Nothing else to do.\n", now=now)  # fmt: skip
             with store.begin(engine) as conn:
-                Pipeline(config, engine, state.clock).queue(conn, "alert", message, send_test, now)
+                row_id = Pipeline(config, engine, state.clock).queue(conn, "alert", message, send_test, now)
             sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock)
-            sent = sender.send_due()
+            sent = sender.send_one(row_id)  # only this one: the service may be sending beside us
             sender.close()
         finally:
             engine.dispose()
@@ -798,14 +798,17 @@ def digest(
                 )
                 return
             from .outbox import OutboxSender
+            from .reports import service_running
 
+            who = ", ".join(config.digest.to or (config.inboxes[0].address,))
+            if service_running(engine, now):  # one sender at a time: the service sends it
+                click.echo(f"digest for {day} queued for {who}; the running service sends it")
+                return
             sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock,
                                   give_up_after=config.send.give_up_after)  # fmt: skip
-            sender.send_due()
+            sender.send_due(kinds=("digest",))
             sender.close()
-            click.echo(
-                f"digest for {day} queued for {', '.join(config.digest.to or (config.inboxes[0].address,))}"
-            )
+            click.echo(f"digest for {day} queued for {who}")
             return
         html, text, _ = render_digest(Renderer(config), digest_inputs(engine, config, day, now))
     finally:
@@ -998,21 +1001,29 @@ def retry(ctx: click.Context) -> None:
                 update(store.outbox).where(o.status == "failed")
                 .values(status="pending", attempts=0, next_attempt_at=now, last_error=None)
             ).rowcount  # fmt: skip
-        pipeline = Pipeline(config, engine, state.clock)
-        outcomes = [pipeline.process(i) for i in shunted]
-        still = sum(1 for x in outcomes if x is not None and x.status == "shunted")
-        sender = OutboxSender(
-            engine,
-            _transport(config, engine, state.clock),
-            state.clock,
-            give_up_after=config.send.give_up_after,
-        )
-        sent = sender.send_due()
-        sender.close()
+        from .reports import service_running
+
+        running = service_running(engine, now)
+        if running:  # its processor and sender take them: never two of either at once
+            still = 0
+            sent_text = "the running service processes and sends them"
+        else:
+            pipeline = Pipeline(config, engine, state.clock)
+            outcomes = [pipeline.process(i) for i in shunted]
+            still = sum(1 for x in outcomes if x is not None and x.status == "shunted")
+            sender = OutboxSender(
+                engine,
+                _transport(config, engine, state.clock),
+                state.clock,
+                give_up_after=config.send.give_up_after,
+            )
+            sent_text = f"{sender.send_due()} sent now"
+            sender.close()
     finally:
         engine.dispose()
-    click.echo(f"{len(shunted)} set-aside messages processed again ({still} set aside again); "
-               f"{failed} failed outbox messages requeued; {sent} sent now")  # fmt: skip
+    again = "" if running else f" ({still} set aside again)"
+    click.echo(f"{len(shunted)} set-aside messages processed again{again}; "
+               f"{failed} failed outbox messages requeued; {sent_text}")  # fmt: skip
     if still:
         ctx.exit(1)
 

@@ -279,6 +279,11 @@ class RedirectRefused(ValueError):
     """The browser came back without a usable code (says why, safe to show)."""
 
 
+class StrayRequest(RedirectRefused):
+    """A request that is not this sign-in's answer (its `state` differs): ignored, so a
+    stale tab or another page cannot end the sign-in."""
+
+
 def code_from_redirect(query: str, expected_state: str) -> str:
     """The authorization code from the redirect's query string (RFC 6749 4.1.2), after
     checking `state`; RedirectRefused for a denial, an error or a forged request."""
@@ -289,7 +294,7 @@ def code_from_redirect(query: str, expected_state: str) -> str:
         return values[0] if len(values) == 1 else ""
 
     if not hmac.compare_digest(one("state").encode(), expected_state.encode()):
-        raise RedirectRefused("the answer does not belong to this sign-in (state differs)")
+        raise StrayRequest("the answer does not belong to this sign-in (state differs)")
     if one("error"):
         description = one("error_description").splitlines()[0][:200] if one("error_description") else ""
         raise RedirectRefused(f"{one('error')}: {description}" if description else one("error"))

@@ -17,6 +17,7 @@ import logging
 import mailbox
 import smtplib
 import ssl
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -109,6 +110,9 @@ class SmtpTransport:
             raise SendFailed(
                 f"cannot connect to {c.host}:{c.port}: {exc}", permanent=False
             ) from exc
+        except Exception as exc:  # e.g. the token store's database: still only a retry
+            log.exception("event=smtp-connect-error host=%s", c.host)
+            raise SendFailed(f"cannot sign in to {c.host}: {type(exc).__name__}", permanent=False) from exc
         return conn
 
     def _oauth_login(self, conn: smtplib.SMTP) -> None:
@@ -229,8 +233,10 @@ class OutboxSender:
         *,
         give_up_after: timedelta = timedelta(days=2),
         after_send: Callable[[Any], None] | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.after_send = after_send
+        self.stopping = stopping  # set: finish the message at hand, record, return
         self.engine = engine
         self.transport = transport
         self.clock = clock
@@ -246,18 +252,15 @@ class OutboxSender:
             ).scalar()
             return value if isinstance(value, datetime) else None
 
-    def send_due(self, limit: int = 100) -> int:
-        """Send every row due now; returns how many were sent."""
+    def send_due(self, limit: int = 100, *, kinds: tuple[str, ...] | None = None) -> int:
+        """Send every row due now (of these kinds only, when given); returns how many
+        were sent."""
         o = store.outbox.c
+        query = select(store.outbox).where(o.status == "pending", o.next_attempt_at <= self.clock())
+        if kinds is not None:
+            query = query.where(o.kind.in_(kinds))
         with self.engine.connect() as conn:
-            rows = list(
-                conn.execute(
-                    select(store.outbox)
-                    .where(o.status == "pending", o.next_attempt_at <= self.clock())
-                    .order_by(o.next_attempt_at, o.id)
-                    .limit(limit)
-                )
-            )
+            rows = list(conn.execute(query.order_by(o.next_attempt_at, o.id).limit(limit)))
         return self._send_rows(rows)
 
     def send_one(self, row_id: int) -> bool:
@@ -270,17 +273,22 @@ class OutboxSender:
 
     def _send_rows(self, rows: list[Any]) -> int:
         """Send rows in order; record successes a group at a time (one commit for up to
-        SENT_GROUP messages), each failure at once."""
+        SENT_GROUP messages), each failure at once. Whatever ends the loop — the end,
+        `stopping`, an unexpected error — what went out is recorded first."""
         sent = 0
         group: list[tuple[Any, datetime]] = []
-        for row in rows:
-            if self._send(row):
-                group.append((row, self.clock()))
-                sent += 1
-            if len(group) >= SENT_GROUP:
-                self._record_sent(group)
-                group = []
-        self._record_sent(group)
+        try:
+            for row in rows:
+                if self.stopping is not None and self.stopping.is_set():
+                    break
+                if self._send(row):
+                    group.append((row, self.clock()))
+                    sent += 1
+                if len(group) >= SENT_GROUP:
+                    self._record_sent(group)
+                    group = []
+        finally:
+            self._record_sent(group)
         return sent
 
     def _send(self, row: Any) -> bool:

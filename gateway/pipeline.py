@@ -483,10 +483,11 @@ class Pipeline:
                           self._acks_in_last_minute(conn, now) + batch_acks)  # fmt: skip
 
     def _ack_times(self, conn: Any, now: datetime) -> dict[str, list[datetime]]:
-        """When each recipient was acknowledged lately, kept in memory (one processor
-        queues all acknowledgments; see `_acks_in_last_minute`): loaded once, then every
-        hour, covering once_per_sender and a whole shop day; `_apply` adds what it queues,
-        and anything rolled back empties it. One query per hour, not one per message."""
+        """When each recipient was acknowledged lately, kept in memory: loaded once, then
+        every hour, covering once_per_sender and a whole shop day; `_apply` adds what it
+        queues, and anything rolled back empties it. One query per hour, not one per
+        message. Sound because one processor queues all acknowledgments: the service's
+        (`retry` leaves set-aside mail to a running service; see `_acks_in_last_minute`)."""
         cache = self._acks_by_recipient
         if cache is not None and now - self._acks_loaded_at < timedelta(hours=1):
             return cache
@@ -611,14 +612,15 @@ class Pipeline:
         now: datetime,
         conversation_id: int | None = None,
         source_row: int | None = None,
-    ) -> None:
-        """Write one outgoing message to the outbox (inside the caller's transaction)."""
+    ) -> int:
+        """Write one outgoing message to the outbox (inside the caller's transaction);
+        returns its row id."""
         sender = (
             ""
             if self.config.send.null_sender and kind == "ack"
             else parseaddr(str(message["From"]))[1]
         )
-        conn.execute(
+        result = conn.execute(
             store.outbox.insert(), dict(
                 kind=kind,
                 conversation_id=conversation_id,
@@ -633,6 +635,7 @@ class Pipeline:
                 created_at=now,
             )
         )
+        return int(result.inserted_primary_key[0])
 
     def _circuit_is_open(self, conn: Any) -> bool:
         """Whether the breaker is open, from the latest open/closed event (cached)."""

@@ -410,6 +410,20 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
 # ---------------------------------------------------------------------------- status
 
 
+SERVICE_ALIVE = 90  # seconds: a heartbeat younger than this means the service runs
+
+
+def service_running(engine: Engine, now: datetime) -> bool:
+    """Whether `sla-gateway run` is alive (its heartbeat), so that a command leaves the
+    sending to it instead of draining the outbox beside it."""
+    from datetime import timedelta
+
+    h = store.heartbeats.c
+    with engine.connect() as conn:
+        beat = conn.execute(select(h.beat_at).where(h.name == "service")).scalar()
+    return beat is not None and beat >= now - timedelta(seconds=SERVICE_ALIVE)
+
+
 def status(engine: Engine, now: datetime) -> dict[str, Any]:
     """Is the service alive, what is queued or set aside, when did each folder last sync."""
     from datetime import timedelta
@@ -436,7 +450,7 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
             }
             for r in conn.execute(select(store.sync_state).order_by(s.inbox, s.folder))
         ]
-    running = beat is not None and beat.beat_at >= now - timedelta(seconds=90)
+    running = beat is not None and beat.beat_at >= now - timedelta(seconds=SERVICE_ALIVE)
     return {
         "running": running,
         "pid": beat.pid if beat is not None else None,

@@ -91,6 +91,7 @@ class Service:
             clock,
             give_up_after=config.send.give_up_after,
             after_send=self._copy_to_mailbox,
+            stopping=self._stop,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -214,6 +215,7 @@ class Service:
 
     def _fork_worker(self) -> None:
         to_child, to_parent = os.pipe(), os.pipe()
+        self.engine.dispose()  # no database connection may cross the fork (SQLite's rule)
         pid = os.fork()
         if pid == 0:  # the child: run the processor until told to stop, then leave at once
             code = 1
@@ -240,7 +242,6 @@ class Service:
     def _worker_main(self, read_fd: int) -> int:
         """The child's life: the processor thread, woken through the pipe."""
         self.engine.dispose(close=False)  # the parent's pooled connections are not ours
-        store.relax_durability(self.engine)  # decisions are redone if lost: see there
 
         # The parent says when to stop, by closing the pipe (also when it dies): a signal
         # to the whole group (Ctrl-C, systemd's stop) must not cut a batch short here.

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -267,33 +268,13 @@ digests = Table(
 # ---------------------------------------------------------------------------- engines
 
 
-def _sqlite_pragmas(settings: dict[str, str]) -> Any:
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives power loss (250 means stored); see `relax_durability`.
-        cursor.execute(f"PRAGMA synchronous={settings['synchronous']}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.close()
-
-    return on_connect
-
-
-_SETTINGS: weakref.WeakKeyDictionary[Engine, dict[str, str]] = weakref.WeakKeyDictionary()
-
-
-def relax_durability(engine: Engine) -> None:
-    """New SQLite connections of this engine commit without waiting for the disk
-    (synchronous=NORMAL): a commit survives a crash of the process, and after a power
-    loss it is either there or redone. For the processor, whose every decision is redone
-    from the stored message if it is lost, and whose writes reach the disk with the next
-    durable commit of intake or the sender (one log, written in order): so a loss can
-    neither drop a message nor, once an acknowledgment was recorded sent, repeat it."""
-    settings = _SETTINGS.get(engine)
-    if settings is not None:
-        settings["synchronous"] = "NORMAL"
-        engine.dispose(close=False)
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss: 250 means stored
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
 
 
 def make_engine(url: str) -> Engine:
@@ -325,11 +306,12 @@ def make_engine(url: str) -> Engine:
             ]
         ) from None
     if engine.dialect.name == "sqlite":
-        settings = {"synchronous": "FULL"}
-        _SETTINGS[engine] = settings
-        event.listen(engine, "connect", _sqlite_pragmas(settings))
+        event.listen(engine, "connect", _sqlite_pragmas)
         _WRITE_LOCKS[engine] = WriteLock(lock_path)
     return engine
+
+
+WRITE_LOCK_TIMEOUT = 10.0  # seconds, as SQLite's busy_timeout
 
 
 class WriteLock:
@@ -360,18 +342,37 @@ class WriteLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
+        """The lock, waited for at most WRITE_LOCK_TIMEOUT (like SQLite's busy timeout):
+        a holder that hangs makes writers fail with TemporaryError (SMTP: 451), not wait
+        for ever."""
         if self._pid != os.getpid():
             self._reset_after_fork()
-        with self._thread:
+        if not self._thread.acquire(timeout=WRITE_LOCK_TIMEOUT):
+            raise TemporaryError("the database is busy (another writer in this process)")
+        try:
             fd = self._file()
             if fd is None:
                 yield
                 return
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
+            pause = 0.0005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TemporaryError(
+                            f"the database is busy: another process holds {self.path}"
+                        ) from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.002)  # a short wait: holders hold briefly
             try:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
 
     def __del__(self) -> None:
         self.close()

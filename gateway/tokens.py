@@ -300,37 +300,51 @@ class TokenSource:
                                        "set it to the provider's authorization endpoint, or sign in "
                                        "without --browser")])  # fmt: skip
         state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
-        answer: list[str | oauth.RedirectRefused] = []
+        answer: list[str | oauth.RedirectRefused] = []  # the first answer only
+        answered = threading.Event()
+        taking = threading.Lock()
 
         class Redirect(http.server.BaseHTTPRequestHandler):
+            timeout = 30  # seconds an open connection may stay silent
+
             def do_GET(self) -> None:
                 path, _, query = self.path.partition("?")
-                if path != "/" or answer:
-                    self.send_error(404)
-                    return
-                try:
-                    answer.append(oauth.code_from_redirect(query, state))
-                    text, status = "Signed in. You can close this tab and return to the terminal.", 200
-                except oauth.RedirectRefused as exc:
-                    answer.append(exc)
-                    text, status = f"Not signed in: {exc}. See the terminal.", 400
+                with taking:
+                    if path != "/" or answer:
+                        self.send_error(404)
+                        return
+                    try:
+                        answer.append(oauth.code_from_redirect(query, state))
+                        text, status = "Signed in. You can close this tab and return to the terminal.", 200
+                    except oauth.StrayRequest as exc:  # not this sign-in's answer: keep waiting
+                        text, status = f"Not signed in: {exc}.", 400
+                    except oauth.RedirectRefused as exc:
+                        answer.append(exc)
+                        text, status = f"Not signed in: {exc}. See the terminal.", 400
+                    finished = bool(answer)
                 body = f"<!doctype html><title>sla-gateway</title><p>{html.escape(text)}</p>\n".encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                finally:
+                    if finished:  # the browser is told first, then the command
+                        answered.set()
 
             def log_message(self, format: str, *args: Any) -> None:  # the query holds the code
                 pass
 
         try:
-            server = http.server.HTTPServer(("127.0.0.1", port), Redirect)
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Redirect)
         except OSError as exc:
             raise TemporaryError(f"cannot listen on 127.0.0.1:{port} for the sign-in: {exc.strerror}; "
                                  "choose another --port") from None  # fmt: skip
-        with server:
-            server.timeout = 0.5
+        server.daemon_threads = True  # a connection per thread: an idle one blocks nothing
+        listening = threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True)
+        listening.start()
+        try:
             redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/"
             request = oauth.browser_request(
                 provider=self.oauth.provider, authorization_url=self.oauth.authorization_url,
@@ -338,11 +352,11 @@ class TokenSource:
                 state=state, verifier=verifier, login_hint=self.username,
             )  # fmt: skip
             show(request)
-            deadline = time.monotonic() + timeout
-            while not answer:
-                if time.monotonic() > deadline:
-                    raise LoginRequired("no answer from the browser in time: run the login again")
-                server.handle_request()
+            if not answered.wait(timeout):
+                raise LoginRequired("no answer from the browser in time: run the login again")
+        finally:
+            server.shutdown()
+            server.server_close()
         result = answer[0]
         if isinstance(result, oauth.RedirectRefused):
             raise LoginRequired(f"the sign-in did not complete ({result}); nothing was stored")

@@ -188,3 +188,28 @@ def test_deliver_hands_saved_mail_to_the_listener(tmp_path: Path, database_url: 
         assert bad.exit_code == 1 and "refused" in bad.output
     finally:
         service.close()
+
+
+def test_retry_leaves_the_sending_to_a_running_service(
+    run_cli: Callable[..., Result], tmp_path: Path, database_url: str, sink: Sink
+) -> None:
+    """Never two senders on one outbox: with the service running, `retry` only requeues,
+    and the service sends (once)."""
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port)
+    sink.reply = "550 5.1.1 No such user"
+    service = Service(config, clock=lambda: NOW)
+    service.start(workers=False)
+    try:
+        service.pipeline.accept(Received(b"From: kim@customer.example\r\nSubject: Hi\r\nMessage-ID: <r1@c.example>\r\n"
+                                         b"\r\nHello\r\n", "smtp", NOW, "kim@customer.example",
+                                         ("support@shop.example",)))  # fmt: skip
+        service.run_once()
+        sink.reply = "250 2.0.0 OK"
+        result = run_cli("--config", str(config.path), "retry", now=NOW)
+        assert result.exit_code == 0, result.output
+        assert "1 failed outbox messages requeued; the running service processes and sends them" in result.output
+        assert sink.received == []
+        service.run_once()
+        assert len(sink.received) == 1
+    finally:
+        service.close()
