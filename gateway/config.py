@@ -1043,6 +1043,14 @@ class _Reader:
             return None
         return value
 
+    def bearer_in_clear(self, auth: str, security: str, host: str | None, prefix: str) -> None:
+        """An access token (for Google: the whole mailbox) never crosses a network in
+        clear text: oauth2 with security = "none" only to this machine (a local relay)."""
+        if auth == "oauth2" and security == "none" and host not in (None, "127.0.0.1", "::1", "localhost"):
+            self.problem(_join(prefix, "security"), f'is "none" with auth = "oauth2" to {host}: the access '
+                         "token would cross the network unencrypted",
+                         'use security = "tls" or "starttls"')  # fmt: skip
+
     def auth(self, data: Mapping[str, Any], prefix: str) -> tuple[str, OAuthConfig | None]:
         """`auth` and, for "oauth2", the app registration (provider, client, endpoints)."""
         auth = self.choice(data, "auth", prefix, AUTH_METHODS, "password")
@@ -1172,6 +1180,7 @@ class _Reader:
         if not username:
             self.problem(_join(prefix, "username"), "is missing", "write the mailbox login name")
         auth, oauth = self.auth(value, prefix)
+        self.bearer_in_clear(auth, security, host, prefix)
         password = self.secret(value, prefix, required=auth == "password")
         folders = self.string_list(value, "folders", prefix) or ("INBOX",)
         return ImapConfig(
@@ -1311,6 +1320,7 @@ class _Reader:
             )
         username = self.string(value, "username", prefix)
         auth, oauth = self.auth(value, prefix) if transport == "smtp" else ("password", None)
+        self.bearer_in_clear(auth, security, self.string(value, "host", prefix), prefix)
         if auth == "oauth2" and not username:
             self.problem(
                 _join(prefix, "username"),

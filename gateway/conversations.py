@@ -35,6 +35,11 @@ from .tracker import (
 _TAG = re.compile(r"\[([A-Z][A-Z0-9]{0,15}-\d+)\]")
 
 
+def subject_tags(subject: str) -> list[str]:
+    """Our conversation references in a subject line ("[SHOP-1042]" -> "SHOP-1042")."""
+    return _TAG.findall(subject)
+
+
 @dataclass(frozen=True)
 class Match:
     conversation: Any  # a conversations row, or None
@@ -64,7 +69,7 @@ def find_by_thread(conn: Any, parsed: Parsed) -> Match:
         if conv_id is not None:
             row = conn.execute(select(store.conversations).where(c.id == conv_id)).first()
             return Match(row, "references")
-    for tag in _TAG.findall(parsed.subject):
+    for tag in subject_tags(parsed.subject):
         row = conn.execute(select(store.conversations).where(c.reference == tag)).first()
         if row is not None:
             return Match(row, "reference-tag")

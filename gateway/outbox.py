@@ -233,10 +233,8 @@ class OutboxSender:
         *,
         give_up_after: timedelta = timedelta(days=2),
         after_send: Callable[[Any], None] | None = None,
-        stopping: threading.Event | None = None,
     ) -> None:
         self.after_send = after_send
-        self.stopping = stopping  # set: finish the message at hand, record, return
         self.engine = engine
         self.transport = transport
         self.clock = clock
@@ -252,16 +250,17 @@ class OutboxSender:
             ).scalar()
             return value if isinstance(value, datetime) else None
 
-    def send_due(self, limit: int = 100, *, kinds: tuple[str, ...] | None = None) -> int:
-        """Send every row due now (of these kinds only, when given); returns how many
-        were sent."""
+    def send_due(self, limit: int = 100, *, kinds: tuple[str, ...] | None = None,
+                 stopping: threading.Event | None = None) -> int:  # fmt: skip
+        """Send every row due now (of these kinds only, when given) until `stopping` is
+        set (the message at hand is finished and recorded); returns how many were sent."""
         o = store.outbox.c
         query = select(store.outbox).where(o.status == "pending", o.next_attempt_at <= self.clock())
         if kinds is not None:
             query = query.where(o.kind.in_(kinds))
         with self.engine.connect() as conn:
             rows = list(conn.execute(query.order_by(o.next_attempt_at, o.id).limit(limit)))
-        return self._send_rows(rows)
+        return self._send_rows(rows, stopping)
 
     def send_one(self, row_id: int) -> bool:
         o = store.outbox.c
@@ -271,7 +270,7 @@ class OutboxSender:
             ).first()
         return row is not None and self._send_rows([row]) == 1
 
-    def _send_rows(self, rows: list[Any]) -> int:
+    def _send_rows(self, rows: list[Any], stopping: threading.Event | None = None) -> int:
         """Send rows in order; record successes a group at a time (one commit for up to
         SENT_GROUP messages), each failure at once. Whatever ends the loop — the end,
         `stopping`, an unexpected error — what went out is recorded first."""
@@ -279,7 +278,7 @@ class OutboxSender:
         group: list[tuple[Any, datetime]] = []
         try:
             for row in rows:
-                if self.stopping is not None and self.stopping.is_set():
+                if stopping is not None and stopping.is_set():
                     break
                 if self._send(row):
                     group.append((row, self.clock()))

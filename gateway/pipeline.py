@@ -102,10 +102,11 @@ class Outcome:
     error: str | None = None
 
 
-def _depends_on(plan: _Plan, ours: frozenset[str]) -> set[str]:
+def _depends_on(plan: _Plan, ignore: Callable[[str], bool]) -> set[str]:
     """What a message's decision reads that another message in its batch could change:
-    its people other than us (rate limits, reply matching), its thread and its
-    conversation."""
+    its people (rate limits, reply matching) — except addresses `ignore` says are shared
+    by unrelated mail (ours, our agents', web forms', whose customer is in Reply-To) —,
+    its thread, the references in its subject and its conversation."""
     keys: set[str] = set()
     parsed = plan.parsed
     people: list[str] = []
@@ -115,14 +116,15 @@ def _depends_on(plan: _Plan, ours: frozenset[str]) -> set[str]:
         people.append(parsed.return_path or "")
         ids = [parsed.message_id, *parsed.in_reply_to, *parsed.references]
         keys.update("<" + i for i in ids if i)
+        keys.update("ref:" + tag for tag in conversations.subject_tags(parsed.subject))
     people.append(plan.row.envelope_from or "")
     if plan.decision is not None:
         people.append(plan.decision.ack_to or "")
-    keys.update("@" + a for a in (p.lower() for p in people) if a and a not in ours)
+    keys.update("@" + a for a in (p.lower() for p in people) if a and not ignore(a))
+    if plan.reference is not None:
+        keys.add("ref:" + plan.reference)
     if plan.conversation is not None:
         keys.add(f"#{plan.conversation.id}")
-    if plan.parsed is None or plan.error is not None:
-        keys.add("!")  # could not be read: let it be written alone
     return keys
 
 
@@ -264,6 +266,10 @@ class Pipeline:
         plans: list[_Plan] = []
         taken: set[str] = set()
         ours = self.config.own_addresses | self.config.agent_addresses
+
+        def ignore(address: str) -> bool:
+            return address in ours or self.config.is_form_sender(address)
+
         acks = 0
         with self.engine.connect() as read:
             for row in rows[at : at + BATCH]:
@@ -271,7 +277,7 @@ class Pipeline:
                     plan = self._plan(read, row, batch_acks=acks)
                 except Exception:
                     break  # decided alone later, where its error is handled
-                keys = _depends_on(plan, ours)
+                keys = _depends_on(plan, ignore)
                 if plans and not keys.isdisjoint(taken):
                     break  # it may depend on one in this batch: next batch
                 plans.append(plan)
@@ -283,7 +289,8 @@ class Pipeline:
         try:
             with store.begin(self.engine) as conn:
                 return [self._apply(conn, plan) for plan in plans]
-        except Exception:
+        except Exception as exc:
+            log.warning("event=batch-redone size=%s error=%r", len(plans), str(exc)[:300])
             self._circuit = None  # cached state may include what was rolled back
             self._recent_acks = None
             self._acks_by_recipient = None

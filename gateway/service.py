@@ -91,7 +91,6 @@ class Service:
             clock,
             give_up_after=config.send.give_up_after,
             after_send=self._copy_to_mailbox,
-            stopping=self._stop,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -360,7 +359,7 @@ class Service:
         """Send whatever is due; sleep until the next retry or until woken."""
 
         def step() -> float:
-            while self.sender.send_due(limit=200):
+            while self.sender.send_due(limit=200, stopping=self._stop):
                 pass
             return self._sleep_until(self.sender.next_due())
 

@@ -34,6 +34,7 @@ from sqlalchemy import Engine, select, update
 
 from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig, OAuthConfig, Secret
+from .durations import format_duration
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .oauth import DeviceCode, Grant, Outcome, ServerError
 
@@ -192,7 +193,7 @@ class TokenSource:
                     and not oauth.needs_refresh(row.access_issued_at, row.access_expires_at, now)):  # fmt: skip
                 return str(self.tokens.decrypt(fernet, row.access_token))
             refresh_token = self.tokens.decrypt(fernet, row.refresh_token)
-            return self._refresh(refresh_token, now)
+            return self._refresh(refresh_token, now, sealed=row.refresh_token)
 
     def state(self) -> TokenState:
         row = self._row()
@@ -206,7 +207,10 @@ class TokenSource:
         with self.tokens.engine.connect() as conn:
             return conn.execute(select(store.oauth_tokens).where(t.account == self.account)).first()
 
-    def _refresh(self, refresh_token: str, now: datetime) -> str:
+    def _refresh(self, refresh_token: str, now: datetime, *, sealed: str | None = None) -> str:
+        """Trade the refresh token for a new access token; `sealed` is the stored form of
+        the refresh token used, so that a refusal marks only that sign-in broken (not one
+        made meanwhile by `login`)."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()}
         if self.oauth.provider == "microsoft" and self.oauth.scope:
             form["scope"] = self.oauth.scope  # Microsoft's v2 endpoint wants it again
@@ -214,7 +218,7 @@ class TokenSource:
         if status != 200:
             error = oauth.error_of(status, body)
             if error.outcome is Outcome.REVOKED:
-                self.tokens.login_required(self, str(error))
+                self.tokens.login_required(self, str(error), sealed=sealed)
                 raise LoginRequired(self._relogin_text(str(error)))
             raise _problem(error, self.oauth, self.label)
         try:
@@ -527,15 +531,17 @@ class Tokens:
                 conn.execute(store.oauth_tokens.insert().values(account=source.account, **values))
             store.add_event(conn, now, "oauth-signed-in", {"account": source.username})
 
-    def login_required(self, source: TokenSource, why: str) -> None:
+    def login_required(self, source: TokenSource, why: str, *, sealed: str | None = None) -> None:
         """The refresh token was refused: mark the account, and — only on the change from
         working to broken, whichever process or thread sees it first — record an event
-        and tell the owner once."""
+        and tell the owner once. With `sealed` (the stored refresh token that was refused),
+        a sign-in stored meanwhile by `login` stays as it is."""
         now = self.clock()
         t = store.oauth_tokens.c
+        still = (t.refresh_token == sealed,) if sealed is not None else ()
         with store.begin(self.engine) as conn:
             changed = conn.execute(
-                update(store.oauth_tokens).where(t.account == source.account, t.status == ACTIVE)
+                update(store.oauth_tokens).where(t.account == source.account, t.status == ACTIVE, *still)
                 .values(status=LOGIN_REQUIRED, problem=why[:500], problem_at=now, access_token=None)
             ).rowcount  # fmt: skip
             if not changed:
@@ -562,7 +568,9 @@ class Tokens:
             f"server refused its refresh token ({why}).\n\n"
             "This happens when the app's access is revoked, the password is changed, or the "
             "sign-in has not been used for a long time.\n\n"
-            f"Nothing is lost: mail stays in the mailbox and outgoing messages stay queued. "
+            "Nothing is lost: mail stays in the mailbox and outgoing messages stay queued "
+            f"(for {format_duration(self.config.send.give_up_after)}; after that they are marked "
+            "failed, and `sla-gateway retry` sends them). "
             f"To fix it, run on the server:\n\n    sla-gateway {login_command(source.label)}\n\n"
             "and approve the sign-in in any browser. The gateway picks up the new sign-in by itself.\n"
         )

@@ -128,3 +128,15 @@ def test_oauth_config_mistakes_name_file_key_and_fix() -> None:
     with pytest.raises(ConfigError) as info:
         parse(config_with(IMAP + 'password_env = "X"\ntenant = "t"\n'), "gw.toml")
     assert any('tenant: is only used with auth = "oauth2"' in str(p) for p in info.value.problems)
+
+
+def test_oauth_never_sends_a_bearer_token_in_clear_text() -> None:
+    """security = "none" with auth = "oauth2" only to this machine (a test server or a
+    local relay); to any other host it is refused, naming the key."""
+    oauth_keys = 'auth = "oauth2"\nprovider = "microsoft"\nclient_id = "abc"\n'
+    with pytest.raises(ConfigError) as info:
+        parse(config_with(IMAP + 'security = "none"\n' + oauth_keys), "gw.toml")
+    assert any("gw.toml: inbox[0].imap.security: is \"none\" with auth = \"oauth2\" to outlook.office365.com"
+               in str(p) for p in info.value.problems)  # fmt: skip
+    local = IMAP.replace("outlook.office365.com", "127.0.0.1")
+    assert parse(config_with(local + 'security = "none"\n' + oauth_keys)).inboxes[0].imap is not None
