@@ -41,11 +41,7 @@ def read_secret(
             )
         return value
     if secret.file:
-        path = Path(secret.file)
-        if not path.is_absolute() and env.get("CREDENTIALS_DIRECTORY"):
-            candidate = Path(env["CREDENTIALS_DIRECTORY"]) / path
-            if candidate.exists():
-                path = candidate
+        path = credential_path(secret.file, env)
         try:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -69,3 +65,14 @@ def read_secret(
             )
         ]
     )
+
+
+def credential_path(name: str, environ: Mapping[str, str]) -> Path:
+    """A secret file's path: a relative name is looked up first among systemd's
+    credentials ($CREDENTIALS_DIRECTORY), then as given."""
+    path = Path(name)
+    if not path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(environ["CREDENTIALS_DIRECTORY"]) / path
+        if candidate.exists():
+            return candidate
+    return path

@@ -102,13 +102,9 @@ def read_key(secret: Secret, environ: Mapping[str, str] | None = None) -> Any:
 def _locate_key(secret: Secret, env: Mapping[str, str]) -> tuple[str, str]:
     hint = "create one (see README: OAuth) and keep it out of the configuration file"
     if secret.file:
-        from pathlib import Path
+        from .secrets import credential_path
 
-        path = Path(secret.file)
-        if not path.is_absolute() and env.get("CREDENTIALS_DIRECTORY"):
-            candidate = Path(env["CREDENTIALS_DIRECTORY"]) / path
-            if candidate.exists():
-                path = candidate
+        path = credential_path(secret.file, env)
         try:
             return "oauth.token_key_file", path.read_text(encoding="utf-8")
         except OSError as exc:

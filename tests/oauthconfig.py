@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from gateway import store
 from gateway.config import Config
 from tests.imapserver import Dovecot
 from tests.mailtools import gateway_config
@@ -114,5 +116,15 @@ def sign_in(config: Config, server: OAuthServer, username: str = "support@shop.e
         tokens = Tokens(config, engine, lambda: datetime.now(UTC))
         source = tokens.for_send() if send else tokens.for_imap(config.inboxes[0])
         source.import_refresh_token(server.issue_tokens(username)["refresh_token"])
+    finally:
+        engine.dispose()
+
+
+def stored_rows(database_url: str) -> list[sa.Row]:
+    """The stored OAuth sign-ins (rows of oauth_tokens), as the database holds them."""
+    engine = store.make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.select(store.oauth_tokens)))
     finally:
         engine.dispose()

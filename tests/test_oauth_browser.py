@@ -17,12 +17,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from gateway import oauth, store
+from gateway import oauth
 from tests import oauthconfig
 from tests.imapserver import Dovecot
-from tests.oauthconfig import oauth_config
+from tests.oauthconfig import oauth_config, stored_rows
 from tests.oauthserver import OAuthServer
 
 oauth_dovecot = oauthconfig.oauth_dovecot
@@ -70,15 +69,6 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, "".join(printed.pop(process.pid, [])) + out
 
 
-def tokens_in(database_url: str) -> list[sa.Row]:
-    engine = store.make_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.select(store.oauth_tokens)))
-    finally:
-        engine.dispose()
-
-
 def test_browser_login_with_pkce_stores_the_token(
     tmp_path: Path, database_url: str, oauth_server: OAuthServer, oauth_dovecot: Dovecot
 ) -> None:
@@ -93,7 +83,7 @@ def test_browser_login_with_pkce_stores_the_token(
     assert code == 0, out
     assert f"signed in {USER}" in out, out
     assert "ssh -L" in out, out
-    [row] = tokens_in(database_url)
+    [row] = stored_rows(database_url)
     assert row.username == USER and row.status == "active"
     [(_, form)] = [r for r in oauth_server.requests if r[0] == "/token"]
     assert form["grant_type"] == "authorization_code"
@@ -114,7 +104,7 @@ def test_declined_browser_login_stores_nothing(
     code, out = finish(process)
     assert code != 0
     assert "access_denied" in out and "nothing was stored" in out and "Traceback" not in out
-    assert tokens_in(database_url) == []
+    assert stored_rows(database_url) == []
 
 
 def test_stray_requests_are_refused_and_do_not_end_the_sign_in(
@@ -137,7 +127,7 @@ def test_stray_requests_are_refused_and_do_not_end_the_sign_in(
     assert code == 0, out
     [(_, form)] = [r for r in oauth_server.requests if r[0] == "/token"]
     assert form["code"] != "stolen"
-    assert len(tokens_in(database_url)) == 1
+    assert len(stored_rows(database_url)) == 1
 
 
 def test_pkce_challenge_is_rfc_7636s_example() -> None:

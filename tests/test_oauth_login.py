@@ -9,14 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlalchemy as sa
 from click.testing import Result
 
-from gateway import store
 from tests import oauthconfig
 from tests.conftest import FIXED_NOW
 from tests.imapserver import Dovecot
-from tests.oauthconfig import oauth_config
+from tests.oauthconfig import oauth_config, stored_rows
 from tests.oauthserver import OAuthServer
 
 oauth_dovecot = oauthconfig.oauth_dovecot
@@ -38,15 +36,6 @@ def approve_later(server: OAuthServer, username: str = USER, *, deny: bool = Fal
     thread = threading.Thread(target=owner, daemon=True)
     thread.start()
     return thread
-
-
-def stored_rows(database_url: str) -> list[sa.Row]:
-    engine = store.make_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.select(store.oauth_tokens)))
-    finally:
-        engine.dispose()
 
 
 def test_login_with_the_device_flow_stores_the_token_encrypted(
