@@ -153,6 +153,7 @@ class Dovecot:
         users: dict[str, str] | None = None,
         tls: bool = False,
         oauth2_introspection_url: str | None = None,
+        oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer"),
     ) -> None:
         self.root = Path(root).resolve()
         self.users: dict[str, str] = dict(users) if users else {DEFAULT_USER: DEFAULT_PASSWORD}
@@ -162,6 +163,8 @@ class Dovecot:
         self.tls = tls
         #: Where the oauth2 passdb checks bearer tokens (RFC 7662, POST); None: no OAuth.
         self.oauth2_introspection_url = oauth2_introspection_url
+        #: The SASL mechanisms offered for bearer tokens (e.g. only ("oauthbearer",)).
+        self.oauth2_mechanisms = oauth2_mechanisms
         self.port = 0  #: the IMAP port (STARTTLS too when tls=True); chosen at first start
         self.tls_port: int | None = None  #: the implicit-TLS (imaps) port when tls=True
         self.ca_file: Path | None = None  #: the self-signed certificate to trust when tls=True
@@ -573,13 +576,14 @@ passdb {{
 """
         if self.oauth2_introspection_url is None:
             return "auth_mechanisms = plain login\n" + passwords
+        mechanisms = " ".join(self.oauth2_mechanisms)
         return f"""\
-auth_mechanisms = plain login xoauth2 oauthbearer
+auth_mechanisms = plain login {mechanisms}
 # No cache (the default, said out loud): a revoked token must fail at the next login.
 auth_cache_size = 0
 {passwords}passdb {{
   driver = oauth2
-  mechanisms = xoauth2 oauthbearer
+  mechanisms = {mechanisms}
   args = {self._oauth2_path}
 }}
 """

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from click.testing import Result
+from imapclient import IMAPClient
 
 from gateway import store
 from gateway.config import Config
@@ -57,6 +59,32 @@ def test_poller_signs_in_with_xoauth2_and_acknowledges(
         assert oauth_server.introspections >= 2  # INBOX and Sent each signed in with a token
     finally:
         service.close()
+
+
+def test_poller_signs_in_with_oauthbearer_where_only_that_is_offered(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, database_url: str,
+    oauth_server: OAuthServer, sink: Sink,
+) -> None:  # fmt: skip
+    """RFC 7628 OAUTHBEARER, end to end: a server that offers no XOAUTH2."""
+    dovecot = Dovecot(tmp_path_factory.mktemp("bearer"), oauth2_introspection_url=oauth_server.introspection_url,
+                      oauth2_mechanisms=("oauthbearer",))  # fmt: skip
+    dovecot.start()
+    try:
+        with IMAPClient(dovecot.host, dovecot.port, ssl=False) as probe:
+            offered = probe.capabilities()
+        assert b"AUTH=OAUTHBEARER" in offered and b"AUTH=XOAUTH2" not in offered
+        config = oauth_config(tmp_path, database_url, oauth_server, dovecot=dovecot, sink_port=sink.port)
+        sign_in(config, oauth_server)
+        service = start(config)
+        try:
+            dovecot.append("INBOX", mail(1))
+            [ack] = sink.wait_for(1)
+            assert ack.rcpt_tos == ["kim@customer.example"]
+        finally:
+            service.close()
+        assert oauth_server.introspections >= 1  # signed in (XOAUTH2 would have been refused)
+    finally:
+        dovecot.stop()
 
 
 def test_refused_access_token_is_refreshed_and_the_login_retried(
