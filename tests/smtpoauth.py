@@ -42,12 +42,16 @@ from tests.oauthserver import DEFAULT_SCOPE, OAuthServer
 __all__ = ["OAuthSmtpServer", "oauth_smtp"]
 
 _XOAUTH2 = re.compile(r"user=(?P<user>[^\x01]*)\x01auth=Bearer (?P<token>[^\x01]+)\x01\x01")
+# RFC 7628 3.1: gs2 header "n,a=USER," then key=value pairs, auth among them.
+_OAUTHBEARER = re.compile(r"n,a=(?P<user>[^,]*),\x01(?:[a-z]+=[^\x01]*\x01)*?auth=Bearer (?P<token>[^\x01]+)\x01"
+                          r"(?:[a-z]+=[^\x01]*\x01)*\x01")  # fmt: skip
 _REFUSED = "535 5.7.8 Username and Password not accepted"
 _UNAVAILABLE = "454 4.7.0 Temporary authentication failure"  # RFC 4954
 
 
 class OAuthSmtpServer:
-    """One XOAUTH2-accepting SMTP server; see the module docstring."""
+    """One SMTP server accepting bearer tokens (XOAUTH2, or OAUTHBEARER when asked);
+    see the module docstring."""
 
     def __init__(
         self,
@@ -56,8 +60,11 @@ class OAuthSmtpServer:
         password: str = "smtp-secret",
         error_challenge: bool = True,
         scope: str = DEFAULT_SCOPE,
+        mechanisms: tuple[str, ...] = ("XOAUTH2",),
     ) -> None:
         self.introspection_url = introspection_url
+        #: The bearer-token mechanisms offered: XOAUTH2 and/or OAUTHBEARER (RFC 7628).
+        self.mechanisms = mechanisms
         self.password = password
         self.error_challenge = error_challenge
         self.scope = scope  #: named in the error challenge
@@ -87,7 +94,8 @@ class OAuthSmtpServer:
             auth_require_tls=False,  # auth_required is handle_MAIL's job: no warnings
             authenticator=self._check_password,
             # aiosmtpd takes every handler attribute named auth_* for a mechanism.
-            auth_exclude_mechanism=["attempts"],
+            auth_exclude_mechanism=["attempts", *(m for m in ("XOAUTH2", "OAUTHBEARER")
+                                                  if m not in self.mechanisms)],
         )
         self._controller.start()
         return self
@@ -119,6 +127,12 @@ class OAuthSmtpServer:
         return await self._sink.handle_DATA(server, session, envelope)
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "XOAUTH2", _XOAUTH2)
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "OAUTHBEARER", _OAUTHBEARER)
+
+    async def _bearer(self, server: SMTP, args: list[str], mechanism: str, form: re.Pattern[str]) -> AuthResult:
         if len(args) > 1:
             try:
                 blob: Any = b64decode(args[1], validate=True)
@@ -129,19 +143,19 @@ class OAuthSmtpServer:
             blob = await server.challenge_auth("")
             if blob is MISSING:
                 return AuthResult(success=False, handled=True)  # 501 already sent
-        match = _XOAUTH2.fullmatch(blob.decode("utf-8", "replace"))
+        match = form.fullmatch(blob.decode("utf-8", "replace"))
         if match is None:
-            await server.push("501 5.5.2 Cannot parse XOAUTH2 response")
+            await server.push(f"501 5.5.2 Cannot parse {mechanism} response")
             return AuthResult(success=False, handled=True)
-        user, token = match["user"], match["token"]
+        user, token = match["user"].replace("=2C", ",").replace("=3D", "="), match["token"]
         try:
             info = await asyncio.to_thread(self._introspect, token)
         except (OSError, ValueError):  # the authorization server is down or talks nonsense
-            self.auth_attempts.append(("XOAUTH2", user, False))
+            self.auth_attempts.append((mechanism, user, False))
             await server.push(_UNAVAILABLE)
             return AuthResult(success=False, handled=True)
         ok = info.get("active") is True and info.get("username") == user
-        self.auth_attempts.append(("XOAUTH2", user, ok))
+        self.auth_attempts.append((mechanism, user, ok))
         if ok:
             return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
         if self.error_challenge:

@@ -67,6 +67,24 @@ def test_outbox_sends_with_xoauth2_and_recovers_after_expiry(
         service.close()
 
 
+def test_outbox_sends_with_oauthbearer_where_only_that_is_offered(
+    tmp_path: Path, database_url: str, oauth_server: OAuthServer
+) -> None:
+    """RFC 7628 OAUTHBEARER for submission, end to end: a server without XOAUTH2."""
+    with OAuthSmtpServer(oauth_server.introspection_url, mechanisms=("OAUTHBEARER",)) as server:
+        config = oauth_config(tmp_path, database_url, oauth_server, smtp_port=server.port, smtp_oauth=True)
+        sign_in(config, oauth_server, send=True)
+        clock = MovableClock(NOW)
+        service = service_for(config, clock)
+        try:
+            arrive(service, 1, clock)
+            [ack] = server.wait_for(1)
+            assert ack.rcpt_tos == ["c1@customer.example"]
+            assert server.auth_attempts == [("OAUTHBEARER", USER, True)]
+        finally:
+            service.close()
+
+
 def test_revoked_sender_keeps_mail_queued_and_alerts_once_elsewhere(
     tmp_path: Path, database_url: str, oauth_server: OAuthServer, oauth_smtp: OAuthSmtpServer
 ) -> None:
