@@ -263,7 +263,12 @@ def test_once_per_sender(gateway: Service, config: Config, sink: Sink, clock: Cl
     wait_processed(gateway.engine, 2)
     clock.advance(timedelta(hours=23))
     send(config, mail(message_id="c@customer.example", subject="Third question"))
-    acks = sink.wait_for(2)
+    # The owner's breach alert for the first two may come before or after the third
+    # acknowledgment (the clock jumped while the processor was busy): count the customer's.
+    deadline = time.monotonic() + 15
+    while len(acks := [a for a in sink.received if a.rcpt_tos == ["kim@customer.example"]]) < 2:
+        assert time.monotonic() < deadline, sink.received
+        time.sleep(0.02)
     assert [a.message["In-Reply-To"] for a in acks] == [
         "<a@customer.example>",
         "<c@customer.example>",
