@@ -175,10 +175,12 @@ class Service:
             if stopping:
                 conn.execute(store.heartbeats.delete().where(h.name == "service"))
                 return
-            if not conn.execute(
-                store.heartbeats.update().where(h.name == "service").values(**values)
+            # Both processes beat: an upsert that neither can lose to the other.
+            beat = store.heartbeats.update().where(h.name == "service").values(**values)
+            if not conn.execute(beat).rowcount and not conn.execute(
+                store.insert_ignore(conn, store.heartbeats).values(name="service", **values)
             ).rowcount:
-                conn.execute(store.heartbeats.insert().values(name="service", **values))
+                conn.execute(beat)  # the other process inserted it meanwhile
 
     def wake(self) -> None:
         """Tell the worker there is something to do (thread-safe)."""
