@@ -97,8 +97,9 @@ class Service:
 
     def start(self, *, workers: bool = True) -> None:
         """Start intake (listener, pollers) and, unless `workers=False`, the processor and
-        sender threads; without them, `run_once()` does their work when called (tests use
-        this to step a fake clock deterministically)."""
+        sender threads — with `worker_process`, the processor in a forked child (which
+        copies the clock as it is: real clocks only); without workers, `run_once()` does
+        their work when called (tests use this to step a fake clock deterministically)."""
         # Intake threads wait on the GIL behind the CPU-bound processor; a short switch
         # interval keeps an SMTP client's wait for its 250 short (default is 5 ms a turn).
         sys.setswitchinterval(SWITCH_INTERVAL)

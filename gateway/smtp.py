@@ -3,8 +3,9 @@
 Owns: the protocol seam. RCPT is accepted only for configured inbox addresses and aliases
 (anything else gets 550, so the gateway can never relay); an over-size message gets 552
 (aiosmtpd enforces `max_message_size`); DATA is answered 250 only after the raw message
-is committed to the database, 451 when we could not commit (the sender retries, nothing
-is lost). It decides nothing about the message itself: the pipeline does that after the
+is committed to the database — one committer thread stores what all sessions received
+meanwhile in one transaction — and 451 when we could not commit (the sender retries,
+nothing is lost). It decides nothing about the message itself: the pipeline does that after the
 250, and is woken at once.
 """
 
