@@ -946,18 +946,17 @@ def login(ctx: click.Context, inbox_name: str | None, for_send: bool, import_tok
 
 
 def _login_source(config: Config, tokens: Any, inbox_name: str | None, for_send: bool) -> Any:
-    oauth_inboxes = [i.name for i in config.inboxes if i.imap is not None and i.imap.auth == "oauth2"]
+    oauth_inboxes = [i.name for i in config.oauth_inboxes]
     if for_send:
         if inbox_name:
             raise click.UsageError("give an INBOX or --send, not both")
-        if config.send.transport != "smtp" or config.send.auth != "oauth2":
+        if not config.send.uses_oauth:
             raise click.UsageError('[send] does not sign in with OAuth (it needs transport = "smtp" and auth = "oauth2")')
         return tokens.for_send()
     if inbox_name is None:
-        sends = config.send.transport == "smtp" and config.send.auth == "oauth2"
         if len(oauth_inboxes) == 1:
             inbox_name = oauth_inboxes[0]
-        elif not oauth_inboxes and sends:
+        elif not oauth_inboxes and config.send.uses_oauth:
             return tokens.for_send()
         else:
             known = ", ".join(oauth_inboxes) or "none"

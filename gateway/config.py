@@ -185,6 +185,11 @@ class SendConfig:
     auth: str = "password"  # "password" | "oauth2"
     oauth: OAuthConfig | None = None  # set when auth = "oauth2"
 
+    @property
+    def uses_oauth(self) -> bool:
+        """Whether the outbox signs in to an SMTP server with OAuth 2.0."""
+        return self.transport == "smtp" and self.oauth is not None
+
 
 @dataclass(frozen=True)
 class AckConfig:
@@ -263,6 +268,11 @@ class Config:
     digest: DigestConfig = DigestConfig()
     retention_days: int = 365  # stored message bodies older than this are purged
     oauth: TokenStoreConfig = TokenStoreConfig()
+
+    @property
+    def oauth_inboxes(self) -> tuple[InboxConfig, ...]:
+        """The inboxes whose mailbox signs in with OAuth 2.0."""
+        return tuple(i for i in self.inboxes if i.imap is not None and i.imap.oauth is not None)
 
     @cached_property  # asked for every message; the config never changes
     def agent_addresses(self) -> frozenset[str]:

@@ -63,9 +63,10 @@ def check_oauth(config: Config, tokens: Any) -> list[Result]:
     for source in tokens.sources():
         what = f"OAuth {source.username} ({source.oauth.provider})"
         try:
-            if source.state().stored and source.state().status == "active":
-                source.access_token()  # refreshes it when due: proves the refresh token works
             state = source.state()
+            if state.stored and state.status == "active":
+                source.access_token()  # refreshes it when due: proves the refresh token works
+                state = source.state()
         except (LoginRequired, TemporaryError) as exc:
             results.append(Result(what, False, str(exc)))
             continue
@@ -206,9 +207,7 @@ def check_all(config: Config, clock: Callable[[], datetime] | None = None) -> li
     from .tokens import Tokens
 
     results = [check_database(config)]
-    uses_oauth = any(i.imap is not None and i.imap.auth == "oauth2" for i in config.inboxes) or (
-        config.send.transport == "smtp" and config.send.auth == "oauth2")  # fmt: skip
-    if not uses_oauth:
+    if not config.oauth_inboxes and not config.send.uses_oauth:
         return [*results, *check_imap(config), check_sending(config)]
     engine = store.make_engine(config.database)
     try:

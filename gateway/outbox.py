@@ -201,7 +201,7 @@ def make_transport(config: SendConfig, *, tokens: Tokens | None = None) -> Trans
     if config.transport == "maildir":
         return MaildirTransport(config.path)
     if config.transport == "smtp":
-        source = tokens.for_send() if tokens is not None and config.auth == "oauth2" else None
+        source = tokens.for_send() if tokens is not None and config.uses_oauth else None
         return SmtpTransport(config, tokens=source)
     raise ConfigError(
         [Problem("(config)", "send.transport", f"unknown transport {config.transport}")]

@@ -291,9 +291,7 @@ class Pipeline:
                 return [self._apply(conn, plan) for plan in plans]
         except Exception as exc:
             log.warning("event=batch-redone size=%s error=%r", len(plans), str(exc)[:300])
-            self._circuit = None  # cached state may include what was rolled back
-            self._recent_acks = None
-            self._acks_by_recipient = None
+            self._forget()
             return [self._process_one(plan.row.id, None) for plan in plans]
 
     def process(self, row_id: int) -> Outcome | None:
@@ -317,19 +315,22 @@ class Pipeline:
             with store.begin(self.engine) as conn:
                 return self._apply(conn, plan)
         except _AlreadyDone:
-            self._circuit = None
-            self._recent_acks = None
-            self._acks_by_recipient = None
+            self._forget()
             return None
         except Exception as exc:
-            self._circuit = None  # cached state may include what was rolled back
-            self._recent_acks = None
-            self._acks_by_recipient = None
+            self._forget()
             if store.is_temporary(exc):
                 raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
             log.exception("event=shunt message=%s", row_id)
             with store.begin(self.engine) as conn:
                 return self._shunt(conn, row_id, f"{type(exc).__name__}: {exc}")
+
+    def _forget(self) -> None:
+        """Drop what is kept in memory about queued acknowledgments and the breaker: it
+        may include what a rollback just undid; it is read again from the database."""
+        self._circuit = None
+        self._recent_acks = None
+        self._acks_by_recipient = None
 
     def _shunt(self, conn: Any, row_id: int, error: str) -> Outcome:
         now = self.clock()

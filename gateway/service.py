@@ -46,6 +46,15 @@ HEARTBEAT_EVERY = 30.0  # seconds between heartbeat rows
 SWEEP_EVERY = IDLE_TICK  # seconds between scheduler runs when no timer is due
 
 
+def _poke(fd: int | None, event: threading.Event) -> None:
+    """Wake a worker: in this process by its event, in the other through its pipe."""
+    if fd is None:
+        event.set()
+        return
+    with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake already
+        os.write(fd, b"!")
+
+
 def system_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -184,13 +193,8 @@ class Service:
                 conn.execute(beat)  # the other process inserted it meanwhile
 
     def wake(self) -> None:
-        """Tell the worker there is something to do (thread-safe)."""
-        fd = self._wake_fd
-        if fd is None:
-            self._wake.set()
-            return
-        with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake already
-            os.write(fd, b"!")
+        """Tell the processor there is something to do (thread-safe)."""
+        _poke(self._wake_fd, self._wake)
 
     # ------------------------------------------------------------------ the worker process
 
@@ -208,12 +212,7 @@ class Service:
 
     def _kick_sender(self) -> None:
         """The processor queued something: tell the sender, in this process or the parent."""
-        fd = self._kick_fd
-        if fd is None:
-            self._wake_sender.set()
-            return
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(fd, b"!")
+        _poke(self._kick_fd, self._wake_sender)
 
     def _fork_worker(self) -> None:
         to_child, to_parent = os.pipe(), os.pipe()
@@ -242,9 +241,8 @@ class Service:
         log.info("event=worker-started pid=%s", pid)
 
     def _worker_main(self, read_fd: int) -> int:
-        """The child's life: the processor thread, woken through the pipe."""
-        self.engine.dispose(close=False)  # the parent's pooled connections are not ours
-
+        """The child's life: the processor thread, woken through the pipe (the parent
+        emptied the engine's pool before forking: every connection here is the child's)."""
         # The parent says when to stop, by closing the pipe (also when it dies): a signal
         # to the whole group (Ctrl-C, systemd's stop) must not cut a batch short here.
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -323,13 +323,11 @@ class WriteLock:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._fd: int | None = None
-        self._thread = threading.Lock()
         self._reset_after_fork()
 
     def _reset_after_fork(self) -> None:
         self._thread = threading.Lock()  # a fork copies locks as they were, maybe held
-        self._fd = None  # an inherited flock descriptor would be shared with the parent
+        self._fd: int | None = None  # an inherited flock descriptor is shared with the parent
         self._pid = os.getpid()
 
     def _file(self) -> int | None:

@@ -448,11 +448,10 @@ class Tokens:
     def sources(self) -> list[TokenSource]:
         """One source per distinct account the configuration signs in with."""
         found: dict[str, TokenSource] = {}
-        for inbox in self.config.inboxes:
-            if inbox.imap is not None and inbox.imap.oauth is not None:
-                source = self.for_imap(inbox)
-                found.setdefault(source.account, source)
-        if self.config.send.transport == "smtp" and self.config.send.oauth is not None:
+        for inbox in self.config.oauth_inboxes:
+            source = self.for_imap(inbox)
+            found.setdefault(source.account, source)
+        if self.config.send.uses_oauth:
             source = self.for_send()
             found.setdefault(source.account, source)
         return list(found.values())
@@ -467,7 +466,7 @@ class Tokens:
 
     def is_sender(self, source: TokenSource) -> bool:
         send = self.config.send
-        return (send.transport == "smtp" and send.oauth is not None and bool(send.username)
+        return (send.uses_oauth and send.oauth is not None and bool(send.username)
                 and send.oauth.account(send.username or "") == source.account)  # fmt: skip
 
     # -- keys, locks -----------------------------------------------------------------
