@@ -46,19 +46,26 @@ def count(engine: sa.Engine, table: sa.Table, *where: sa.ColumnElement[bool]) ->
         return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
 
 
+def signed_in_poller_acknowledges(
+    tmp_path: Path, database_url: str, server: OAuthServer, dovecot: Dovecot, sink: Sink
+) -> None:
+    """Sign in, start the service, put one customer mail in INBOX: it is acknowledged."""
+    config = oauth_config(tmp_path, database_url, server, dovecot=dovecot, sink_port=sink.port)
+    sign_in(config, server)
+    service = start(config)
+    try:
+        dovecot.append("INBOX", mail(1))
+        [ack] = sink.wait_for(1)
+        assert ack.rcpt_tos == ["kim@customer.example"]
+    finally:
+        service.close()
+
+
 def test_poller_signs_in_with_xoauth2_and_acknowledges(
     tmp_path: Path, database_url: str, oauth_server: OAuthServer, oauth_dovecot: Dovecot, sink: Sink
 ) -> None:
-    config = oauth_config(tmp_path, database_url, oauth_server, dovecot=oauth_dovecot, sink_port=sink.port)
-    sign_in(config, oauth_server)
-    service = start(config)
-    try:
-        oauth_dovecot.append("INBOX", mail(1))
-        [ack] = sink.wait_for(1)
-        assert ack.rcpt_tos == ["kim@customer.example"]
-        assert oauth_server.introspections >= 2  # INBOX and Sent each signed in with a token
-    finally:
-        service.close()
+    signed_in_poller_acknowledges(tmp_path, database_url, oauth_server, oauth_dovecot, sink)
+    assert oauth_server.introspections >= 2  # INBOX and Sent each signed in with a token
 
 
 def test_poller_signs_in_with_oauthbearer_where_only_that_is_offered(
@@ -73,15 +80,7 @@ def test_poller_signs_in_with_oauthbearer_where_only_that_is_offered(
         with IMAPClient(dovecot.host, dovecot.port, ssl=False) as probe:
             offered = probe.capabilities()
         assert b"AUTH=OAUTHBEARER" in offered and b"AUTH=XOAUTH2" not in offered
-        config = oauth_config(tmp_path, database_url, oauth_server, dovecot=dovecot, sink_port=sink.port)
-        sign_in(config, oauth_server)
-        service = start(config)
-        try:
-            dovecot.append("INBOX", mail(1))
-            [ack] = sink.wait_for(1)
-            assert ack.rcpt_tos == ["kim@customer.example"]
-        finally:
-            service.close()
+        signed_in_poller_acknowledges(tmp_path, database_url, oauth_server, dovecot, sink)
         assert oauth_server.introspections >= 1  # signed in (XOAUTH2 would have been refused)
     finally:
         dovecot.stop()

@@ -30,6 +30,17 @@ def service_for(config: Config, clock: MovableClock) -> Service:
     return service
 
 
+def signed_in_sender(
+    tmp_path: Path, database_url: str, oauth_server: OAuthServer, smtp: OAuthSmtpServer
+) -> tuple[Service, MovableClock]:
+    """A service whose [send] submits to `smtp` with OAuth, signed in; and its clock."""
+    config = oauth_config(tmp_path, database_url, oauth_server, smtp_port=smtp.port, smtp_oauth=True)
+    assert config.send.auth == "oauth2"
+    sign_in(config, oauth_server, send=True)
+    clock = MovableClock(NOW)
+    return service_for(config, clock), clock
+
+
 def arrive(service: Service, n: int, clock: MovableClock) -> None:
     sender = f"c{n}@customer.example"
     service.pipeline.accept(Received(raw=mail(n, sender=sender), source="smtp", received_at=clock(),
@@ -47,11 +58,7 @@ def pending(service: Service) -> int:
 def test_outbox_sends_with_xoauth2_and_recovers_after_expiry(
     tmp_path: Path, database_url: str, oauth_server: OAuthServer, oauth_smtp: OAuthSmtpServer
 ) -> None:
-    config = oauth_config(tmp_path, database_url, oauth_server, smtp_port=oauth_smtp.port, smtp_oauth=True)
-    assert config.send.auth == "oauth2"
-    sign_in(config, oauth_server, send=True)
-    clock = MovableClock(NOW)
-    service = service_for(config, clock)
+    service, clock = signed_in_sender(tmp_path, database_url, oauth_server, oauth_smtp)
     try:
         arrive(service, 1, clock)
         [ack] = oauth_smtp.wait_for(1)
@@ -72,10 +79,7 @@ def test_outbox_sends_with_oauthbearer_where_only_that_is_offered(
 ) -> None:
     """RFC 7628 OAUTHBEARER for submission, end to end: a server without XOAUTH2."""
     with OAuthSmtpServer(oauth_server.introspection_url, mechanisms=("OAUTHBEARER",)) as server:
-        config = oauth_config(tmp_path, database_url, oauth_server, smtp_port=server.port, smtp_oauth=True)
-        sign_in(config, oauth_server, send=True)
-        clock = MovableClock(NOW)
-        service = service_for(config, clock)
+        service, clock = signed_in_sender(tmp_path, database_url, oauth_server, server)
         try:
             arrive(service, 1, clock)
             [ack] = server.wait_for(1)
@@ -88,10 +92,7 @@ def test_outbox_sends_with_oauthbearer_where_only_that_is_offered(
 def test_revoked_sender_keeps_mail_queued_and_alerts_once_elsewhere(
     tmp_path: Path, database_url: str, oauth_server: OAuthServer, oauth_smtp: OAuthSmtpServer
 ) -> None:
-    config = oauth_config(tmp_path, database_url, oauth_server, smtp_port=oauth_smtp.port, smtp_oauth=True)
-    sign_in(config, oauth_server, send=True)
-    clock = MovableClock(NOW)
-    service = service_for(config, clock)
+    service, clock = signed_in_sender(tmp_path, database_url, oauth_server, oauth_smtp)
     try:
         oauth_server.revoke_user(USER)
         arrive(service, 1, clock)
@@ -110,7 +111,7 @@ def test_revoked_sender_keeps_mail_queued_and_alerts_once_elsewhere(
             errors = list(conn.execute(sa.select(o.last_error).where(o.status == "pending")).scalars())
         assert all("sla-gateway login --send" in (e or "") for e in errors)
 
-        sign_in(config, oauth_server, send=True)
+        sign_in(service.config, oauth_server, send=True)
         clock.advance(timedelta(hours=2))
         service.run_once()
         sent = oauth_smtp.wait_for(2)
