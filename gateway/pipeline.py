@@ -3,9 +3,10 @@
 Owns: turning a received message into durable rows. `accept()` commits the raw bytes (and
 nothing else) before any intake may say "got it" — deduplicated by Message-ID, or by a
 content hash when it is missing, so the same mail seen by SMTP and IMAP, or twice by
-one, is kept once. `process()` then, in ONE transaction, parses, threads the message into
-a conversation, classifies, applies the loop rules and rate limits, and writes the
-conversation, the decision and the acknowledgment's outbox row together; a crash before
+one, is kept once. `process_pending()` then parses, threads each message into a
+conversation, classifies, applies the loop rules and rate limits, and writes the
+conversation, the decision and the acknowledgment's outbox row in ONE transaction (one
+per batch of messages that cannot depend on each other); a crash before
 that commit means the message is processed again, a crash after it means it is done, so
 nothing is lost and nothing is acknowledged twice. A message that cannot be processed is
 set aside ("shunted") with its error, never dropped. It never sends anything itself: the
@@ -17,10 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -159,38 +158,15 @@ class Pipeline:
         self._recent_acks: deque[datetime] | None = None  # acks queued in the last minute
         self._acks_by_recipient: dict[str, list[datetime]] | None = None  # see _ack_times
         self._acks_loaded_at = datetime.min.replace(tzinfo=UTC)
-        self._accept_lock = threading.Lock()
-        self._accept_queue: list[tuple[Received, Future[tuple[int | None, bool]]]] = []
-        self._accept_busy = False
 
     # ------------------------------------------------------------------ accept
 
     def accept(self, received: Received) -> tuple[int | None, bool]:
         """Durably store the raw message. Returns (row id, is_new); a duplicate gives
         (existing id, False). Raises TemporaryError when the database cannot commit.
-        Concurrent callers share one transaction (group commit): whoever arrives while
-        no commit is running commits everything queued, and every caller returns only
-        after the commit that holds its message."""
-        waiter: Future[tuple[int | None, bool]] = Future()
-        with self._accept_lock:
-            self._accept_queue.append((received, waiter))
-            leader = not self._accept_busy
-            self._accept_busy = True
-        while leader:
-            with self._accept_lock:
-                batch, self._accept_queue = self._accept_queue, []
-                if not batch:
-                    self._accept_busy = False
-                    break
-            try:
-                results = self.accept_many([item for item, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
-                    future.set_exception(exc)
-            else:
-                for (_, future), result in zip(batch, results, strict=True):
-                    future.set_result(result)
-        return waiter.result()
+        (The SMTP listener groups its sessions' messages into one commit itself, with
+        `accept_many`; the pollers and replay store one message at a time.)"""
+        return self.accept_many([received])[0]
 
     def accept_many(self, items: list[Received]) -> list[tuple[int | None, bool]]:
         """Store several raw messages in one transaction (see `accept`)."""
