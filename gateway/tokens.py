@@ -207,10 +207,7 @@ class TokenSource:
         """Trade the refresh token for a new access token; `sealed` is the stored form of
         the refresh token used, so that a refusal marks only that sign-in broken (not one
         made meanwhile by `login`)."""
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()}
-        if self.oauth.provider == "microsoft" and self.oauth.scope:
-            form["scope"] = self.oauth.scope  # Microsoft's v2 endpoint wants it again
-        status, body = post_form(self.oauth.token_url, form)
+        status, body = post_form(self.oauth.token_url, self._refresh_form(refresh_token))
         if status != 200:
             error = oauth.error_of(status, body)
             if error.outcome is Outcome.REVOKED:
@@ -225,6 +222,12 @@ class TokenSource:
         log.info("event=oauth-refreshed account=%s expires_at=%s rotated=%s", self.username,
                  grant.expires_at.isoformat(), grant.refresh_token is not None)  # fmt: skip
         return grant.access_token
+
+    def _refresh_form(self, refresh_token: str) -> dict[str, str]:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()}
+        if self.oauth.provider == "microsoft" and self.oauth.scope:
+            form["scope"] = self.oauth.scope  # Microsoft's v2 endpoint wants it again
+        return form
 
     def _client(self) -> dict[str, str]:
         form = {"client_id": self.oauth.client_id}
@@ -373,10 +376,7 @@ class TokenSource:
     def import_refresh_token(self, refresh_token: str) -> Grant:
         """Sign in with a refresh token obtained elsewhere: it is tried at once (a refresh),
         and stored only if the server accepts it."""
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client()}
-        if self.oauth.scope and self.oauth.provider == "microsoft":
-            form["scope"] = self.oauth.scope
-        status, body = post_form(self.oauth.token_url, form)
+        status, body = post_form(self.oauth.token_url, self._refresh_form(refresh_token))
         if status != 200:
             error = oauth.error_of(status, body)
             if error.outcome is Outcome.REVOKED:
@@ -401,12 +401,17 @@ class TokenSource:
         return grant
 
     def _prefix(self) -> str:
-        return "send" if self.label == "--send" else f"inbox {self.label}: inbox.imap"
+        return _config_prefix(self.label)
+
+
+def _config_prefix(label: str) -> str:
+    """Where an account's keys are, for messages: "send" or "inbox NAME: inbox.imap"."""
+    return "send" if label == "--send" else f"inbox {label}: inbox.imap"
 
 
 def _problem(error: ServerError, config: OAuthConfig, label: str) -> Exception:
     """A refusal that is not about the refresh token: configuration, or temporary."""
-    prefix = "send" if label == "--send" else f"inbox {label}: inbox.imap"
+    prefix = _config_prefix(label)
     if error.outcome in (Outcome.CLIENT, Outcome.SCOPE):
         key = "scope" if error.outcome is Outcome.SCOPE else "client_id"
         return ConfigError([Problem(f"({config.provider} authorization server)", f"{prefix}.{key}",
@@ -493,8 +498,7 @@ class Tokens:
     def client_secret(self, secret: Secret, label: str) -> str:
         from .secrets import read_secret
 
-        key = "send" if label == "--send" else f"inbox {label}: inbox.imap"
-        return read_secret(secret, key, self.environ, env_key="client_secret_env", file_key="client_secret_file")
+        return read_secret(secret, _config_prefix(label), self.environ, env_key="client_secret_env", file_key="client_secret_file")
 
     # -- writing ---------------------------------------------------------------------
 
