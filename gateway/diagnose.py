@@ -157,8 +157,7 @@ def check_imap(config: Config, tokens: Any = None) -> list[Result]:
 
 
 def check_sending(config: Config, tokens: Any = None) -> Result:
-    from .outbox import oauth_login
-    from .secrets import read_secret
+    from .outbox import open_smtp
 
     send = config.send
     if send.transport == "maildir":
@@ -173,21 +172,9 @@ def check_sending(config: Config, tokens: Any = None) -> Result:
         return Result("sending (maildir)", True, f"writable: {path.resolve()}")
     what = f"sending (SMTP {send.host}:{send.port}, {send.security})"
     try:
-        timeout = send.timeout.total_seconds()
-        context = ssl.create_default_context()
-        conn = (smtplib.SMTP_SSL(send.host, send.port, timeout=timeout, context=context) if send.security == "tls"
-                else smtplib.SMTP(send.host, send.port, timeout=timeout))  # fmt: skip
-        with conn:
-            conn.ehlo()
-            if send.security == "starttls":
-                conn.starttls(context=context)
-                conn.ehlo()
-            if send.auth == "oauth2":
-                if tokens is None:
-                    raise TemporaryError("the token store is not available")
-                oauth_login(conn, send, tokens.for_send())
-            elif send.username:
-                conn.login(send.username, read_secret(send.password, "send"))
+        source = tokens.for_send() if tokens is not None and send.uses_oauth else None
+        with open_smtp(send, ssl.create_default_context(), source):
+            pass
     except ConfigError as exc:
         return Result(what, False, str(exc))
     except (LoginRequired, TemporaryError) as exc:

@@ -87,21 +87,8 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
-        timeout = c.timeout.total_seconds()
         try:
-            conn: smtplib.SMTP
-            if c.security == "tls":
-                conn = smtplib.SMTP_SSL(c.host, c.port, timeout=timeout, context=self.context)
-            else:
-                conn = smtplib.SMTP(c.host, c.port, timeout=timeout)
-                conn.ehlo()
-                if c.security == "starttls":
-                    conn.starttls(context=self.context)
-                    conn.ehlo()
-            if c.auth == "oauth2":
-                self._oauth_login(conn)
-            elif c.username:
-                conn.login(c.username, read_secret(c.password, "send"))
+            conn = open_smtp(c, self.context, self.tokens)
         except (LoginRequired, TemporaryError, ConfigError) as exc:  # OAuth: rows stay pending
             raise SendFailed(f"cannot sign in to {c.host}: {exc}", permanent=False) from exc
         except smtplib.SMTPAuthenticationError as exc:
@@ -114,11 +101,6 @@ class SmtpTransport:
             log.exception("event=smtp-connect-error host=%s", c.host)
             raise SendFailed(f"cannot sign in to {c.host}: {type(exc).__name__}", permanent=False) from exc
         return conn
-
-    def _oauth_login(self, conn: smtplib.SMTP) -> None:
-        if self.tokens is None:
-            raise ValueError("auth = oauth2 needs a token source")
-        oauth_login(conn, self.config, self.tokens)
 
     def send(self, sender: str, recipient: str, raw: bytes) -> None:
         for attempt in (1, 2):  # a kept-open connection may have been dropped: reconnect once
@@ -157,6 +139,34 @@ class SmtpTransport:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._conn.quit()
             self._conn = None
+
+
+def open_smtp(config: SendConfig, context: ssl.SSLContext, tokens: TokenSource | None = None) -> smtplib.SMTP:
+    """One SMTP session as configured: connect (implicit TLS or STARTTLS), EHLO, and log
+    in with the password or, for auth = "oauth2", an access token from `tokens`. Raises
+    what the network, the server or the sign-in raised; closes what it opened then."""
+    timeout = config.timeout.total_seconds()
+    conn: smtplib.SMTP
+    if config.security == "tls":
+        conn = smtplib.SMTP_SSL(config.host, config.port, timeout=timeout, context=context)
+    else:
+        conn = smtplib.SMTP(config.host, config.port, timeout=timeout)
+    try:
+        conn.ehlo()  # also what OAuth reads the offered mechanisms from
+        if config.security == "starttls":
+            conn.starttls(context=context)
+            conn.ehlo()
+        if config.auth == "oauth2":
+            if tokens is None:
+                raise TemporaryError("the token store is not available")
+            oauth_login(conn, config, tokens)
+        elif config.username:
+            conn.login(config.username, read_secret(config.password, "send"))
+    except BaseException:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            conn.close()
+        raise
+    return conn
 
 
 def oauth_login(conn: smtplib.SMTP, config: SendConfig, tokens: TokenSource) -> None:
