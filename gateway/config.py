@@ -38,6 +38,7 @@ LANGUAGES = ("en", "de", "fr", "es", "nl")
 DEFAULT_DATABASE = "sqlite:///var/sla-gateway.db"
 DEFAULT_TOKEN_KEY_ENV = "SLA_GATEWAY_TOKEN_KEY"
 AUTH_METHODS = ("password", "oauth2")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")  # hosts that are this machine
 OAUTH_KEYS = ("provider", "client_id", "client_secret_env", "client_secret_file", "tenant",
               "token_url", "device_authorization_url", "authorization_url", "scope")  # fmt: skip
 SEARCH_PATH = (Path("config/gateway.toml"), Path("/etc/sla-gateway/gateway.toml"))
@@ -1016,19 +1017,14 @@ class _Reader:
         return default
 
     def secret(self, data: Mapping[str, Any], prefix: str, *, required: bool) -> Secret:
-        env = self.string(data, "password_env", prefix)
-        file = self.string(data, "password_file", prefix)
-        if env and file:
-            self.problem(
-                _join(prefix, "password_env"), "and password_file are both set", "keep one of them"
-            )
-        if required and not env and not file:
+        found = self.optional_secret(data, prefix, "password_env", "password_file")
+        if required and not found.env and not found.file:
             self.problem(
                 prefix,
                 "has no password source",
                 'set password_env = "VARIABLE_NAME" or password_file = "/path/to/file"',
             )
-        return Secret(env, file)
+        return found
 
     def optional_secret(
         self, data: Mapping[str, Any], prefix: str, env_key: str, file_key: str
@@ -1056,7 +1052,7 @@ class _Reader:
     def bearer_in_clear(self, auth: str, security: str, host: str | None, prefix: str) -> None:
         """An access token (for Google: the whole mailbox) never crosses a network in
         clear text: oauth2 with security = "none" only to this machine (a local relay)."""
-        if auth == "oauth2" and security == "none" and host not in (None, "127.0.0.1", "::1", "localhost"):
+        if auth == "oauth2" and security == "none" and host is not None and host not in LOOPBACK:
             self.problem(_join(prefix, "security"), f'is "none" with auth = "oauth2" to {host}: the access '
                          "token would cross the network unencrypted",
                          'use security = "tls" or "starttls"')  # fmt: skip

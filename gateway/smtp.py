@@ -25,7 +25,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from .config import Config, ListenConfig
+from .config import LOOPBACK, Config, ListenConfig
 from .errors import TemporaryError
 from .pipeline import Pipeline, Received
 from .secrets import read_secret
@@ -190,9 +190,5 @@ def make_controller(config: Config, handler: IntakeHandler) -> Controller:
         kwargs["auth_required"] = True
         kwargs["authenticator"] = _Authenticator(listen)
         # Passwords only over TLS, except on loopback without a certificate (a local relay).
-        kwargs["auth_require_tls"] = bool(listen.tls_cert) or listen.host not in (
-            "127.0.0.1",
-            "::1",
-            "localhost",
-        )
+        kwargs["auth_require_tls"] = bool(listen.tls_cert) or listen.host not in LOOPBACK
     return Controller(handler, hostname=listen.host, port=listen.port, **kwargs)
