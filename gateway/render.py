@@ -424,6 +424,7 @@ def breach_notice(
 
 RULE_WORDS = {
     "bounce": ("bounce", "bounces"),
+    "complaint": ("abuse complaint", "abuse complaints"),
     "auto-submitted": ("automatic reply", "automatic replies"),
     "auto-reply": ("out-of-office reply", "out-of-office replies"),
     "suppress-header": ("auto-reply-suppressed mail", "auto-reply-suppressed mails"),

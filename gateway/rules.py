@@ -8,9 +8,9 @@ acknowledgment went out. Human mail with none of these markers must always pass:
 marker whose value says otherwise (`Auto-Submitted: no`) does not fire.
 Pure: values in, values out; no I/O.
 
-Order (first match wins): own-mail, bounce, auto-submitted, auto-reply, suppress-header,
-mailing-list, precedence, spam, role-sender, no-sender, no-return-path, then the rate limits
-once-per-sender, daily-limit, circuit-breaker. Mail from configured web-form senders is
+Order (first match wins): own-mail, bounce, complaint, auto-submitted, auto-reply,
+suppress-header, mailing-list, precedence, spam, role-sender, no-sender, no-return-path,
+then the rate limits once-per-sender, daily-limit, circuit-breaker. Mail from configured web-form senders is
 written by a machine on a customer's behalf, so the machine-marker rules (auto-submitted
 to precedence, no-return-path) do not apply to it; the others do, on the customer address.
 """
@@ -66,6 +66,9 @@ def _local(address: str | None) -> str:
     )
 
 
+_SCAN = 100_000  # how much of a body the rules read: a marker never sits deeper
+
+
 def _value(parsed: Parsed, name: str) -> str | None:
     value = parsed.header(name)
     return value.strip() if value is not None else None
@@ -107,6 +110,31 @@ _REPORT_TYPES = (
 )
 
 
+# How bounce messages from a real sender (not the null path) say what they are: the subject
+# alone is not enough (customers write "Undelivered parcel" too), nor is the wording of the
+# body ("could not be delivered to my address"); with a mail-system sender it is.
+_BOUNCE_SUBJECT_END = re.compile(r"\((delivery failed|delivery failure|failure)\)\s*$", re.I)
+_BOUNCE_BODY = re.compile(
+    r"created automatically by mail delivery software|could not be delivered to"
+    r"|delivery to the following recipients? (has )?failed|the following address(es)? failed"
+    r"|was not delivered to|returning (this|the) message to (the )?sender"
+    r"|permanent (fatal )?errors?|unable to deliver (your|this|the) message",
+    re.IGNORECASE,
+)
+# The mail-system senders that send bounces under their own (non-null) address, after any
+# BATV tag (prvs=TAG=ndr@, btv1==TAG==ndr@) is taken off.
+_BOUNCE_SENDER = re.compile(
+    r"^(ndr|bounces?|mailer-?daemon|mail-?daemon|postmaster|mail-?delivery(-?system)?"
+    r"|non-?delivery|dsn|mdaemon)$",
+    re.IGNORECASE,
+)
+_BATV = re.compile(r"^(prvs|msprvs\d*)=[^=]*=|^btv1==[^=]*==", re.IGNORECASE)
+
+
+def _bounce_sender(address: str | None) -> bool:
+    return bool(_BOUNCE_SENDER.match(_BATV.sub("", _local(address))))
+
+
 def bounce(parsed: Parsed, ctx: LoopContext) -> str | None:
     types = parsed.content_types
     if types and types[0] == "multipart/report":
@@ -127,6 +155,36 @@ def bounce(parsed: Parsed, ctx: LoopContext) -> str | None:
     ):
         # A subject alone is not enough: customers write "Undelivered parcel" too.
         return f"bounce subject ({parsed.subject[:60]!r}) with a null return path"
+    if _BOUNCE_SUBJECT.match(parsed.subject) or _BOUNCE_SUBJECT_END.search(parsed.subject):
+        body = _BOUNCE_BODY.search(parsed.text[:_SCAN])
+        for address in (parsed.sender.addr if parsed.sender else None, ctx.return_path):
+            if body is not None and _bounce_sender(address):
+                return (
+                    f"bounce subject ({parsed.subject[:60]!r}) from the mail system {address}: "
+                    f"{body.group(0)!r}"
+                )
+    return None
+
+
+# Abuse desks' complaints about a message: the message itself attached, and words that only
+# such reports use. A customer forwarding a mail they complain about writes neither.
+_COMPLAINT = re.compile(
+    r"complaint about (a |the )?(e-?mail |message )?(message )?(sent )?from\b"
+    r"|\b(e-?mail |spam |abuse )?abuse report\b|\bspam (report|complaint)\b"
+    r"|\breport of (spam|abuse)\b|\bfeedback[- ]loop\b|was reported as (spam|abuse)"
+    r"|\b(complained[- ]about|reported) (e-?mail|message) (is )?(attached|below)",
+    re.IGNORECASE,
+)
+_ATTACHED_MESSAGE = ("message/rfc822", "text/rfc822-headers", "message/global")
+
+
+def complaint(parsed: Parsed, ctx: LoopContext) -> str | None:
+    if not any(kind in parsed.content_types[1:] for kind in _ATTACHED_MESSAGE):
+        return None
+    for where, text in (("subject", parsed.subject), ("text", parsed.text[:_SCAN])):
+        found = _COMPLAINT.search(text)
+        if found is not None:
+            return f"an abuse complaint ({where}: {found.group(0)!r}) with the message attached"
     return None
 
 
@@ -183,8 +241,17 @@ def _names_us(value: str, ctx: LoopContext) -> bool:
     return any(a in text or a.replace("@", ".") in text for a in ctx.own_addresses)
 
 
+# List servers that predate RFC 2369 name themselves in headers of their own: fml
+# (X-MLServer, X-ML-Name, X-ML-Count), ezmlm (Mailing-List), and others (X-Mailing-List).
+_LIST_SERVER_HEADERS = ("x-mlserver", "x-ml-name", "x-ml-count", "mailing-list", "x-mailing-list")
+
+
 def mailing_list(parsed: Parsed, ctx: LoopContext) -> str | None:
-    lists = [(name, value) for name, value in parsed.headers if name.startswith("list-")]
+    lists = [
+        (name, value)
+        for name, value in parsed.headers
+        if name.startswith("list-") or name in _LIST_SERVER_HEADERS
+    ]
     if lists and any(name == "list-id" and _names_us(value, ctx) for name, value in lists):
         return None  # our own support address is a group (e.g. Google Groups): customer mail
     if lists:
@@ -254,6 +321,7 @@ def no_return_path(parsed: Parsed, ctx: LoopContext) -> str | None:
 RULES: tuple[Rule, ...] = (
     Rule("own-mail", own_mail),
     Rule("bounce", bounce),
+    Rule("complaint", complaint),
     Rule("auto-submitted", auto_submitted, applies_to_forms=False),
     Rule("auto-reply", auto_reply, applies_to_forms=False),
     Rule("suppress-header", suppress_header, applies_to_forms=False),

@@ -69,3 +69,36 @@ def test_ack_to_from_does_not_need_a_return_path(example_config: Config) -> None
     assert (
         d.skip is not None and d.skip.rule == "no-return-path"
     )  # a null path still means a machine
+
+
+def test_a_customer_forwarding_a_mail_they_complain_about_is_acknowledged(
+    example_config: Config,
+) -> None:
+    """The complaint rule needs an abuse desk's words, not just an attached message."""
+    raw = (
+        b"From: Kim <kim@gmail.example>\r\nTo: support@shop.example\r\n"
+        b"Message-ID: <fw1@gmail.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n"
+        b"Subject: Complaint about your courier\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nI want to complain about the message below from your courier.\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: courier@parcels.example\r\n"
+        b"Subject: We missed you\r\n\r\nWe could not deliver your parcel.\r\n--b--\r\n"
+    )
+    d = decide(parse(raw), config=example_config, inbox=example_config.inboxes[0],
+               classifier=Classifier.from_config(example_config),
+               received_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC), return_path="kim@gmail.example")  # fmt: skip
+    assert d.skip is None, d.skip
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Subject: Mail delivery failed: returning message to sender\r\n",  # a person's own address
+        "Subject: Hi\r\nX-ML-Name-Suggestion: none\r\n",  # a header that merely starts alike
+    ],
+)
+def test_bounce_and_list_lookalikes_from_people_are_acknowledged(
+    example_config: Config, headers: str
+) -> None:
+    d = decision(example_config, headers)
+    assert d.skip is None, d.skip
