@@ -200,6 +200,7 @@ class AckConfig:
     once_per_sender: timedelta = timedelta(hours=24)
     max_per_sender_per_day: int = 5
     max_per_minute: int = 60
+    max_per_hour: int = 200
     message_id_domain: str = ""
 
 
@@ -282,6 +283,11 @@ class Config:
     @cached_property  # asked for every message; the config never changes
     def own_addresses(self) -> frozenset[str]:
         return frozenset(a.lower() for inbox in self.inboxes for a in inbox.addresses)
+
+    @cached_property  # asked for every message; the config never changes
+    def reference_prefixes(self) -> tuple[str, ...]:
+        """Every inbox's reference prefix ("SHOP" in SHOP-1042), once each."""
+        return tuple(dict.fromkeys(inbox.prefix for inbox in self.inboxes))
 
     @cached_property  # asked for every message; the config never changes
     def message_id_domain(self) -> str:
@@ -1357,6 +1363,7 @@ class _Reader:
                 "once_per_sender",
                 "max_per_sender_per_day",
                 "max_per_minute",
+                "max_per_hour",
                 "message_id_domain",
             ),
             prefix,
@@ -1370,6 +1377,7 @@ class _Reader:
                 value, "max_per_sender_per_day", prefix, 5, low=1, high=10_000
             ),
             max_per_minute=self.integer(value, "max_per_minute", prefix, 60, low=1, high=1_000_000),
+            max_per_hour=self.integer(value, "max_per_hour", prefix, 200, low=1, high=60_000_000),
             message_id_domain=(self.string(value, "message_id_domain", prefix, "") or "").lower(),
         )
 

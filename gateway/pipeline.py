@@ -38,7 +38,7 @@ from .model import Parsed
 from .parse import parse
 from .policy import Decision, decide
 from .render import Renderer, to_wire
-from .rules import LOOP_HEADER, RULES, AckHistory, Skip
+from .rules import LOOP_HEADER, RULES, AckHistory, LoopContext, Skip, quoted_ack
 from .tracker import Author, author
 
 log = logging.getLogger("sla_gateway.pipeline")
@@ -46,6 +46,7 @@ log = logging.getLogger("sla_gateway.pipeline")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _MACHINE_RULES = frozenset(rule.name for rule in RULES)  # what they stop is not a conversation
 BATCH = 25  # messages decided together and written in one transaction
+LOOP_ALERT_EVERY = timedelta(hours=1)  # at most one "someone answers our acks" alert
 # "stored" -> "processed", only if nobody else got there first; the values come as
 # parameters (one compiled statement, not one per message).
 _FLIP = update(store.messages).where(
@@ -155,7 +156,7 @@ class Pipeline:
         self.classifier = Classifier.from_config(config)
         self.renderer = Renderer(config)
         self._circuit: bool | None = None  # breaker state, cached; None: read from the events
-        self._recent_acks: deque[datetime] | None = None  # acks queued in the last minute
+        self._recent_acks: deque[datetime] | None = None  # acks queued in the last hour
         self._acks_by_recipient: dict[str, list[datetime]] | None = None  # see _ack_times
         self._acks_loaded_at = datetime.min.replace(tzinfo=UTC)
 
@@ -343,6 +344,8 @@ class Pipeline:
         if row.source == "replay" and return_path is None and parsed.sender is not None:
             return_path = parsed.sender.addr  # exports often drop the envelope; nothing is sent
         conversation = conversations.find_by_thread(read, parsed).conversation
+        if conversation is None:
+            conversation = self._quoted_conversation(read, parsed, return_path)
         decision = decide(
             parsed,
             config=self.config,
@@ -401,6 +404,8 @@ class Pipeline:
             if self._acks_by_recipient is not None:
                 self._acks_by_recipient.setdefault(decision.ack_to.lower(), []).append(now)
             acknowledged = True
+        if skip is not None and skip.rule == "quotes-our-ack" and not self.replay:
+            self._loop_alert(conn, now, parsed, skip, row_id)
         if skip is not None and skip.rule == "circuit-breaker":
             self._circuit_open(conn, now, skip)
         elif acknowledged:
@@ -453,9 +458,36 @@ class Pipeline:
         envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
         return self.config.inbox_among([*envelope, *(a.addr for a in (*parsed.to, *parsed.cc))])
 
+    def _quoted_conversation(self, read: Any, parsed: Parsed, return_path: str | None) -> Any:
+        """The conversation whose acknowledgment the message quotes, when its sender is that
+        conversation's customer: then it is a follow-up, like a reply with threading
+        headers. For anyone else it is None, and the quotes-our-ack rule stops it."""
+        sender = parsed.sender.addr if parsed.sender else ""
+        form = bool(sender) and self.config.is_form_sender(sender)
+        quote = quoted_ack(parsed, LoopContext(
+            own_addresses=self.config.own_addresses, message_id_domain=self.config.message_id_domain,
+            return_path=return_path, customer=None, form=form,
+            reference_prefixes=self.config.reference_prefixes,
+        ))  # fmt: skip
+        if quote is None:
+            return None
+        if form:
+            customer = parsed.reply_to[0].key if parsed.reply_to else ""
+        else:
+            customer = parsed.sender.key if parsed.sender else ""
+        c, o = store.conversations.c, store.outbox.c
+        ids = select(o.conversation_id).where(o.message_id.in_(quote.message_ids[:20]))
+        found = read.execute(
+            select(store.conversations)
+            .where((c.reference.in_(quote.references[:20])) | c.id.in_(ids))
+            .order_by(c.id)
+        )
+        return next((row for row in found if customer and row.customer == customer), None)
+
     def _history(self, conn: Any, ack_to: str, now: datetime, batch_acks: int = 0) -> AckHistory:
         """What the rate limits need about one recipient: the last acknowledgment within
-        once_per_sender, today's count (shop time), and the last minute's for everyone."""
+        once_per_sender, today's count (shop time), and the last minute's and hour's for
+        everyone."""
         recipient = ack_to.lower()
         local = self.config.calendar.local(now)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -463,15 +495,16 @@ class Pipeline:
         times = self._ack_times(conn, now).get(recipient, ())
         recent = [t for t in times if t > since]
         today = sum(1 for t in times if t >= day_start)
-        return AckHistory(max(recent, default=None), today,
-                          self._acks_in_last_minute(conn, now) + batch_acks)  # fmt: skip
+        minute, hour = self._recent_ack_counts(conn, now)
+        return AckHistory(max(recent, default=None), today, minute + batch_acks,
+                          hour + batch_acks)  # fmt: skip
 
     def _ack_times(self, conn: Any, now: datetime) -> dict[str, list[datetime]]:
         """When each recipient was acknowledged lately, kept in memory: loaded once, then
         every hour, covering once_per_sender and a whole shop day; `_apply` adds what it
         queues, and anything rolled back empties it. One query per hour, not one per
         message. Sound because one processor queues all acknowledgments: the service's
-        (`retry` leaves set-aside mail to a running service; see `_acks_in_last_minute`)."""
+        (`retry` leaves set-aside mail to a running service; see `_recent_ack_counts`)."""
         cache = self._acks_by_recipient
         if cache is not None and now - self._acks_loaded_at < timedelta(hours=1):
             return cache
@@ -488,20 +521,28 @@ class Pipeline:
         self._acks_by_recipient, self._acks_loaded_at = cache, now
         return cache
 
-    def _acks_in_last_minute(self, conn: Any, now: datetime) -> int:
-        """The circuit breaker's count, kept in memory (one processor queues all acks)."""
+    def _recent_ack_counts(self, conn: Any, now: datetime) -> tuple[int, int]:
+        """The circuit breaker's counts (acks in the last minute, in the last hour), kept in
+        memory (one processor queues all acks): read from the outbox once, then what
+        `_apply` queues is added; a rollback makes it read them again."""
         o = store.outbox.c
-        since = now - timedelta(minutes=1)
+        hour_ago, minute_ago = now - timedelta(hours=1), now - timedelta(minutes=1)
         if self._recent_acks is None:
             times = conn.execute(
                 select(o.created_at)
-                .where(o.kind == "ack", o.created_at > since)
+                .where(o.kind == "ack", o.created_at > hour_ago)
                 .order_by(o.created_at)
             ).scalars()
             self._recent_acks = deque(times)
-        while self._recent_acks and self._recent_acks[0] <= since:
-            self._recent_acks.popleft()
-        return len(self._recent_acks)
+        recent = self._recent_acks
+        while recent and recent[0] <= hour_ago:
+            recent.popleft()
+        minute = 0
+        for at in reversed(recent):  # newest first; stops at the first older than a minute
+            if at <= minute_ago:
+                break
+            minute += 1
+        return minute, len(recent)
 
     def _open_conversation(
         self,
@@ -642,10 +683,40 @@ class Pipeline:
                 subject="Acknowledgments paused: unusual volume",
                 text=(
                     f"sla-gateway stopped sending acknowledgments: {skip.reason} "
-                    f"(limit: {self.config.acknowledge.max_per_minute} per minute).\n\n"
+                    f"(limits: {self.config.acknowledge.max_per_minute} per minute, "
+                    f"{self.config.acknowledge.max_per_hour} per hour).\n\n"
                     "Incoming mail is still stored and measured. Acknowledgments resume by "
                     "themselves when the rate falls. If this is a mail loop or a flood, check "
                     "the messages with `sla-gateway status` and the mail server's logs.\n"
+                ),
+                now=now,
+            )
+            self.queue(conn, "alert", message, recipient, now)
+
+    def _loop_alert(self, conn: Any, now: datetime, parsed: Parsed, skip: Skip, row_id: int) -> None:
+        """Tell the owner that someone answers our acknowledgments: at most one alert an
+        hour (a loop sends many such mails; each is recorded with its reason)."""
+        latest = store.latest_event(conn, ("loop-alert",))
+        if latest is not None and now - latest.at < LOOP_ALERT_EVERY:
+            return
+        sender = parsed.sender.addr if parsed.sender else "(no From)"
+        store.add_event(conn, now, "loop-alert", {"from": sender, "reason": skip.reason},
+                        message_row=row_id)  # fmt: skip
+        from .render import alert_message
+
+        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
+            message = alert_message(
+                self.config,
+                recipient,
+                subject="Someone answers our acknowledgments",
+                text=(
+                    f"A mail from {sender} answers one of our acknowledgments, but {sender} "
+                    f"is not the customer of that conversation: {skip.reason}.\n\n"
+                    "It was not acknowledged and opened no conversation, so that a system "
+                    "which answers every mail (a ticket desk, a CRM) cannot keep a mail loop "
+                    "going. If a person wrote it, please answer them yourself. Further mail "
+                    "like this within the hour is recorded (rule quotes-our-ack, see "
+                    "`sla-gateway inspect`) without another alert.\n"
                 ),
                 now=now,
             )

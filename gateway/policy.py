@@ -105,6 +105,8 @@ def decide(
         customer=customer,
         form=form,
         missing_return_path_ok=inbox.ack_to == "from",
+        reference_prefixes=config.reference_prefixes,
+        follow_up=follow_up,
     )
     skip = first_match(parsed, ctx)
     if skip is None and form and ack_to is None:
@@ -128,5 +130,6 @@ def decide(
             once_per_sender=ack.once_per_sender,
             max_per_sender_per_day=ack.max_per_sender_per_day,
             max_per_minute=ack.max_per_minute,
+            max_per_hour=ack.max_per_hour,
         )
     return Decision(classification, due, customer, ack_to, skip)

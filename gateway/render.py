@@ -435,6 +435,7 @@ RULE_WORDS = {
     "own-mail": ("of our own", "of our own"),
     "no-sender": ("without sender", "without sender"),
     "no-return-path": ("without return path", "without return path"),
+    "quotes-our-ack": ("answer to our acknowledgment", "answers to our acknowledgments"),
     "follow-up": ("follow-up", "follow-ups"),
     "too-late": ("too late to promise", "too late to promise"),
     "once-per-sender": ("repeat sender", "repeat senders"),

@@ -10,7 +10,9 @@ Pure: values in, values out; no I/O.
 
 Order (first match wins): own-mail, bounce, complaint, auto-submitted, auto-reply,
 suppress-header, mailing-list, precedence, spam, role-sender, no-sender, no-return-path,
-then the rate limits once-per-sender, daily-limit, circuit-breaker. Mail from configured web-form senders is
+quotes-our-ack (our acknowledgment quoted by anyone but its conversation's customer),
+then the rate limits once-per-sender, daily-limit, circuit-breaker (per minute and per
+hour). Mail from configured web-form senders is
 written by a machine on a customer's behalf, so the machine-marker rules (auto-submitted
 to precedence, no-return-path) do not apply to it; the others do, on the customer address.
 """
@@ -21,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from .model import Parsed
 
@@ -47,6 +50,8 @@ class LoopContext:
     customer: str | None  # the address an acknowledgment would go to
     form: bool = False  # sent by a configured web-form sender
     missing_return_path_ok: bool = False  # acks go to From: only a null path (<>) matters
+    reference_prefixes: tuple[str, ...] = ()  # our inboxes' reference prefixes ("SHOP")
+    follow_up: bool = False  # it continues a known conversation (its customer writing)
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,102 @@ def no_return_path(parsed: Parsed, ctx: LoopContext) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------- our ack quoted
+
+
+@dataclass(frozen=True)
+class Quote:
+    """Our acknowledgment found quoted in a message, and what gives it away."""
+
+    references: tuple[str, ...]  # our conversation references it names ("SHOP-1042")
+    message_ids: tuple[str, ...]  # our Message-IDs it names
+    evidence: str  # why this is our acknowledgment, for the recorded reason
+
+
+_LOCAL_END = re.compile(r"[\w.+=$-]{1,100}$")
+
+
+@lru_cache(maxsize=4)
+def _our_id_end(domain: str) -> re.Pattern[str]:
+    """Where one of our Message-IDs ends: ".ack@shop.example" (its local part is read
+    backwards from there, so a long line costs one pass, never a backtracking search)."""
+    kinds = "|".join(OUR_KINDS)
+    return re.compile(r"\.(?:" + kinds + r")@" + re.escape(domain) + r"(?![\w-]|\.\w)", re.I)
+
+
+def _our_ids(text: str, domain: str) -> tuple[str, ...]:
+    found: list[str] = []
+    if not domain:
+        return ()
+    for end in _our_id_end(domain).finditer(text):
+        local = _LOCAL_END.search(text, max(0, end.start() - 100), end.start())
+        if local is not None:
+            candidate = local.group(0) + end.group(0)
+            if is_our_message_id(candidate.lower(), domain):
+                found.append(candidate)
+    return tuple(dict.fromkeys(found))
+
+
+@lru_cache(maxsize=16)
+def _reference_pattern(prefixes: tuple[str, ...]) -> re.Pattern[str]:
+    """Our references as written in our mail: SHOP-1042, bare or as the tag [SHOP-1042]."""
+    names = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
+    return re.compile(r"(\[?)(?<![\w-])((?:" + names + r")-\d{1,12})(?!\d)(\]?)")
+
+
+def quoted_ack(parsed: Parsed, ctx: LoopContext) -> Quote | None:
+    """Whether the message quotes one of our acknowledgments, and which.
+
+    A system that answers every mail it gets (a CRM, a ticket desk) answers our
+    acknowledgment too, often from a new address and without any header that says so,
+    but quoting what we wrote. What we wrote gives it away, and none of it can be
+    stripped without stripping the quote: one of our Message-IDs (quoted headers); our
+    reference tag "[SHOP-1042]", which every acknowledgment's text asks to keep; our
+    reference next to one of our addresses (a quote's "support@shop.example wrote:"
+    line); or a subject that carries the tags of two of our acknowledgments (an answer to
+    an answer to us). One tag in the subject alone is not enough: people copy it into a
+    new mail, and whether they belong to that conversation is for threading to decide."""
+    text = parsed.text[:_SCAN]
+    ids = _our_ids(f"{parsed.subject}\n{text}", ctx.message_id_domain)
+    in_text: list[str] = []
+    tagged: list[str] = []
+    in_subject: list[str] = []
+    if ctx.reference_prefixes:
+        pattern = _reference_pattern(ctx.reference_prefixes)
+        for opening, reference, closing in pattern.findall(text):
+            in_text.append(reference)
+            if opening and closing:
+                tagged.append(reference)
+        in_subject = [r for o, r, c in pattern.findall(parsed.subject) if o and c]
+    references = tuple(dict.fromkeys((*in_text, *in_subject)))
+    lowered = text.lower()
+    ours = next((a for a in sorted(ctx.own_addresses) if a in lowered), None)
+    if ids:
+        evidence = f"quotes our Message-ID <{ids[0]}>"
+    elif tagged:
+        evidence = f"quotes our reference tag [{tagged[0]}] in its text"
+    elif in_text and ours is not None:
+        evidence = f"quotes our reference {in_text[0]} and our address {ours}"
+    elif len(set(in_subject)) >= 2:
+        evidence = f"its subject carries the tags of two acknowledgments ({', '.join(in_subject[:2])})"
+    else:
+        return None
+    return Quote(references, ids, evidence)
+
+
+def quotes_our_ack(parsed: Parsed, ctx: LoopContext) -> str | None:
+    """Mail that quotes our acknowledgment answers us; it is never a new conversation.
+    Its own customer writing is a follow-up (`ctx.follow_up`, decided by threading);
+    anyone else gets no acknowledgment, or a system answering ours would loop forever."""
+    if ctx.follow_up:
+        return None
+    quote = quoted_ack(parsed, ctx)
+    if quote is None:
+        return None
+    about = f" (about {quote.references[0]})" if quote.references else ""
+    return f"{quote.evidence}{about}: an answer to our acknowledgment, not a new conversation"
+
+
 RULES: tuple[Rule, ...] = (
     Rule("own-mail", own_mail),
     Rule("bounce", bounce),
@@ -331,6 +432,7 @@ RULES: tuple[Rule, ...] = (
     Rule("role-sender", role_sender),
     Rule("no-sender", no_sender, applies_to_forms=False),
     Rule("no-return-path", no_return_path, applies_to_forms=False),
+    Rule("quotes-our-ack", quotes_our_ack),
 )
 RATE_RULES = ("once-per-sender", "daily-limit", "circuit-breaker")
 # Decided by policy.decide, after the rules above: a continuing conversation, a message
@@ -368,6 +470,7 @@ class AckHistory:
     last_to_sender: datetime | None  # latest ack to this address for another conversation
     to_sender_today: int  # acks to this address since the start of the shop's day
     in_last_minute: int  # acks to anyone in the last 60 seconds
+    in_last_hour: int = 0  # acks to anyone in the last 60 minutes
 
 
 def rate_limit(
@@ -377,6 +480,7 @@ def rate_limit(
     once_per_sender: timedelta,
     max_per_sender_per_day: int,
     max_per_minute: int,
+    max_per_hour: int | None = None,
 ) -> Skip | None:
     if history.last_to_sender is not None and now - history.last_to_sender < once_per_sender:
         return Skip(
@@ -391,4 +495,6 @@ def rate_limit(
         return Skip(
             "circuit-breaker", f"{history.in_last_minute} acknowledgments in the last minute"
         )
+    if max_per_hour is not None and history.in_last_hour >= max_per_hour:
+        return Skip("circuit-breaker", f"{history.in_last_hour} acknowledgments in the last hour")
     return None

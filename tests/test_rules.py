@@ -15,12 +15,13 @@ from gateway.policy import decide
 
 
 def decision(config: Config, headers: str, *, return_path: str | None = "kim@gmail.example", sender: str = "Kim <kim@gmail.example>",
-             inbox_ack_to: str = "return-path"):  # fmt: skip
+             inbox_ack_to: str = "return-path", body: str = "Hello, please help.", follow_up: bool = False):  # fmt: skip
     raw = (f"From: {sender}\r\nTo: support@shop.example\r\nMessage-ID: <h1@gmail.example>\r\n"
-           f"Date: Mon, 23 Nov 2026 10:00:00 +0100\r\n{headers}\r\nHello, please help.\r\n").encode()  # fmt: skip
+           f"Date: Mon, 23 Nov 2026 10:00:00 +0100\r\n{headers}\r\n{body}\r\n").encode()  # fmt: skip
     inbox = replace(config.inboxes[0], ack_to=inbox_ack_to)
     return decide(parse(raw), config=config, inbox=inbox, classifier=Classifier.from_config(config),
-                  received_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC), return_path=return_path)  # fmt: skip
+                  received_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC), return_path=return_path,
+                  follow_up=follow_up)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -102,3 +103,61 @@ def test_bounce_and_list_lookalikes_from_people_are_acknowledged(
 ) -> None:
     d = decision(example_config, headers)
     assert d.skip is None, d.skip
+
+
+# ------------------------------------------------------------------ our acknowledgment quoted
+
+ACK_TEXT = (
+    "Hello Kim,\r\n\r\nthank you for your message. We have received it under the reference"
+    " SHOP-1042.\r\n\r\nIf you write again about this, please keep [SHOP-1042] in the subject.\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "subject", "evidence"),
+    [
+        # a ticket desk's answer quoting our acknowledgment's text, re-wrapped and '> '-quoted
+        ("Ticket 81234 opened.\r\n\r\n> " + ACK_TEXT.replace("\r\n", "\r\n> "), "Ticket 81234",
+         "reference tag [SHOP-1042]"),
+        # only our quoted headers survived: our Message-ID
+        ("Your mail was logged.\r\n> Message-ID: <179617266260.22024.19157.ack@shop.example>\r\n",
+         "Logged", "Message-ID <179617266260.22024.19157.ack@shop.example>"),
+        # the bare reference and the attribution line of a quote
+        ("We got it.\r\n\r\nOn Monday, Example Shop <support@shop.example> wrote:\r\n"
+         "> We have received it under the reference SHOP-1042.\r\n", "Received",
+         "reference SHOP-1042 and our address support@shop.example"),
+        # an answer to an answer to us: two of our tags in the subject
+        ("Noted.", "Re: Re: Parcel [SHOP-1042] [SHOP-1043]", "two acknowledgments"),
+    ],
+)  # fmt: skip
+def test_a_quote_of_our_acknowledgment_is_not_a_new_conversation(
+    example_config: Config, body: str, subject: str, evidence: str
+) -> None:
+    d = decision(example_config, f"Subject: {subject}\r\n", body=body,
+                 sender="Desk <t-81234@crm.example>", return_path="t-81234@crm.example")  # fmt: skip
+    assert d.skip is not None and d.skip.rule == "quotes-our-ack", d.skip
+    assert evidence in d.skip.reason
+
+
+@pytest.mark.parametrize(
+    ("body", "subject"),
+    [
+        ("About my order SHOP-1042, which I placed on Monday.", "Order question"),  # bare number
+        ("Please help.", "Parcel [SHOP-1042]"),  # one tag in the subject: threading decides
+        ("Write to support@shop.example, they said.", "Question"),  # our address alone
+        ("My order is SHOPPING-1042 or XSHOP-1042.", "Question"),  # not our prefix
+        ("See <20261109.3F2A1@shop.example> and <x.ack@shop.example.evil>", "Question"),
+    ],
+)
+def test_mentioning_a_reference_or_our_address_is_not_a_quote(
+    example_config: Config, body: str, subject: str
+) -> None:
+    d = decision(example_config, f"Subject: {subject}\r\n", body=body)
+    assert d.skip is None, d.skip
+
+
+def test_the_customer_quoting_their_own_acknowledgment_is_a_follow_up(
+    example_config: Config,
+) -> None:
+    d = decision(example_config, "Subject: One more thing\r\n", body=ACK_TEXT, follow_up=True)
+    assert d.skip is not None and d.skip.rule == "follow-up"
