@@ -28,7 +28,7 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, func, or_, select, update
 
 from . import conversations, store
 from .classify import Classifier
@@ -39,7 +39,7 @@ from .parse import parse
 from .policy import Decision, decide
 from .render import Renderer, to_wire
 from .rules import LOOP_HEADER, RULES, AckHistory, LoopContext, Skip, quoted_ack
-from .tracker import Author, author
+from .tracker import Author, author, normalize_subject
 
 log = logging.getLogger("sla_gateway.pipeline")
 
@@ -157,7 +157,7 @@ class Pipeline:
         self.renderer = Renderer(config)
         self._circuit: bool | None = None  # breaker state, cached; None: read from the events
         self._recent_acks: deque[datetime] | None = None  # acks queued in the last hour
-        self._acks_by_recipient: dict[str, list[datetime]] | None = None  # see _ack_times
+        self._acks_by_recipient: dict[str, list[tuple[datetime, str]]] | None = None  # _ack_times
         self._acks_loaded_at = datetime.min.replace(tzinfo=UTC)
 
     # ------------------------------------------------------------------ accept
@@ -402,7 +402,9 @@ class Pipeline:
             if self._recent_acks is not None:
                 self._recent_acks.append(now)
             if self._acks_by_recipient is not None:
-                self._acks_by_recipient.setdefault(decision.ack_to.lower(), []).append(now)
+                self._acks_by_recipient.setdefault(decision.ack_to.lower(), []).append(
+                    (now, normalize_subject(parsed.subject))
+                )
             acknowledged = True
         if skip is not None and skip.rule == "quotes-our-ack" and not self.replay:
             self._loop_alert(conn, now, parsed, skip, row_id)
@@ -485,22 +487,37 @@ class Pipeline:
         return next((row for row in found if customer and row.customer == customer), None)
 
     def _history(self, conn: Any, ack_to: str, now: datetime, batch_acks: int = 0) -> AckHistory:
-        """What the rate limits need about one recipient: the last acknowledgment within
-        once_per_sender, today's count (shop time), and the last minute's and hour's for
-        everyone."""
+        """What the rate limits need about one recipient: its acknowledgments within
+        once_per_sender (when, for which subjects) and whether mail from it was machine
+        mail in that time, today's count (shop time), and the last minute's and hour's
+        for everyone."""
         recipient = ack_to.lower()
         local = self.config.calendar.local(now)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
         since = now - self.config.acknowledge.once_per_sender
-        times = self._ack_times(conn, now).get(recipient, ())
-        recent = [t for t in times if t > since]
-        today = sum(1 for t in times if t >= day_start)
+        acks = self._ack_times(conn, now).get(recipient, ())
+        recent = [(t, subject) for t, subject in acks if t > since]
+        today = sum(1 for t, _ in acks if t >= day_start)
         minute, hour = self._recent_ack_counts(conn, now)
-        return AckHistory(max(recent, default=None), today, minute + batch_acks,
-                          hour + batch_acks)  # fmt: skip
+        machine_rule = None
+        if recent:  # only then can once-per-sender apply: ask what this sender sent lately
+            m = store.messages.c
+            machine_rule = conn.execute(
+                select(m.skip_rule)
+                .where(m.received_at > since, m.direction == "machine",
+                       or_(func.lower(m.from_addr) == recipient,
+                           func.lower(m.envelope_from) == recipient))
+                .order_by(m.id.desc())
+                .limit(1)
+            ).scalar()  # fmt: skip
+        return AckHistory(
+            max((t for t, _ in recent), default=None), today, minute + batch_acks,
+            hour + batch_acks, tuple(subject for _, subject in recent), machine_rule,
+        )  # fmt: skip
 
-    def _ack_times(self, conn: Any, now: datetime) -> dict[str, list[datetime]]:
-        """When each recipient was acknowledged lately, kept in memory: loaded once, then
+    def _ack_times(self, conn: Any, now: datetime) -> dict[str, list[tuple[datetime, str]]]:
+        """When each recipient was acknowledged lately, and for which subject (normalised),
+        kept in memory: loaded once, then
         every hour, covering once_per_sender and a whole shop day; `_apply` adds what it
         queues, and anything rolled back empties it. One query per hour, not one per
         message. Sound because one processor queues all acknowledgments: the service's
@@ -508,16 +525,18 @@ class Pipeline:
         cache = self._acks_by_recipient
         if cache is not None and now - self._acks_loaded_at < timedelta(hours=1):
             return cache
-        o = store.outbox.c
+        o, c = store.outbox.c, store.conversations.c
         horizon = max(self.config.acknowledge.once_per_sender, timedelta(hours=26))  # a day + DST
         cache = {}
         rows = conn.execute(
-            select(o.recipient, o.created_at).where(o.kind == "ack", o.created_at > now - horizon)
+            select(o.recipient, o.created_at, c.subject)
+            .select_from(store.outbox.outerjoin(store.conversations, c.id == o.conversation_id))
+            .where(o.kind == "ack", o.created_at > now - horizon)
         )
-        for recipient, created_at in rows:
+        for recipient, created_at, subject in rows:
             if created_at.tzinfo is None:  # SQLite keeps UTC without an offset
                 created_at = created_at.replace(tzinfo=UTC)
-            cache.setdefault(recipient, []).append(created_at)
+            cache.setdefault(recipient, []).append((created_at, normalize_subject(subject or "")))
         self._acks_by_recipient, self._acks_loaded_at = cache, now
         return cache
 

@@ -19,6 +19,7 @@ from .classify import Classifier
 from .config import Config, InboxConfig, PriorityConfig
 from .model import Classification, Deadline, Parsed
 from .rules import AckHistory, LoopContext, Skip, first_match, rate_limit
+from .tracker import normalize_subject
 
 
 def deadline(
@@ -127,6 +128,9 @@ def decide(
         skip = rate_limit(
             history(ack_to),
             now or received_at,
+            parsed=parsed,
+            subject=normalize_subject(parsed.subject),
+            received_at=received_at,
             once_per_sender=ack.once_per_sender,
             max_per_sender_per_day=ack.max_per_sender_per_day,
             max_per_minute=ack.max_per_minute,

@@ -11,8 +11,8 @@ Pure: values in, values out; no I/O.
 Order (first match wins): own-mail, bounce, complaint, auto-submitted, auto-reply,
 suppress-header, mailing-list, precedence, spam, role-sender, no-sender, no-return-path,
 quotes-our-ack (our acknowledgment quoted by anyone but its conversation's customer),
-then the rate limits once-per-sender, daily-limit, circuit-breaker (per minute and per
-hour). Mail from configured web-form senders is
+then the rate limits once-per-sender (a repeated subject, or a sender that
+`looks_automated`), daily-limit, circuit-breaker (per minute and per hour). Mail from configured web-form senders is
 written by a machine on a customer's behalf, so the machine-marker rules (auto-submitted
 to precedence, no-return-path) do not apply to it; the others do, on the customer address.
 """
@@ -465,28 +465,70 @@ def first_match(parsed: Parsed, ctx: LoopContext) -> Skip | None:
 
 @dataclass(frozen=True)
 class AckHistory:
-    """What the store knows about acknowledgments already queued."""
+    """What the store knows about acknowledgments already queued, and about the sender."""
 
-    last_to_sender: datetime | None  # latest ack to this address for another conversation
+    last_to_sender: datetime | None  # latest ack to this address, within once_per_sender
     to_sender_today: int  # acks to this address since the start of the shop's day
     in_last_minute: int  # acks to anyone in the last 60 seconds
     in_last_hour: int = 0  # acks to anyone in the last 60 minutes
+    # The normalised subjects of the conversations acknowledged to this address within
+    # once_per_sender, and the rule that stopped mail from it as machine mail in that time.
+    subjects_to_sender: tuple[str, ...] = ()
+    machine_rule: str | None = None
+
+
+AUTOMATED_WITHIN = timedelta(minutes=2)  # a new mail this soon after our ack: a machine's
+
+
+def looks_automated(parsed: Parsed, history: AckHistory, received_at: datetime) -> str | None:
+    """Why this sender looks like a machine rather than a person, or None.
+
+    A sender looks automated when (1) mail from it was stopped by a machine rule within
+    once_per_sender (it bounced, auto-replied, quoted our acknowledgment ...); (2) the
+    message has no Date or no Message-ID header, which every mail program writes and
+    scripts often leave out; or (3) it arrived less than AUTOMATED_WITHIN after our
+    acknowledgment to the same address: a person does not write a new, unrelated mail
+    that fast, an auto-responder does. People's second mail has none of these."""
+    if history.machine_rule is not None:
+        return f"mail from it was machine mail ({history.machine_rule}) lately"
+    if not parsed.has_header("Date"):
+        return "the message has no Date header, as scripts send it"
+    if parsed.message_id is None:
+        return "the message has no Message-ID, as scripts send it"
+    last = history.last_to_sender
+    if last is not None and last < received_at < last + AUTOMATED_WITHIN:
+        seconds = int((received_at - last).total_seconds())
+        return f"it came {seconds} s after our acknowledgment, faster than a person writes"
+    return None
 
 
 def rate_limit(
     history: AckHistory,
     now: datetime,
     *,
+    parsed: Parsed,
+    subject: str,
+    received_at: datetime,
     once_per_sender: timedelta,
     max_per_sender_per_day: int,
     max_per_minute: int,
     max_per_hour: int | None = None,
 ) -> Skip | None:
-    if history.last_to_sender is not None and now - history.last_to_sender < once_per_sender:
-        return Skip(
-            "once-per-sender",
-            f"already acknowledged this sender at {history.last_to_sender:%Y-%m-%d %H:%M} UTC",
+    """The rate limits, in order. once-per-sender: a sender acknowledged within
+    `once_per_sender` gets another acknowledgment for a new conversation (a subject not
+    acknowledged to it in that time; `subject` is normalised) unless it looks automated."""
+    last = history.last_to_sender
+    if last is not None and now - last < once_per_sender:
+        why = (
+            "the subject repeats"
+            if subject in history.subjects_to_sender
+            else looks_automated(parsed, history, received_at)
         )
+        if why is not None:
+            return Skip(
+                "once-per-sender",
+                f"already acknowledged this sender at {last:%Y-%m-%d %H:%M} UTC, and {why}",
+            )
     if history.to_sender_today >= max_per_sender_per_day:
         return Skip(
             "daily-limit", f"{history.to_sender_today} acknowledgments to this sender today"

@@ -259,7 +259,8 @@ def test_once_per_sender(gateway: Service, config: Config, sink: Sink, clock: Cl
     send(config, mail(message_id="a@customer.example", subject="First question"))
     sink.wait_for(1)
     clock.advance(timedelta(hours=2))
-    send(config, mail(message_id="b@customer.example", subject="Second question"))
+    # The same subject again (a person's new question is acknowledged: tests/test_loops.py).
+    send(config, mail(message_id="b@customer.example", subject="Re: First question"))
     wait_processed(gateway.engine, 2)
     clock.advance(timedelta(hours=23))
     send(config, mail(message_id="c@customer.example", subject="Third question"))
@@ -481,8 +482,9 @@ def test_a_burst_decided_together_still_sees_each_decision(
 ) -> None:
     """Messages stored before the processor runs are decided in batches; a batch ends
     before a message that depends on one in it, so a follow-up written in the same burst
-    as its original is threaded, and a second conversation from the same sender gets no
-    second acknowledgment (once_per_sender), as when they arrive one by one."""
+    as its original is threaded, and a second conversation from the same sender with the
+    same subject gets no second acknowledgment (once_per_sender), as when they arrive one
+    by one."""
     service = Service(config, clock=clock)
     service.start(workers=False)
     try:
@@ -491,7 +493,7 @@ def test_a_burst_decided_together_still_sees_each_decision(
         burst.insert(5, mail(message_id="f1@customer.example", subject="Re: Order 1",
                              sender="c1@customer.example",
                              extra="In-Reply-To: <b1@customer.example>\r\n"))  # fmt: skip
-        burst.insert(9, mail(message_id="n2@customer.example", subject="Another question",
+        burst.insert(9, mail(message_id="n2@customer.example", subject="Order 2",  # again
                              sender="c2@customer.example"))  # fmt: skip
         for raw in burst:
             sender = re.search(rb"<([^>]+)>", raw).group(1).decode()  # type: ignore[union-attr]

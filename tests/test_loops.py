@@ -158,3 +158,75 @@ def test_the_hourly_breaker_stops_a_slow_loop_and_alerts_once_across_restarts(
         assert reason == "3 acknowledgments in the last hour"
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------------ people are not loops
+
+
+def test_a_customers_second_unrelated_mail_is_acknowledged(
+    gateway: Service, config: Config, sink: Sink, clock: Clock
+) -> None:
+    """once_per_sender must not silence a person: a new subject, no reply to us, two hours
+    later, gets its own acknowledgment and reference; the daily limit still applies."""
+    send(config, mail(message_id="u1@customer.example", subject="Where is my parcel?"))
+    sink.wait_for(1)
+    clock.advance(timedelta(hours=2))
+    send(config, mail(message_id="u2@customer.example", subject="Can I pay by invoice?",
+                      body="Hello, do you accept invoices for orders above 500 EUR?"))  # fmt: skip
+    first, second = sink.wait_for(2)
+    assert first.rcpt_tos == second.rcpt_tos == ["kim@customer.example"]
+    assert second.message["In-Reply-To"] == "<u2@customer.example>"
+    assert second.message["Subject"] == "Re: Can I pay by invoice? [SHOP-1002]"
+    wait_processed(gateway.engine, 2)
+    assert [m.skip_rule for m in rows(gateway.engine, store.messages)] == [None, None]
+
+
+def _without(raw: bytes, header: bytes) -> bytes:
+    return b"".join(line for line in raw.splitlines(keepends=True) if not line.startswith(header))
+
+
+@pytest.mark.parametrize(
+    ("case", "after", "expected"),
+    [
+        ("a person", timedelta(minutes=10), None),
+        ("no Date header", timedelta(minutes=10), "no Date header"),
+        ("no Message-ID", timedelta(minutes=10), "no Message-ID"),
+        ("back within seconds", timedelta(seconds=30), "30 s after our acknowledgment"),
+        ("machine mail before", timedelta(minutes=10), "machine mail (auto-submitted)"),
+        ("the same subject", timedelta(minutes=10), "the subject repeats"),
+    ],
+)
+def test_senders_that_look_automated_keep_once_per_sender(
+    config: Config, clock: Clock, case: str, after: timedelta, expected: str | None
+) -> None:
+    service = Service(config, clock=clock)
+    service.start(workers=False)
+
+    def deliver(raw: bytes) -> None:
+        service.pipeline.accept(Received(raw, "smtp", clock(), "kim@customer.example",
+                                         ("support@shop.example",)))  # fmt: skip
+        service.run_once()
+
+    try:
+        deliver(mail(message_id="a1@customer.example", subject="Where is my parcel?"))
+        if case == "machine mail before":
+            clock.advance(timedelta(minutes=1))
+            deliver(mail(message_id="a2@customer.example", subject="Out of office",
+                         extra="Auto-Submitted: auto-replied\r\n"))  # fmt: skip
+        clock.advance(after)
+        raw = mail(message_id="a3@customer.example", subject="Can I pay by invoice?")
+        if case == "no Date header":
+            raw = _without(raw, b"Date:")
+        elif case == "no Message-ID":
+            raw = _without(raw, b"Message-ID:")
+        elif case == "the same subject":
+            raw = mail(message_id="a3@customer.example", subject="Fwd: Where is my parcel?")
+        deliver(raw)
+        last = rows(service.engine, store.messages)[-1]
+    finally:
+        service.close()
+    if expected is None:
+        assert (last.skip_rule, last.acknowledged) == (None, True)
+    else:
+        assert last.skip_rule == "once-per-sender" and expected in last.skip_reason
+        assert last.conversation_id is not None  # still a conversation the team must answer
