@@ -108,9 +108,14 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 )
 @click.pass_context
 def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
-    """Validate the configuration and summarise the policy it publishes."""
+    """Validate the configuration and its templates, and summarise the policy it publishes."""
+    from .templatecheck import check_templates
+
     state = _state(ctx)
     config = state.config
+    problems = check_templates(config, state.clock())
+    if problems:
+        raise ConfigError(problems)
     click.echo(f"{config.path}: OK")
     for line in policy_summary(config, state.clock()):
         click.echo(line)
