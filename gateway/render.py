@@ -49,6 +49,15 @@ def clean_header(value: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def template_line(exc: BaseException) -> str | None:
+    """"FILE:LINE" of the template line an error was raised in (Jinja2 puts template
+    lines in the traceback), or None when no template was rendering."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith(".py")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+
+
 class Renderer:
     """Templates for every inbox language, loaded once."""
 

@@ -12,7 +12,6 @@ and renders text; it stores and sends nothing.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -39,6 +38,7 @@ from .render import (
     builtin_templates,
     policy_context,
     render_digest,
+    template_line,
     when,
 )
 
@@ -109,8 +109,7 @@ def _explain(exc: Exception, what: str, keys: list[str]) -> Problem:
     """One line for a template that fails to render: where, what, and the fix."""
     if isinstance(exc, TemplateSyntaxError):  # found while loading an included template
         return _syntax(exc, what)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith(".py")]
-    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else what
+    where = template_line(exc) or what
     if isinstance(exc, UndefinedError):
         if what.endswith(SPARSE):  # fine with every value present: one can be empty
             hint = ("this value is empty for some mail: guard it with {% if value %}...{% endif %} "
