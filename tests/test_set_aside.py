@@ -6,7 +6,9 @@ SMTP and alerts leave over real SMTP."""
 
 from __future__ import annotations
 
+import json
 import smtplib
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from click.testing import Result
 
 from gateway import store
 from gateway.config import Config
+from gateway.pipeline import Received
 from gateway.service import Service
 from tests.mailtools import Sink, gateway_config
 
@@ -149,3 +152,76 @@ def test_replayed_history_raises_no_set_aside_alert(
     replay(config, service.engine, folder, now=clock())
     service.run_once()
     assert alerts(sink) == []
+
+
+# ---------------------------------------------------------------------------- status, retry
+
+
+def test_status_lists_set_aside_messages_with_their_reasons(
+    service: Service, config: Config, run_cli: Callable[..., Result], clock: Clock
+) -> None:
+    for n in range(7):
+        clock.advance(timedelta(seconds=1, microseconds=250_000))
+        send(config, mail(f"Case{n}", f"st{n}@customer.example", f"c{n}@customer.example"),
+             f"c{n}@customer.example")  # fmt: skip
+    service.pipeline.accept(Received(b"\x00\x01 not mail", "smtp", clock(), "x@y.example",
+                                     ("support@shop.example",)))  # fmt: skip
+    service.run_once()
+    cli = ("--config", str(config.path))
+
+    info = json.loads(run_cli(*cli, "status", "--json", now=clock()).output)
+    assert info["messages_set_aside"] == 8
+    rows = info["set_aside"]
+    assert [r["id"] for r in rows] == list(range(1, 9))
+    first = rows[0]
+    assert set(first) == {"id", "received_at", "from", "subject", "error"}
+    assert first["received_at"] == "2026-11-23T10:00:01+01:00"  # shop time, whole seconds
+    assert (first["from"], first["subject"]) == ("c0@customer.example", "Case0")
+    template = config.templates
+    assert first["error"] == f"UndefinedError: list object has no element 2 (template {template}/ack.txt.j2:3)"
+    assert rows[-1]["from"] == "x@y.example" and rows[-1]["error"]  # junk: the envelope says who
+
+    result = run_cli(*cli, "status", now=clock())
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index("messages: 0 waiting, 8 set aside — see `sla-gateway retry`")
+    assert lines[at + 1] == ("  #1 2026-11-23 10:00:01 CET from c0@customer.example “Case0”: "
+                             f"UndefinedError: list object has no element 2 (template {template}/ack.txt.j2:3)")  # fmt: skip
+    assert [line.split()[0] for line in lines[at + 1 : at + 6]] == ["#1", "#2", "#3", "#4", "#5"]
+    assert lines[at + 6] == "  and 3 more (see `sla-gateway status --json`)"
+
+
+def test_status_says_nothing_extra_when_nothing_is_set_aside(
+    service: Service, config: Config, run_cli: Callable[..., Result]
+) -> None:
+    info = json.loads(run_cli("--config", str(config.path), "status", "--json").output)
+    assert info["set_aside"] == []
+    text = run_cli("--config", str(config.path), "status").output
+    assert "messages: 0 waiting, 0 set aside\n" in text
+
+
+def test_retry_exits_1_when_the_running_service_sets_a_message_aside_again(
+    tmp_path: Path, database_url: str, sink: Sink, run_cli: Callable[..., Result]
+) -> None:
+    """The service normally runs: `retry` releases the set-aside messages to it, waits for
+    its processor and says how many were set aside again (exit 1), instead of exit 0."""
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port)
+    clock = Clock()
+    service = Service(config, clock=clock)
+    service.start()  # its own processor and sender threads
+    try:
+        service.pipeline.accept(Received(b"\x00\x01 not mail", "smtp", clock(), "x@y.example",
+                                         ("support@shop.example",)))  # fmt: skip
+        service.wake()
+        deadline = time.monotonic() + 15
+        while statuses(service) != ["shunted"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [alert] = sink.wait_for(1)  # the service's own timers and sender, promptly
+        assert alert.rcpt_tos == ["owner@shop.example"]
+        result = run_cli("--config", str(config.path), "retry", now=clock())
+        assert "1 set-aside messages processed again (1 set aside again)" in result.output
+        assert result.exit_code == 1, result.output
+        assert statuses(service) == ["shunted"]
+    finally:
+        service.close()
