@@ -108,9 +108,14 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 )
 @click.pass_context
 def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
-    """Validate the configuration and summarise the policy it publishes."""
+    """Validate the configuration and its templates, and summarise the policy it publishes."""
+    from .templatecheck import check_templates
+
     state = _state(ctx)
     config = state.config
+    problems = check_templates(config, state.clock())
+    if problems:
+        raise ConfigError(problems)
     click.echo(f"{config.path}: OK")
     for line in policy_summary(config, state.clock()):
         click.echo(line)
@@ -838,6 +843,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     try:
         info = read_status(engine, now)
         info["oauth"] = _oauth_status(state.config, engine, state.clock)
+        info["set_aside"] = _set_aside_status(state.config, engine)
     finally:
         engine.dispose()
     if as_json:
@@ -855,6 +861,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
                + (" — fix the cause, then run `sla-gateway retry`" if info["outbox_failed"] else ""))  # fmt: skip
     click.echo(f"messages: {info['messages_waiting']} waiting, {info['messages_set_aside']} set aside"
                + (" — see `sla-gateway retry`" if info["messages_set_aside"] else ""))  # fmt: skip
+    for line in _set_aside_lines(state.config, info["set_aside"], info["messages_set_aside"]):
+        click.echo(line)
     for folder in info["imap"]:
         click.echo(
             f"imap {folder['inbox']}/{folder['folder']}: last sync {folder['synced_at']} (uid {folder['last_uid']})"
@@ -864,6 +872,31 @@ def status(ctx: click.Context, as_json: bool) -> None:
     last = info["last_hour"]
     click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
                f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+
+
+STATUS_SET_ASIDE_SHOWN = 5  # set-aside messages `status` prints; --json lists more
+
+
+def _set_aside_status(config: Config, engine: Any) -> list[dict[str, Any]]:
+    """`status --json`'s "set_aside": the oldest set-aside messages with their errors."""
+    from .reports import set_aside
+
+    with engine.connect() as conn:
+        return set_aside(conn, config)
+
+
+def _set_aside_lines(config: Config, rows: list[dict[str, Any]], total: int) -> list[str]:
+    """The first few set-aside messages, one line each: when (shop time), who, what, why."""
+    lines = []
+    for row in rows[:STATUS_SET_ASIDE_SHOWN]:
+        received = config.calendar.local(datetime.fromisoformat(row["received_at"]))
+        error = (row["error"].splitlines() or ["(no error recorded)"])[0]
+        subject = row["subject"] if len(row["subject"]) <= 50 else row["subject"][:49] + "…"
+        lines.append(f"  #{row['id']} {received:%Y-%m-%d %H:%M:%S %Z} from {row['from'] or '(no sender)'} "
+                     f"“{subject}”: {error[:240]}")  # fmt: skip
+    if total > STATUS_SET_ASIDE_SHOWN:
+        lines.append(f"  and {total - STATUS_SET_ASIDE_SHOWN} more (see `sla-gateway status --json`)")
+    return lines
 
 
 def _oauth_status(config: Config, engine: Any, clock: Clock) -> list[dict[str, Any]]:
@@ -1000,16 +1033,17 @@ def retry(ctx: click.Context) -> None:
                 update(store.outbox).where(o.status == "failed")
                 .values(status="pending", attempts=0, next_attempt_at=now, last_error=None)
             ).rowcount  # fmt: skip
-        from .reports import service_running
+        from .reports import processing_state, service_running
 
         running = service_running(engine, now)
         if running:  # its processor and sender take them: never two of either at once
-            still = 0
             sent_text = "the running service processes and sends them"
+            still, waiting = _await_processing(engine, shunted)
         else:
             pipeline = Pipeline(config, engine, state.clock)
-            outcomes = [pipeline.process(i) for i in shunted]
-            still = sum(1 for x in outcomes if x is not None and x.status == "shunted")
+            for i in shunted:
+                pipeline.process(i)
+            still, waiting = processing_state(engine, shunted)
             sender = OutboxSender(
                 engine,
                 _transport(config, engine, state.clock),
@@ -1020,11 +1054,31 @@ def retry(ctx: click.Context) -> None:
             sender.close()
     finally:
         engine.dispose()
-    again = "" if running else f" ({still} set aside again)"
+    again = f" ({still} set aside again)" if shunted or not running else ""
+    if waiting:
+        again = f" ({still} set aside again, {waiting} not processed yet — see `sla-gateway status`)"
     click.echo(f"{len(shunted)} set-aside messages processed again{again}; "
                f"{failed} failed outbox messages requeued; {sent_text}")  # fmt: skip
-    if still:
+    if still or waiting:
         ctx.exit(1)
+
+
+RETRY_WAIT = 60.0  # seconds `retry` waits for a running service to process what it released
+
+
+def _await_processing(engine: Any, ids: list[int]) -> tuple[int, int]:
+    """`reports.processing_state` once the running service has processed these (or
+    RETRY_WAIT has passed): its processor takes them within seconds."""
+    import time
+
+    from .reports import processing_state
+
+    deadline = time.monotonic() + RETRY_WAIT
+    while True:
+        still, waiting = processing_state(engine, ids)
+        if not waiting or time.monotonic() >= deadline:
+            return still, waiting
+        time.sleep(0.2)
 
 
 @cli.command()

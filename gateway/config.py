@@ -588,6 +588,11 @@ class _Reader:
         digest = self.digest(self.table(data, "digest", ""))
         retention_days = self.integer(data, "retention_days", "", 365, low=1, high=36500)
         templates = self.string(data, "templates", "")
+        if templates and not Path(templates).is_dir():
+            self.problem("templates", f'directory "{templates}" does not exist'
+                         + (f" (relative to {Path.cwd()})" if not Path(templates).is_absolute() else ""),
+                         "create it (`sla-gateway init` writes one with copies of the built-in templates) "
+                         "or remove the key to use the built-in ones")  # fmt: skip
         oauth = self.token_store(self.table(data, "oauth", ""))
         if self.problems:
             raise ConfigError(self.problems)

@@ -37,7 +37,7 @@ from .errors import InputError, TemporaryError
 from .model import Parsed
 from .parse import parse
 from .policy import Decision, decide
-from .render import Renderer, to_wire
+from .render import Renderer, template_line, to_wire
 from .rules import LOOP_HEADER, RULES, AckHistory, LoopContext, Skip, quoted_ack
 from .tracker import Author, author, normalize_subject
 
@@ -299,8 +299,10 @@ class Pipeline:
             if store.is_temporary(exc):
                 raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
             log.exception("event=shunt message=%s", row_id)
+            where = template_line(exc)  # a custom template's fault: say which line
             with store.begin(self.engine) as conn:
-                return self._shunt(conn, row_id, f"{type(exc).__name__}: {exc}")
+                return self._shunt(conn, row_id, f"{type(exc).__name__}: {exc}"
+                                   + (f" (template {where})" if where else ""))  # fmt: skip
 
     def _forget(self) -> None:
         """Drop what is kept in memory about queued acknowledgments and the breaker: it

@@ -49,6 +49,15 @@ def clean_header(value: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def template_line(exc: BaseException) -> str | None:
+    """"FILE:LINE" of the template line an error was raised in (Jinja2 puts template
+    lines in the traceback), or None when no template was rendering."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith(".py")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+
+
 class Renderer:
     """Templates for every inbox language, loaded once."""
 
@@ -89,23 +98,8 @@ class Renderer:
     ) -> Message:
         cal = self.config.calendar
         lang = inbox.language
-        context = {
-            "customer_name": clean_header(customer_name, 80),
-            "subject": clean_header(parsed.subject, 150),
-            "reference": reference,
-            "shop_name": inbox.from_name or inbox.address,
-            "inbox_address": inbox.address,
-            "priority": deadline.priority,
-            "window": window_values(deadline.effective_window, lang),
-            "published_window": window_values(deadline.window, lang),
-            "due": when(deadline.due_at, lang),
-            "due_sender": sender_time(deadline.due_at, parsed.date, lang),
-            "opening_hours": opening_hours(cal, lang),
-            "timezone": self.config.hours.timezone,
-            "season": deadline.season,
-            "season_notice": _season_notice(cal, deadline, lang),
-            "closure": closure(cal, now, lang, self.config.hours.holidays),
-        }
+        context = self.ack_context(parsed=parsed, inbox=inbox, deadline=deadline,
+                                   reference=reference, customer_name=customer_name, now=now)  # fmt: skip
         text = self.render("ack.txt.j2", lang, context)
         html = self.render("ack.html.j2", lang, context)
         subject_line = self.render("ack.subject.j2", lang, context).strip()
@@ -132,6 +126,37 @@ class Renderer:
             text=text,
             html=html,
         )
+
+    def ack_context(
+        self,
+        *,
+        parsed: Parsed,
+        inbox: InboxConfig,
+        deadline: Deadline,
+        reference: str,
+        customer_name: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The values the acknowledgment templates see (`check` renders them with samples)."""
+        cal = self.config.calendar
+        lang = inbox.language
+        return {
+            "customer_name": clean_header(customer_name, 80),
+            "subject": clean_header(parsed.subject, 150),
+            "reference": reference,
+            "shop_name": inbox.from_name or inbox.address,
+            "inbox_address": inbox.address,
+            "priority": deadline.priority,
+            "window": window_values(deadline.effective_window, lang),
+            "published_window": window_values(deadline.window, lang),
+            "due": when(deadline.due_at, lang),
+            "due_sender": sender_time(deadline.due_at, parsed.date, lang),
+            "opening_hours": opening_hours(cal, lang),
+            "timezone": self.config.hours.timezone,
+            "season": deadline.season,
+            "season_notice": _season_notice(cal, deadline, lang),
+            "closure": closure(cal, now, lang, self.config.hours.holidays),
+        }
 
 
 def alert_message(
@@ -380,6 +405,21 @@ def _season_notice(cal: BusinessCalendar, deadline: Deadline, language: str) -> 
     return season.notice_for(language) if season else ""
 
 
+def breach_context(
+    config: Config, *, inbox: InboxConfig, reference: str, subject: str, promised: datetime,
+    new_due: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """The values the breach-notice templates see."""
+    cal, lang = config.calendar, inbox.language
+    return {
+        "reference": reference,
+        "subject": clean_header(subject, 150),
+        "shop_name": inbox.from_name or inbox.address,
+        "promised": when(cal.local(promised), lang),
+        "new_due": when(cal.local(new_due), lang),
+    }
+
+
 def breach_notice(
     renderer: Renderer,
     *,
@@ -394,13 +434,8 @@ def breach_notice(
     """The one honest message a customer gets when we missed the promised time."""
     cal = renderer.config.calendar
     lang = inbox.language
-    context = {
-        "reference": reference,
-        "subject": clean_header(subject, 150),
-        "shop_name": inbox.from_name or inbox.address,
-        "promised": when(cal.local(promised), lang),
-        "new_due": when(cal.local(new_due), lang),
-    }
+    context = breach_context(renderer.config, inbox=inbox, reference=reference, subject=subject,
+                             promised=promised, new_due=new_due)  # fmt: skip
     return build_message(
         from_name=inbox.from_name,
         from_addr=inbox.address,
@@ -645,11 +680,19 @@ def window_words(seconds: float) -> str:
     return f"{hours:g} business hour{'' if hours == 1 else 's'}"
 
 
+POLICY_TEMPLATES = {"markdown": "policy.md.j2", "html": "policy.html.j2", "text": "policy.txt.j2"}
+
+
 def render_policy(renderer: Renderer, fmt: str, now: datetime) -> str:
     """The public promise: hours, windows per priority, coming closures, the season notice."""
+    context = policy_context(renderer.config, now)
+    return renderer.render(POLICY_TEMPLATES[fmt], renderer.config.inboxes[0].language, context)
+
+
+def policy_context(config: Config, now: datetime) -> dict[str, Any]:
+    """The values the policy templates see."""
     from babel.dates import format_date as babel_date
 
-    config = renderer.config
     cal = config.calendar
     lang = config.inboxes[0].language
     today = cal.local(now).date()
@@ -666,7 +709,7 @@ def render_policy(renderer: Renderer, fmt: str, now: datetime) -> str:
                       "end": babel_date(s.end, format="long", locale=lang), "notice": s.notice_for(lang),
                       "stretch": f"{s.stretch:g}"}  # fmt: skip
             break
-    context = {
+    return {
         "address": config.inboxes[0].address,
         "timezone": config.hours.timezone,
         "priorities": [
@@ -681,5 +724,3 @@ def render_policy(renderer: Renderer, fmt: str, now: datetime) -> str:
         "closures": closures,
         "season": season,
     }
-    name = {"markdown": "policy.md.j2", "html": "policy.html.j2", "text": "policy.txt.j2"}[fmt]
-    return renderer.render(name, lang, context)

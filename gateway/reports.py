@@ -1,5 +1,6 @@
-"""Read-only queries for the operator's commands: tickets now; report and digest figures
-as they come. Owns turning rows into plain dicts for output; it never writes."""
+"""Read-only queries for the operator's commands: tickets, report and digest figures,
+status and the set-aside messages. Owns turning rows into plain dicts for output; it
+never writes."""
 
 from __future__ import annotations
 
@@ -465,3 +466,70 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
                       "breach_notices": int(recent.get("breach", 0)), "digests": int(recent.get("digest", 0))},
         "imap": folders,
     }  # fmt: skip
+
+
+def processing_state(engine: Engine, ids: list[int]) -> tuple[int, int]:
+    """Of these messages: how many are set aside (shunted), how many still wait (stored)."""
+    m = store.messages.c
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        for at in range(0, len(ids), 500):
+            rows = conn.execute(select(m.status, func.count()).where(m.id.in_(ids[at : at + 500]))
+                                .group_by(m.status))  # fmt: skip
+            for status, n in rows:
+                counts[status] = counts.get(status, 0) + int(n)
+    return counts.get("shunted", 0), counts.get("stored", 0)
+
+
+SET_ASIDE_LISTED = 100  # `status --json` lists the oldest this many set-aside messages
+
+
+def set_aside(conn: Any, config: Config, *, ids: Any = None,
+              limit: int | None = SET_ASIDE_LISTED) -> list[dict[str, Any]]:  # fmt: skip
+    """Set-aside (shunted) messages, oldest first: id, received_at (shop time, whole
+    seconds), from, subject and the error that set each aside. `ids`: only those."""
+    m = store.messages.c
+    query = (
+        select(m.id, m.received_at, m.envelope_from, m.from_addr, m.subject, m.error, m.raw)
+        .where(m.status == "shunted")
+        .order_by(m.id)
+    )
+    if ids is not None:
+        query = query.where(m.id.in_(list(ids)))
+    if limit is not None:
+        query = query.limit(limit)
+    rows = []
+    for row in conn.execute(query):
+        sender, subject = _headline(row.raw)
+        rows.append({
+            "id": row.id,
+            "received_at": config.calendar.local(row.received_at).replace(microsecond=0).isoformat(),
+            "from": row.from_addr or sender or row.envelope_from or "",
+            "subject": row.subject or subject,
+            "error": row.error or "",
+        })  # fmt: skip
+    return rows
+
+
+def _headline(raw: bytes | None) -> tuple[str, str]:
+    """(From address, Subject) read from a stored message's headers, for people; empty
+    when unreadable (a set-aside message may be anything) or purged."""
+    from email.header import decode_header, make_header
+    from email.parser import BytesParser
+    from email.policy import compat32
+    from email.utils import parseaddr
+
+    from .render import clean_header
+
+    if not raw:
+        return "", ""
+    try:
+        headers = BytesParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
+        sender = parseaddr(str(headers.get("From", "")))[1]
+    except Exception:  # whatever the bytes are, `status` must show the rest
+        return "", ""
+    try:
+        subject = str(make_header(decode_header(str(headers.get("Subject", "")))))
+    except Exception:  # a malformed encoded word: show it as it is
+        subject = str(headers.get("Subject", ""))
+    return clean_header(sender, 200), clean_header(subject, 150)

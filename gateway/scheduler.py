@@ -4,13 +4,16 @@ Owns: reading due times from the database and acting on them — one warning per
 cycle when `warn_at` of its window has passed, one breach alert when it is due and still
 unanswered, merged into one mail when several fall due together; the breached state; the
 optional one-time breach notice to the customer; closing conversations that waited for
-the customer longer than `close_after`. With `only_in_business_hours`, alerts wait for the
+the customer longer than `close_after`; and the owner's alert about messages set aside
+(shunted) because they could not be processed — at most one an hour, listing everything
+set aside since the previous one. With `only_in_business_hours`, alerts wait for the
 next opening. Each alert is queued in the same transaction that marks it done, so a
 restart never loses one and never sends one twice. It sends nothing itself.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -26,6 +29,9 @@ from .render import alert_message, breach_notice
 from .tracker import PAUSED, Event, State, transition
 
 log = logging.getLogger("sla_gateway.scheduler")
+
+SET_ASIDE_EVERY = timedelta(hours=1)  # at most one set-aside alert in this time
+SET_ASIDE_SHOWN = 20  # messages listed in one set-aside alert; the rest are counted
 
 
 class Scheduler:
@@ -50,7 +56,8 @@ class Scheduler:
             due = conn.execute(
                 select(func.min(y.due_at)).where(y.replied_at.is_(None), y.breached.is_(False))
             ).scalar()
-        found = [t for t in (warn, due) if isinstance(t, datetime)]
+            set_aside = self._set_aside_due(conn)
+        found = [t for t in (warn, due, set_aside) if isinstance(t, datetime)]
         return min(found) if found else None
 
     def run_due(self) -> int:
@@ -61,6 +68,7 @@ class Scheduler:
             queued = self._customer_notices(conn, now)
             if not self.config.alerts.only_in_business_hours or self.config.calendar.is_open(now):
                 queued += self._alerts(conn, now)
+                queued += self._set_aside_alert(conn, now)
             self._close_quiet(conn, now)
         queued += self.daily_digest(now)
         self.purge(now)
@@ -258,6 +266,71 @@ class Scheduler:
         lines.append(
             "Answer from your usual mail client; sla-gateway sees the reply and stops the clock."
         )
+        return "\n".join(lines) + "\n"
+
+    def _set_aside_news(self, conn: Any) -> tuple[Any, list[Any]]:
+        """The last set-aside alert's event (or None) and the "shunted" events after it
+        whose message is still set aside, oldest first. Replayed history raises none."""
+        e, m = store.events.c, store.messages.c
+        last = store.latest_event(conn, ("set-aside-alert",))
+        through = int(json.loads(last.detail).get("through", 0)) if last is not None else 0
+        news = list(conn.execute(
+            select(e.id, e.at, e.message_row).join(store.messages, m.id == e.message_row)
+            .where(e.kind == "shunted", e.id > through, m.status == "shunted", m.source != "replay")
+            .order_by(e.id)
+        ))  # fmt: skip
+        return last, news
+
+    def _set_aside_due(self, conn: Any) -> datetime | None:
+        """When the next set-aside alert may be queued; None: nothing new is set aside."""
+        last, news = self._set_aside_news(conn)
+        if not news:
+            return None
+        first: datetime = news[0].at
+        return first if last is None else max(first, last.at + SET_ASIDE_EVERY)
+
+    def _set_aside_alert(self, conn: Any, now: datetime) -> int:
+        """One alert listing the messages set aside since the last one, at most hourly."""
+        last, news = self._set_aside_news(conn)
+        if not news or (last is not None and now < last.at + SET_ASIDE_EVERY):
+            return 0
+        from .reports import set_aside
+
+        ids = list(dict.fromkeys(int(n.message_row) for n in news))
+        rows = set_aside(conn, self.config, ids=ids, limit=None)
+        if not rows:
+            return 0
+        count = len(rows)
+        subject = f"{count} message{'' if count == 1 else 's'} set aside, not acknowledged"
+        text = self._set_aside_text(rows)
+        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
+            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+            self.pipeline.queue(conn, "alert", message, recipient, now)
+        store.add_event(conn, now, "set-aside-alert",
+                        {"through": max(n.id for n in news), "messages": ids})  # fmt: skip
+        log.info("event=set-aside-alert messages=%s", count)
+        return 1
+
+    def _set_aside_text(self, rows: list[dict[str, Any]]) -> str:
+        lines = [
+            "sla-gateway could not process these messages and set them aside: their senders",
+            "got no acknowledgment and no reply promise is being measured for them.",
+            "",
+        ]
+        for row in rows[:SET_ASIDE_SHOWN]:
+            received = self.config.calendar.local(datetime.fromisoformat(row["received_at"]))
+            error = (row["error"].splitlines() or [""])[0][:200]
+            lines.append(f"  #{row['id']}  received {received:%a %d %b %H:%M %Z}  "
+                         f"{row['from'] or '(no sender)'}  “{row['subject'][:60]}”")  # fmt: skip
+            lines.append(f"      {error}")
+        if len(rows) > SET_ASIDE_SHOWN:
+            lines.append(f"  and {len(rows) - SET_ASIDE_SHOWN} more")
+        lines += [
+            "",
+            "Fix the cause (often a custom template: run `sla-gateway check`), then run",
+            "`sla-gateway retry`; `sla-gateway status` lists every set-aside message with its",
+            f"error. At most one such alert is sent every {format_duration(SET_ASIDE_EVERY)}.",
+        ]
         return "\n".join(lines) + "\n"
 
     def _close_quiet(self, conn: Any, now: datetime) -> None:

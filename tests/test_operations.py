@@ -43,10 +43,11 @@ def test_status_and_retry(
         service.run_once()
         info = json.loads(run_cli(*cli, "status", "--json", now=NOW).output)
         assert info["running"] is True
-        assert (info["outbox_failed"], info["messages_set_aside"]) == (1, 1)
+        # Failed: the acknowledgment and the owner's alert about the junk set aside.
+        assert (info["outbox_failed"], info["messages_set_aside"]) == (2, 1)
         text = run_cli(*cli, "status", now=NOW).output
         assert "service: running (pid" in text
-        assert "outbox: 0 pending, 1 failed — fix the cause, then run `sla-gateway retry`" in text
+        assert "outbox: 0 pending, 2 failed — fix the cause, then run `sla-gateway retry`" in text
     finally:
         service.close()
     assert "service: NOT running" in run_cli(*cli, "status", now=NOW).output
@@ -54,14 +55,14 @@ def test_status_and_retry(
     sink.reply = "250 2.0.0 OK"  # the operator fixed the cause
     result = run_cli(*cli, "retry", now=NOW)
     assert (
-        "1 set-aside messages processed again (1 set aside again); 1 failed outbox messages requeued; 1 sent now"
+        "1 set-aside messages processed again (1 set aside again); 2 failed outbox messages requeued; 2 sent now"
         in result.output
     )
     assert result.exit_code == 1  # the junk is still junk: said, not hidden
-    assert len(sink.received) == 1
+    assert sorted(d.rcpt_tos[0] for d in sink.received) == ["kim@customer.example", "owner@shop.example"]
     engine = store.make_engine(config.database)
     with engine.connect() as conn:
-        assert conn.execute(store.outbox.select()).one().status == "sent"
+        assert [r.status for r in conn.execute(store.outbox.select())] == ["sent", "sent"]
     engine.dispose()
 
 

@@ -1,0 +1,241 @@
+"""`check` for message templates: compile every template and render each one the
+configuration can use with sample values, so a broken template is found by the operator,
+not by a customer's mail.
+
+Owns: the sample values (a sample customer mail, deadline, breach, digest and policy, each
+once with every optional value present and once with the optional values empty, as real
+mail has them), rendering through the same functions the running gateway uses (so the
+templates see exactly the variables they see at run time), and turning a Jinja2 error into
+one `Problem` naming the template file, its line and what to do. It reads template files
+and renders text; it stores and sends nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+)
+from jinja2.exceptions import SecurityError
+
+from .config import Config
+from .errors import Problem
+from .parse import parse
+from .policy import deadline
+from .render import (
+    POLICY_TEMPLATES,
+    Renderer,
+    alert_message,
+    breach_context,
+    builtin_templates,
+    policy_context,
+    render_digest,
+    template_line,
+    when,
+)
+
+ACK = ("ack.subject.j2", "ack.txt.j2", "ack.html.j2")
+BREACH = ("breach.subject.j2", "breach.txt.j2", "breach.html.j2")
+SPARSE = " without optional values"
+
+_SAMPLE_MAIL = (
+    b"From: Kim Meyer <kim@customer.example>\r\nTo: support@shop.example\r\n"
+    b"Subject: Where is my order 1042?\r\nDate: Mon, 23 Nov 2026 04:00:00 -0500\r\n"
+    b"Message-ID: <sample-1@customer.example>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"\r\nHello, my parcel has not arrived yet.\r\n"
+)
+
+
+def check_templates(config: Config, now: datetime) -> list[Problem]:
+    """Every problem found in the templates, one per template file and line (empty: fine)."""
+    renderer = Renderer(config)
+    problems: dict[str, Problem] = {}  # by "file:line": one problem there is enough
+
+    def add(problem: Problem) -> None:
+        problems.setdefault(problem.file, problem)
+
+    for directory in _directories(config):
+        for path in sorted(directory.rglob("*.j2")):
+            problem = _compile(renderer, directory, path)
+            if problem is not None:
+                add(problem)
+    for what, keys, render in _renderings(renderer, now):
+        try:
+            render()
+        except Exception as exc:
+            add(_explain(exc, what, keys))
+    return list(problems.values())
+
+
+def _directories(config: Config) -> list[Path]:
+    found = [builtin_templates()]
+    if config.templates and Path(config.templates).is_dir():  # a missing one: config.py says so
+        found.insert(0, Path(config.templates))
+    return found
+
+
+def _compile(renderer: Renderer, directory: Path, path: Path) -> Problem | None:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return Problem(str(path), "", f"is not UTF-8 text (byte {exc.start})",
+                       "save the file as UTF-8")  # fmt: skip
+    except OSError as exc:
+        return Problem(str(path), "", f"cannot be read ({exc.strerror})",
+                       "check the file's permissions")  # fmt: skip
+    try:
+        renderer.env.parse(source, path.relative_to(directory).as_posix(), str(path))
+    except TemplateSyntaxError as exc:
+        return _syntax(exc, str(path))
+    return None
+
+
+def _syntax(exc: TemplateSyntaxError, fallback: str) -> Problem:
+    where = f"{exc.filename or fallback}:{exc.lineno}"
+    return Problem(where, "", f"template syntax error: {exc.message}",
+                   "fix the Jinja2 syntax there ({{ value }}, {% if ... %}...{% endif %}, "
+                   "{% for ... %}...{% endfor %})")  # fmt: skip
+
+
+def _explain(exc: Exception, what: str, keys: list[str]) -> Problem:
+    """One line for a template that fails to render: where, what, and the fix."""
+    if isinstance(exc, TemplateSyntaxError):  # found while loading an included template
+        return _syntax(exc, what)
+    where = template_line(exc) or what
+    if isinstance(exc, UndefinedError):
+        if what.endswith(SPARSE):  # fine with every value present: one can be empty
+            hint = ("this value is empty for some mail: guard it with {% if value %}...{% endif %} "
+                    "or give it a default: {{ value | default('') }}")  # fmt: skip
+        else:
+            known = ", ".join(sorted(keys))
+            hint = "check the spelling" + (f"; the values available here are {known}" if known else "")
+        return Problem(where, "", f"{exc} (rendering {what})", hint)
+    if isinstance(exc, TemplateNotFound):
+        return Problem(where, "", f"includes a template that does not exist: {exc.name} "
+                       f"(rendering {what})", "add that file to the templates directory or "
+                       "remove the {% include %} / {% extends %}")  # fmt: skip
+    if isinstance(exc, SecurityError):
+        return Problem(where, "", f"not allowed in the template sandbox: {exc} (rendering {what})",
+                       "templates may only show values and call simple filters")  # fmt: skip
+    kind = "template error" if isinstance(exc, TemplateError) else type(exc).__name__
+    return Problem(where, "", f"{kind}: {exc} (rendering {what})",
+                   "this expression fails with sample values: simplify it, or guard it with "
+                   "{% if ... %}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- samples
+
+Rendering = tuple[str, list[str], Callable[[], object]]
+
+
+def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
+    """(what, the variables it gets, a call that renders it) for every message kind, in
+    every language the configuration uses."""
+    config = renderer.config
+    cal = config.calendar
+    parsed = parse(_SAMPLE_MAIL)
+    due = deadline(cal, config.default_priority, now)
+    seen: set[str] = set()
+    for inbox in config.inboxes:
+        lang = inbox.language
+        if lang in seen:
+            continue
+        seen.add(lang)
+        full = renderer.ack_context(parsed=parsed, inbox=inbox, deadline=due,
+                                    reference=f"{inbox.prefix}-1042", customer_name="Kim Meyer", now=now)  # fmt: skip
+        later = when(cal.local(now + timedelta(days=1)), lang)
+        full.update(
+            due_sender=full["due_sender"] or later,
+            season=full["season"] or "sample season",
+            season_notice=full["season_notice"] or "We are busier than usual.",
+            closure=full["closure"] or {"reason": "Sample holiday", "reopens": later},
+        )
+        sparse = dict(full, customer_name="", due_sender=None, season=None, season_notice="",
+                      closure=None)  # fmt: skip
+        for label, context in (("", full), (SPARSE, sparse)):
+            for name in ACK:
+                yield (f"{name} (acknowledgment, {lang}){label}", list(context),
+                       _render(renderer, name, lang, context))  # fmt: skip
+        breach = breach_context(config, inbox=inbox, reference=f"{inbox.prefix}-1042",
+                                subject=parsed.subject, promised=due.due_at,
+                                new_due=due.due_at + timedelta(hours=4))  # fmt: skip
+        for name in BREACH:
+            yield (f"{name} (breach notice, {lang})", list(breach),
+                   _render(renderer, name, lang, breach))  # fmt: skip
+    lang = config.inboxes[0].language
+    for label, data in (("", _digest(config, now, filled=True)),
+                        (SPARSE, _digest(config, now, filled=False))):  # fmt: skip
+        yield (f"digest.html.j2 / digest.txt.j2 (daily digest, {lang}){label}", [],
+               _render_digest(renderer, data))  # fmt: skip
+    policy = policy_context(config, now)
+    sample_season = {"name": "Sample season", "start": "1 December", "end": "24 December",
+                     "notice": "We are busier than usual.", "stretch": "2"}  # fmt: skip
+    sample_closure = [{"date": "Friday, 25 December", "reason": "Sample holiday"}]
+    variants = (("", dict(policy, season=policy["season"] or sample_season,
+                          closures=policy["closures"] or sample_closure)),
+                (SPARSE, dict(policy, season=None, closures=[])))  # fmt: skip
+    for label, context in variants:
+        for name in POLICY_TEMPLATES.values():
+            yield (f"{name} (policy page, {lang}){label}", list(context),
+                   _render(renderer, name, lang, context))  # fmt: skip
+    recipient = (config.alerts.to or (config.inboxes[0].address,))[0]
+    yield ("an alert to the owner", [], lambda: alert_message(
+        config, recipient, subject="Sample alert", text="Sample text.\n", now=now))  # fmt: skip
+
+
+def _render(renderer: Renderer, name: str, lang: str, context: dict[str, Any]) -> Callable[[], str]:
+    return lambda: renderer.render(name, lang, context)
+
+
+def _render_digest(renderer: Renderer, data: Any) -> Callable[[], object]:
+    return lambda: render_digest(renderer, data)
+
+
+def _digest(config: Config, now: datetime, *, filled: bool) -> Any:
+    """A sample `DigestData`: a busy day with a breach, risks and suggestions, or a day
+    with no mail at all."""
+    from .digest import DigestData, Figures, Item, Period, opening_grid, suggest
+
+    cal = config.calendar
+    day = cal.local(now).date() - timedelta(days=1)
+    start = datetime.combine(day, datetime.min.time(), cal.tz)
+    figures = Figures(12, 10, 2, 10 / 12, 1800, 3600, 5400) if filled else Figures()
+    names = [p.name for p in config.priorities]
+    periods = tuple(
+        Period(label, start - timedelta(days=days - 1), start + timedelta(days=1), figures,
+               tuple((n, figures) for n in names), figures if filled else Figures(),
+               11 if filled else 0, (("auto-reply", 3), ("bounce", 1)) if filled else ())
+        for label, days in (("day", 1), ("7 days", 7), ("30 days", 30))
+    )  # fmt: skip
+    item = Item("SHOP-1042", "kim@customer.example", "Where is my order 1042?",
+                config.default_priority.name, now, 3600)  # fmt: skip
+    window = int(config.default_priority.first_reply.total_seconds())
+    suggestions = (
+        (suggest(names[0], window, 40, window * 2, [0.7, 0.8, 0.9]),
+         suggest(names[-1], window, 60, window // 4, [0.97, 0.98, 0.99]),
+         suggest(config.default_priority.name, window, 3, None, []))
+        if filled else tuple(suggest(n, window, 0, None, []) for n in names)
+    )  # fmt: skip
+    hours, days_open = opening_grid(cal)
+    trend: tuple[tuple[date, float | None, int | None], ...] = tuple(
+        (day - timedelta(days=n), (0.9 if n % 2 else None) if filled else None,
+         (1800 if n % 2 else None) if filled else None)
+        for n in range(29, -1, -1)
+    )  # fmt: skip
+    inbox = config.inboxes[0]
+    return DigestData(
+        shop=inbox.from_name or inbox.address, day=day, timezone=config.hours.timezone,
+        periods=periods, breaches=(replace(item, seconds=1800),) if filled else (),
+        at_risk=(item,) if filled else (), oldest=item if filled else None,
+        by_hour=tuple((h % 5) if filled else 0 for h in range(24)),
+        by_weekday=tuple((d + 1) if filled else 0 for d in range(7)),
+        open_hours=hours, open_days=days_open, trend=trend, suggestions=suggestions,
+    )  # fmt: skip
