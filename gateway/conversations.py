@@ -1,22 +1,49 @@
-"""Conversations in the database: opening them, matching team replies, moving their state.
+"""Conversations in the database: which one a message belongs to, opening them, matching
+team replies, moving their state.
 
 Owns: the writes that reply tracking makes inside the pipeline's transaction — a new
-conversation and its first reply cycle; a team reply closing the open cycle (measured in
-business time by `tracker.measure`) and moving the state; a customer follow-up starting a
-next-reply cycle or raising the priority; and finding which conversation a team reply
-belongs to (In-Reply-To/References, our reference tag, or — last resort, recorded as
-such — recipient and normalised subject among open conversations). Decisions come from
-the pure `tracker`; this module only reads and writes rows.
+conversation and its first reply cycle; who takes part in it; a team reply closing the
+open cycle (measured in business time by `tracker.measure`), moving the state and
+cancelling what was still queued for the customer (an acknowledgment, a breach notice);
+a customer follow-up starting a next-reply cycle or raising the priority; and finding
+which conversation a message belongs to. Decisions come from the pure `tracker`; this
+module only reads and writes rows.
+
+Which conversation (every path obeys the participant rule):
+  1. thread headers — In-Reply-To/References naming a message of the conversation or
+     one we sent for it (acknowledgment, breach notice);
+  2. our reference tag in the subject ("[SHOP-1042]");
+  3. team replies only, a last resort recorded as such: a recipient who takes part in an
+     open conversation with the same normalised subject.
+The participant rule: a match counts only when the message was written by the team (our
+addresses, agents, the Sent folder) or by a participant of that conversation — its
+customer, or an address one of its messages came from (not a web form's) or was sent or
+copied to (the `participants` table, filled as messages join). Everything else can be
+forged by anyone: a tag is in the subject of every mail to the customer, a customer's
+Message-ID can be guessed, and one of ours travels with every forward. A message refused
+this way is a new conversation of its own (and acknowledged as one); the refused
+references are recorded in its event.
+
+Replies processed before the mail they answer (after a downtime INBOX and Sent catch up in
+parallel): a team reply that matches nothing keeps what could match it later
+(`reply_keys`: the Message-IDs it answers, its recipients). When a customer message opens
+or joins a conversation, `adopt_replies` matches the replies that answer it — naming its
+Message-ID, or sent to a participant with the same normalised subject after it — and
+applies them in the order of their time, each at its own time; and a reply already in the
+conversation but newer than the cycle the message opened closes that cycle. So the clock
+measures what happened, whatever order the mail was read in. A reply that never finds its
+conversation stays "unmatched" and changes nothing.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from . import store
 from .config import PRIORITIES, Config
@@ -33,6 +60,12 @@ from .tracker import (
 )
 
 _TAG = re.compile(r"\[([A-Z][A-Z0-9]{0,15}-\d+)\]")
+THREAD_IDS = 50  # Message-IDs of a message's thread headers looked at (the newest)
+KEPT_IDS = 20  # of those, kept for an unmatched team reply
+KEY = 255  # length of a stored reply key
+ADDRESS = 320  # length of a stored participant address
+# What we queue for the customer that the team's reply makes moot.
+MOOT_AFTER_REPLY = ("ack", "breach")
 
 
 def subject_tags(subject: str) -> list[str]:
@@ -44,52 +77,113 @@ def subject_tags(subject: str) -> list[str]:
 class Match:
     conversation: Any  # a conversations row, or None
     how: str | None  # "references", "reference-tag", "subject", or None
+    refused: tuple[str, ...] = ()  # conversations it named but its sender takes no part in
 
 
-def find_by_thread(conn: Any, parsed: Parsed) -> Match:
-    """The conversation a message continues by its thread headers or our subject tag."""
-    c = store.conversations.c
-    ids = list(dict.fromkeys((*parsed.in_reply_to, *parsed.references)))[-50:]
-    if ids:
-        conv_id = conn.execute(
-            select(store.messages.c.conversation_id)
-            .where(
-                store.messages.c.message_id.in_(ids), store.messages.c.conversation_id.isnot(None)
+def thread_ids(parsed: Parsed) -> list[str]:
+    """The Message-IDs a message answers, the most telling first: In-Reply-To, then
+    References from the newest."""
+    ids = (*parsed.in_reply_to, *reversed(parsed.references))
+    return list(dict.fromkeys(i for i in ids if i))[:THREAD_IDS]
+
+
+def participant_addresses(parsed: Parsed, config: Config, *, team: bool = False) -> set[str]:
+    """Whom a message makes a participant of its conversation: its sender (unless the team
+    wrote it), Reply-To, To and Cc — never our own addresses or a web form's sender,
+    which unrelated mail shares."""
+    found = [*parsed.reply_to, *parsed.to, *parsed.cc]
+    if not team and parsed.sender is not None:
+        found.append(parsed.sender)
+    ours = config.own_addresses | config.agent_addresses
+    return {
+        a.key[:ADDRESS]
+        for a in found
+        if "@" in a.key and a.key not in ours and not config.is_form_sender(a.key)
+    }
+
+
+def add_participants(conn: Any, conversation_id: int, addresses: Iterable[str]) -> None:
+    values = [
+        {"conversation_id": conversation_id, "address": a}
+        for a in sorted({a.lower()[:ADDRESS] for a in addresses if a})
+    ]
+    if values:
+        conn.execute(store.insert_ignore(conn, store.participants), values)
+
+
+def is_participant(conn: Any, conversation_id: int, address: str) -> bool:
+    p = store.participants.c
+    return (
+        conn.execute(
+            select(p.conversation_id).where(
+                p.conversation_id == conversation_id, p.address == address.lower()[:ADDRESS]
             )
-            .limit(1)
-        ).scalar()
-        if conv_id is None:
-            conv_id = conn.execute(
-                select(store.outbox.c.conversation_id)
-                .where(
-                    store.outbox.c.message_id.in_(ids), store.outbox.c.conversation_id.isnot(None)
-                )
-                .limit(1)
-            ).scalar()
-        if conv_id is not None:
-            row = conn.execute(select(store.conversations).where(c.id == conv_id)).first()
-            return Match(row, "references")
+        ).first()
+        is not None
+    )
+
+
+def _conversation(conn: Any, conversation_id: int) -> Any:
+    c = store.conversations.c
+    return conn.execute(select(store.conversations).where(c.id == conversation_id)).first()
+
+
+def find_by_thread(conn: Any, parsed: Parsed, *, author: str | None, team: bool = False) -> Match:
+    """The conversation a message continues by its thread headers or our subject tag —
+    one that `author` (the customer the message is from) takes part in, or any for the
+    team (`team=True`)."""
+    m, o, c = store.messages.c, store.outbox.c, store.conversations.c
+    candidates: list[tuple[int, str]] = []
+    ids = thread_ids(parsed)
+    if ids:
+        rank = {i: n for n, i in enumerate(ids)}
+        found = [
+            *conn.execute(select(m.message_id, m.conversation_id).where(
+                m.message_id.in_(ids), m.conversation_id.isnot(None))),
+            *conn.execute(select(o.message_id, o.conversation_id).where(
+                o.message_id.in_(ids), o.conversation_id.isnot(None))),
+        ]  # fmt: skip
+        found.sort(key=lambda r: rank.get(r[0], len(ids)))
+        candidates.extend((int(conv_id), "references") for _, conv_id in found)
     for tag in subject_tags(parsed.subject):
-        row = conn.execute(select(store.conversations).where(c.reference == tag)).first()
-        if row is not None:
-            return Match(row, "reference-tag")
-    return Match(None, None)
+        conv_id = conn.execute(select(c.id).where(c.reference == tag)).scalar()
+        if conv_id is not None:
+            candidates.append((int(conv_id), "reference-tag"))
+    refused: list[int] = []
+    for conv_id, how in candidates:
+        if conv_id in refused:
+            continue
+        if team or (author and is_participant(conn, conv_id, author)):
+            return Match(_conversation(conn, conv_id), how, _references(conn, refused))
+        refused.append(conv_id)
+    return Match(None, None, _references(conn, refused))
+
+
+def _references(conn: Any, conversation_ids: list[int]) -> tuple[str, ...]:
+    if not conversation_ids:
+        return ()
+    c = store.conversations.c
+    found = dict(conn.execute(select(c.id, c.reference).where(c.id.in_(conversation_ids))).all())
+    return tuple(str(found[i]) for i in conversation_ids if i in found)
 
 
 def find_for_reply(conn: Any, parsed: Parsed) -> Match:
-    """Thread headers and tag first; else the newest open conversation with one of the
-    reply's recipients whose normalised subject is the same."""
-    found = find_by_thread(conn, parsed)
+    """A team reply: thread headers and tag first; else the newest open conversation that
+    one of the reply's recipients takes part in, with the same normalised subject."""
+    found = find_by_thread(conn, parsed, author=None, team=True)
     if found.conversation is not None:
         return found
-    recipients = [a.key for a in (*parsed.to, *parsed.cc)]
+    recipients = sorted({a.key[:ADDRESS] for a in (*parsed.to, *parsed.cc)})
     subject = normalize_subject(parsed.subject)
     if not recipients or not subject:
         return Match(None, None)
-    c = store.conversations.c
+    c, p = store.conversations.c, store.participants.c
     candidates = conn.execute(
         select(store.conversations)
-        .where(c.customer.in_(recipients), c.state != State.CLOSED.value)
+        .where(
+            c.id.in_(select(p.conversation_id).where(p.address.in_(recipients))),
+            c.state != State.CLOSED.value,
+        )
         .order_by(c.received_at.desc())
         .limit(20)
     )
@@ -97,6 +191,135 @@ def find_for_reply(conn: Any, parsed: Parsed) -> Match:
         if normalize_subject(row.subject) == subject:
             return Match(row, "subject")
     return Match(None, None)
+
+
+def remember_unmatched(conn: Any, config: Config, message_row: int, parsed: Parsed) -> None:
+    """Keep what could match a team reply to the customer mail it answers, should that
+    mail be processed after it (see `adopt_replies`)."""
+    ours = config.own_addresses | config.agent_addresses
+    keys = {"<" + i[: KEY - 1] for i in thread_ids(parsed)[:KEPT_IDS]}
+    keys |= {"@" + a.key[: KEY - 1] for a in (*parsed.to, *parsed.cc) if a.key not in ours}
+    if keys:
+        conn.execute(
+            store.insert_ignore(conn, store.reply_keys),
+            [{"message_row": message_row, "key": k} for k in sorted(keys)],
+        )
+
+
+def adopt_replies(
+    conn: Any, config: Config, conversation_id: int, message_id: str | None, at: datetime,
+    now: datetime, *, opened: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """A customer message (received `at`, with `message_id`) has just opened or joined
+    the conversation: apply, in the order of their time, the team replies processed
+    before it that answer it — unmatched ones naming its Message-ID, or sent after it to a
+    participant with the conversation's normalised subject — and then, while a cycle is
+    open, the conversation's own team reply that is newer than its start (`opened`: the
+    message opened the conversation, which has no replies but those). Returns what each
+    did."""
+    from .parse import parse
+
+    m, k, p = store.messages.c, store.reply_keys.c, store.participants.c
+    conversation = _conversation(conn, conversation_id)
+    by_id = "<" + message_id[: KEY - 1] if message_id else None
+    people = conn.execute(select(p.address).where(p.conversation_id == conversation_id)).scalars()
+    keys = [*(["@" + a[: KEY - 1] for a in people]), *([by_id] if by_id else [])]
+    hits: dict[int, str] = {}
+    for row_id, key in conn.execute(select(k.message_row, k.key).where(k.key.in_(keys))):
+        if key == by_id:
+            hits[int(row_id)] = "references"
+        else:
+            hits.setdefault(int(row_id), "subject")
+    subject = normalize_subject(conversation.subject)
+    replies: list[tuple[datetime, int, str | None, bytes | None]] = []
+    if hits:
+        rows = conn.execute(
+            select(m.id, m.received_at, m.subject, m.raw).where(
+                m.id.in_(sorted(hits)), m.conversation_id.is_(None), m.direction == "team"
+            )
+        )
+        for row in rows:
+            by = hits[row.id]
+            if by == "subject" and (
+                not subject or row.received_at < at or normalize_subject(row.subject or "") != subject
+            ):
+                continue
+            replies.append((row.received_at, row.id, by, row.raw))
+    replies.sort(key=lambda r: (r[0], r[1]))
+    done: list[dict[str, Any]] = []
+    pending = list(replies)
+    while len(done) < len(replies) + 20:  # each pass closes a cycle; a few suffice
+        if not pending:
+            if opened and not replies:
+                break  # a new conversation: no reply of its own yet
+            # A cycle still open that a reply already in the conversation post-dates.
+            cycle = open_cycle_row(conn, conversation_id)
+            if cycle is None:
+                break
+            later = conn.execute(
+                select(m.id, m.received_at, m.raw)
+                .where(m.conversation_id == conversation_id, m.direction == "team",
+                       m.received_at > cycle.started_at)
+                .order_by(m.received_at, m.id).limit(1)
+            ).first()  # fmt: skip
+            if later is None:
+                break
+            pending = [(later.received_at, later.id, None, later.raw)]
+        replied_at, row_id, how, raw = pending.pop(0)
+        try:
+            parsed = parse(raw) if raw else None
+        except Exception:  # it was processed once; its text only tells question or answer
+            parsed = None
+        event = reply_event(parsed) if parsed is not None else Event.TEAM_REPLY
+        detail = team_reply(
+            conn, config, _conversation(conn, conversation_id), event, replied_at, now
+        )
+        if how is not None:
+            conn.execute(
+                update(store.messages)
+                .where(m.id == row_id)
+                .values(conversation_id=conversation_id, match=how)
+            )
+            conn.execute(delete(store.reply_keys).where(k.message_row == row_id))
+            if parsed is not None:
+                add_participants(conn, conversation_id,
+                                 participant_addresses(parsed, config, team=True))  # fmt: skip
+        detail = {"match": how or "already-matched", "late": True, **detail}
+        store.add_event(conn, now, "team-reply", detail, conversation_id=conversation_id,
+                        message_row=row_id)  # fmt: skip
+        done.append({"message": row_id, **detail})
+    return done
+
+
+def cancel_moot(conn: Any, conversation_id: int, now: datetime) -> list[int]:
+    """The team has replied: what is still queued for the customer (not yet handed to
+    the server) is cancelled, each with an event; returns the outbox rows cancelled."""
+    o = store.outbox.c
+    rows = list(conn.execute(
+        select(o.id, o.kind, o.source_message_id)
+        .where(o.conversation_id == conversation_id, o.kind.in_(MOOT_AFTER_REPLY), o.status == "pending")
+        .order_by(o.id)
+    ))  # fmt: skip
+    cancelled: list[int] = []
+    for row in rows:
+        flipped = conn.execute(
+            update(store.outbox)
+            .where(o.id == row.id, o.status == "pending")
+            .values(status="cancelled", last_error="cancelled: the team replied first")
+        ).rowcount
+        if flipped != 1:
+            continue
+        if row.kind == "ack" and row.source_message_id is not None:
+            conn.execute(
+                update(store.messages)
+                .where(store.messages.c.id == row.source_message_id)
+                .values(acknowledged=False)
+            )
+        store.add_event(conn, now, f"{row.kind}-cancelled",
+                        {"outbox": row.id, "reason": "the team replied before it was sent"},
+                        conversation_id=conversation_id, message_row=row.source_message_id)  # fmt: skip
+        cancelled.append(int(row.id))
+    return cancelled
 
 
 def _clock(config: Config, priority: str, started_at: datetime, *, next_reply: bool) -> Clock:
@@ -139,9 +362,10 @@ def open_cycle_row(conn: Any, conversation_id: int) -> Any:
     ).first()
 
 
-def team_reply(conn: Any, config: Config, conversation: Any, parsed: Parsed, replied_at: datetime,
+def team_reply(conn: Any, config: Config, conversation: Any, event: Event, replied_at: datetime,
                now: datetime) -> dict[str, Any]:  # fmt: skip
-    """Close the open cycle with this reply, measure it, and move the state.
+    """Close the open cycle with this reply (`event`: an answer or a question), measure
+    it, move the state, and cancel what is still queued for the customer.
 
     Replies can arrive out of order (the Sent folder is read after a customer's newer
     message came in over SMTP): a reply older than the open cycle changes nothing but
@@ -151,10 +375,13 @@ def team_reply(conn: Any, config: Config, conversation: Any, parsed: Parsed, rep
     last_team = max(t for t in (conversation.last_team_at, replied_at) if t is not None)
     values: dict[str, Any] = {"last_team_at": last_team}
     detail: dict[str, Any] = {}
+    if replied_at >= conversation.received_at and (cancelled := cancel_moot(conn, conversation.id, now)):
+        detail["cancelled"] = cancelled
     cycle = open_cycle_row(conn, conversation.id)
     if cycle is None or replied_at < cycle.started_at:
         conn.execute(update(store.conversations).where(c.id == conversation.id).values(**values))
         return {
+            **detail,
             "state": conversation.state,
             "note": "older than the open reply clock; nothing to measure",
         }
@@ -168,14 +395,14 @@ def team_reply(conn: Any, config: Config, conversation: Any, parsed: Parsed, rep
         .where(store.cycles.c.id == cycle.id)
         .values(replied_at=replied_at, business_seconds=seconds, breached=not result.met)
     )
-    detail = {"cycle": cycle.kind, "business_seconds": seconds, "met": result.met}
+    detail.update(cycle=cycle.kind, business_seconds=seconds, met=result.met)
     if cycle.kind == "first":
         values.update(
             first_reply_at=replied_at, first_reply_business_seconds=seconds,
             breached=bool(conversation.breached or not result.met),
         )  # fmt: skip
     values["next_due_at"] = None
-    state, _ = transition(conversation.state, reply_event(parsed))
+    state, _ = transition(conversation.state, event)
     customer_since = conversation.last_customer_at
     if (
         customer_since is not None

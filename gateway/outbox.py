@@ -4,6 +4,7 @@ Owns: draining pending outbox rows through one transport — an SMTP submission 
 a persistent connection, or a local maildir — and recording each result: sent; retried
 later with exponential backoff after a temporary failure (4xx, connection trouble);
 failed, with the server's answer, after a permanent one (5xx) or after `give_up_after`.
+A row cancelled meanwhile (an acknowledgment the team's reply made moot) is not sent.
 It never retries forever and never sends a row twice on purpose. Successes are recorded a
 group at a time (SENT_GROUP, one commit for many): a crash between a server's 250 and
 that commit is the one window in which messages may go out twice — at most one group,
@@ -303,6 +304,11 @@ class OutboxSender:
     def _send(self, row: Any) -> bool:
         o = store.outbox.c
         row_id = row.id
+        with self.engine.connect() as conn:  # cancelled since it was read (the team replied)?
+            status = conn.execute(select(o.status).where(o.id == row_id)).scalar()
+        if status != "pending":
+            log.info("event=send-skipped outbox=%s kind=%s status=%s", row_id, row.kind, status)
+            return False
         try:
             self.transport.send(row.sender, row.recipient, row.raw)
         except SendFailed as exc:

@@ -4,13 +4,13 @@ Owns: turning a received message into durable rows. `accept()` commits the raw b
 nothing else) before any intake may say "got it" — deduplicated by Message-ID, or by a
 content hash when it is missing, so the same mail seen by SMTP and IMAP, or twice by
 one, is kept once. `process_pending()` then parses, threads each message into a
-conversation, classifies, applies the loop rules and rate limits, and writes the
-conversation, the decision and the acknowledgment's outbox row in ONE transaction (one
-per batch of messages that cannot depend on each other); a crash before
-that commit means the message is processed again, a crash after it means it is done, so
-nothing is lost and nothing is acknowledged twice. A message that cannot be processed is
-set aside ("shunted") with its error, never dropped. It never sends anything itself: the
-outbox sender does.
+conversation (only one its sender takes part in: see conversations.py), classifies,
+applies the loop rules and rate limits, and writes the conversation, the decision and
+the acknowledgment's outbox row in ONE transaction (one per batch of messages that
+cannot depend on each other); a crash before that commit means the message is processed
+again, a crash after it means it is done, so nothing is lost and nothing is acknowledged
+twice. A message that cannot be processed is set aside ("shunted") with its error, never
+dropped. It never sends anything itself: the outbox sender does.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from .config import Config, InboxConfig
 from .errors import InputError, TemporaryError
 from .model import Parsed
 from .parse import parse
-from .policy import Decision, decide
+from .policy import Decision, decide, recipients
 from .render import Renderer, template_line, to_wire
 from .rules import LOOP_HEADER, RULES, AckHistory, LoopContext, Skip, quoted_ack
-from .tracker import Author, author, normalize_subject
+from .tracker import Author, author, normalize_subject, reply_event
 
 log = logging.getLogger("sla_gateway.pipeline")
 
@@ -87,6 +87,7 @@ class _Plan:
     error: str | None = None
     team: bool = False
     match: str | None = None
+    refused: tuple[str, ...] = ()  # conversations it named that its sender takes no part in
 
 
 @dataclass(frozen=True)
@@ -345,9 +346,12 @@ class Pipeline:
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
         if row.source == "replay" and return_path is None and parsed.sender is not None:
             return_path = parsed.sender.addr  # exports often drop the envelope; nothing is sent
-        conversation = conversations.find_by_thread(read, parsed).conversation
+        form = parsed.sender is not None and self.config.is_form_sender(parsed.sender.addr)
+        customer, _ = recipients(parsed, inbox=inbox, return_path=return_path, form=form)
+        found = conversations.find_by_thread(read, parsed, author=customer)
+        conversation = found.conversation
         if conversation is None:
-            conversation = self._quoted_conversation(read, parsed, return_path)
+            conversation = self._quoted_conversation(read, parsed, return_path, customer)
         decision = decide(
             parsed,
             config=self.config,
@@ -368,7 +372,8 @@ class Pipeline:
         ack = None
         if decision.acknowledge and reference is not None and not self.replay:
             ack = self._render_ack(parsed, inbox, decision, reference, now)
-        return _Plan(row, now, parsed, inbox, decision, conversation, reference, machine, ack)
+        return _Plan(row, now, parsed, inbox, decision, conversation, reference, machine, ack,
+                     refused=found.refused)  # fmt: skip
 
     def _apply(self, conn: Any, plan: _Plan) -> Outcome | None:
         """Write what `_plan` decided, in the caller's transaction."""
@@ -398,9 +403,12 @@ class Pipeline:
                 conn, self.config, plan.conversation, decision.classification, row.received_at,
                 replay=self.replay, now=now,
             )  # fmt: skip
+        if plan.refused:
+            detail["not_joined"] = list(plan.refused)  # the sender takes no part in them
         acknowledged = False
+        ack_row: int | None = None
         if plan.ack is not None and decision.ack_to is not None and conversation_id is not None:
-            self.queue(conn, "ack", plan.ack, decision.ack_to, now, conversation_id, row_id)
+            ack_row = self.queue(conn, "ack", plan.ack, decision.ack_to, now, conversation_id, row_id)
             if self._recent_acks is not None:
                 self._recent_acks.append(now)
             if self._acks_by_recipient is not None:
@@ -414,6 +422,22 @@ class Pipeline:
             self._circuit_open(conn, now, skip)
         elif acknowledged:
             self._circuit_closed(conn, now)
+        if conversation_id is not None and not plan.machine:
+            conversations.add_participants(
+                conn, conversation_id,
+                {decision.customer or "", *conversations.participant_addresses(parsed, self.config)},
+            )  # fmt: skip
+            # Team replies processed before this message that answer it count now, at
+            # their own time; an acknowledgment they make moot is cancelled.
+            late = conversations.adopt_replies(
+                conn, self.config, conversation_id, parsed.message_id, row.received_at, now,
+                opened=plan.conversation is None,
+            )  # fmt: skip
+            if late:
+                detail["late_replies"] = late
+                if ack_row is not None and any(ack_row in r.get("cancelled", ()) for r in late):
+                    acknowledged = False
+                    detail["ack_cancelled"] = "the team had replied before it was processed"
         flipped = conn.execute(
             _FLIP,
             dict(
@@ -462,10 +486,13 @@ class Pipeline:
         envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
         return self.config.inbox_among([*envelope, *(a.addr for a in (*parsed.to, *parsed.cc))])
 
-    def _quoted_conversation(self, read: Any, parsed: Parsed, return_path: str | None) -> Any:
-        """The conversation whose acknowledgment the message quotes, when its sender is that
-        conversation's customer: then it is a follow-up, like a reply with threading
-        headers. For anyone else it is None, and the quotes-our-ack rule stops it."""
+    def _quoted_conversation(
+        self, read: Any, parsed: Parsed, return_path: str | None, customer: str | None
+    ) -> Any:
+        """The conversation whose acknowledgment the message quotes, when its sender takes
+        part in it (`conversations.is_participant`): then it is a follow-up, like a reply
+        with threading headers. For anyone else it is None, and the quotes-our-ack rule
+        stops it."""
         sender = parsed.sender.addr if parsed.sender else ""
         form = bool(sender) and self.config.is_form_sender(sender)
         quote = quoted_ack(parsed, LoopContext(
@@ -473,12 +500,8 @@ class Pipeline:
             return_path=return_path, customer=None, form=form,
             reference_prefixes=self.config.reference_prefixes,
         ))  # fmt: skip
-        if quote is None:
+        if quote is None or not customer:
             return None
-        if form:
-            customer = parsed.reply_to[0].key if parsed.reply_to else ""
-        else:
-            customer = parsed.sender.key if parsed.sender else ""
         c, o = store.conversations.c, store.outbox.c
         ids = select(o.conversation_id).where(o.message_id.in_(quote.message_ids[:20]))
         found = read.execute(
@@ -486,7 +509,9 @@ class Pipeline:
             .where((c.reference.in_(quote.references[:20])) | c.id.in_(ids))
             .order_by(c.id)
         )
-        return next((row for row in found if customer and row.customer == customer), None)
+        return next(
+            (row for row in found if conversations.is_participant(read, row.id, customer)), None
+        )
 
     def _history(self, conn: Any, ack_to: str, now: datetime, batch_acks: int = 0) -> AckHistory:
         """What the rate limits need about one recipient: its acknowledgments within
@@ -612,9 +637,15 @@ class Pipeline:
         if conversation is not None:
             detail.update(
                 conversations.team_reply(
-                    conn, self.config, conversation, parsed, row.received_at, now
+                    conn, self.config, conversation, reply_event(parsed), row.received_at, now
                 )
             )
+            conversations.add_participants(
+                conn, conversation.id,
+                conversations.participant_addresses(parsed, self.config, team=True),
+            )  # fmt: skip
+        else:  # the customer's mail may still come: keep what could match it then
+            conversations.remember_unmatched(conn, self.config, row.id, parsed)
         flipped = conn.execute(_FLIP, dict(
             flip_id=row.id, status="processed", inbox=plan.inbox.name, direction="team",
             conversation_id=conversation.id if conversation is not None else None,

@@ -213,7 +213,8 @@ def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
     """Acknowledgments sent, and messages not acknowledged by the rule that stopped them."""
     o, m = store.outbox.c, store.messages.c
     acks = conn.execute(
-        select(func.count()).where(o.kind == "ack", o.created_at >= start, o.created_at < end)
+        select(func.count()).where(o.kind == "ack", o.status != "cancelled",
+                                   o.created_at >= start, o.created_at < end)
     ).scalar_one()
     rules = {
         row[0]: row[1]
@@ -439,7 +440,9 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
         hour = now - timedelta(hours=1)
         recent: dict[str, int] = dict(
             conn.execute(
-                select(o.kind, func.count()).where(o.created_at >= hour).group_by(o.kind)
+                select(o.kind, func.count())
+                .where(o.created_at >= hour, o.status != "cancelled")
+                .group_by(o.kind)
             ).all()
         )
         folders = [

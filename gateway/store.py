@@ -1,7 +1,7 @@
 """The database: tables, engine set-up, migrations, and (as the pipeline grows) every query.
 
-Owns: the SQLAlchemy table definitions for conversations, messages, the outbox, events,
-mailbox sync state and sent digests; creating engines with durable settings (SQLite in WAL
+Owns: the SQLAlchemy table definitions for conversations (and who takes part in them),
+messages, the outbox, events, mailbox sync state and sent digests; creating engines with durable settings (SQLite in WAL
 mode with full sync, foreign keys on); running the Alembic migrations; and every
 transaction. Nothing outside this module writes SQL. All timestamps are stored in UTC and
 come back as aware datetimes. The pure core never imports this module.
@@ -166,7 +166,8 @@ outbox = Table(
     Column("recipient", String(998), nullable=False),
     Column("message_id", String(995), nullable=False),
     Column("raw", LargeBinary, nullable=False),
-    Column("status", String(16), nullable=False, default="pending"),  # pending/sent/failed
+    # pending / sent / failed / cancelled (an acknowledgment made moot by the team's reply)
+    Column("status", String(16), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("last_error", Text),
@@ -174,6 +175,28 @@ outbox = Table(
     Column("sent_at", UTCDateTime),
     Index(None, "status", "next_attempt_at"),
     Index(None, "recipient", "created_at"),
+)
+
+# Who may continue a conversation by its reference tag, its subject or its thread headers
+# (see conversations.py): its customer and every address its messages came from or were
+# sent or copied to. Our own addresses and web-form senders are never written here.
+participants = Table(
+    "participants",
+    metadata,
+    Column("conversation_id", Integer, ForeignKey("conversations.id"), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Index(None, "address"),
+)
+
+# A team reply that matched no conversation (yet), by what could match it when the
+# customer's mail is processed after it: "<" + a Message-ID it answers, "@" + a recipient.
+# Its rows go when it is matched.
+reply_keys = Table(
+    "reply_keys",
+    metadata,
+    Column("message_row", Integer, ForeignKey("messages.id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Index(None, "key"),
 )
 
 events = Table(
