@@ -2,8 +2,9 @@
 
 Owns: draining pending outbox rows through one transport — an SMTP submission server over
 a persistent connection, or a local maildir — and recording each result: sent; retried
-later with exponential backoff after a temporary failure (4xx, connection trouble);
-failed, with the server's answer, after a permanent one (5xx) or after `give_up_after`.
+later with exponential backoff (at most 5 min) after a temporary failure (4xx,
+connection trouble); failed, with the server's answer, after a permanent one (5xx) or
+after `give_up_after`.
 It never retries forever and never sends a row twice on purpose. Successes are recorded a
 group at a time (SENT_GROUP, one commit for many): a crash between a server's 250 and
 that commit is the one window in which messages may go out twice — at most one group,
@@ -37,7 +38,7 @@ log = logging.getLogger("sla_gateway.outbox")
 
 SENT_GROUP = 20  # successes recorded per commit: at most this many resent after a crash
 BACKOFF_FIRST = timedelta(seconds=30)
-BACKOFF_MAX = timedelta(hours=1)
+BACKOFF_MAX = timedelta(minutes=5)  # so mail goes out within minutes of a server's return
 
 
 class SendFailed(Exception):
@@ -219,7 +220,9 @@ def make_transport(config: SendConfig, *, tokens: Tokens | None = None) -> Trans
 
 
 def backoff(attempts: int) -> timedelta:
-    """30 s, 1 min, 2 min, ... at most an hour."""
+    """The wait after the `attempts`-th failure: 30 s, 1 min, 2 min, 4 min, then 5 min
+    each time (an outage of hours must not leave acknowledgments waiting up to an hour
+    after the server is back)."""
     step: timedelta = BACKOFF_FIRST * (2 ** min(max(attempts - 1, 0), 20))
     return min(step, BACKOFF_MAX)
 
