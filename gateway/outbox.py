@@ -5,10 +5,11 @@ a persistent connection, or a local maildir — and recording each result: sent;
 later with exponential backoff (at most 5 min) after a temporary failure (4xx,
 connection trouble); failed, with the server's answer, after a permanent one (5xx) or
 after `give_up_after`.
-It never retries forever and never sends a row twice on purpose. Successes are recorded a
-group at a time (SENT_GROUP, one commit for many): a crash between a server's 250 and
-that commit is the one window in which messages may go out twice — at most one group,
-each copy with the same Message-ID, so mail clients show it once.
+It never retries forever and never sends a row twice on purpose. Each success is
+committed before the next message is sent: a crash between a server's 250 and that
+commit is the one window in which a message may go out twice — at most the one message
+in flight, sent again byte for byte as the outbox holds it (same Message-ID, so mail
+clients show it once).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, select, update
 
 from . import store
 from .config import SendConfig
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sla_gateway.outbox")
 
-SENT_GROUP = 20  # successes recorded per commit: at most this many resent after a crash
 BACKOFF_FIRST = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(minutes=5)  # so mail goes out within minutes of a server's return
 
@@ -227,14 +227,6 @@ def backoff(attempts: int) -> timedelta:
     return min(step, BACKOFF_MAX)
 
 
-_SENT = (
-    update(store.outbox)
-    .where(store.outbox.c.id == bindparam("row_id"))
-    .values(status="sent", sent_at=bindparam("sent_at"), attempts=bindparam("tries"),
-            last_error=None)
-)  # fmt: skip
-
-
 class OutboxSender:
     """Sends due outbox rows in order, recording every result."""
 
@@ -284,23 +276,15 @@ class OutboxSender:
         return row is not None and self._send_rows([row]) == 1
 
     def _send_rows(self, rows: list[Any], stopping: threading.Event | None = None) -> int:
-        """Send rows in order; record successes a group at a time (one commit for up to
-        SENT_GROUP messages), each failure at once. Whatever ends the loop — the end,
-        `stopping`, an unexpected error — what went out is recorded first."""
+        """Send rows in order, each result committed before the next send (so a crash
+        leaves at most the message in flight unrecorded), until the end or `stopping`."""
         sent = 0
-        group: list[tuple[Any, datetime]] = []
-        try:
-            for row in rows:
-                if stopping is not None and stopping.is_set():
-                    break
-                if self._send(row):
-                    group.append((row, self.clock()))
-                    sent += 1
-                if len(group) >= SENT_GROUP:
-                    self._record_sent(group)
-                    group = []
-        finally:
-            self._record_sent(group)
+        for row in rows:
+            if stopping is not None and stopping.is_set():
+                break
+            if self._send(row):
+                self._record_sent(row, self.clock())
+                sent += 1
         return sent
 
     def _send(self, row: Any) -> bool:
@@ -336,21 +320,19 @@ class OutboxSender:
             return False
         return True
 
-    def _record_sent(self, group: list[tuple[Any, datetime]]) -> None:
-        if not group:
-            return
+    def _record_sent(self, row: Any, at: datetime) -> None:
+        o = store.outbox.c
         with store.begin(self.engine) as conn:
             conn.execute(
-                _SENT,
-                [{"row_id": row.id, "sent_at": at, "tries": row.attempts + 1} for row, at in group],
-            )
-        for row, _ in group:
-            log.info("event=sent outbox=%s kind=%s", row.id, row.kind)
-            if self.after_send is not None:
-                try:
-                    self.after_send(row)
-                except Exception as exc:  # a copy for the team is a courtesy; the mail went out
-                    log.warning("event=after-send-failed outbox=%s error=%r", row.id, str(exc))
+                update(store.outbox).where(o.id == row.id)
+                .values(status="sent", sent_at=at, attempts=row.attempts + 1, last_error=None)
+            )  # fmt: skip
+        log.info("event=sent outbox=%s kind=%s", row.id, row.kind)
+        if self.after_send is not None:
+            try:
+                self.after_send(row)
+            except Exception as exc:  # a copy for the team is a courtesy; the mail went out
+                log.warning("event=after-send-failed outbox=%s error=%r", row.id, str(exc))
 
     def close(self) -> None:
         self.transport.close()
