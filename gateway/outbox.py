@@ -4,7 +4,9 @@ Owns: draining pending outbox rows through one transport — an SMTP submission 
 a persistent connection, or a local maildir — and recording each result: sent; retried
 later with exponential backoff (at most 5 min) after a temporary failure (4xx,
 connection trouble); failed, with the server's answer, after a permanent one (5xx) or
-after `give_up_after`.
+after `give_up_after`. Also reading the backlog (`backlog()`: what waits, since when,
+and why) for `status` and the owner's outage alert.
+
 It never retries forever and never sends a row twice on purpose. Each success is
 committed before the next message is sent: a crash between a server's 250 and that
 commit is the one window in which a message may go out twice — at most the one message
@@ -21,11 +23,12 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from . import store
 from .config import SendConfig
@@ -227,6 +230,36 @@ def backoff(attempts: int) -> timedelta:
     return min(step, BACKOFF_MAX)
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What waits to go out: how many pending rows, and why the oldest has not gone."""
+
+    pending: int = 0
+    oldest_at: datetime | None = None  # when the oldest pending row was queued
+    attempts: int = 0  # how often the oldest was tried
+    last_error: str | None = None  # the oldest's last failure (the server's answer)
+    next_try_at: datetime | None = None  # the sender's next attempt at any of them
+
+    def waiting(self, now: datetime) -> timedelta:
+        """How long the oldest has waited (zero when nothing waits)."""
+        return now - self.oldest_at if self.oldest_at is not None else timedelta(0)
+
+
+def backlog(conn: Any) -> Backlog:
+    """The pending outbox rows, read on `conn` (a connection or a transaction)."""
+    o = store.outbox.c
+    count, next_try = conn.execute(
+        select(func.count(), func.min(o.next_attempt_at)).where(o.status == "pending")
+    ).one()
+    if not count:
+        return Backlog()
+    oldest = conn.execute(
+        select(o.created_at, o.attempts, o.last_error).where(o.status == "pending")
+        .order_by(o.created_at, o.id).limit(1)
+    ).one()  # fmt: skip
+    return Backlog(int(count), oldest.created_at, int(oldest.attempts), oldest.last_error, next_try)
+
+
 class OutboxSender:
     """Sends due outbox rows in order, recording every result."""
 
@@ -246,8 +279,6 @@ class OutboxSender:
         self.give_up_after = give_up_after
 
     def next_due(self) -> datetime | None:
-        from sqlalchemy import func
-
         o = store.outbox.c
         with self.engine.connect() as conn:
             value = conn.execute(

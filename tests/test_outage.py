@@ -1,20 +1,24 @@
-"""An outage of the outgoing server, seen from the shop: retries close enough together
-that mail goes out within minutes of the server's return. Real database, a real SMTP
-server (the sink) that answers 451 while "down"; only the clock is injected."""
+"""An outage of the outgoing server, seen from the shop: `status` shows the backlog and
+why; retries close enough together that mail goes out within minutes of the server's
+return. Real database, a real SMTP server (the sink) that answers 451 while "down" or a
+port nobody listens on; the CLI through its runner; only the clock is injected."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from click.testing import Result
 
 from gateway import store
 from gateway.outbox import OutboxSender, SmtpTransport, backoff
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, Received
 from gateway.render import alert_message
-from tests.mailtools import Sink, gateway_config
+from tests.mailtools import Sink, free_port, gateway_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin
 DOWN = "451 4.3.0 Mail server temporarily unavailable"
@@ -39,6 +43,14 @@ def queue(config: Any, engine: sa.Engine, now: datetime, count: int) -> None:
         for n in range(count):
             message = alert_message(config, f"o{n}@shop.example", subject=f"n{n}", text="x\n", now=now)
             pipeline.queue(conn, "alert", message, f"o{n}@shop.example", now)
+
+
+def customer_mail(pipeline: Pipeline, now: datetime, n: int = 1) -> None:
+    """A customer's mail, stored and decided: one acknowledgment queued."""
+    raw = (f"From: kim{n}@customer.example\r\nTo: support@shop.example\r\nSubject: Order {n}\r\n"
+           f"Message-ID: <o{n}@customer.example>\r\n\r\nWhere is my parcel?\r\n").encode()  # fmt: skip
+    pipeline.accept(Received(raw, "smtp", now, f"kim{n}@customer.example", ("support@shop.example",)))
+    assert pipeline.process_pending()
 
 
 def pending(engine: sa.Engine) -> int:
@@ -75,6 +87,75 @@ def test_after_a_long_outage_the_backlog_goes_out_within_5_minutes(
         clock.advance(timedelta(minutes=5))
         assert sender.send_due() == 3
         assert len(sink.received) == 3 and pending(engine) == 0
+    finally:
+        sender.close()
+        engine.dispose()
+
+
+def test_status_shows_the_backlog_and_why_while_the_server_answers_451(
+    tmp_path: Path, database_url: str, sink: Sink, run_cli: Callable[..., Result]
+) -> None:
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port)
+    cli = ("--config", str(config.path))
+    engine = store.make_engine(config.database)
+    store.upgrade(engine)
+    clock = Clock(NOW + timedelta(microseconds=250_000))
+    sender = OutboxSender(engine, SmtpTransport(config.send), clock)
+    try:
+        customer_mail(Pipeline(config, engine, clock), clock())
+        sink.reply = DOWN
+        for _ in range(5):  # tried at 10:00:00, :30, 10:01:30, 10:03:30, 10:07:30
+            assert sender.send_due() == 0
+            clock.now = sender.next_due() or clock.now
+        clock.now = NOW + timedelta(minutes=9, seconds=5, microseconds=1)
+        text = run_cli(*cli, "status", now=clock()).output
+        assert "outbox: 1 pending, 0 failed" in text
+        assert (
+            "sending: 1 waiting, the oldest since 2026-11-23 10:00:00 CET (9m4s); 5 attempts, "
+            f"last error: {DOWN}; next try 2026-11-23 10:12:30 CET" in text
+        )
+        assert "last hour: 0 acknowledgments" in text  # queued is not sent
+        info = json.loads(run_cli(*cli, "status", "--json", now=clock()).output)
+        assert info["backlog"] == {
+            "pending": 1, "oldest_at": "2026-11-23T10:00:00+01:00", "waiting_seconds": 544,
+            "attempts": 5, "last_error": DOWN, "next_try_at": "2026-11-23T10:12:30+01:00",
+            "text": text.split("sending: ")[1].splitlines()[0],
+        }  # fmt: skip
+        assert info["last_hour"]["acknowledgments"] == 0
+
+        sink.reply = "250 2.0.0 OK"
+        clock.now = sender.next_due() or clock.now  # 10:12:30.25
+        assert sender.send_due() == 1
+        text = run_cli(*cli, "status", now=clock()).output
+        assert "outbox: 0 pending, 0 failed" in text and "sending:" not in text
+        assert "last hour: 1 acknowledgments" in text
+        info = json.loads(run_cli(*cli, "status", "--json", now=clock()).output)
+        assert info["backlog"]["pending"] == 0 and info["backlog"]["oldest_at"] is None
+        later = run_cli(*cli, "status", now=clock() + timedelta(minutes=61)).output
+        assert "last hour: 0 acknowledgments" in later  # an hour after it was sent
+    finally:
+        sender.close()
+        engine.dispose()
+
+
+def test_status_names_a_server_that_cannot_be_reached(
+    tmp_path: Path, database_url: str, run_cli: Callable[..., Result]
+) -> None:
+    port = free_port()  # nobody listens there
+    config = gateway_config(tmp_path, database_url, sink_port=port)
+    engine = store.make_engine(config.database)
+    store.upgrade(engine)
+    clock = Clock()
+    sender = OutboxSender(engine, SmtpTransport(config.send), clock)
+    try:
+        customer_mail(Pipeline(config, engine, clock), clock())
+        assert sender.send_due() == 0
+        info = json.loads(run_cli("--config", str(config.path), "status", "--json", now=clock()).output)
+        backlog = info["backlog"]
+        assert (backlog["pending"], backlog["attempts"]) == (1, 1)
+        assert backlog["last_error"].startswith(f"cannot connect to 127.0.0.1:{port}: ")
+        assert "Connection refused" in backlog["last_error"]
+        assert backlog["next_try_at"] == "2026-11-23T10:00:30+01:00"
     finally:
         sender.close()
         engine.dispose()
