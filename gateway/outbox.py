@@ -22,7 +22,7 @@ import mailbox
 import smtplib
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import Engine, func, select, update
 
 from . import store
-from .config import SendConfig
+from .config import Config, SendConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .secrets import read_secret
 
 if TYPE_CHECKING:
+    from email.message import Message
+
     from .tokens import Tokens, TokenSource
 
 log = logging.getLogger("sla_gateway.outbox")
@@ -222,6 +224,20 @@ def make_transport(config: SendConfig, *, tokens: Tokens | None = None) -> Trans
     )
 
 
+def write_aside(config: Config, messages: Iterable[tuple[str, Message]]) -> str:
+    """Alerts the outbox may be unable to carry (the sending account or server is what
+    is broken), written to the fallback maildir — `[oauth] alert_maildir`, default the
+    [send] path — where a local mail reader or monitoring sees them. Returns the folder;
+    raises SendFailed when it cannot be written."""
+    from .render import to_wire
+
+    folder = config.oauth.alert_maildir or config.send.path
+    transport = MaildirTransport(folder)
+    for recipient, message in messages:
+        transport.send("", recipient, to_wire(message))
+    return folder
+
+
 def backoff(attempts: int) -> timedelta:
     """The wait after the `attempts`-th failure: 30 s, 1 min, 2 min, 4 min, then 5 min
     each time (an outage of hours must not leave acknowledgments waiting up to an hour
@@ -239,6 +255,7 @@ class Backlog:
     attempts: int = 0  # how often the oldest was tried
     last_error: str | None = None  # the oldest's last failure (the server's answer)
     next_try_at: datetime | None = None  # the sender's next attempt at any of them
+    failing: int = 0  # how many of them were tried and failed at least once
 
     def waiting(self, now: datetime) -> timedelta:
         """How long the oldest has waited (zero when nothing waits)."""
@@ -248,16 +265,18 @@ class Backlog:
 def backlog(conn: Any) -> Backlog:
     """The pending outbox rows, read on `conn` (a connection or a transaction)."""
     o = store.outbox.c
-    count, next_try = conn.execute(
-        select(func.count(), func.min(o.next_attempt_at)).where(o.status == "pending")
-    ).one()
+    count, next_try, failing = conn.execute(
+        select(func.count(), func.min(o.next_attempt_at), func.count(o.last_error))
+        .where(o.status == "pending")
+    ).one()  # fmt: skip
     if not count:
         return Backlog()
     oldest = conn.execute(
         select(o.created_at, o.attempts, o.last_error).where(o.status == "pending")
         .order_by(o.created_at, o.id).limit(1)
     ).one()  # fmt: skip
-    return Backlog(int(count), oldest.created_at, int(oldest.attempts), oldest.last_error, next_try)
+    return Backlog(int(count), oldest.created_at, int(oldest.attempts), oldest.last_error,
+                   next_try, int(failing))  # fmt: skip
 
 
 class OutboxSender:

@@ -1,6 +1,6 @@
 """An outage of the outgoing server, seen from the shop: `status` shows the backlog and
-why; retries close enough together that mail goes out within minutes of the server's
-return. Real database, a real SMTP server (the sink) that answers 451 while "down" or a
+why; the owner is alerted once per outage (outbox and fallback maildir); retries close
+enough together that mail goes out within minutes of the server's return. Real database, a real SMTP server (the sink) that answers 451 while "down" or a
 port nobody listens on; the CLI through its runner; only the clock is injected."""
 
 from __future__ import annotations
@@ -8,16 +8,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from click.testing import Result
 
 from gateway import store
-from gateway.outbox import OutboxSender, SmtpTransport, backoff
+from gateway.config import parse
+from gateway.errors import ConfigError
+from gateway.outage import ALERTED, OVER, step
+from gateway.outbox import Backlog, OutboxSender, SmtpTransport, backoff
 from gateway.pipeline import Pipeline, Received
 from gateway.render import alert_message
+from gateway.service import Service
+from tests.conftest import example_text
 from tests.mailtools import Sink, free_port, gateway_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin
@@ -159,3 +166,119 @@ def test_status_names_a_server_that_cannot_be_reached(
     finally:
         sender.close()
         engine.dispose()
+
+
+SUBJECT = "[sla-gateway] Outgoing mail is not going out"
+
+
+def outage_alerts(engine: sa.Engine, folder: Path) -> tuple[int, int]:
+    """(alerts about the outage in the outbox, copies in the fallback maildir)."""
+    o = store.outbox.c
+    with engine.connect() as conn:
+        raws = list(conn.execute(sa.select(o.raw).where(o.kind == "alert")).scalars())
+    queued = sum(1 for raw in raws if message_from_bytes(raw)["Subject"] == SUBJECT)
+    files = list((folder / "new").iterdir()) if (folder / "new").exists() else []
+    aside = sum(1 for f in files if message_from_bytes(f.read_bytes())["Subject"] == SUBJECT)
+    return queued, aside
+
+
+def minutes(service: Service, clock: Clock, count: int) -> None:
+    for _ in range(count):
+        clock.advance(timedelta(minutes=1))
+        service.run_once()
+
+
+def test_the_owner_is_alerted_once_per_outage(tmp_path: Path, database_url: str, sink: Sink) -> None:
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port)
+    assert config.send.alert_after == timedelta(minutes=15)  # the default
+    aside = tmp_path / "outbox"  # no [oauth] alert_maildir: the [send] path
+    clock = Clock()
+    service = Service(config, clock=clock)
+    service.start(workers=False)
+    try:
+        sink.reply = DOWN
+        customer_mail(service.pipeline, clock(), 1)
+        service.run_once()
+        minutes(service, clock, 15)
+        assert outage_alerts(service.engine, aside) == (0, 0)  # 15 min: not longer than that
+        minutes(service, clock, 1)
+        assert outage_alerts(service.engine, aside) == (1, 1)  # queued and written aside
+        [written] = (aside / "new").iterdir()
+        alert = message_from_bytes(written.read_bytes(), policy=policy.default)
+        assert alert["To"] == "owner@shop.example"
+        text = alert.get_body().get_content()  # type: ignore[union-attr]
+        assert "for 16m: 1 message is waiting" in text
+        assert f"last error, after 6 attempts: {DOWN}" in text
+        assert "the oldest since 2026-11-23 10:00:00 CET" in text
+        minutes(service, clock, 60)
+        assert outage_alerts(service.engine, aside) == (1, 1)  # once per outage
+    finally:
+        service.close()
+    service = Service(config, clock=clock)  # a restart remembers it told the owner
+    service.start(workers=False)
+    try:
+        minutes(service, clock, 5)
+        assert outage_alerts(service.engine, aside) == (1, 1)
+        sink.reply = "250 2.0.0 OK"  # the server is back: at most 5 min to the next try
+        minutes(service, clock, 5)
+        assert sorted(d.rcpt_tos[0] for d in sink.received) == ["kim1@customer.example", "owner@shop.example"]
+        assert pending(service.engine) == 0
+        with service.engine.connect() as conn:
+            assert store.latest_event(conn, (ALERTED, OVER)).kind == OVER
+
+        sink.reply = DOWN  # a later outage alerts again
+        customer_mail(service.pipeline, clock(), 2)
+        minutes(service, clock, 17)
+        assert outage_alerts(service.engine, aside) == (2, 2)
+        minutes(service, clock, 30)
+        assert outage_alerts(service.engine, aside) == (2, 2)
+    finally:
+        service.close()
+
+
+def test_an_alert_maildir_takes_the_copy(tmp_path: Path, database_url: str) -> None:
+    """The closed port: nothing listens; `[oauth] alert_maildir` and a shorter alert_after."""
+    config = gateway_config(tmp_path, database_url, sink_port=free_port(),
+                            extra={'# give_up_after = "2d"': 'alert_after = "5m"'},
+                            append=f'\n[oauth]\nalert_maildir = "{tmp_path / "alerts"}"\n')  # fmt: skip
+    clock = Clock()
+    service = Service(config, clock=clock)
+    service.start(workers=False)
+    try:
+        customer_mail(service.pipeline, clock(), 1)
+        minutes(service, clock, 6)
+        assert outage_alerts(service.engine, tmp_path / "alerts") == (1, 1)
+        alert = message_from_bytes(next((tmp_path / "alerts" / "new").iterdir()).read_bytes(),
+                                   policy=policy.default)  # fmt: skip
+        assert "cannot connect to 127.0.0.1:" in alert.get_body().get_content()  # type: ignore[union-attr]
+    finally:
+        service.close()
+
+
+def test_a_stuck_sender_is_one_outage_not_an_alert_every_check() -> None:
+    """Mail that waits without ever being tried (the sender hangs) alerts once; the
+    outage ends only when nothing failed is left and nothing waits too long."""
+    after = timedelta(minutes=15)
+    untried = Backlog(pending=3, oldest_at=NOW, next_try_at=NOW)
+    failed = Backlog(pending=3, oldest_at=NOW, attempts=2, last_error=DOWN, next_try_at=NOW, failing=3)
+    fresh = Backlog(pending=1, oldest_at=NOW + timedelta(minutes=59), next_try_at=NOW)
+    late = NOW + timedelta(hours=1)
+    assert step(untried, False, NOW + after, after) is None
+    assert step(untried, False, late, after) == ALERTED
+    assert step(untried, True, late, after) is None
+    assert step(failed, True, late, after) is None
+    assert step(fresh, True, late, after) == OVER  # a new mail, not yet tried, is no outage
+    assert step(Backlog(), True, late, after) == OVER
+    assert step(Backlog(), False, late, after) is None
+
+
+def test_alert_after_is_a_duration_like_the_others(tmp_path: Path) -> None:
+    text = example_text()
+    assert '# alert_after = "15m"' in text  # documented in the example
+    config = parse(text.replace('# alert_after = "15m"', 'alert_after = "1h30m"'), "gw.toml")
+    assert config.send.alert_after == timedelta(hours=1, minutes=30)
+    with pytest.raises(ConfigError) as info:
+        parse(text.replace('# alert_after = "15m"', 'alert_after = "15"'), "gw.toml")
+    assert [str(p) for p in info.value.problems] == [
+        'gw.toml: send.alert_after: "15" has no unit; use h and m units, e.g. "30m", "4h" or "1h30m"'
+    ]
