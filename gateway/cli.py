@@ -844,6 +844,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         info = read_status(engine, now)
         info["oauth"] = _oauth_status(state.config, engine, state.clock)
         info["set_aside"] = _set_aside_status(state.config, engine)
+        info["backlog"] = _backlog_status(state.config, engine, now)
     finally:
         engine.dispose()
     if as_json:
@@ -859,6 +860,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo("service: NOT running")
     click.echo(f"outbox: {info['outbox_pending']} pending, {info['outbox_failed']} failed"
                + (" — fix the cause, then run `sla-gateway retry`" if info["outbox_failed"] else ""))  # fmt: skip
+    if info["backlog"]["pending"]:
+        click.echo(f"sending: {info['backlog']['text']}")
     click.echo(f"messages: {info['messages_waiting']} waiting, {info['messages_set_aside']} set aside"
                + (" — see `sla-gateway retry`" if info["messages_set_aside"] else ""))  # fmt: skip
     for line in _set_aside_lines(state.config, info["set_aside"], info["messages_set_aside"]):
@@ -909,6 +912,30 @@ def _oauth_status(config: Config, engine: Any, clock: Clock) -> list[dict[str, A
                        "obtained_at": _iso(token.obtained_at), "access_expires_at": _iso(token.access_expires_at),
                        "problem": token.problem, "problem_at": _iso(token.problem_at)})  # fmt: skip
     return result
+
+
+def _backlog_status(config: Config, engine: Any, now: datetime) -> dict[str, Any]:
+    """`status`: what waits to go out, since when and why (the shop's time zone, seconds)."""
+    from .outbox import backlog
+
+    with engine.connect() as conn:
+        waiting = backlog(conn)
+
+    def local(moment: datetime | None) -> datetime | None:
+        return config.calendar.local(moment).replace(microsecond=0) if moment else None
+
+    oldest, next_try = local(waiting.oldest_at), local(waiting.next_try_at)
+    age = timedelta(seconds=int(waiting.waiting(now).total_seconds()))
+    text = ""
+    if oldest is not None and next_try is not None:
+        tried = (f"{waiting.attempts} attempts, last error: {waiting.last_error}" if waiting.attempts
+                 else "not tried yet")  # fmt: skip
+        text = (f"{waiting.pending} waiting, the oldest since {oldest:%Y-%m-%d %H:%M:%S %Z} "
+                f"({format_duration(age)}); {tried}; next try {next_try:%Y-%m-%d %H:%M:%S %Z}")  # fmt: skip
+    return {"pending": waiting.pending, "oldest_at": oldest.isoformat() if oldest else None,
+            "waiting_seconds": int(age.total_seconds()), "attempts": waiting.attempts,
+            "last_error": waiting.last_error, "next_try_at": next_try.isoformat() if next_try else None,
+            "text": text}  # fmt: skip
 
 
 def _iso(moment: datetime | None) -> str | None:

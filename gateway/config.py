@@ -182,6 +182,7 @@ class SendConfig:
     password: Secret = Secret()
     timeout: timedelta = timedelta(seconds=30)
     give_up_after: timedelta = timedelta(days=2)
+    alert_after: timedelta = timedelta(minutes=15)  # the owner hears once when mail waits longer
     null_sender: bool = False
     auth: str = "password"  # "password" | "oauth2"
     oauth: OAuthConfig | None = None  # set when auth = "oauth2"
@@ -1320,6 +1321,7 @@ class _Reader:
                 "password_file",
                 "timeout",
                 "give_up_after",
+                "alert_after",
                 "null_sender",
                 "auth",
                 *OAUTH_KEYS,
@@ -1354,6 +1356,7 @@ class _Reader:
             password=self.secret(value, prefix, required=bool(username) and auth == "password"),
             timeout=self.positive_duration(value, "timeout", prefix, timedelta(seconds=30)),
             give_up_after=self.positive_duration(value, "give_up_after", prefix, timedelta(days=2)),
+            alert_after=self.positive_duration(value, "alert_after", prefix, timedelta(minutes=15)),
             null_sender=self.boolean(value, "null_sender", prefix, False),
             auth=auth,
             oauth=oauth,

@@ -2,13 +2,17 @@
 
 Owns: draining pending outbox rows through one transport — an SMTP submission server over
 a persistent connection, or a local maildir — and recording each result: sent; retried
-later with exponential backoff after a temporary failure (4xx, connection trouble);
-failed, with the server's answer, after a permanent one (5xx) or after `give_up_after`.
-A row cancelled meanwhile (an acknowledgment the team's reply made moot) is not sent.
-It never retries forever and never sends a row twice on purpose. Successes are recorded a
-group at a time (SENT_GROUP, one commit for many): a crash between a server's 250 and
-that commit is the one window in which messages may go out twice — at most one group,
-each copy with the same Message-ID, so mail clients show it once.
+later with exponential backoff (at most 5 min) after a temporary failure (4xx,
+connection trouble); failed, with the server's answer, after a permanent one (5xx) or
+after `give_up_after`. A row cancelled meanwhile (an acknowledgment the team's reply
+made moot) is not sent. Also reading the backlog (`backlog()`: what waits, since when,
+and why) for `status` and the owner's outage alert.
+
+It never retries forever and never sends a row twice on purpose. Each success is
+committed before the next message is sent: a crash between a server's 250 and that
+commit is the one window in which a message may go out twice — at most the one message
+in flight, sent again byte for byte as the outbox holds it (same Message-ID, so mail
+clients show it once).
 """
 
 from __future__ import annotations
@@ -19,26 +23,28 @@ import mailbox
 import smtplib
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, func, select, update
 
 from . import store
-from .config import SendConfig
+from .config import Config, SendConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .secrets import read_secret
 
 if TYPE_CHECKING:
+    from email.message import Message
+
     from .tokens import Tokens, TokenSource
 
 log = logging.getLogger("sla_gateway.outbox")
 
-SENT_GROUP = 20  # successes recorded per commit: at most this many resent after a crash
 BACKOFF_FIRST = timedelta(seconds=30)
-BACKOFF_MAX = timedelta(hours=1)
+BACKOFF_MAX = timedelta(minutes=5)  # so mail goes out within minutes of a server's return
 
 
 class SendFailed(Exception):
@@ -219,18 +225,59 @@ def make_transport(config: SendConfig, *, tokens: Tokens | None = None) -> Trans
     )
 
 
+def write_aside(config: Config, messages: Iterable[tuple[str, Message]]) -> str:
+    """Alerts the outbox may be unable to carry (the sending account or server is what
+    is broken), written to the fallback maildir — `[oauth] alert_maildir`, default the
+    [send] path — where a local mail reader or monitoring sees them. Returns the folder;
+    raises SendFailed when it cannot be written."""
+    from .render import to_wire
+
+    folder = config.oauth.alert_maildir or config.send.path
+    transport = MaildirTransport(folder)
+    for recipient, message in messages:
+        transport.send("", recipient, to_wire(message))
+    return folder
+
+
 def backoff(attempts: int) -> timedelta:
-    """30 s, 1 min, 2 min, ... at most an hour."""
+    """The wait after the `attempts`-th failure: 30 s, 1 min, 2 min, 4 min, then 5 min
+    each time (an outage of hours must not leave acknowledgments waiting up to an hour
+    after the server is back)."""
     step: timedelta = BACKOFF_FIRST * (2 ** min(max(attempts - 1, 0), 20))
     return min(step, BACKOFF_MAX)
 
 
-_SENT = (
-    update(store.outbox)
-    .where(store.outbox.c.id == bindparam("row_id"))
-    .values(status="sent", sent_at=bindparam("sent_at"), attempts=bindparam("tries"),
-            last_error=None)
-)  # fmt: skip
+@dataclass(frozen=True)
+class Backlog:
+    """What waits to go out: how many pending rows, and why the oldest has not gone."""
+
+    pending: int = 0
+    oldest_at: datetime | None = None  # when the oldest pending row was queued
+    attempts: int = 0  # how often the oldest was tried
+    last_error: str | None = None  # the oldest's last failure (the server's answer)
+    next_try_at: datetime | None = None  # the sender's next attempt at any of them
+    failing: int = 0  # how many of them were tried and failed at least once
+
+    def waiting(self, now: datetime) -> timedelta:
+        """How long the oldest has waited (zero when nothing waits)."""
+        return now - self.oldest_at if self.oldest_at is not None else timedelta(0)
+
+
+def backlog(conn: Any) -> Backlog:
+    """The pending outbox rows, read on `conn` (a connection or a transaction)."""
+    o = store.outbox.c
+    count, next_try, failing = conn.execute(
+        select(func.count(), func.min(o.next_attempt_at), func.count(o.last_error))
+        .where(o.status == "pending")
+    ).one()  # fmt: skip
+    if not count:
+        return Backlog()
+    oldest = conn.execute(
+        select(o.created_at, o.attempts, o.last_error).where(o.status == "pending")
+        .order_by(o.created_at, o.id).limit(1)
+    ).one()  # fmt: skip
+    return Backlog(int(count), oldest.created_at, int(oldest.attempts), oldest.last_error,
+                   next_try, int(failing))  # fmt: skip
 
 
 class OutboxSender:
@@ -252,8 +299,6 @@ class OutboxSender:
         self.give_up_after = give_up_after
 
     def next_due(self) -> datetime | None:
-        from sqlalchemy import func
-
         o = store.outbox.c
         with self.engine.connect() as conn:
             value = conn.execute(
@@ -282,23 +327,15 @@ class OutboxSender:
         return row is not None and self._send_rows([row]) == 1
 
     def _send_rows(self, rows: list[Any], stopping: threading.Event | None = None) -> int:
-        """Send rows in order; record successes a group at a time (one commit for up to
-        SENT_GROUP messages), each failure at once. Whatever ends the loop — the end,
-        `stopping`, an unexpected error — what went out is recorded first."""
+        """Send rows in order, each result committed before the next send (so a crash
+        leaves at most the message in flight unrecorded), until the end or `stopping`."""
         sent = 0
-        group: list[tuple[Any, datetime]] = []
-        try:
-            for row in rows:
-                if stopping is not None and stopping.is_set():
-                    break
-                if self._send(row):
-                    group.append((row, self.clock()))
-                    sent += 1
-                if len(group) >= SENT_GROUP:
-                    self._record_sent(group)
-                    group = []
-        finally:
-            self._record_sent(group)
+        for row in rows:
+            if stopping is not None and stopping.is_set():
+                break
+            if self._send(row):
+                self._record_sent(row, self.clock())
+                sent += 1
         return sent
 
     def _send(self, row: Any) -> bool:
@@ -339,21 +376,19 @@ class OutboxSender:
             return False
         return True
 
-    def _record_sent(self, group: list[tuple[Any, datetime]]) -> None:
-        if not group:
-            return
+    def _record_sent(self, row: Any, at: datetime) -> None:
+        o = store.outbox.c
         with store.begin(self.engine) as conn:
             conn.execute(
-                _SENT,
-                [{"row_id": row.id, "sent_at": at, "tries": row.attempts + 1} for row, at in group],
-            )
-        for row, _ in group:
-            log.info("event=sent outbox=%s kind=%s", row.id, row.kind)
-            if self.after_send is not None:
-                try:
-                    self.after_send(row)
-                except Exception as exc:  # a copy for the team is a courtesy; the mail went out
-                    log.warning("event=after-send-failed outbox=%s error=%r", row.id, str(exc))
+                update(store.outbox).where(o.id == row.id)
+                .values(status="sent", sent_at=at, attempts=row.attempts + 1, last_error=None)
+            )  # fmt: skip
+        log.info("event=sent outbox=%s kind=%s", row.id, row.kind)
+        if self.after_send is not None:
+            try:
+                self.after_send(row)
+            except Exception as exc:  # a copy for the team is a courtesy; the mail went out
+                log.warning("event=after-send-failed outbox=%s error=%r", row.id, str(exc))
 
     def close(self) -> None:
         self.transport.close()

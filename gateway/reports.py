@@ -440,8 +440,7 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
         hour = now - timedelta(hours=1)
         recent: dict[str, int] = dict(
             conn.execute(
-                select(o.kind, func.count())
-                .where(o.created_at >= hour, o.status != "cancelled")
+                select(o.kind, func.count()).where(o.status == "sent", o.sent_at >= hour)
                 .group_by(o.kind)
             ).all()
         )

@@ -3,7 +3,8 @@
 Owns: the threads (and, for `sla-gateway run`, the two processes) of the running gateway:
 intake — the SMTP listener (aiosmtpd's own thread) and one IMAP poller per configured
 inbox — and the workers: a processor that turns stored messages into decisions and
-outbox rows, and a sender that drains the outbox. The workers are woken the moment an
+outbox rows (and, between batches, runs the timers and watches the outgoing backlog),
+and a sender that drains the outbox. The workers are woken the moment an
 intake commits a message, and wake by themselves for retries and for anything left from
 before a restart, so a crash at any point is followed by reprocessing, never by loss.
 
@@ -34,6 +35,7 @@ from sqlalchemy import Engine, select
 from . import store
 from .config import Config
 from .errors import TemporaryError
+from .outage import OutageWatch
 from .outbox import OutboxSender, make_transport
 from .pipeline import Pipeline
 from .scheduler import Scheduler
@@ -91,6 +93,7 @@ class Service:
         self._last_beat = 0.0
         self.pipeline = Pipeline(config, self.engine, clock)
         self.scheduler = Scheduler(config, self.engine, clock, self.pipeline)
+        self.outage = OutageWatch(config, self.engine, clock, self.pipeline)  # mail stuck: tell once
         from .tokens import Tokens
 
         self.tokens = Tokens(config, self.engine, clock)  # OAuth sign-ins, shared by all
@@ -315,6 +318,7 @@ class Service:
             pass
         self.scheduler.run_due()
         self.sender.send_due()
+        self.outage.check()  # what it queues goes out with the next run
 
     def _process_loop(self) -> None:
         """Process stored messages as they arrive; hand what they queued to the sender."""
@@ -339,7 +343,8 @@ class Service:
                 time.monotonic() - swept >= SWEEP_EVERY
             ):
                 swept = time.monotonic()
-                if self.scheduler.run_due():
+                queued = self.scheduler.run_due()
+                if self.outage.check() or queued:  # the backlog, watched apart from the sender
                     self._kick_sender()
                 upcoming = self._next_timer()
             return self._sleep_until(upcoming)

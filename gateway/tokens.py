@@ -581,17 +581,13 @@ class Tokens:
         """The alert about a broken sending account, written to a local maildir instead
         (`[oauth] alert_maildir`, default the [send] path), where a local mail reader or
         monitoring can pick it up; `status` and the log say the same."""
-        from .outbox import MaildirTransport, SendFailed
-        from .render import to_wire
+        from .outbox import SendFailed, write_aside
 
-        folder = self.config.oauth.alert_maildir or self.config.send.path
-        transport = MaildirTransport(folder)
-        for recipient, message in messages:
-            try:
-                transport.send("", recipient, to_wire(message))
-            except SendFailed as exc:
-                log.error("event=oauth-alert-undeliverable error=%r", str(exc))
-                return
+        try:
+            folder = write_aside(self.config, messages)
+        except SendFailed as exc:
+            log.error("event=oauth-alert-undeliverable error=%r", str(exc))
+            return
         log.warning("event=oauth-alert-to-maildir path=%s", folder)
 
     # -- reading ---------------------------------------------------------------------
