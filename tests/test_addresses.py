@@ -9,8 +9,10 @@ import tomllib
 import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.charset import BASE64, QP, Charset
 from email.header import Header
+from email.message import Message
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from gateway.config import Config
 from gateway.model import Address, Parsed
 from gateway.parse import parse
 from gateway.policy import Decision, decide
+from gateway.render import Renderer, to_wire
 from gateway.rules import LOOP_HEADER
 from gateway.tracker import Author, author
 from tests.conftest import DATA
@@ -293,6 +296,50 @@ def test_hostile_fixtures_steer_nothing(example_config: Config, case: dict[str, 
     for found in (parsed.sender, *parsed.reply_to, *parsed.to, *parsed.cc):
         assert "victim" not in found.addr
         assert one_line(found.name)
+
+
+# ---------------------------------------------------------------------------- what we send
+
+
+def test_the_greeting_is_one_line(example_config: Config) -> None:
+    parsed = parse((DATA / "hostile" / "from_folded_u2028.eml").read_bytes())
+    decision = decided(example_config, parsed, ack_to="from")
+    assert decision.ack_to == "oscar@evil.example"
+    for name in (parsed.sender.name if parsed.sender else "", "Oscar\u2028To: v@x\u2029\x85"):
+        ack = Renderer(example_config).acknowledgment(
+            parsed=parsed, inbox=example_config.inboxes[0], deadline=decision.deadline,
+            reference="SHOP-1001", ack_to=decision.ack_to, customer_name=name, now=RECEIVED,
+        )  # fmt: skip
+        sent = message_from_bytes(to_wire(ack))
+        assert sent.get_all("To") == ["oscar@evil.example"]
+        assert sent.get_all("Bcc") is None and sent.get_all("Cc") is None
+        for part in sent.walk():
+            if part.get_content_maintype() == "text":
+                text = part.get_payload(decode=True).decode("utf-8")
+                greeting = next(line for line in text.splitlines() if "Oscar" in line)
+                assert greeting.strip().startswith(("Hello Oscar To: ", "<p>Hello Oscar To: "))
+                assert not any(ch in text for ch in "\u2028\u2029\x85")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Hi\r\nBcc: victim@example.org", "Hi\rBcc: victim@example.org", "Hi\nBcc: victim@example.org",
+     "Hi \r\n \r\nBcc: victim@example.org", "x" * 90 + "\r\nBcc: victim@example.org",
+     "Hi\r\n", "Grüße\r\nBcc: victim@example.org"],
+)  # fmt: skip
+def test_to_wire_never_writes_a_line_break_from_a_value(value: str) -> None:
+    msg = Message()
+    msg["To"] = "kim@customer.example"
+    msg["Subject"] = value
+    msg.set_payload("Hello\r\n")
+    wire = to_wire(msg)
+    head = wire.split(b"\r\n\r\n", 1)[0]
+    names = [
+        line.split(b":", 1)[0] for line in head.split(b"\r\n") if line[:1] not in (b" ", b"\t")
+    ]
+    assert names == [b"To", b"Subject"]
+    assert b"\r" not in head.replace(b"\r\n", b"") and b"\n" not in head.replace(b"\r\n", b"")
+    assert message_from_bytes(wire).get_all("Bcc") is None
 
 
 # ---------------------------------------------------------------------------- properties
