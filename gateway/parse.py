@@ -16,9 +16,11 @@ from email import policy
 from email.header import decode_header
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 
+from .addresses import mailboxes
+from .addresses import return_path as read_return_path
 from .errors import InputError
 from .model import Address, Parsed
 
@@ -41,13 +43,8 @@ def parse(raw: bytes) -> Parsed:
         return None
 
     def addresses(name: str) -> tuple[Address, ...]:
-        values = [v for k, v in headers if k == name]
-        found = []
-        for display, addr in getaddresses(values):
-            addr = addr.strip()
-            if "@" in addr:
-                found.append(Address(addr, display.strip()))
-        return tuple(found)
+        # From the raw values: decoding first would let an encoded word become an address.
+        return mailboxes(str(v) for k, v in message.raw_items() if k.lower() == name)
 
     senders = addresses("from")
     if first("from") is None:
@@ -68,16 +65,9 @@ def parse(raw: bytes) -> Parsed:
                 defects.append("ImplausibleDate")
                 date = None
     return_path = None
-    rp = first("return-path")
+    rp = next((str(v) for k, v in message.raw_items() if k.lower() == "return-path"), None)
     if rp is not None:
-        inner = rp.strip()
-        found = _MSGID.search(inner) or re.search(r"<\s*>", inner)
-        if re.fullmatch(r"<\s*>", inner) or inner == "":
-            return_path = ""
-        elif found and found.groups():
-            return_path = found.group(1)
-        else:
-            return_path = inner.strip("<> ")
+        return_path = read_return_path(rp)
     message_ids = _MSGID.findall(first("message-id") or "")
     content_types: list[str] = []
     plain, html = _bodies(message, content_types, defects)

@@ -35,7 +35,9 @@ from .config import Config, InboxConfig
 from .model import Deadline, Parsed
 from .rules import LOOP_HEADER
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def builtin_templates() -> Path:
@@ -184,9 +186,12 @@ def alert_message(
 class _WirePolicy(Compat32):
     """compat32 with CRLF line ends, and a short cut for the common header: ASCII, one
     line, short enough not to fold, written as it is (the stdlib runs every header
-    through `email.header.Header`, the larger part of serialising our messages)."""
+    through `email.header.Header`, the larger part of serialising our messages). A CR or
+    LF in a value that is not folding is never written as a line break, on either path."""
 
     def fold_binary(self, name: str, value: str) -> bytes:
+        if isinstance(value, str) and ("\r" in value or "\n" in value):
+            value = _folds_only(value)
         line = f"{name}: {value}"
         if (
             isinstance(value, str)
@@ -200,6 +205,16 @@ class _WirePolicy(Compat32):
 
 
 WIRE = _WirePolicy(linesep="\r\n")
+
+
+def _folds_only(value: str) -> str:
+    """A header value whose line breaks can only be folding: kept when every further line
+    starts with white space and has text, else joined into one line (no CR or LF in a value
+    may ever start a header line or end the header block)."""
+    lines = _LINE_BREAK.split(value)
+    if all(line[:1] in (" ", "\t") and line.strip() for line in lines[1:]):
+        return value
+    return " ".join(part for part in (line.strip() for line in lines) if part)
 
 
 def to_wire(message: Message) -> bytes:
