@@ -1,9 +1,9 @@
 """The intake pipeline: store first, then decide, then queue — each step a transaction.
 
 Owns: turning a received message into durable rows. `accept()` commits the raw bytes (and
-nothing else) before any intake may say "got it" — deduplicated by Message-ID, or by a
-content hash when it is missing, so the same mail seen by SMTP and IMAP, or twice by
-one, is kept once. `process_pending()` then parses, threads each message into a
+nothing else) before any intake may say "got it" — deduplicated by `dedup.dedup_key` (the
+Message-ID's bytes and a hash of the content), so the same mail seen by SMTP and IMAP, or
+delivered twice, is kept once, and different mails sharing a Message-ID are all kept. `process_pending()` then parses, threads each message into a
 conversation, classifies, applies the loop rules and rate limits, and writes the
 conversation, the decision and the acknowledgment's outbox row in ONE transaction (one
 per batch of messages that cannot depend on each other); a crash before
@@ -23,14 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
-from email.parser import BytesParser
-from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, select, update
 
-from . import conversations, store
+from . import conversations, dedup, store
 from .classify import Classifier
 from .config import Config, InboxConfig
 from .errors import InputError, TemporaryError
@@ -127,21 +125,6 @@ def _depends_on(plan: _Plan, ignore: Callable[[str], bool]) -> set[str]:
     return keys
 
 
-def dedup_key(raw: bytes) -> str:
-    """The Message-ID, or a hash of what stays the same on every delivery path."""
-    headers = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
-    found = _MSGID.findall(str(headers.get("Message-ID", "")))
-    if found:
-        return str(found[0])[:255]
-    digest = hashlib.sha256()
-    for name in ("From", "To", "Cc", "Date", "Subject"):
-        digest.update(str(headers.get(name, "")).encode("utf-8", "surrogateescape") + b"\0")
-    body_at = raw.find(b"\r\n\r\n")
-    body_at = raw.find(b"\n\n") if body_at < 0 else body_at
-    digest.update(raw[body_at:] if body_at >= 0 else raw)
-    return "sha256:" + digest.hexdigest()
-
-
 class Pipeline:
     """Accepts and processes messages for one configuration, against one database."""
 
@@ -182,10 +165,10 @@ class Pipeline:
         return results
 
     def _insert_raw(self, conn: Any, received: Received) -> tuple[int | None, bool]:
-        key = dedup_key(received.raw)
+        key, message_id = dedup.identify(received.raw)
         values = {
             "dedup_key": key,
-            "message_id": None if key.startswith("sha256:") else key,
+            "message_id": message_id,
             "inbox": received.inbox,
             "source": received.source,
             "status": "stored",

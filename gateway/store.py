@@ -129,7 +129,7 @@ messages = Table(
     "messages",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("dedup_key", String(255), nullable=False, unique=True),  # Message-ID or sha256:...
+    Column("dedup_key", String(255), nullable=False, unique=True),  # dedup.dedup_key
     Column("message_id", String(995)),
     Column("conversation_id", Integer, ForeignKey("conversations.id")),
     Column("inbox", String(64)),

@@ -1,0 +1,179 @@
+"""End to end over real sockets: what a hostile or broken sender can deliver is kept,
+alone, and ends processed or set aside — different mails sharing a Message-ID, ids that
+differ only in non-ASCII letters, an 8-bit envelope among clean mail, junk, and a message
+the database keeps refusing. (The happy path and the ordinary refusals are in
+test_intake_smtp.py.)"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from gateway import store
+from gateway.config import Config
+from gateway.service import Service
+from tests.imapserver import Dovecot
+from tests.mailtools import Sink, gateway_config
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str, sink: Sink) -> Config:
+    return gateway_config(tmp_path, database_url, sink_port=sink.port)
+
+
+@pytest.fixture
+def gateway(config: Config) -> Iterator[Service]:
+    service = Service(config, clock=lambda: NOW)
+    service.start()
+    yield service
+    service.close()
+
+
+def mail(
+    message_id: str = "m1@customer.example",
+    sender: str = "kim@customer.example",
+    body: str = "Hello, my parcel has not arrived yet.",
+    *,
+    trace: str = "",
+) -> bytes:
+    """A customer's mail; `trace` is what servers put on top on the way."""
+    return (
+        f"{trace}From: Kim <{sender}>\r\nTo: support@shop.example\r\nSubject: Where is my parcel?\r\n"
+        f"Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMessage-ID: <{message_id}>\r\n"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def deliver(config: Config, raw: bytes, mail_from: bytes = b"kim@customer.example") -> str:
+    """One SMTP transaction over a plain socket (so that the envelope may hold any
+    bytes, as a broken or hostile client sends it); returns the reply to the data."""
+    assert config.listen is not None
+    with socket.create_connection(("127.0.0.1", config.listen.port), timeout=20) as sock:
+        replies = sock.makefile("rb")
+
+        def command(line: bytes) -> str:
+            sock.sendall(line + b"\r\n")
+            while True:
+                reply = replies.readline().decode("utf-8", "replace")
+                if reply[3:4] != "-":
+                    return reply.strip()
+
+        assert replies.readline().startswith(b"220")
+        assert command(b"EHLO client.example").startswith("250")
+        assert command(b"MAIL FROM:<" + mail_from + b"> SMTPUTF8 BODY=8BITMIME").startswith("250")
+        assert command(b"RCPT TO:<support@shop.example>").startswith("250")
+        assert command(b"DATA").startswith("354")
+        lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+        data = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+        reply = command(data + b".")
+        command(b"QUIT")
+        return reply
+
+
+def messages(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(store.messages).order_by(store.messages.c.id)))
+
+
+def wait_settled(engine: sa.Engine, count: int, timeout: float = 30.0) -> list[Any]:
+    """Wait (bounded) until `count` messages are stored and none is still "stored"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = messages(engine)
+        if len(found) >= count and all(m.status != "stored" for m in found):
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"not settled: {[(m.id, m.status) for m in messages(engine)]}")
+
+
+# ------------------------------------------------------------------ one Message-ID, several mails
+
+
+def test_message_ids_differing_only_in_non_ascii_letters_are_two_mails(
+    gateway: Service, config: Config, sink: Sink
+) -> None:
+    first = deliver(config, mail("bestellung-ü@shop.example"))
+    second = deliver(config, mail("bestellung-ö@shop.example", "ole@customer.example"),
+                     b"ole@customer.example")  # fmt: skip
+    assert first.startswith("250 2.0.0 Stored as")
+    assert second.startswith("250 2.0.0 Stored as")
+    acks = sink.wait_for(2)
+    assert sorted(a.message["In-Reply-To"] for a in acks) == [
+        "<bestellung-ö@shop.example>",
+        "<bestellung-ü@shop.example>",
+    ]
+    stored = wait_settled(gateway.engine, 2)
+    assert [m.message_id for m in stored] == ["bestellung-ü@shop.example", "bestellung-ö@shop.example"]
+
+
+def test_a_reused_message_id_loses_no_mail(gateway: Service, config: Config, sink: Sink) -> None:
+    """A mailer that gives every mail the same Message-ID, and a malformed header that
+    names two: different content is a different message."""
+    replies = [
+        deliver(config, mail("static@shop-system.example", "a@customer.example", "First order"),
+                b"a@customer.example"),
+        deliver(config, mail("static@shop-system.example", "b@customer.example", "Second order"),
+                b"b@customer.example"),
+        deliver(config, mail("a b@c.example> <d@e.example", "c@customer.example", "Third"),
+                b"c@customer.example"),
+        deliver(config, mail("a b@c.example> <d@e.example", "d@customer.example", "Fourth"),
+                b"d@customer.example"),
+    ]  # fmt: skip
+    assert all(r.startswith("250 2.0.0 Stored as") for r in replies), replies
+    acks = sink.wait_for(4)
+    assert sorted(a.rcpt_tos[0] for a in acks) == [f"{c}@customer.example" for c in "abcd"]
+    stored = wait_settled(gateway.engine, 4)
+    assert [m.message_id for m in stored] == ["static@shop-system.example"] * 2 + ["d@e.example"] * 2
+
+
+def test_a_byte_identical_redelivery_is_kept_once(
+    gateway: Service, config: Config, sink: Sink
+) -> None:
+    raw = mail()
+    assert deliver(config, raw).startswith("250 2.0.0 Stored as 1")
+    assert deliver(config, raw) == "250 2.0.0 Already have it (1)"
+    sink.wait_for(1)
+    assert len(wait_settled(gateway.engine, 1)) == 1
+    time.sleep(0.3)
+    assert len(sink.received) == 1
+
+
+def test_the_smtp_copy_and_the_mailbox_copy_are_one_mail(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    """The IMAP copy of a mail the listener also got carries what the servers on the way
+    added (trace headers, signatures, a Return-Path), in CRLF: still one mail, one ack."""
+    from tests.test_intake_imap import imap_config, start
+
+    config = imap_config(tmp_path, database_url, sink, dovecot)
+    service = start(config)
+    try:
+        assert deliver(config, mail("both@customer.example")).startswith("250 2.0.0 Stored")
+        trace = (
+            "Return-Path: <kim@customer.example>\r\nDelivered-To: support@shop.example\r\n"
+            "X-Original-To: support@shop.example\r\n"
+            "Received: from mx.shop.example (mx.shop.example [192.0.2.7])\r\n"
+            "\tby imap.shop.example with LMTP; Mon, 23 Nov 2026 10:00:02 +0100\r\n"
+            "ARC-Seal: i=1; a=rsa-sha256; d=shop.example; s=arc; cv=none; b=AbCd\r\n"
+            "Authentication-Results: mx.shop.example; spf=pass\r\n"
+            "X-Spam-Score: 0.1\r\n"
+        )
+        dovecot.append("INBOX", mail("both@customer.example", trace=trace))
+        dovecot.append("INBOX", mail("other@customer.example", "ole@customer.example",
+                                     trace="Return-Path: <ole@customer.example>\r\n"))
+        acks = sink.wait_for(2)
+        assert sorted(a.rcpt_tos[0] for a in acks) == ["kim@customer.example", "ole@customer.example"]
+        time.sleep(1.0)  # a third would come now
+        assert len(sink.received) == 2
+        assert len(messages(service.engine)) == 2
+    finally:
+        service.close()
