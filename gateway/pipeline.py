@@ -20,7 +20,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.utils import parseaddr
@@ -123,6 +123,20 @@ def _depends_on(plan: _Plan, ignore: Callable[[str], bool]) -> set[str]:
     if plan.conversation is not None:
         keys.add(f"#{plan.conversation.id}")
     return keys
+
+
+def _writable(address: str) -> bool:
+    """Whether an address from an SMTP envelope is text one could send to: no bytes
+    that were not UTF-8 (kept as surrogate escapes) and no control characters."""
+    return not any(ord(c) < 32 or "\ud800" <= c <= "\udfff" for c in address)
+
+
+def _readable(address: str) -> str:
+    try:
+        data = address.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = address.encode("utf-8", "replace")
+    return "".join(c if ord(c) >= 32 else "\ufffd" for c in data.decode("utf-8", "replace"))
 
 
 class Pipeline:
@@ -325,6 +339,10 @@ class Pipeline:
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
         if row.source == "replay" and return_path is None and parsed.sender is not None:
             return_path = parsed.sender.addr  # exports often drop the envelope; nothing is sent
+        unusable = return_path is not None and not _writable(return_path)
+        if unusable:  # 8-bit, not UTF-8, or a NUL: readable for people, never written to
+            assert return_path is not None
+            return_path = _readable(return_path)
         conversation = conversations.find_by_thread(read, parsed).conversation
         decision = decide(
             parsed,
@@ -337,6 +355,10 @@ class Pipeline:
             now=None if self.replay else now,
             follow_up=conversation is not None,
         )
+        if unusable and decision.skip is None and decision.ack_to == return_path:
+            decision = replace(decision, skip=Skip(
+                "bad-return-path", f"the envelope sender {return_path!r} is no address one can write to",
+            ))  # fmt: skip
         skip = decision.skip
         machine = skip is not None and skip.rule in _MACHINE_RULES
         reference = conversation.reference if conversation is not None else None

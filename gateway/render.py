@@ -434,6 +434,7 @@ RULE_WORDS = {
     "own-mail": ("of our own", "of our own"),
     "no-sender": ("without sender", "without sender"),
     "no-return-path": ("without return path", "without return path"),
+    "bad-return-path": ("with an unusable return path", "with an unusable return path"),
     "follow-up": ("follow-up", "follow-ups"),
     "too-late": ("too late to promise", "too late to promise"),
     "once-per-sender": ("repeat sender", "repeat senders"),

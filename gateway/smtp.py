@@ -4,8 +4,10 @@ Owns: the protocol seam. RCPT is accepted only for configured inbox addresses an
 (anything else gets 550, so the gateway can never relay); an over-size message gets 552
 (aiosmtpd enforces `max_message_size`); DATA is answered 250 only after the raw message
 is committed to the database — one committer thread stores what all sessions received
-meanwhile in one transaction — and 451 when we could not commit (the sender retries,
-nothing is lost). It decides nothing about the message itself: the pipeline does that after the
+meanwhile in one transaction, and stores them one by one when that fails for a reason of
+one message's own, so that no message fails its neighbours — and 451 when we could not
+commit (the sender retries, nothing is lost). The envelope is stored as sent, also when it
+is not UTF-8 (`store.LosslessText`). It decides nothing about the message itself: the pipeline does that after the
 250, and is woken at once.
 """
 
@@ -81,26 +83,46 @@ class _Committer:
                     break
                 batch.append(item)
             try:
-                results: list[Any] = self.pipeline.accept_many([r for r, _ in batch])
-                error: BaseException | None = None
+                outcomes = self._store([r for r, _ in batch])
             except BaseException as exc:  # every waiting session hears of it (451)
-                results, error = [None] * len(batch), exc
+                outcomes = [exc] * len(batch)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
-            for (_, future), result in zip(batch, results, strict=True):
-                by_loop.setdefault(future.get_loop(), []).append((future, result))
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                by_loop.setdefault(future.get_loop(), []).append((future, outcome))
             for loop, answers in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                    loop.call_soon_threadsafe(_answer, answers, error)
+                    loop.call_soon_threadsafe(_answer, answers)
+
+    def _store(self, items: list[Received]) -> list[Any]:
+        """Each message's (row id, is_new), or the exception that kept it from being
+        stored. A group that fails for a reason of its own (not a database that is down
+        or busy) is stored again one message at a time, so that one message that cannot
+        be stored fails alone and its neighbours are stored."""
+        try:
+            return list(self.pipeline.accept_many(items))
+        except TemporaryError as exc:
+            return [exc] * len(items)  # the database itself: every waiting session hears it
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+            log.warning("event=group-commit-failed size=%s error=%r", len(items), str(exc)[:300])
+        outcomes: list[Any] = []
+        for received in items:
+            try:
+                outcomes.append(self.pipeline.accept(received))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
 
-def _answer(answers: list[tuple[Any, Any]], error: BaseException | None) -> None:
-    for future, result in answers:
+def _answer(answers: list[tuple[Any, Any]]) -> None:
+    for future, outcome in answers:
         if future.done():  # the session went away meanwhile
             continue
-        if error is not None:
-            future.set_exception(error)
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
         else:
-            future.set_result(result)
+            future.set_result(outcome)
 
 
 class IntakeHandler:

@@ -71,6 +71,29 @@ def test_every_fixture_has_its_own_key() -> None:
     assert len({dedup_key(f.read_bytes()) for f in files}) == len(files)
 
 
+@given(st.text(st.characters(codec="utf-8", exclude_categories=())) | st.binary().map(
+    lambda b: b.decode("utf-8", "surrogateescape")))  # fmt: skip
+def test_lossless_text_round_trips_and_is_always_storable(value: str) -> None:
+    stored = store.LosslessText.escape(value)
+    stored.encode("utf-8")
+    assert "\0" not in stored
+    assert store.LosslessText.unescape(stored) == value
+
+
+def test_an_8bit_envelope_round_trips_through_the_database(database_url: str) -> None:
+    engine = store.make_engine(database_url)
+    store.upgrade(engine)
+    envelope = b"k\xe9m\x00@customer.example".decode("utf-8", "surrogateescape")
+    with engine.begin() as conn:
+        conn.execute(store.messages.insert(), dict(
+            dedup_key="k", source="smtp", received_at=datetime.now(UTC), sha256="0" * 64, size=1,
+            envelope_from=envelope, envelope_to="support@shop.example"))  # fmt: skip
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(store.messages)).one()
+    assert (row.envelope_from, row.envelope_to) == (envelope, "support@shop.example")
+    engine.dispose()
+
+
 def test_the_migration_gives_stored_mail_the_new_keys(database_url: str) -> None:
     """Rows stored before the upgrade are still recognised afterwards (the mailbox copy of
     a mail the listener got before the upgrade); one whose raw message is gone keeps its key."""

@@ -7,6 +7,7 @@ test_intake_smtp.py.)"""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -177,3 +178,71 @@ def test_the_smtp_copy_and_the_mailbox_copy_are_one_mail(
         assert len(messages(service.engine)) == 2
     finally:
         service.close()
+
+
+# ------------------------------------------------------------------ a poison envelope
+
+
+def _hold_writes(engine: sa.Engine) -> Any:
+    """Keep every writer waiting (a real lock on the real database) until released."""
+    if engine.dialect.name == "sqlite":
+        lock = store._WRITE_LOCKS[engine]
+        return lock.held()
+    conn = engine.connect()
+    transaction = conn.begin()
+    conn.exec_driver_sql("LOCK TABLE messages IN EXCLUSIVE MODE")
+
+    class Held:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            transaction.rollback()
+            conn.close()
+
+    return Held()
+
+
+def test_an_8bit_envelope_fails_neither_itself_nor_its_neighbours(
+    gateway: Service, config: Config, sink: Sink
+) -> None:
+    """A MAIL FROM that is not UTF-8 arrives together with clean mail, so that all are
+    stored in one group commit: every one is stored (250) and processed, and the poison
+    envelope is kept exactly as it came."""
+    assert gateway._controller is not None
+    committer = gateway._controller.handler.committer  # type: ignore[attr-defined]
+    replies: dict[str, str] = {}
+
+    def send(name: str, raw: bytes, mail_from: bytes) -> None:
+        replies[name] = deliver(config, raw, mail_from)
+
+    senders = [
+        threading.Thread(target=send, args=(f"c{n}", mail(f"c{n}@customer.example", f"c{n}@customer.example"),
+                                            f"c{n}@customer.example".encode()))
+        for n in range(6)
+    ]  # fmt: skip
+    poison = mail("p@customer.example", "p@customer.example")
+    senders.insert(3, threading.Thread(target=send, args=("poison", poison, b"p\xe9\xff@customer.example")))
+    with _hold_writes(gateway.engine):
+        first = threading.Thread(target=send, args=("first", mail("first@customer.example"),
+                                                    b"kim@customer.example"))  # fmt: skip
+        first.start()  # the committer takes it and waits on the lock ...
+        time.sleep(0.5)
+        assert committer._queue.qsize() == 0
+        deadline = time.monotonic() + 5
+        for thread in senders:
+            thread.start()  # ... while these queue up behind it: the next group commit
+        while committer._queue.qsize() < len(senders) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert committer._queue.qsize() == len(senders)
+    for thread in [first, *senders]:
+        thread.join(timeout=30)
+    assert all(r.startswith("250 2.0.0 Stored as") for r in replies.values()), replies
+    assert len(replies) == 8
+    acks = sink.wait_for(7)
+    assert "p@customer.example" not in {a.rcpt_tos[0] for a in acks}
+    stored = wait_settled(gateway.engine, 8)
+    [bad] = [m for m in stored if m.message_id == "p@customer.example"]
+    assert bad.envelope_from == b"p\xe9\xff@customer.example".decode("utf-8", "surrogateescape")
+    assert (bad.status, bad.skip_rule, bad.acknowledged) == ("processed", "bad-return-path", False)
+    assert bad.conversation_id is not None  # a customer's mail all the same: measured
