@@ -9,7 +9,9 @@ conversation, the decision and the acknowledgment's outbox row in ONE transactio
 per batch of messages that cannot depend on each other); a crash before
 that commit means the message is processed again, a crash after it means it is done, so
 nothing is lost and nothing is acknowledged twice. A message that cannot be processed is
-set aside ("shunted") with its error, never dropped. It never sends anything itself: the
+set aside ("shunted") with its error, never dropped — also one that fails again and again
+with what looks like a passing database error — so every stored message ends processed or
+set aside. It never sends anything itself: the
 outbox sender does.
 """
 
@@ -44,6 +46,7 @@ log = logging.getLogger("sla_gateway.pipeline")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _MACHINE_RULES = frozenset(rule.name for rule in RULES)  # what they stop is not a conversation
 BATCH = 25  # messages decided together and written in one transaction
+MAX_TEMPORARY_FAILURES = 3  # then a message that keeps failing "temporarily" is set aside
 # "stored" -> "processed", only if nobody else got there first; the values come as
 # parameters (one compiled statement, not one per message).
 _FLIP = update(store.messages).where(
@@ -131,6 +134,14 @@ def _writable(address: str) -> bool:
     return not any(ord(c) < 32 or "\ud800" <= c <= "\udfff" for c in address)
 
 
+def _storable(text: str) -> str:
+    """Text any database takes: what no encoding can write (surrogates) and NULs are
+    spelled out as escapes."""
+    if "\0" not in text and not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
 def _readable(address: str) -> str:
     try:
         data = address.encode("utf-8", "surrogateescape")
@@ -155,6 +166,7 @@ class Pipeline:
         self._recent_acks: deque[datetime] | None = None  # acks queued in the last minute
         self._acks_by_recipient: dict[str, list[datetime]] | None = None  # see _ack_times
         self._acks_loaded_at = datetime.min.replace(tzinfo=UTC)
+        self._failures: dict[int, int] = {}  # row id -> temporary failures in a row
 
     # ------------------------------------------------------------------ accept
 
@@ -248,9 +260,9 @@ class Pipeline:
             for row in rows[at : at + BATCH]:
                 try:
                     plan = self._plan(read, row, batch_acks=acks)
+                    keys = _depends_on(plan, ignore)
                 except Exception:
                     break  # decided alone later, where its error is handled
-                keys = _depends_on(plan, ignore)
                 if plans and not keys.isdisjoint(taken):
                     break  # it may depend on one in this batch: next batch
                 plans.append(plan)
@@ -286,17 +298,40 @@ class Pipeline:
                         return None
                 plan = self._plan(read, row)
             with store.begin(self.engine) as conn:
-                return self._apply(conn, plan)
+                outcome = self._apply(conn, plan)
+            self._failures.pop(row_id, None)
+            return outcome
         except _AlreadyDone:
             self._forget()
             return None
         except Exception as exc:
             self._forget()
+            error = f"{type(exc).__name__}: {exc}"
             if store.is_temporary(exc):
-                raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
+                failures = self._failures[row_id] = self._failures.get(row_id, 0) + 1
+                if failures < MAX_TEMPORARY_FAILURES:
+                    raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
+                # The same message, again and again: its own fault, if the database
+                # still takes the note that sets it aside (else the database's: retried).
+                error = f"failed {failures} times in a row: {error}"
             log.exception("event=shunt message=%s", row_id)
+            return self._set_aside(row_id, error, exc)
+
+    def _set_aside(self, row_id: int, error: str, exc: BaseException) -> Outcome:
+        """Shunt a message that could not be processed. The note itself cannot fail for
+        what the error says (text that no database takes is made storable), and if it
+        fails all the same, the message is set aside with the error's kind alone."""
+        try:
             with store.begin(self.engine) as conn:
-                return self._shunt(conn, row_id, f"{type(exc).__name__}: {exc}")
+                outcome = self._shunt(conn, row_id, error)
+        except Exception as again:
+            if store.is_temporary(again):
+                raise TemporaryError(f"cannot set message {row_id} aside: {again}") from exc
+            log.exception("event=shunt-note-failed message=%s", row_id)
+            with store.begin(self.engine) as conn:
+                outcome = self._shunt(conn, row_id, f"{type(exc).__name__} (not recordable)")
+        self._failures.pop(row_id, None)
+        return outcome
 
     def _forget(self) -> None:
         """Drop what is kept in memory about queued acknowledgments and the breaker: it
@@ -307,6 +342,7 @@ class Pipeline:
 
     def _shunt(self, conn: Any, row_id: int, error: str) -> Outcome:
         now = self.clock()
+        error = _storable(error)
         conn.execute(
             update(store.messages)
             .where(store.messages.c.id == row_id)

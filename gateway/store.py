@@ -500,9 +500,14 @@ def is_temporary(exc: BaseException) -> bool:
     """A database failure that may pass: locked, gone away, connection dropped."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    # PostgreSQL files "program limit exceeded" (a value too big for an index, ...) under
+    # operational errors too, but it fails the same way every time: the row's fault.
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return not (isinstance(sqlstate, str) and sqlstate.startswith("54"))
 
 
 # ---------------------------------------------------------------------------- queries

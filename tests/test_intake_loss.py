@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway import store
+from gateway import reports, store
 from gateway.config import Config
 from gateway.service import Service
 from tests.imapserver import Dovecot
@@ -246,3 +246,54 @@ def test_an_8bit_envelope_fails_neither_itself_nor_its_neighbours(
     assert bad.envelope_from == b"p\xe9\xff@customer.example".decode("utf-8", "surrogateescape")
     assert (bad.status, bad.skip_rule, bad.acknowledged) == ("processed", "bad-return-path", False)
     assert bad.conversation_id is not None  # a customer's mail all the same: measured
+
+
+# ------------------------------------------------------------------ every message ends
+
+
+def test_binary_junk_is_set_aside_with_its_reason(gateway: Service, config: Config) -> None:
+    junk = Path(__file__).parent.joinpath("data", "broken", "binary_junk.eml").read_bytes()[:78]
+    junk = junk.replace(b"\r", b"\x00").replace(b"\n", b"\x00")  # one "line" of 78 bytes
+    assert deliver(config, junk).startswith("250 2.0.0 Stored as")
+    [stored] = wait_settled(gateway.engine, 1)
+    assert stored.status == "shunted" and "not an e-mail message" in stored.error
+    status = reports.status(gateway.engine, NOW)
+    assert (status["messages_waiting"], status["messages_set_aside"]) == (0, 1)
+
+
+def _refuse_conversations_about(engine: sa.Engine, subject: str) -> None:
+    """Make the database itself fail, every time, to open a conversation with this
+    subject, with an error that looks passing (SQLite: integer overflow; PostgreSQL:
+    insufficient resources) — as a value too big for an index, say, would."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON conversations WHEN NEW.subject = '{subject}' "
+                "BEGIN SELECT abs(-9223372036854775807 - 1); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'no room' USING ERRCODE = '53000'; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON conversations FOR EACH ROW "
+                f"WHEN (NEW.subject = '{subject}') EXECUTE FUNCTION refuse()"
+            )
+
+
+def test_a_message_that_keeps_failing_is_set_aside_and_the_rest_flows(
+    gateway: Service, config: Config, sink: Sink
+) -> None:
+    _refuse_conversations_about(gateway.engine, "Cursed")
+    cursed = mail("cursed@customer.example").replace(b"Where is my parcel?", b"Cursed")
+    assert deliver(config, cursed).startswith("250")
+    assert deliver(config, mail("next@customer.example", "ole@customer.example"),
+                   b"ole@customer.example").startswith("250")  # fmt: skip
+    [ack] = sink.wait_for(1, timeout=30)
+    assert ack.rcpt_tos == ["ole@customer.example"]
+    first, second = wait_settled(gateway.engine, 2)
+    assert first.status == "shunted" and "failed 3 times in a row" in first.error
+    assert second.status == "processed" and second.acknowledged
+    status = reports.status(gateway.engine, NOW)
+    assert (status["messages_waiting"], status["messages_set_aside"]) == (0, 1)
