@@ -146,7 +146,7 @@ class Service:
         controller = self._controller
         if controller is not None:
             controller.stop()  # type: ignore[attr-defined]
-            controller.handler.committer.stop()  # type: ignore[attr-defined]
+            controller.handler.stop()  # type: ignore[attr-defined]
             self._controller = None
         for poller in self._pollers:
             poller.stop()  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ test_intake_smtp.py.)"""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -297,3 +298,77 @@ def test_a_message_that_keeps_failing_is_set_aside_and_the_rest_flows(
     assert second.status == "processed" and second.acknowledged
     status = reports.status(gateway.engine, NOW)
     assert (status["messages_waiting"], status["messages_set_aside"]) == (0, 1)
+
+
+# ------------------------------------------------------------------ refused mail is told
+
+
+def test_refused_mail_is_logged_recorded_and_counted_in_the_digest(
+    tmp_path: Path, database_url: str, sink: Sink, run_cli: Any, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A customer's big photo mail must not vanish without the owner knowing: each
+    refusal is logged with sender, size and reason, recorded (a flood as one count), and
+    the next digest says how many mails were refused and why."""
+    import smtplib
+
+    from gateway import smtp
+
+    monkeypatch.setattr(smtp, "REFUSALS_PER_HOUR", 4)  # a flood, in small
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port,
+                            extra={'max_message_size = "25MB"': "max_message_size = 2000"})  # fmt: skip
+    assert config.listen is not None
+    service = Service(config, clock=lambda: NOW)
+    service.start()
+    try:
+        photo = mail(body="x" * 70 + ("\r\n" + "x" * 70) * 40)  # 2,900 bytes
+        with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+            with pytest.raises(smtplib.SMTPSenderRefused) as declared:  # SIZE= says it at MAIL
+                client.sendmail("kim@customer.example", ["support@shop.example"], photo)
+            assert declared.value.smtp_code == 552
+        with socket.create_connection(("127.0.0.1", config.listen.port), timeout=10) as sock:
+            sock.sendall(b"EHLO client.example\r\nMAIL FROM:<ole@customer.example>\r\n"
+                         b"RCPT TO:<support@shop.example>\r\nDATA\r\n" + photo + b"\r\n.\r\nQUIT\r\n")  # fmt: skip
+            answers = sock.makefile("rb").read().decode()
+        assert "552 Error: Too much mail data" in answers  # found out in DATA
+        assert deliver(config, mail(body="y" * 1200)).startswith("500 Line too long")
+        with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+            client.ehlo()
+            client.mail("probe@elsewhere.example")
+            for n in range(3):
+                assert client.rcpt(f"victim{n}@elsewhere.example")[0] == 550
+        assert deliver(config, mail()).startswith("250")  # and the rest is stored as ever
+    finally:
+        service.close()
+    lines = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
+    assert "event=refused reason=too-large peer=127.0.0.1 sender=kim@customer.example size=" in lines[0]
+    assert "sender=ole@customer.example size=>2000 rcpt=support@shop.example" in lines[1]
+    assert "reason=line-too-long" in lines[2] and "sender=kim@customer.example" in lines[2]
+    assert "reason=unknown-recipient" in lines[3] and "rcpt=victim0@elsewhere.example" in lines[3]
+    assert len(lines) == 6
+    with service.engine.connect() as conn:
+        details = [json.loads(d) for d in conn.execute(
+            sa.select(store.events.c.detail).where(store.events.c.kind == "refused")).scalars()]  # fmt: skip
+    assert [(d["reason"], d["count"]) for d in details] == [
+        ("too-large", 1), ("too-large", 1), ("line-too-long", 1), ("unknown-recipient", 1),
+        ("unknown-recipient", 2),  # beyond the hour's rows: one count, written at the stop
+    ]
+    assert details[0]["size"] == len(photo) and details[0]["sender"] == "kim@customer.example"
+    assert details[1]["rcpt"] == "support@shop.example" and details[1]["limit"] == 2000
+    text = run_cli("--config", str(config.path), "digest", "--text", "--date", "2026-11-23").output
+    assert ("3 mails refused: not one of our addresses; 2 mails refused: too large; "
+            "1 mail refused: a line too long (the sender’s server was told)") in text  # fmt: skip
+
+
+def test_the_digest_says_it_in_the_inbox_language(
+    tmp_path: Path, database_url: str, run_cli: Any
+) -> None:
+    config = gateway_config(tmp_path, database_url, extra={'language = "en"': 'language = "de"'})
+    engine = store.make_engine(database_url)
+    store.upgrade(engine)
+    with engine.begin() as conn:
+        for reason in ("too-large", "too-large", "too-large"):
+            store.add_event(conn, NOW, "refused", {"reason": reason, "count": 1})
+    engine.dispose()
+    text = run_cli("--config", str(config.path), "digest", "--text", "--date", "2026-11-23").output
+    assert "3 Mails abgewiesen: zu groß (der Server des Absenders wurde benachrichtigt)" in text
