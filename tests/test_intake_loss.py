@@ -7,6 +7,7 @@ test_intake_smtp.py.)"""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -372,3 +373,39 @@ def test_the_digest_says_it_in_the_inbox_language(
     engine.dispose()
     text = run_cli("--config", str(config.path), "digest", "--text", "--date", "2026-11-23").output
     assert "3 Mails abgewiesen: zu groß (der Server des Absenders wurde benachrichtigt)" in text
+
+
+# ------------------------------------------------------------------ one gateway per database
+
+
+def test_a_second_gateway_on_the_same_database_refuses_to_start(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """Two shop processes on one SQLite database would each acknowledge the same mail:
+    the second `sla-gateway run` says so in one line and exits 75, starting nothing."""
+    import subprocess
+    import sys
+
+    database = tmp_path / "gateway.db"
+    config = gateway_config(tmp_path, f"sqlite:///{database}", sink_port=sink.port)
+    running = Service(config, clock=lambda: NOW)
+    running.start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-c", "from gateway.cli import main; main()",
+             "--config", str(config.path), "run"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert second.returncode == 75, second.stderr
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"error: another sla-gateway is already running on {database} "
+            f"(pid {os.getpid()}); stop it first"
+        )
+        assert "listening" not in second.stderr
+        assert deliver(config, mail()).startswith("250")  # the first one is unharmed
+        sink.wait_for(1)
+    finally:
+        running.close()
+    again = Service(config, clock=lambda: NOW)  # once stopped, another may start
+    again.start()
+    again.close()
