@@ -28,7 +28,7 @@ from . import __version__
 from .classify import Classifier
 from .config import WEEKDAYS, Config, InboxConfig, load, locate
 from .durations import format_duration
-from .errors import ConfigError, GatewayError, InputError, TemporaryError
+from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, TemporaryError
 from .model import Parsed
 from .parse import parse
 from .policy import deadline, decide
@@ -50,6 +50,9 @@ class _Group(click.Group):
             for problem in exc.problems:
                 click.echo(f"error: {problem}", err=True)
             ctx.exit(2)
+        except AlreadyRunning as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(75)  # EX_TEMPFAIL: systemd may try again once the other has stopped
         except TemporaryError as exc:
             click.echo(f"error (temporary, try again): {exc}", err=True)
             ctx.exit(75)  # EX_TEMPFAIL

@@ -2,7 +2,8 @@
 
 Owns: which day a digest covers (the previous business day), compliance and percentiles
 per priority for that day and the last 7 and 30 days, the day's breaches with how late,
-what is at risk now, the oldest unanswered conversation, volume by hour and weekday next
+what is at risk now, the oldest unanswered conversation, the mails refused at the door
+(too large, a line too long, not our address), volume by hour and weekday next
 to the opening hours, the 30-day trend, and honest target suggestions: from 90 days of
 first replies, the 80th percentile with a margin ("start conservative"), a 10–15 %
 tightening after three months at ≥ 95 %, and a plain "too little data" otherwise. The
@@ -136,11 +137,13 @@ class DigestData:
     open_days: tuple[bool, ...]  # 7
     trend: tuple[tuple[date, float | None, int | None], ...]  # day, compliance, median seconds
     suggestions: tuple[Suggestion, ...]
+    refused: tuple[tuple[str, int], ...] = ()  # mails the listener refused that day, by reason
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return self.periods[0].overall.count == 0 and not self.periods[0].not_acknowledged
+        day = self.periods[0]
+        return day.overall.count == 0 and not day.not_acknowledged and not self.refused
 
 
 def suggest(

@@ -4,6 +4,7 @@
     ├── ConfigError      the operator's configuration is wrong (CLI exit status 2)
     ├── InputError       the sender's input cannot be used (SMTP 5xx, CLI: a per-file error)
     ├── TemporaryError   our own passing failure; retrying later may work (SMTP 451)
+    ├── AlreadyRunning   another gateway already runs on this database (CLI exit status 75)
     └── LoginRequired    the mailbox owner must sign in again (`sla-gateway login`): an
                          OAuth refresh token is missing, revoked or expired
 
@@ -49,6 +50,11 @@ class InputError(GatewayError):
 
 class TemporaryError(GatewayError):
     """Our own failure that may pass (database locked, disk full, server down)."""
+
+
+class AlreadyRunning(GatewayError):
+    """Another gateway holds this database's instance lock: two would each process and
+    acknowledge the same mail. The message names the database and the other's pid."""
 
 
 class LoginRequired(GatewayError):

@@ -1,16 +1,18 @@
 """The intake pipeline: store first, then decide, then queue — each step a transaction.
 
 Owns: turning a received message into durable rows. `accept()` commits the raw bytes (and
-nothing else) before any intake may say "got it" — deduplicated by Message-ID, or by a
-content hash when it is missing, so the same mail seen by SMTP and IMAP, or twice by
-one, is kept once. `process_pending()` then parses, threads each message into a
-conversation (only one its sender takes part in: see conversations.py), classifies,
-applies the loop rules and rate limits, and writes the conversation, the decision and
-the acknowledgment's outbox row in ONE transaction (one per batch of messages that
-cannot depend on each other); a crash before that commit means the message is processed
-again, a crash after it means it is done, so nothing is lost and nothing is acknowledged
-twice. A message that cannot be processed is set aside ("shunted") with its error, never
-dropped. It never sends anything itself: the outbox sender does.
+nothing else) before any intake may say "got it" — deduplicated by `dedup.dedup_key` (the
+Message-ID's bytes and a hash of the content), so the same mail seen by SMTP and IMAP, or
+delivered twice, is kept once, and different mails sharing a Message-ID are all kept.
+`process_pending()` then parses, threads each message into a conversation (only one its
+sender takes part in: see conversations.py), classifies, applies the loop rules and rate
+limits, and writes the conversation, the decision and the acknowledgment's outbox row in
+ONE transaction (one per batch of messages that cannot depend on each other); a crash
+before that commit means the message is processed again, a crash after it means it is
+done, so nothing is lost and nothing is acknowledged twice. A message that cannot be
+processed is set aside ("shunted") with its error, never dropped — also one that fails
+again and again with what looks like a passing database error — so every stored message
+ends processed or set aside. It never sends anything itself: the outbox sender does.
 """
 
 from __future__ import annotations
@@ -20,17 +22,15 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.message import Message
-from email.parser import BytesParser
-from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, or_, select, update
 
-from . import conversations, store
+from . import conversations, dedup, store
 from .classify import Classifier
 from .config import Config, InboxConfig
 from .errors import InputError, TemporaryError
@@ -47,6 +47,7 @@ _MSGID = re.compile(r"<([^<>\s]+)>")
 _MACHINE_RULES = frozenset(rule.name for rule in RULES)  # what they stop is not a conversation
 BATCH = 25  # messages decided together and written in one transaction
 LOOP_ALERT_EVERY = timedelta(hours=1)  # at most one "someone answers our acks" alert
+MAX_TEMPORARY_FAILURES = 3  # then a message that keeps failing "temporarily" is set aside
 # "stored" -> "processed", only if nobody else got there first; the values come as
 # parameters (one compiled statement, not one per message).
 _FLIP = update(store.messages).where(
@@ -129,19 +130,26 @@ def _depends_on(plan: _Plan, ignore: Callable[[str], bool]) -> set[str]:
     return keys
 
 
-def dedup_key(raw: bytes) -> str:
-    """The Message-ID, or a hash of what stays the same on every delivery path."""
-    headers = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
-    found = _MSGID.findall(str(headers.get("Message-ID", "")))
-    if found:
-        return str(found[0])[:255]
-    digest = hashlib.sha256()
-    for name in ("From", "To", "Cc", "Date", "Subject"):
-        digest.update(str(headers.get(name, "")).encode("utf-8", "surrogateescape") + b"\0")
-    body_at = raw.find(b"\r\n\r\n")
-    body_at = raw.find(b"\n\n") if body_at < 0 else body_at
-    digest.update(raw[body_at:] if body_at >= 0 else raw)
-    return "sha256:" + digest.hexdigest()
+def _writable(address: str) -> bool:
+    """Whether an address from an SMTP envelope is text one could send to: no bytes
+    that were not UTF-8 (kept as surrogate escapes) and no control characters."""
+    return not any(ord(c) < 32 or "\ud800" <= c <= "\udfff" for c in address)
+
+
+def _storable(text: str) -> str:
+    """Text any database takes: what no encoding can write (surrogates) and NULs are
+    spelled out as escapes."""
+    if "\0" not in text and not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
+def _readable(address: str) -> str:
+    try:
+        data = address.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = address.encode("utf-8", "replace")
+    return "".join(c if ord(c) >= 32 else "\ufffd" for c in data.decode("utf-8", "replace"))
 
 
 class Pipeline:
@@ -160,6 +168,7 @@ class Pipeline:
         self._recent_acks: deque[datetime] | None = None  # acks queued in the last hour
         self._acks_by_recipient: dict[str, list[tuple[datetime, str]]] | None = None  # _ack_times
         self._acks_loaded_at = datetime.min.replace(tzinfo=UTC)
+        self._failures: dict[int, int] = {}  # row id -> temporary failures in a row
 
     # ------------------------------------------------------------------ accept
 
@@ -184,10 +193,10 @@ class Pipeline:
         return results
 
     def _insert_raw(self, conn: Any, received: Received) -> tuple[int | None, bool]:
-        key = dedup_key(received.raw)
+        key, message_id = dedup.identify(received.raw)
         values = {
             "dedup_key": key,
-            "message_id": None if key.startswith("sha256:") else key,
+            "message_id": message_id,
             "inbox": received.inbox,
             "source": received.source,
             "status": "stored",
@@ -253,9 +262,9 @@ class Pipeline:
             for row in rows[at : at + BATCH]:
                 try:
                     plan = self._plan(read, row, batch_acks=acks)
+                    keys = _depends_on(plan, ignore)
                 except Exception:
                     break  # decided alone later, where its error is handled
-                keys = _depends_on(plan, ignore)
                 if plans and not keys.isdisjoint(taken):
                     break  # it may depend on one in this batch: next batch
                 plans.append(plan)
@@ -291,19 +300,41 @@ class Pipeline:
                         return None
                 plan = self._plan(read, row)
             with store.begin(self.engine) as conn:
-                return self._apply(conn, plan)
+                outcome = self._apply(conn, plan)
+            self._failures.pop(row_id, None)
+            return outcome
         except _AlreadyDone:
             self._forget()
             return None
         except Exception as exc:
             self._forget()
+            error = f"{type(exc).__name__}: {exc}"
             if store.is_temporary(exc):
-                raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
+                failures = self._failures[row_id] = self._failures.get(row_id, 0) + 1
+                if failures < MAX_TEMPORARY_FAILURES:
+                    raise TemporaryError(f"cannot process message {row_id}: {exc}") from exc
+                # The same message, again and again: its own fault, if the database
+                # still takes the note that sets it aside (else the database's: retried).
+                error = f"failed {failures} times in a row: {error}"
             log.exception("event=shunt message=%s", row_id)
             where = template_line(exc)  # a custom template's fault: say which line
+            return self._set_aside(row_id, error + (f" (template {where})" if where else ""), exc)
+
+    def _set_aside(self, row_id: int, error: str, exc: BaseException) -> Outcome:
+        """Shunt a message that could not be processed. The note itself cannot fail for
+        what the error says (text that no database takes is made storable), and if it
+        fails all the same, the message is set aside with the error's kind alone."""
+        try:
             with store.begin(self.engine) as conn:
-                return self._shunt(conn, row_id, f"{type(exc).__name__}: {exc}"
-                                   + (f" (template {where})" if where else ""))  # fmt: skip
+                outcome = self._shunt(conn, row_id, error)
+        except Exception as again:
+            if store.is_temporary(again):
+                raise TemporaryError(f"cannot set message {row_id} aside: {again}") from exc
+            log.exception("event=shunt-note-failed message=%s", row_id)
+            with store.begin(self.engine) as conn:
+                outcome = self._shunt(conn, row_id, f"{type(exc).__name__} (not recordable)")
+        self._failures.pop(row_id, None)
+        return outcome
 
     def _forget(self) -> None:
         """Drop what is kept in memory about queued acknowledgments and the breaker: it
@@ -314,6 +345,7 @@ class Pipeline:
 
     def _shunt(self, conn: Any, row_id: int, error: str) -> Outcome:
         now = self.clock()
+        error = _storable(error)
         conn.execute(
             update(store.messages)
             .where(store.messages.c.id == row_id)
@@ -346,6 +378,10 @@ class Pipeline:
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
         if row.source == "replay" and return_path is None and parsed.sender is not None:
             return_path = parsed.sender.addr  # exports often drop the envelope; nothing is sent
+        unusable = return_path is not None and not _writable(return_path)
+        if unusable:  # 8-bit, not UTF-8, or a NUL: readable for people, never written to
+            assert return_path is not None
+            return_path = _readable(return_path)
         form = parsed.sender is not None and self.config.is_form_sender(parsed.sender.addr)
         customer, _ = recipients(parsed, inbox=inbox, return_path=return_path, form=form)
         found = conversations.find_by_thread(read, parsed, author=customer)
@@ -363,6 +399,10 @@ class Pipeline:
             now=None if self.replay else now,
             follow_up=conversation is not None,
         )
+        if unusable and decision.skip is None and decision.ack_to == return_path:
+            decision = replace(decision, skip=Skip(
+                "bad-return-path", f"the envelope sender {return_path!r} is no address one can write to",
+            ))  # fmt: skip
         skip = decision.skip
         machine = skip is not None and skip.rule in _MACHINE_RULES
         reference = conversation.reference if conversation is not None else None

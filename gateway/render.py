@@ -486,6 +486,7 @@ RULE_WORDS = {
     "no-sender": ("without sender", "without sender"),
     "no-return-path": ("without return path", "without return path"),
     "quotes-our-ack": ("answer to our acknowledgment", "answers to our acknowledgments"),
+    "bad-return-path": ("with an unusable return path", "with an unusable return path"),
     "follow-up": ("follow-up", "follow-ups"),
     "too-late": ("too late to promise", "too late to promise"),
     "once-per-sender": ("repeat sender", "repeat senders"),

@@ -368,6 +368,7 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
         by_hour, by_weekday = local_volume(
             cal, hourly_volume(conn, midnight(day - timedelta(days=29)), day_end)
         )
+        refused = refusals(conn, day_start, day_end)
         trend = []
         for offset in range(29, -1, -1):
             d = day - timedelta(days=offset)
@@ -405,8 +406,24 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
         shop=inbox.from_name or inbox.address, day=day, timezone=config.hours.timezone,
         periods=tuple(periods), breaches=tuple(breaches), at_risk=tuple(at_risk[:10]), oldest=oldest,
         by_hour=by_hour, by_weekday=by_weekday, open_hours=open_hours, open_days=open_days,
-        trend=tuple(trend), suggestions=tuple(suggestions),
+        trend=tuple(trend), suggestions=tuple(suggestions), refused=refused,
     )  # fmt: skip
+
+
+def refusals(conn: Any, start: datetime, end: datetime) -> tuple[tuple[str, int], ...]:
+    """How many mails the listener refused in [start, end), by reason, most first (from
+    the "refused" events: one a refusal, or one with the count of an hour's surplus)."""
+    import json
+
+    e = store.events.c
+    counts: dict[str, int] = {}
+    for (detail,) in conn.execute(
+        select(e.detail).where(e.kind == "refused", e.at >= start, e.at < end)
+    ):
+        entry = json.loads(detail)
+        reason = str(entry.get("reason", "other"))
+        counts[reason] = counts.get(reason, 0) + int(entry.get("count", 1))
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # ---------------------------------------------------------------------------- status

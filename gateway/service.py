@@ -14,12 +14,14 @@ SMTP clients while the processor works; the sender, which mostly waits on the ne
 stays with intake. A pipe each way wakes the other side; the child stops when its pipe
 closes (the parent stopped or died), and when it dies the service reports it so that
 `run` exits with an error (systemd then restarts it; nothing is lost: whatever either
-side had not finished is in the database). It holds no business logic.
+side had not finished is in the database). Only one gateway runs on a SQLite database at a
+time (`InstanceLock`): a second one refuses to start. It holds no business logic.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -28,13 +30,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from . import store
 from .config import Config
-from .errors import TemporaryError
+from .errors import AlreadyRunning, TemporaryError
 from .outage import OutageWatch
 from .outbox import OutboxSender, make_transport
 from .pipeline import Pipeline
@@ -61,6 +64,42 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+class InstanceLock:
+    """One running gateway per SQLite database: an flock on "<database>.running" beside
+    it, held from start to stop (the worker process inherits it) and released by the
+    kernel when the process ends, however it ends. The file holds the holder's pid, for
+    the refusal's message. (PostgreSQL databases are not guarded here.)"""
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database or ""
+        sqlite_file = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
+        self.database = Path(database).expanduser() if sqlite_file else None
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.database is None or self._fd is not None:
+            return
+        path = self.database.with_name(self.database.name + ".running")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another sla-gateway is already running on {self.database} (pid {holder}); "
+                "stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # the worker process, if any, has ended: the lock goes with it
+
+
 class Service:
     """`start()` everything, `stop()` everything; safe to start again after a stop."""
 
@@ -83,6 +122,7 @@ class Service:
         self.clock = clock
         self.engine = engine or store.make_engine(config.database)
         self._owns_engine = engine is None
+        self.instance = InstanceLock(self.engine)
         self._wake = threading.Event()
         self._wake_sender = threading.Event()
         self._stop = threading.Event()
@@ -115,6 +155,7 @@ class Service:
         # Intake threads wait on the GIL behind the CPU-bound processor; a short switch
         # interval keeps an SMTP client's wait for its 250 short (default is 5 ms a turn).
         sys.setswitchinterval(SWITCH_INTERVAL)
+        self.instance.acquire()  # before anything: a second gateway starts nothing
         store.upgrade(self.engine)
         self._stop.clear()
         self.worker_died.clear()
@@ -149,7 +190,7 @@ class Service:
         controller = self._controller
         if controller is not None:
             controller.stop()  # type: ignore[attr-defined]
-            controller.handler.committer.stop()  # type: ignore[attr-defined]
+            controller.handler.stop()  # type: ignore[attr-defined]
             self._controller = None
         for poller in self._pollers:
             poller.stop()  # type: ignore[attr-defined]
@@ -162,6 +203,7 @@ class Service:
         self._workers = []
         self._stop_child()
         self.sender.close()
+        self.instance.release()
         log.info("event=stopped")
 
     def close(self) -> None:

@@ -44,7 +44,7 @@ from sqlalchemy import (
     inspect,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .errors import ConfigError, Problem, TemporaryError
 
@@ -69,6 +69,66 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class LosslessText(TypeDecorator[str]):
+    """Text that is stored whatever it holds and comes back exactly as it went in.
+
+    An SMTP envelope may carry 8-bit bytes that are not UTF-8 (aiosmtpd hands them over
+    as surrogate escapes, which no database takes) or a NUL (which PostgreSQL refuses).
+    Such a value is written marked: MARK first, then each NUL as MARK, each escaped byte
+    0x80-0xFF as U+E080-U+E0FF, and the few characters those stand for, when really
+    there, preceded by ESCAPE. Everything else, nearly every value, is written as is."""
+
+    impl: TypeEngine[Any] | type[TypeEngine[Any]] = Text
+    cache_ok = True
+    MARK, ESCAPE = "\ue000", "\ue001"
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__()
+        if length is not None:
+            self.impl = String(length)
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.escape(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.unescape(value)
+
+    @classmethod
+    def escape(cls, value: str) -> str:
+        if not value.startswith(cls.MARK) and not any(
+            c == "\0" or "\udc80" <= c <= "\udcff" for c in value
+        ):
+            return value
+        out = [cls.MARK]
+        for c in value:
+            if c == "\0":
+                out.append(cls.MARK)
+            elif "\udc80" <= c <= "\udcff":
+                out.append(chr(ord(c) - 0xDC80 + 0xE080))
+            elif c in (cls.MARK, cls.ESCAPE) or "\ue080" <= c <= "\ue0ff":
+                out.append(cls.ESCAPE + c)
+            else:
+                out.append(c)
+        return "".join(out)
+
+    @classmethod
+    def unescape(cls, value: str) -> str:
+        if not value.startswith(cls.MARK):
+            return value
+        out: list[str] = []
+        chars = iter(value[1:])
+        for c in chars:
+            if c == cls.ESCAPE:
+                out.append(next(chars, ""))
+            elif c == cls.MARK:
+                out.append("\0")
+            elif "\ue080" <= c <= "\ue0ff":
+                out.append(chr(ord(c) - 0xE080 + 0xDC80))
+            else:
+                out.append(c)
+        return "".join(out)
 
 
 metadata = MetaData(
@@ -129,7 +189,7 @@ messages = Table(
     "messages",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("dedup_key", String(255), nullable=False, unique=True),  # Message-ID or sha256:...
+    Column("dedup_key", String(255), nullable=False, unique=True),  # dedup.dedup_key
     Column("message_id", String(995)),
     Column("conversation_id", Integer, ForeignKey("conversations.id")),
     Column("inbox", String(64)),
@@ -138,8 +198,8 @@ messages = Table(
     Column("status", String(16), nullable=False, default="stored"),  # stored/processed/shunted
     Column("error", Text),
     Column("received_at", UTCDateTime, nullable=False),
-    Column("envelope_from", String(998)),
-    Column("envelope_to", Text),
+    Column("envelope_from", LosslessText(998)),
+    Column("envelope_to", LosslessText()),  # both as the SMTP client sent them
     Column("from_addr", String(998)),
     Column("subject", Text),
     Column("skip_rule", String(32)),
@@ -463,9 +523,14 @@ def is_temporary(exc: BaseException) -> bool:
     """A database failure that may pass: locked, gone away, connection dropped."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    # PostgreSQL files "program limit exceeded" (a value too big for an index, ...) under
+    # operational errors too, but it fails the same way every time: the row's fault.
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return not (isinstance(sqlstate, str) and sqlstate.startswith("54"))
 
 
 # ---------------------------------------------------------------------------- queries

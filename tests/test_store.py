@@ -90,3 +90,16 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path) -> None:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_a_value_the_index_cannot_take_is_no_passing_failure(engine: sa.Engine) -> None:
+    """PostgreSQL reports "index row size exceeds maximum" as an operational error, as it
+    does a dropped connection; retrying cannot help, so it is the row's fault."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's limit")
+    store.upgrade(engine)
+    with pytest.raises(sa.exc.OperationalError) as info, engine.begin() as conn:
+        conn.execute(store.messages.insert().values(
+            dedup_key="k", message_id="".join(chr(0x4E00 + i * 7919 % 20000) for i in range(990)), source="smtp", received_at=datetime.now(UTC),
+            sha256="0" * 64, size=1))  # fmt: skip
+    assert not store.is_temporary(info.value)
