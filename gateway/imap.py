@@ -117,6 +117,7 @@ class FolderSync:
         self.wake = wake
         assert inbox.imap is not None
         self.imap = inbox.imap
+        self._exists = 0  # the folder's size as the last SELECT reported it
 
     def state(self) -> tuple[int, int, datetime] | None:
         s = store.sync_state.c
@@ -144,7 +145,25 @@ class FolderSync:
                 )  # fmt: skip
 
     def sync(self, client: IMAPClient) -> int:
-        """Fetch everything new since the last sync; returns how many messages were new."""
+        """Fetch everything new since the last sync, and again as long as the server
+        announced mail that arrived meanwhile; returns how many messages were new.
+
+        The server tells of new mail (EXISTS) inside its responses to our own commands
+        (the SEARCH, the FETCH) as well as in IDLE; what it told there it does not tell
+        again when IDLE starts, so it is looked at here, before the caller idles."""
+        new = 0
+        while True:
+            new += self._sync_once(client)
+            if not self._mail_arrived(client):
+                return new
+
+    def _mail_arrived(self, client: IMAPClient) -> bool:
+        """Whether the server announced, since SELECT, another mailbox size than SELECT
+        reported (or any size together with an expunge: one gone, another come)."""
+        sizes, expunged = _mailbox_news(client)
+        return any(n != self._exists for n in sizes) or (expunged and bool(sizes))
+
+    def _sync_once(self, client: IMAPClient) -> int:
         if not self.folder:
             found = client.find_special_folder(b"\\Sent")
             if not found:
@@ -156,6 +175,8 @@ class FolderSync:
         info = client.select_folder(
             self.folder, readonly=not (self.imap.mark_seen and not self.sent)
         )
+        _mailbox_news(client)  # SELECT's own EXISTS is in `info`; from here on, news is news
+        self._exists = int(info.get(b"EXISTS", 0) or 0)
         uidvalidity = int(info[b"UIDVALIDITY"])
         uidnext = int(info.get(b"UIDNEXT", 0) or 0)
         state = self.state()
@@ -320,6 +341,17 @@ class ImapPoller:
                     break
         finally:
             client.idle_done()
+
+
+def _mailbox_news(client: IMAPClient) -> tuple[list[int], bool]:
+    """Take the mailbox sizes (EXISTS) the server reported inside the responses to our
+    commands since the last call, and whether it reported expunged messages too;
+    imaplib keeps them aside, IMAPClient's commands return only their own answers."""
+    pending = client._imap.untagged_responses
+    sizes = [int(n) for n in pending.pop("EXISTS", []) if n is not None]
+    expunged = bool(pending.pop("EXPUNGE", None))
+    pending.pop("RECENT", None)
+    return sizes, expunged
 
 
 def _is_news(response: Any) -> bool:

@@ -5,39 +5,47 @@ restarts, dropped connections and a UIDVALIDITY change lose nothing and repeat n
 from __future__ import annotations
 
 import smtplib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from gateway import store
+from gateway import imap, store
 from gateway.config import Config
+from gateway.pipeline import Received
 from gateway.service import Service
 from tests.imapserver import Dovecot
-from tests.mailtools import Sink, gateway_config
+from tests.mailtools import Delivered, Sink, gateway_config
 
 RECEIVED = datetime(2026, 11, 2, 8, 59, tzinfo=UTC)  # a Monday, 09:59 in Berlin
 NOW = RECEIVED + timedelta(minutes=1)
+OWNER = "owner@shop.example"  # [alerts] to in the example configuration
 
 
 def imap_config(
-    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot, *, idle: bool = True
-) -> Config:
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot, *, idle: bool = True,
+    poll_interval: str = "1s", extra: dict[str, str] | None = None,
+) -> Config:  # fmt: skip
+    """The example configuration reading the test server's INBOX; `poll_interval` is also
+    how often IDLE is renewed (at least 5 s)."""
     secret = tmp_path / "imap-password"
     secret.write_text(dovecot.password + "\n")
     section = (
         "[inbox.imap]\n"
         f'host = "{dovecot.host}"\nport = {dovecot.port}\nsecurity = "none"\n'
         f'username = "{dovecot.user}"\npassword_file = "{secret}"\n'
-        f'idle = {"true" if idle else "false"}\npoll_interval = "1s"\ntimeout = "10s"\n'
+        f'idle = {"true" if idle else "false"}\npoll_interval = "{poll_interval}"\ntimeout = "10s"\n'
     )
     return gateway_config(
-        tmp_path, database_url, sink_port=sink.port, extra={"# [inbox.imap]\n": section}
-    )
+        tmp_path, database_url, sink_port=sink.port,
+        extra={"# [inbox.imap]\n": section, **(extra or {})},
+    )  # fmt: skip
 
 
 def mail(n: int, sender: str = "kim@customer.example") -> bytes:
@@ -48,6 +56,12 @@ def mail(n: int, sender: str = "kim@customer.example") -> bytes:
     ).encode()
 
 
+def big_mail(n: int, size: int, sender: str = "pia@customer.example") -> bytes:
+    """mail(n) with a different subject and at least `size` more bytes of body."""
+    head = mail(n, sender).replace(b"Subject: Question", b"Subject: Photos of the damage, part")
+    return head + b"".join(b"x" * 76 + b"\r\n" for _ in range(size // 78 + 1))
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,6 +69,13 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def sync_states(engine: sa.Engine) -> list[sa.Row[Any]]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(sa.select(store.sync_state).where(store.sync_state.c.folder == "INBOX"))
+        )
 
 
 def synced(engine: sa.Engine) -> bool:
@@ -236,5 +257,68 @@ def test_uidvalidity_change_never_imports_old_history(tmp_path: Path, database_u
             ).scalar_one()
         assert stored == 1  # only the new mail, none of the history
         assert len(sink.received) == 1
+    finally:
+        service.close()
+
+
+def customers(acks: list[Delivered]) -> list[str]:
+    return sorted(a.rcpt_tos[0] for a in acks if a.rcpt_tos[0] != OWNER)
+
+
+def test_a_burst_arriving_during_a_fetch_does_not_wait_for_the_idle_renewal(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # IDLE is renewed only every 5 minutes: a mail left for the renewal times the test out.
+    config = imap_config(tmp_path, database_url, sink, dovecot, poll_interval="300s")
+    start(config).close()  # the first sync marks where new mail starts
+    dovecot.append("INBOX", mail(1, sender="c1@customer.example"))
+    dovecot.append("INBOX", mail(2, sender="c2@customer.example"))
+    # One message per FETCH, and a burst arriving right after the first is stored: the
+    # server announces it (EXISTS) inside the response to the second one's FETCH, and
+    # nothing arrives after it that would end the IDLE.
+    monkeypatch.setattr(imap, "BATCH", 1)
+    service = Service(config, clock=lambda: NOW)
+    accept = service.pipeline.accept
+    burst = [f"c{n}@customer.example" for n in range(3, 8)]
+
+    def accept_while_a_burst_arrives(received: Received) -> tuple[int | None, bool]:
+        result = accept(received)
+        while burst:
+            n = 8 - len(burst)
+            dovecot.append("INBOX", mail(n, sender=burst.pop(0)))
+        return result
+
+    monkeypatch.setattr(service.pipeline, "accept", accept_while_a_burst_arrives)
+    service.start()
+    try:
+        acks = sink.wait_for(7, timeout=10)
+        assert customers(acks) == [f"c{n}@customer.example" for n in range(1, 8)]
+    finally:
+        service.close()
+
+
+def append_all(dovecot: Dovecot, mails: list[bytes]) -> None:
+    for raw in mails:
+        dovecot.append("INBOX", raw)
+
+
+def test_bursts_arriving_while_syncing_are_acknowledged_before_the_idle_renewal(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    config = imap_config(tmp_path, database_url, sink, dovecot, poll_interval="300s")
+    service = start(config)
+    try:
+        expected: list[str] = []
+        for burst in range(3):  # each: a large first mail keeps a FETCH busy while the rest arrive
+            senders = [f"c{burst}-{n}@customer.example" for n in range(10)]
+            mails = [big_mail(burst * 10 + n, 0 if n else 3_000_000, sender=s)
+                     for n, s in enumerate(senders)]  # fmt: skip
+            appender = threading.Thread(target=append_all, args=(dovecot, mails))
+            appender.start()  # in quick succession, while the poller syncs the first ones
+            appender.join()
+            expected = sorted([*expected, *senders])
+            acks = sink.wait_for(len(expected), timeout=10)
+            assert customers(acks) == expected
     finally:
         service.close()
