@@ -1,10 +1,13 @@
 """The IMAP poller: reads new mail from a shop's existing mailbox into the pipeline.
 
 Owns: one connection per watched folder; IDLE where the server offers it (new mail within
-seconds), polling every `poll_interval` otherwise; remembering UIDVALIDITY and the last
-UID per folder in `sync_state`, advanced only after the messages up to it are committed;
+seconds; a sync repeats at once while the server announced more mail during it, so IDLE
+never sleeps on mail already announced), polling every `poll_interval` otherwise;
+remembering UIDVALIDITY, the last UID and the INTERNALDATE before which everything was
+seen per folder in `sync_state`, advanced only after the messages up to it are committed;
 reconnecting with backoff after drops; and re-syncing after a UIDVALIDITY change without
-acknowledging anything twice (the pipeline's dedup sees the same Message-IDs again).
+acknowledging history or anything twice (only mail dated from `seen_before` on is looked
+at, and the pipeline's dedup keeps what it has stored once).
 It never changes the mailbox — folders are opened read-only and bodies fetched with
 BODY.PEEK — unless `mark_seen = true`. On the very first sync of a folder it starts at the
 current end of the mailbox: history already in the mailbox is not acknowledged.
@@ -17,6 +20,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sla_gateway.imap")
 
 BATCH = 50
+DATES_BATCH = 500  # INTERNALDATEs asked for in one FETCH
 BACKOFF_MAX = 300.0
 IDLE_REFRESH = timedelta(minutes=25)  # re-issue IDLE well within the RFC's 29 minutes
 
@@ -103,6 +108,16 @@ def append_copy(
         _close(client)
 
 
+@dataclass(frozen=True)
+class SyncState:
+    """Where one folder's sync stands (a `sync_state` row)."""
+
+    uidvalidity: int
+    last_uid: int  # every message up to this UID was taken care of
+    synced_at: datetime
+    seen_before: datetime  # every message dated (INTERNALDATE) before this was seen
+
+
 class FolderSync:
     """Brings one folder's new messages into the pipeline. Used by the poller's thread."""
 
@@ -119,30 +134,34 @@ class FolderSync:
         self.imap = inbox.imap
         self._exists = 0  # the folder's size as the last SELECT reported it
 
-    def state(self) -> tuple[int, int, datetime] | None:
+    def state(self) -> SyncState | None:
         s = store.sync_state.c
         with self.pipeline.engine.connect() as conn:
             row = conn.execute(
                 select(store.sync_state).where(s.inbox == self.inbox.name, s.folder == self.folder)
             ).first()
-        return (int(row.uidvalidity), int(row.last_uid), row.updated_at) if row else None
+        if row is None:
+            return None
+        return SyncState(int(row.uidvalidity), int(row.last_uid), row.updated_at,
+                         row.seen_before or row.updated_at)  # fmt: skip
 
-    def save(self, uidvalidity: int, last_uid: int) -> None:
+    def save(self, conn: Any, uidvalidity: int, last_uid: int, seen_before: datetime) -> None:
+        """Write the folder's state in the caller's transaction: the one that committed
+        what it says was taken care of, or one after it."""
         s = store.sync_state.c
-        now = self.clock()
-        with store.begin(self.pipeline.engine) as conn:
-            updated = conn.execute(
-                store.sync_state.update()
-                .where(s.inbox == self.inbox.name, s.folder == self.folder)
-                .values(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=now)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    store.sync_state.insert().values(
-                        inbox=self.inbox.name, folder=self.folder, uidvalidity=uidvalidity,
-                        last_uid=last_uid, updated_at=now,
-                    )
-                )  # fmt: skip
+        values = dict(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=self.clock(),
+                      seen_before=seen_before)  # fmt: skip
+        updated = conn.execute(
+            store.sync_state.update()
+            .where(s.inbox == self.inbox.name, s.folder == self.folder)
+            .values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(
+                store.sync_state.insert().values(
+                    inbox=self.inbox.name, folder=self.folder, **values
+                )
+            )
 
     def sync(self, client: IMAPClient) -> int:
         """Fetch everything new since the last sync, and again as long as the server
@@ -181,28 +200,24 @@ class FolderSync:
         uidnext = int(info.get(b"UIDNEXT", 0) or 0)
         state = self.state()
         if state is None:
-            # First sync: start at the current end; what is already there is history.
-            last = uidnext - 1 if uidnext else max(client.search(["ALL"]) or [0])
-            self.save(uidvalidity, last)
-            log.info(
-                "event=imap-first-sync inbox=%s folder=%s start_uid=%s",
-                self.inbox.name,
-                self.folder,
-                last,
-            )
+            self._first_sync(client, uidvalidity, uidnext)
             return 0
-        stored_validity, last_uid, synced_at = state
-        renumbered = stored_validity != uidvalidity
+        last_uid, seen_before = state.last_uid, state.seen_before
+        renumbered = state.uidvalidity != uidvalidity
+        floor: datetime | None = None  # renumbered: mail dated before it was seen before
         if renumbered:
-            # The server renumbered the folder: look again at everything since the last
-            # sync (a day of margin); the pipeline keeps what it has already seen once.
-            # The new state is written only after the rescan committed, with the current
-            # end of the folder as its floor: a crash repeats the rescan, never the history.
-            since = (synced_at - timedelta(days=1)).date()
-            uids = sorted(client.search(["SINCE", since]))
+            # The server renumbered the folder (a restore, a rebuilt index): every message
+            # has a new UID, history included. New can only be what arrived after the last
+            # sync: dated (INTERNALDATE) at or after `seen_before` — compared here, as
+            # SEARCH SINCE knows only days — and not stored yet (the pipeline's dedup
+            # keeps each message once). The new state is written only after the rescan
+            # committed, with the current end of the folder as its floor: a crash repeats
+            # the rescan, never the history.
+            floor = seen_before
+            uids = sorted(client.search(["SINCE", (floor - timedelta(days=1)).date()]))
             log.warning(
-                "event=imap-uidvalidity-changed inbox=%s folder=%s old=%s new=%s rescanning=%s",
-                self.inbox.name, self.folder, stored_validity, uidvalidity, len(uids),
+                "event=imap-uidvalidity-changed inbox=%s folder=%s old=%s new=%s since=%s candidates=%s",
+                self.inbox.name, self.folder, state.uidvalidity, uidvalidity, floor.isoformat(), len(uids),
             )  # fmt: skip
             last_uid = 0
         else:
@@ -211,29 +226,59 @@ class FolderSync:
         new = 0
         for start in range(0, len(uids), BATCH):
             batch = uids[start : start + BATCH]
-            fetched = client.fetch(batch, ["BODY.PEEK[]", "INTERNALDATE"])
-            for uid in batch:
+            dates = self._dates(client, batch)
+            wanted = [u for u in batch if u in dates and (floor is None or dates[u] >= floor)]
+            fetched = client.fetch(wanted, ["BODY.PEEK[]"]) if wanted else {}
+            for uid in wanted:
                 data = fetched.get(uid)
                 if data is None:  # expunged meanwhile
                     continue
                 raw = data.get(b"BODY[]") or b""
-                received_at = _aware(data.get(b"INTERNALDATE")) or self.clock()
                 _, is_new = self.pipeline.accept(
-                    Received(raw=raw, source="imap", received_at=received_at, inbox=self.inbox.name,
+                    Received(raw=raw, source="imap", received_at=dates[uid], inbox=self.inbox.name,
                              from_sent_folder=self.sent)
                 )  # fmt: skip
                 new += int(is_new)
-            if self.imap.mark_seen and not self.sent:
-                client.add_flags(batch, [b"\\Seen"], silent=True)
-            if not renumbered:
-                self.save(
-                    uidvalidity, max(batch[-1], last_uid)
-                )  # only after the batch is committed
+            if self.imap.mark_seen and not self.sent and wanted:
+                client.add_flags(wanted, [b"\\Seen"], silent=True)
+            seen_before = max([seen_before, *dates.values()])
+            if not renumbered:  # only after the batch is committed
+                with store.begin(self.pipeline.engine) as conn:
+                    self.save(conn, uidvalidity, max(batch[-1], last_uid), seen_before)
             if new:
                 self.wake()
         if renumbered:
-            self.save(uidvalidity, max([uidnext - 1, *uids]) if uidnext else max(uids, default=0))
+            end = max([uidnext - 1, *uids]) if uidnext else max(uids, default=0)
+            with store.begin(self.pipeline.engine) as conn:
+                self.save(conn, uidvalidity, end, seen_before)
         return new
+
+    def _first_sync(self, client: IMAPClient, uidvalidity: int, uidnext: int) -> None:
+        """Start at the current end of the folder: what is already there is history, never
+        acknowledged, not even after a renumbering: it is all dated before `seen_before`,
+        one second after its newest INTERNALDATE (they have whole seconds); in an empty
+        folder, now."""
+        top = client.search(["UID", "*"])  # the highest UID in use, if any
+        last = uidnext - 1 if uidnext else max(top, default=0)
+        seen_before = self.clock()
+        newest = self._dates(client, top)
+        if newest:
+            since = (max(newest.values()) - timedelta(days=1)).date()
+            dates = self._dates(client, client.search(["SINCE", since]))
+            seen_before = max([*newest.values(), *dates.values()]) + timedelta(seconds=1)
+        with store.begin(self.pipeline.engine) as conn:
+            self.save(conn, uidvalidity, last, seen_before)
+        log.info("event=imap-first-sync inbox=%s folder=%s start_uid=%s seen_before=%s",
+                 self.inbox.name, self.folder, last, seen_before.isoformat())  # fmt: skip
+
+    def _dates(self, client: IMAPClient, uids: list[int]) -> dict[int, datetime]:
+        """The INTERNALDATE (when the server received it) of each message still there."""
+        dates: dict[int, datetime] = {}
+        for start in range(0, len(uids), DATES_BATCH):
+            fetched = client.fetch(uids[start : start + DATES_BATCH], ["INTERNALDATE"])
+            for uid, data in fetched.items():
+                dates[uid] = _aware(data.get(b"INTERNALDATE")) or self.clock()
+        return dates
 
 
 def _aware(value: Any) -> datetime | None:

@@ -322,3 +322,38 @@ def test_bursts_arriving_while_syncing_are_acknowledged_before_the_idle_renewal(
             assert customers(acks) == expected
     finally:
         service.close()
+
+
+def test_uidvalidity_change_acknowledges_only_mail_since_the_last_sync(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    # History from the hours before the first sync (within a day of it: SINCE has day
+    # granularity, so only the exact INTERNALDATE tells it from new mail).
+    for n in range(10, 15):
+        dovecot.append("INBOX", mail(n, sender=f"old{n}@customer.example"),
+                       internaldate=NOW - timedelta(hours=15 - n))  # fmt: skip
+    config = imap_config(tmp_path, database_url, sink, dovecot)
+    service = start(config)
+    try:
+        dovecot.append("INBOX", mail(1))
+        assert customers(sink.wait_for(1)) == ["kim@customer.example"]
+    finally:
+        service.close()
+    dovecot.append("INBOX", mail(2, sender="ole@customer.example"))  # after the last sync
+    dovecot.reset_uidvalidity("INBOX")  # a restore renumbers everything, history included
+    service = start(config)
+    try:
+        acks = sink.wait_for(2)
+        service.stop()
+        service.run_once()
+        time.sleep(0.5)  # anything wrongly queued would have been sent by now
+        assert customers(list(sink.received)) == ["kim@customer.example", "ole@customer.example"]
+        with service.engine.connect() as conn:
+            stored = conn.execute(sa.select(store.messages.c.message_id)).scalars().all()
+        assert sorted(stored) == ["q1@customer.example", "q2@customer.example"]
+        [state] = sync_states(service.engine)
+        assert state.uidvalidity == dovecot.uidvalidity("INBOX")
+        assert state.last_uid == max(dovecot.uids("INBOX"))
+    finally:
+        service.close()
+    assert len(acks) == 2
