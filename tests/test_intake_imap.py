@@ -4,6 +4,7 @@ restarts, dropped connections and a UIDVALIDITY change lose nothing and repeat n
 
 from __future__ import annotations
 
+import json
 import smtplib
 import threading
 import time
@@ -357,3 +358,55 @@ def test_uidvalidity_change_acknowledges_only_mail_since_the_last_sync(
     finally:
         service.close()
     assert len(acks) == 2
+
+
+def test_mail_over_the_size_limit_is_not_fetched_but_recorded_and_the_owner_told_once(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    config = imap_config(tmp_path, database_url, sink, dovecot, extra={
+        'max_message_size = "25MB" ': 'max_message_size = "20KB" '})  # fmt: skip
+    assert config.listen is not None and config.listen.max_message_size == 20_000
+    service = start(config)
+    try:
+        uid = dovecot.append("INBOX", big_mail(7, 30_000))
+        dovecot.append("INBOX", mail(8, sender="ole@customer.example"))  # the next, normal one
+        delivered = sink.wait_for(2)
+        [alert] = [d for d in delivered if d.rcpt_tos == [OWNER]]
+        [ack] = [d for d in delivered if d.rcpt_tos != [OWNER]]
+        assert ack.rcpt_tos == ["ole@customer.example"]
+        text = alert.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert "pia@customer.example" in text and "Photos of the damage, part 7" in text
+        assert "INBOX" in text and "20,000 bytes" in text
+        dovecot.drop_connections()  # a new session syncs again: nothing is said twice
+        dovecot.append("INBOX", mail(9, sender="ida@customer.example"))
+        sink.wait_for(3)
+        dovecot.append("INBOX", big_mail(11, 30_000, sender="uwe@customer.example"))
+        sink.wait_for(4)  # another one: its own alert
+        dovecot.reset_uidvalidity("INBOX")  # nor after a renumbering, which looks at it again
+        dovecot.append("INBOX", mail(10, sender="eva@customer.example"))
+        sink.wait_for(5, timeout=30)
+        service.stop()
+        service.run_once()
+        time.sleep(0.5)
+        assert sorted(d.rcpt_tos[0] for d in sink.received) == [
+            "eva@customer.example",
+            "ida@customer.example",
+            "ole@customer.example",
+            OWNER,
+            OWNER,
+        ]
+        with service.engine.connect() as conn:
+            events = conn.execute(sa.select(store.events).where(
+                store.events.c.kind == "imap-too-large").order_by(store.events.c.id)).all()  # fmt: skip
+            stored = conn.execute(sa.select(store.messages.c.message_id)).scalars().all()
+        event, _ = events
+        detail = json.loads(event.detail)
+        assert detail["folder"] == "INBOX" and detail["uid"] == uid
+        assert detail["size"] > 30_000 and detail["limit"] == 20_000
+        assert detail["from"] == "pia@customer.example"
+        assert detail["subject"] == "Photos of the damage, part 7"
+        assert "q7@customer.example" not in stored  # never downloaded
+        assert "q11@customer.example" not in stored
+        assert json.loads(events[1].detail)["from"] == "uwe@customer.example"
+    finally:
+        service.close()
