@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from gateway import imap, store
 from gateway.config import Config
+from gateway.errors import TemporaryError
 from gateway.pipeline import Received
 from gateway.service import Service
 from tests.imapserver import Dovecot
@@ -408,5 +409,36 @@ def test_mail_over_the_size_limit_is_not_fetched_but_recorded_and_the_owner_told
         assert "q7@customer.example" not in stored  # never downloaded
         assert "q11@customer.example" not in stored
         assert json.loads(events[1].detail)["from"] == "uwe@customer.example"
+    finally:
+        service.close()
+
+
+def test_the_uid_state_advances_only_past_what_was_committed(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    config = imap_config(tmp_path, database_url, sink, dovecot)
+    start(config).close()
+    first = dovecot.append("INBOX", mail(1, sender="c1@customer.example"))
+    second = dovecot.append("INBOX", mail(2, sender="c2@customer.example"))
+    monkeypatch.setattr(imap, "BATCH", 1)  # a state saved after each message
+    service = Service(config, clock=lambda: NOW)
+    accept = service.pipeline.accept
+    seen_at_failure: list[int] = []
+
+    def accept_failing_once(received: Received) -> tuple[int | None, bool]:
+        if b"<q2@" in received.raw and not seen_at_failure:
+            [state] = sync_states(service.engine)
+            seen_at_failure.append(state.last_uid)
+            raise TemporaryError("cannot store the message: database is locked")
+        return accept(received)
+
+    monkeypatch.setattr(service.pipeline, "accept", accept_failing_once)
+    service.start()
+    try:
+        acks = sink.wait_for(2, timeout=20)  # the poller reconnects and fetches it again
+        assert customers(acks) == ["c1@customer.example", "c2@customer.example"]
+        assert seen_at_failure == [first]  # past the first, committed; not past the second
+        wait_until(lambda: sync_states(service.engine)[0].last_uid == second)
     finally:
         service.close()
