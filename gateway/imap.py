@@ -1,10 +1,16 @@
 """The IMAP poller: reads new mail from a shop's existing mailbox into the pipeline.
 
 Owns: one connection per watched folder; IDLE where the server offers it (new mail within
-seconds), polling every `poll_interval` otherwise; remembering UIDVALIDITY and the last
-UID per folder in `sync_state`, advanced only after the messages up to it are committed;
+seconds; a sync repeats at once while the server announced more mail during it, so IDLE
+never sleeps on mail already announced), polling every `poll_interval` otherwise;
+remembering UIDVALIDITY, the last UID and the INTERNALDATE before which everything was
+seen per folder in `sync_state`, advanced only after the messages up to it are committed;
 reconnecting with backoff after drops; and re-syncing after a UIDVALIDITY change without
-acknowledging anything twice (the pipeline's dedup sees the same Message-IDs again).
+acknowledging history or anything twice (only mail dated from `seen_before` on is looked
+at, and the pipeline's dedup keeps what it has stored once). A message larger than the
+SMTP listener's `max_message_size` is not downloaded (its size is fetched first): it is
+recorded once (event `imap-too-large`, from its ENVELOPE) and the owner alerted through
+the outbox, in the transaction that moves the folder's state past it.
 It never changes the mailbox — folders are opened read-only and bodies fetched with
 BODY.PEEK — unless `mark_seen = true`. On the very first sync of a folder it starts at the
 current end of the mailbox: history already in the mailbox is not acknowledged.
@@ -13,11 +19,14 @@ current end of the mailbox: history already in the mailbox is not acknowledged.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
@@ -25,7 +34,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy import select
 
 from . import oauth, store
-from .config import Config, ImapConfig, InboxConfig
+from .config import Config, ImapConfig, InboxConfig, ListenConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .pipeline import Pipeline, Received
 from .secrets import read_secret
@@ -36,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sla_gateway.imap")
 
 BATCH = 50
+DESCRIBE_BATCH = 500  # messages whose date and size are asked for in one FETCH
+TOO_LARGE_EVENT = "imap-too-large"
 BACKOFF_MAX = 300.0
 IDLE_REFRESH = timedelta(minutes=25)  # re-issue IDLE well within the RFC's 29 minutes
 
@@ -103,6 +114,16 @@ def append_copy(
         _close(client)
 
 
+@dataclass(frozen=True)
+class SyncState:
+    """Where one folder's sync stands (a `sync_state` row)."""
+
+    uidvalidity: int
+    last_uid: int  # every message up to this UID was taken care of
+    synced_at: datetime
+    seen_before: datetime  # every message dated (INTERNALDATE) before this was seen
+
+
 class FolderSync:
     """Brings one folder's new messages into the pipeline. Used by the poller's thread."""
 
@@ -117,34 +138,59 @@ class FolderSync:
         self.wake = wake
         assert inbox.imap is not None
         self.imap = inbox.imap
+        self._exists = 0  # the folder's size as the last SELECT reported it
+        # The SMTP listener's limit: what it would refuse is not downloaded either.
+        self.max_size = (config.listen or ListenConfig()).max_message_size
 
-    def state(self) -> tuple[int, int, datetime] | None:
+    def state(self) -> SyncState | None:
         s = store.sync_state.c
         with self.pipeline.engine.connect() as conn:
             row = conn.execute(
                 select(store.sync_state).where(s.inbox == self.inbox.name, s.folder == self.folder)
             ).first()
-        return (int(row.uidvalidity), int(row.last_uid), row.updated_at) if row else None
+        if row is None:
+            return None
+        return SyncState(int(row.uidvalidity), int(row.last_uid), row.updated_at,
+                         row.seen_before or row.updated_at)  # fmt: skip
 
-    def save(self, uidvalidity: int, last_uid: int) -> None:
+    def save(self, conn: Any, uidvalidity: int, last_uid: int, seen_before: datetime) -> None:
+        """Write the folder's state in the caller's transaction: the one that committed
+        what it says was taken care of, or one after it."""
         s = store.sync_state.c
-        now = self.clock()
-        with store.begin(self.pipeline.engine) as conn:
-            updated = conn.execute(
-                store.sync_state.update()
-                .where(s.inbox == self.inbox.name, s.folder == self.folder)
-                .values(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=now)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    store.sync_state.insert().values(
-                        inbox=self.inbox.name, folder=self.folder, uidvalidity=uidvalidity,
-                        last_uid=last_uid, updated_at=now,
-                    )
-                )  # fmt: skip
+        values = dict(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=self.clock(),
+                      seen_before=seen_before)  # fmt: skip
+        updated = conn.execute(
+            store.sync_state.update()
+            .where(s.inbox == self.inbox.name, s.folder == self.folder)
+            .values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(
+                store.sync_state.insert().values(
+                    inbox=self.inbox.name, folder=self.folder, **values
+                )
+            )
 
     def sync(self, client: IMAPClient) -> int:
-        """Fetch everything new since the last sync; returns how many messages were new."""
+        """Fetch everything new since the last sync, and again as long as the server
+        announced mail that arrived meanwhile; returns how many messages were new.
+
+        The server tells of new mail (EXISTS) inside its responses to our own commands
+        (the SEARCH, the FETCH) as well as in IDLE; what it told there it does not tell
+        again when IDLE starts, so it is looked at here, before the caller idles."""
+        new = 0
+        while True:
+            new += self._sync_once(client)
+            if not self._mail_arrived(client):
+                return new
+
+    def _mail_arrived(self, client: IMAPClient) -> bool:
+        """Whether the server announced, since SELECT, another mailbox size than SELECT
+        reported (or any size together with an expunge: one gone, another come)."""
+        sizes, expunged = _mailbox_news(client)
+        return any(n != self._exists for n in sizes) or (expunged and bool(sizes))
+
+    def _sync_once(self, client: IMAPClient) -> int:
         if not self.folder:
             found = client.find_special_folder(b"\\Sent")
             if not found:
@@ -156,32 +202,30 @@ class FolderSync:
         info = client.select_folder(
             self.folder, readonly=not (self.imap.mark_seen and not self.sent)
         )
+        _mailbox_news(client)  # SELECT's own EXISTS is in `info`; from here on, news is news
+        self._exists = int(info.get(b"EXISTS", 0) or 0)
         uidvalidity = int(info[b"UIDVALIDITY"])
         uidnext = int(info.get(b"UIDNEXT", 0) or 0)
         state = self.state()
         if state is None:
-            # First sync: start at the current end; what is already there is history.
-            last = uidnext - 1 if uidnext else max(client.search(["ALL"]) or [0])
-            self.save(uidvalidity, last)
-            log.info(
-                "event=imap-first-sync inbox=%s folder=%s start_uid=%s",
-                self.inbox.name,
-                self.folder,
-                last,
-            )
+            self._first_sync(client, uidvalidity, uidnext)
             return 0
-        stored_validity, last_uid, synced_at = state
-        renumbered = stored_validity != uidvalidity
+        last_uid, seen_before = state.last_uid, state.seen_before
+        renumbered = state.uidvalidity != uidvalidity
+        floor: datetime | None = None  # renumbered: mail dated before it was seen before
         if renumbered:
-            # The server renumbered the folder: look again at everything since the last
-            # sync (a day of margin); the pipeline keeps what it has already seen once.
-            # The new state is written only after the rescan committed, with the current
-            # end of the folder as its floor: a crash repeats the rescan, never the history.
-            since = (synced_at - timedelta(days=1)).date()
-            uids = sorted(client.search(["SINCE", since]))
+            # The server renumbered the folder (a restore, a rebuilt index): every message
+            # has a new UID, history included. New can only be what arrived after the last
+            # sync: dated (INTERNALDATE) at or after `seen_before` — compared here, as
+            # SEARCH SINCE knows only days — and not stored yet (the pipeline's dedup
+            # keeps each message once). The new state is written only after the rescan
+            # committed, with the current end of the folder as its floor: a crash repeats
+            # the rescan, never the history.
+            floor = seen_before
+            uids = sorted(client.search(["SINCE", (floor - timedelta(days=1)).date()]))
             log.warning(
-                "event=imap-uidvalidity-changed inbox=%s folder=%s old=%s new=%s rescanning=%s",
-                self.inbox.name, self.folder, stored_validity, uidvalidity, len(uids),
+                "event=imap-uidvalidity-changed inbox=%s folder=%s old=%s new=%s since=%s candidates=%s",
+                self.inbox.name, self.folder, state.uidvalidity, uidvalidity, floor.isoformat(), len(uids),
             )  # fmt: skip
             last_uid = 0
         else:
@@ -190,29 +234,190 @@ class FolderSync:
         new = 0
         for start in range(0, len(uids), BATCH):
             batch = uids[start : start + BATCH]
-            fetched = client.fetch(batch, ["BODY.PEEK[]", "INTERNALDATE"])
-            for uid in batch:
+            found = self._describe(client, batch)
+            dates = {uid: about.received_at for uid, about in found.items()}
+            taken = [u for u in batch if u in found and (floor is None or dates[u] >= floor)]
+            too_large = [u for u in taken if found[u].size > self.max_size]
+            wanted = [u for u in taken if u not in too_large]
+            fetched = client.fetch(wanted, ["BODY.PEEK[]"]) if wanted else {}
+            for uid in wanted:
                 data = fetched.get(uid)
                 if data is None:  # expunged meanwhile
                     continue
                 raw = data.get(b"BODY[]") or b""
-                received_at = _aware(data.get(b"INTERNALDATE")) or self.clock()
                 _, is_new = self.pipeline.accept(
-                    Received(raw=raw, source="imap", received_at=received_at, inbox=self.inbox.name,
+                    Received(raw=raw, source="imap", received_at=dates[uid], inbox=self.inbox.name,
                              from_sent_folder=self.sent)
                 )  # fmt: skip
                 new += int(is_new)
-            if self.imap.mark_seen and not self.sent:
-                client.add_flags(batch, [b"\\Seen"], silent=True)
-            if not renumbered:
-                self.save(
-                    uidvalidity, max(batch[-1], last_uid)
-                )  # only after the batch is committed
+            refused = self._too_large(client, uidvalidity, {u: found[u] for u in too_large})
+            if self.imap.mark_seen and not self.sent and wanted:
+                client.add_flags(wanted, [b"\\Seen"], silent=True)
+            seen_before = max([seen_before, *dates.values()])
+            # Only after the batch is committed, and with the record of what was too large.
+            with store.begin(self.pipeline.engine) as conn:
+                self._record_too_large(conn, refused)
+                if not renumbered:
+                    self.save(conn, uidvalidity, max(batch[-1], last_uid), seen_before)
             if new:
                 self.wake()
         if renumbered:
-            self.save(uidvalidity, max([uidnext - 1, *uids]) if uidnext else max(uids, default=0))
+            end = max([uidnext - 1, *uids]) if uidnext else max(uids, default=0)
+            with store.begin(self.pipeline.engine) as conn:
+                self.save(conn, uidvalidity, end, seen_before)
         return new
+
+    def _first_sync(self, client: IMAPClient, uidvalidity: int, uidnext: int) -> None:
+        """Start at the current end of the folder: what is already there is history, never
+        acknowledged, not even after a renumbering: it is all dated before `seen_before`,
+        one second after its newest INTERNALDATE (they have whole seconds); in an empty
+        folder, now."""
+        top = client.search(["UID", "*"])  # the highest UID in use, if any
+        last = uidnext - 1 if uidnext else max(top, default=0)
+        seen_before = self.clock()
+        newest = [about.received_at for about in self._describe(client, top).values()]
+        if newest:
+            since = (max(newest) - timedelta(days=1)).date()
+            recent = self._describe(client, client.search(["SINCE", since]))
+            dates = [*newest, *(about.received_at for about in recent.values())]
+            seen_before = max(dates) + timedelta(seconds=1)
+        with store.begin(self.pipeline.engine) as conn:
+            self.save(conn, uidvalidity, last, seen_before)
+        log.info("event=imap-first-sync inbox=%s folder=%s start_uid=%s seen_before=%s",
+                 self.inbox.name, self.folder, last, seen_before.isoformat())  # fmt: skip
+
+    def _describe(self, client: IMAPClient, uids: list[int]) -> dict[int, _About]:
+        """When the server received each message still there (INTERNALDATE), and its size."""
+        found: dict[int, _About] = {}
+        for start in range(0, len(uids), DESCRIBE_BATCH):
+            fetched = client.fetch(
+                uids[start : start + DESCRIBE_BATCH], ["INTERNALDATE", "RFC822.SIZE"]
+            )
+            for uid, data in fetched.items():
+                received_at = _aware(data.get(b"INTERNALDATE")) or self.clock()
+                found[uid] = _About(received_at, int(data.get(b"RFC822.SIZE") or 0))
+        return found
+
+    def _too_large(
+        self, client: IMAPClient, uidvalidity: int, found: dict[int, _About]
+    ) -> list[TooLarge]:
+        """What is known of messages over the size limit without downloading them: their
+        ENVELOPE (sender, subject, Message-ID) besides date and size."""
+        envelopes = client.fetch(list(found), ["ENVELOPE"]) if found else {}
+        refused = []
+        for uid, about in found.items():
+            envelope = envelopes.get(uid, {}).get(b"ENVELOPE")
+            sender = (getattr(envelope, "from_", None) or [None])[0]
+            address = ""
+            if sender is not None and sender.mailbox:
+                address = _text(sender.mailbox) + ("@" + _text(sender.host) if sender.host else "")
+            refused.append(TooLarge(
+                inbox=self.inbox.name, folder=self.folder, uidvalidity=uidvalidity, uid=uid,
+                size=about.size, limit=self.max_size, received_at=about.received_at,
+                sender=address, sender_name=_text(getattr(sender, "name", None), decode=True),
+                subject=_text(getattr(envelope, "subject", None), decode=True),
+                message_id=_text(getattr(envelope, "message_id", None)),
+            ))  # fmt: skip
+        return refused
+
+    def _record_too_large(self, conn: Any, refused: list[TooLarge]) -> None:
+        """Record each message over the size limit once (an event), and tell the owner
+        about those not recorded before in one alert; in the caller's transaction, the one
+        that moves the folder's state past them."""
+        if not refused:
+            return
+        e = store.events.c
+        known = {json.loads(detail).get("key") for detail in conn.execute(
+            select(e.detail).where(e.kind == TOO_LARGE_EVENT)).scalars()}  # fmt: skip
+        fresh = [t for t in refused if t.key not in known]
+        now = self.clock()
+        for t in fresh:
+            store.add_event(conn, now, TOO_LARGE_EVENT, t.detail())
+            log.warning("event=imap-too-large inbox=%s folder=%s uid=%s size=%s limit=%s from=%r",
+                        t.inbox, t.folder, t.uid, t.size, t.limit, t.sender)  # fmt: skip
+        if not fresh:
+            return
+        from .render import alert_message
+
+        subject, text = too_large_alert(self.config, self.imap, fresh, sent=self.sent)
+        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
+            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+            self.pipeline.queue(conn, "alert", message, recipient, now)
+
+
+@dataclass(frozen=True)
+class _About:
+    received_at: datetime  # INTERNALDATE
+    size: int  # RFC822.SIZE
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """A message left in the mailbox because it is larger than the size limit."""
+
+    inbox: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    size: int
+    limit: int
+    received_at: datetime
+    sender: str
+    sender_name: str
+    subject: str
+    message_id: str
+
+    @property
+    def key(self) -> str:
+        """The same message after a renumbering: everything but the UID."""
+        return f"{self.inbox}/{self.folder}/{self.message_id}/{self.size}/{self.received_at.isoformat()}"
+
+    def detail(self) -> dict[str, Any]:
+        return {"key": self.key, "inbox": self.inbox, "folder": self.folder, "uidvalidity": self.uidvalidity,
+                "uid": self.uid, "size": self.size, "limit": self.limit,
+                "received_at": self.received_at.isoformat(), "from": self.sender,
+                "from_name": self.sender_name, "subject": self.subject, "message_id": self.message_id}  # fmt: skip
+
+
+def too_large_alert(
+    config: Config, imap: ImapConfig, refused: list[TooLarge], *, sent: bool = False
+) -> tuple[str, str]:
+    """The owner's alert about messages not fetched for their size: subject and text."""
+    folder = refused[0].folder
+    count = "A message" if len(refused) == 1 else f"{len(refused)} messages"
+    lines = [
+        f"{count} in the mailbox {imap.username}, folder {folder}, "
+        f"{'is' if len(refused) == 1 else 'are'} larger than the limit of {refused[0].limit:,} bytes "
+        "(listen.max_message_size), so sla-gateway did not download "
+        f"{'it' if len(refused) == 1 else 'them'}:",
+        "",
+    ]
+    for t in refused:
+        sender = f"{t.sender_name} <{t.sender}>" if t.sender_name else (t.sender or "(unknown)")
+        received = config.calendar.local(t.received_at).strftime("%Y-%m-%d %H:%M")
+        lines += [f"  From: {sender}", f"  Subject: {t.subject or '(none)'}",
+                  f"  Received: {received}", f"  Size: {t.size:,} bytes", ""]  # fmt: skip
+    lines.append(
+        "These are the team's sent replies: the conversations they answer still wait for a reply."
+        if sent
+        else "No acknowledgment was sent and no reply time is measured. The mail is still in the "
+        "mailbox: please answer it from your mail program."
+    )
+    subject = (
+        f"Too large to fetch: {len(refused)} message{'s' if len(refused) != 1 else ''} in {folder}"
+    )
+    return subject, "\n".join(lines) + "\n"
+
+
+def _text(value: Any, *, decode: bool = False) -> str:
+    """An ENVELOPE string as one line of text; `decode`: RFC 2047 encoded words too."""
+    if value is None:
+        return ""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if decode:
+        with contextlib.suppress(Exception):  # a damaged encoded word stays as it came
+            text = str(make_header(decode_header(text)))
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:300]
 
 
 def _aware(value: Any) -> datetime | None:
@@ -320,6 +525,17 @@ class ImapPoller:
                     break
         finally:
             client.idle_done()
+
+
+def _mailbox_news(client: IMAPClient) -> tuple[list[int], bool]:
+    """Take the mailbox sizes (EXISTS) the server reported inside the responses to our
+    commands since the last call, and whether it reported expunged messages too;
+    imaplib keeps them aside, IMAPClient's commands return only their own answers."""
+    pending = client._imap.untagged_responses
+    sizes = [int(n) for n in pending.pop("EXISTS", []) if n is not None]
+    expunged = bool(pending.pop("EXPUNGE", None))
+    pending.pop("RECENT", None)
+    return sizes, expunged
 
 
 def _is_news(response: Any) -> bool:

@@ -304,6 +304,10 @@ sync_state = Table(
     Column("uidvalidity", BigInteger, nullable=False),
     Column("last_uid", BigInteger, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Every message of the folder with an INTERNALDATE before this was seen (stored, or
+    # history at the first sync): after a UIDVALIDITY change, only later ones may be new.
+    # NULL in rows from before it was kept: then `updated_at` serves.
+    Column("seen_before", UTCDateTime),
 )
 
 # One row per running service: `status` tells from it whether the gateway is alive.
