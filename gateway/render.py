@@ -87,6 +87,7 @@ class Renderer:
             self._search.insert(0, config.templates)
         self._envs: dict[str, SandboxedEnvironment] = {}
         self._translations: dict[str, Translations] = {}
+        self._hours: dict[str, list[dict[str, str]]] = {}  # the week does not change
 
     @property
     def env(self) -> SandboxedEnvironment:
@@ -193,7 +194,9 @@ class Renderer:
             "published_window": window_values(deadline.window, lang, t),
             "due": when(deadline.due_at, lang),
             "due_sender": sender_time(deadline.due_at, parsed.date, lang),
-            "opening_hours": opening_hours(cal, lang, t),
+            "opening_hours": self._hours.get(lang) or self._hours.setdefault(
+                lang, opening_hours(cal, lang, t)
+            ),
             "timezone": self.config.hours.timezone,
             "season": deadline.season,
             "season_notice": _season_notice(cal, deadline, lang),
@@ -389,6 +392,11 @@ def business_time(seconds: float, language: str, t: Translations) -> str:
 
 def window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
     """A window as templates see it: `text` to show, and the figures behind it."""
+    return dict(_window_values(window, language, t))
+
+
+@lru_cache(maxsize=256)  # a handful of windows per configuration; Babel is slow
+def _window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
     minutes = round(window.total_seconds() / 60)
     return {
         "text": business_time(window.total_seconds(), language, t),
