@@ -12,7 +12,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= config/gateway.example.toml
 
-.PHONY: run test install lint system-deps bench clean
+.PHONY: run test install lint system-deps bench clean catalogs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,23 @@ lint: install
 
 test: lint system-deps
 	$(BIN)/python -m pytest
+
+# Message catalogs: extract every marked sentence (babel.cfg) into messages.pot, bring each
+# language's .po up to date with it (new sentences appear untranslated, removed ones are
+# dropped), then compile each one as a check (the gateway compiles .po files when it loads
+# them, so no .mo is kept). Translate what `--statistics` reports untranslated.
+LOCALE    = gateway/locale
+LANGUAGES = en de fr es nl
+catalogs: install
+	$(BIN)/pybabel extract -F babel.cfg -o $(LOCALE)/messages.pot --no-location --sort-output \
+		--project sla-gateway --version 0.1.0 --copyright-holder "sla-gateway contributors" \
+		--msgid-bugs-address "" -c TRANSLATORS: --no-wrap .
+	for lang in $(LANGUAGES); do \
+		$(BIN)/pybabel update -i $(LOCALE)/messages.pot -d $(LOCALE) -l $$lang --no-wrap \
+			--init-missing --no-fuzzy-matching --ignore-obsolete --ignore-pot-creation-date; \
+		$(BIN)/pybabel compile -i $(LOCALE)/$$lang/LC_MESSAGES/messages.po -o /dev/null \
+			-l $$lang --statistics; \
+	done
 
 bench: install
 	$(BIN)/python bench/calendar_add.py

@@ -34,7 +34,18 @@ from .oauth import preset as oauth_preset
 
 PRIORITIES = ("urgent", "high", "normal", "low")  # highest first
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-LANGUAGES = ("en", "de", "fr", "es", "nl")
+LANGUAGES = ("en", "de", "fr", "es", "nl")  # with built-in catalogs; others need the owner's
+
+
+def known_language(code: str) -> bool:
+    """A language Babel can format dates and numbers in (`check` also wants a catalog)."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        Locale.parse(code)
+    except (UnknownLocaleError, ValueError, TypeError):
+        return False
+    return True
 DEFAULT_DATABASE = "sqlite:///var/sla-gateway.db"
 DEFAULT_TOKEN_KEY_ENV = "SLA_GATEWAY_TOKEN_KEY"
 AUTH_METHODS = ("password", "oauth2")
@@ -696,7 +707,7 @@ class _Reader:
                         )
                     seen_addresses.add(addr.lower())
             language = self.string(item, "language", prefix, "en") or "en"
-            if language not in LANGUAGES:
+            if language not in LANGUAGES and not known_language(language):
                 self.problem(
                     _join(prefix, "language"),
                     f'"{language}" is not a supported language',
@@ -901,7 +912,7 @@ class _Reader:
             return value, ()
         if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
             for lang in value:
-                if lang not in LANGUAGES:
+                if lang not in LANGUAGES and not known_language(lang):
                     self.problem(key, f'"{lang}" is not a supported language',
                                  _suggest(lang, LANGUAGES) or "use " + ", ".join(LANGUAGES))  # fmt: skip
             default = value.get("en") or next(iter(value.values()), "")

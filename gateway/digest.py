@@ -7,7 +7,9 @@ what is at risk now, the oldest unanswered conversation, the mails refused at th
 to the opening hours, the 30-day trend, and honest target suggestions: from 90 days of
 first replies, the 80th percentile with a margin ("start conservative"), a 10–15 %
 tightening after three months at ≥ 95 %, and a plain "too little data" otherwise. The
-store supplies the figures (`reports.digest_inputs`); templates render the result.
+store supplies the figures (`reports.digest_inputs`); templates render the result. A
+suggestion's note is an English msgid (marked with `N_` for extraction) whose named
+placeholders are the suggestion's fields; render.py translates and fills it in.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from typing import Any
 
 from .calendar import BusinessCalendar
 
+
+def N_(message: str) -> str:
+    """Marks a msgid for the catalogs (`make catalogs`); translated when rendered."""
+    return message
+
+
 MIN_ANSWERED = 20  # fewer first replies in 90 days than this: no suggestion
 MARGIN = 1.25  # suggested window = p80 x margin, rounded up to a publishable value
 TIGHTEN = 0.87  # after three months at >= 95 %: about 13 % tighter
+TIGHTEN_AFTER = 0.95  # the monthly share on time that earns a tighter suggestion
 NICE_MINUTES = (
     15,
     30,
@@ -109,7 +118,7 @@ class Suggestion:
     p80: int | None
     suggested: int | None  # what the data supports, with a margin
     tighten_to: int | None  # after three months at >= 95 %
-    note: str
+    note: str  # a msgid; placeholders %(answered)s, %(needed)s (MIN_ANSWERED), %(share)s (95 %)
 
 
 @dataclass(frozen=True)
@@ -151,19 +160,19 @@ def suggest(
 ) -> Suggestion:
     if answered < MIN_ANSWERED or p80 is None:
         return Suggestion(priority, window, answered, p80, None, None,
-                          f"too little data: {answered} first replies in 90 days (a suggestion needs {MIN_ANSWERED})")  # fmt: skip
+                          N_("too little data: %(answered)s of the %(needed)s first replies a suggestion needs (last 90 days)"))  # fmt: skip
     suggested = nice_ceiling(p80 * MARGIN)
     tighten = None
-    if len(monthly) >= 3 and all(m is not None and m >= 0.95 for m in monthly[-3:]):
+    if len(monthly) >= 3 and all(m is not None and m >= TIGHTEN_AFTER for m in monthly[-3:]):
         candidate = nice_floor(window * TIGHTEN)
         if candidate < window:
             tighten = candidate
     if suggested > window:
-        note = "your replies take longer than you promise: publish the suggested window, or answer faster"
+        note = N_("your replies take longer than you promise: publish the suggested window, or answer faster")
     elif tighten is not None:
-        note = "three months at 95 % or better: you could promise a shorter window"
+        note = N_("three months at %(share)s or better: you could promise a shorter window")
     else:
-        note = "your published window holds"
+        note = N_("your published window holds")
     return Suggestion(priority, window, answered, p80, suggested, tighten, note)
 
 

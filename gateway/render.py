@@ -1,14 +1,19 @@
-"""Jinja2 templates -> finished messages (acknowledgments now; alerts, digests later).
+"""Jinja2 templates -> finished messages (acknowledgments, breach notices, alerts, digests,
+the published policy).
 
-Owns: the sandboxed template environment (operator templates first, then the built-in
-ones; per-language variants `LANG/NAME` before `NAME`), the localised values templates
-see (dates, times and zones via Babel, opening hours, windows), and building messages
-whose headers are safe: no header value is ever taken from a message unsanitised, so no
-customer can inject a header. Pure apart from reading template files.
+Owns: the sandboxed template environments, one per language (operator templates first, then
+the built-in ones; an operator's `LANG/NAME` before `NAME`), with Jinja2's i18n extension
+wired to that language's message catalog (gateway/catalogs.py: a sentence without a
+translation stays English, sentence by sentence); the localised values templates see
+(dates, times, numbers and durations via Babel only; the sentences around them are msgids
+here or in the templates, never word tables); and building messages whose headers are
+safe: no header value is ever taken from a message unsanitised, so no customer can inject a
+header. Pure apart from reading template and catalog files.
 """
 
 from __future__ import annotations
 
+import gettext
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,15 +30,21 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from babel.dates import format_date, format_time, get_day_names
-from babel.numbers import format_decimal
+from babel.lists import format_list
+from babel.numbers import format_decimal, format_percent
+from babel.units import format_unit
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
+from . import catalogs
 from .calendar import BusinessCalendar
 from .config import Config, InboxConfig
 from .model import Deadline, Parsed
 from .rules import LOOP_HEADER
+
+Translations = gettext.NullTranslations
 
 # Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -60,29 +71,57 @@ def template_line(exc: BaseException) -> str | None:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
 
 
+def translations_for(config: Config, language: str) -> Translations:
+    """The catalog chain for `language`: the owner's catalog (beside their templates), the
+    built-in one, then English."""
+    return catalogs.translations(language, config.templates)
+
+
 class Renderer:
-    """Templates for every inbox language, loaded once."""
+    """Templates for every inbox language, each language's environment made once."""
 
     def __init__(self, config: Config) -> None:
-        search = [str(builtin_templates())]
-        if config.templates:
-            search.insert(0, config.templates)
-        self.env = SandboxedEnvironment(
-            loader=ChoiceLoader([FileSystemLoader(p) for p in search]),
-            autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default=False),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            auto_reload=False,  # loaded once: a changed template takes effect on restart
-        )
         self.config = config
-        self.env.filters.update(
-            digest_filters(config.inboxes[0].language)
-        )  # set once, not per digest
+        self._search = [str(builtin_templates())]
+        if config.templates:
+            self._search.insert(0, config.templates)
+        self._envs: dict[str, SandboxedEnvironment] = {}
+        self._translations: dict[str, Translations] = {}
+        self._hours: dict[str, list[dict[str, str]]] = {}  # the week does not change
+
+    @property
+    def env(self) -> SandboxedEnvironment:
+        """The environment of the first inbox's language (for compiling templates)."""
+        return self.environment(self.config.inboxes[0].language)
+
+    def translations(self, language: str) -> Translations:
+        found = self._translations.get(language)
+        if found is None:
+            found = self._translations[language] = translations_for(self.config, language)
+        return found
+
+    def environment(self, language: str) -> SandboxedEnvironment:
+        env = self._envs.get(language)
+        if env is None:
+            env = SandboxedEnvironment(
+                loader=ChoiceLoader([FileSystemLoader(p) for p in self._search]),
+                autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default=False),
+                undefined=StrictUndefined,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                keep_trailing_newline=True,
+                auto_reload=False,  # loaded once: a changed template takes effect on reload
+                extensions=["jinja2.ext.i18n"],
+            )
+            env.policies["ext.i18n.trimmed"] = True  # as babel.cfg extracts them
+            t = self.translations(language)
+            env.install_gettext_translations(t, newstyle=True)  # type: ignore[attr-defined]
+            env.filters.update(digest_filters(language, t))
+            self._envs[language] = env
+        return env
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> str:
-        template = self.env.select_template([f"{language}/{name}", name])
+        template = self.environment(language).select_template([f"{language}/{name}", name])
         return template.render(**context)
 
     # ------------------------------------------------------------------ acknowledgments
@@ -142,18 +181,22 @@ class Renderer:
         """The values the acknowledgment templates see (`check` renders them with samples)."""
         cal = self.config.calendar
         lang = inbox.language
+        t = self.translations(lang)
         return {
+            "language": lang,
             "customer_name": clean_header(customer_name, 80),
             "subject": clean_header(parsed.subject, 150),
             "reference": reference,
             "shop_name": inbox.from_name or inbox.address,
             "inbox_address": inbox.address,
             "priority": deadline.priority,
-            "window": window_values(deadline.effective_window, lang),
-            "published_window": window_values(deadline.window, lang),
+            "window": window_values(deadline.effective_window, lang, t),
+            "published_window": window_values(deadline.window, lang, t),
             "due": when(deadline.due_at, lang),
             "due_sender": sender_time(deadline.due_at, parsed.date, lang),
-            "opening_hours": opening_hours(cal, lang),
+            "opening_hours": self._hours.get(lang) or self._hours.setdefault(
+                lang, opening_hours(cal, lang, t)
+            ),
             "timezone": self.config.hours.timezone,
             "season": deadline.season,
             "season_notice": _season_notice(cal, deadline, lang),
@@ -321,23 +364,50 @@ def sender_time(due: datetime, sender_date: datetime | None, language: str) -> W
     return when(due.astimezone(timezone(offset)), language)
 
 
-def window_values(window: timedelta, language: str) -> dict[str, Any]:
-    return dict(_window_values(window, language))
+def _plural_n(value: float, language: str) -> int:
+    """The integer gettext's plural formula should see for `value`: the value itself when
+    whole, else the smallest whole number in the same CLDR plural category ("1,5 heure"
+    is singular in French, "1,5 Stunden" plural in German)."""
+    if float(value).is_integer():
+        return int(value)
+    locale = Locale.parse(language)
+    category = locale.plural_form(value)
+    return next((n for n in range(200) if locale.plural_form(n) == category), 2)
 
 
-@lru_cache(maxsize=256)
-def _window_values(window: timedelta, language: str) -> dict[str, Any]:
+def business_time(seconds: float, language: str, t: Translations) -> str:
+    """A response window for customers: "30 minutes (business time)", "4 business hours",
+    "1 Stunde Geschäftszeit", "2 heures ouvrées" (the number through Babel, the words
+    from the catalog)."""
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        text = t.ngettext("%(num)s minute (business time)", "%(num)s minutes (business time)",
+                          minutes)  # fmt: skip
+        return text % {"num": format_decimal(minutes, locale=language)}
+    hours = round(minutes / 60, 2)
+    text = t.ngettext("%(num)s business hour", "%(num)s business hours",
+                      _plural_n(hours, language))  # fmt: skip
+    return text % {"num": format_decimal(hours, locale=language)}
+
+
+def window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
+    """A window as templates see it: `text` to show, and the figures behind it."""
+    return dict(_window_values(window, language, t))
+
+
+@lru_cache(maxsize=256)  # a handful of windows per configuration; Babel is slow
+def _window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
     minutes = round(window.total_seconds() / 60)
-    hours = minutes / 60
     return {
+        "text": business_time(window.total_seconds(), language, t),
         "minutes": minutes,
-        "hours": format_decimal(round(hours, 2), locale=language),
+        "hours": format_decimal(round(minutes / 60, 2), locale=language),
         "in_minutes": minutes < 60,
         "one": minutes == 60 or minutes == 1,
     }
 
 
-def opening_hours(cal: BusinessCalendar, language: str) -> list[dict[str, str]]:
+def opening_hours(cal: BusinessCalendar, language: str, t: Translations) -> list[dict[str, str]]:
     """Consecutive weekdays with the same hours, grouped: [{days, hours}]."""
     names = get_day_names("wide", locale=language)
     groups: list[tuple[list[int], str]] = []
@@ -346,7 +416,9 @@ def opening_hours(cal: BusinessCalendar, language: str) -> list[dict[str, str]]:
             text = ""
         else:
             text = ", ".join(
-                f"{_clock(r.start, language)}–{_clock(r.end, language)}" for r in ranges
+                t.gettext("%(start)s–%(end)s")
+                % {"start": _clock(r.start, language, t), "end": _clock(r.end, language, t)}
+                for r in ranges
             )
         if groups and groups[-1][1] == text and groups[-1][0][-1] == index - 1:
             groups[-1][0].append(index)
@@ -356,15 +428,16 @@ def opening_hours(cal: BusinessCalendar, language: str) -> list[dict[str, str]]:
     for days, text in groups:
         if not text:
             continue
-        label = names[days[0]] if len(days) == 1 else f"{names[days[0]]}–{names[days[-1]]}"
-        result.append({"days": str(label), "hours": text})
+        label = str(names[days[0]] if len(days) == 1 else f"{names[days[0]]}–{names[days[-1]]}")
+        # Day names are lower case in French, Spanish and Dutch; these start a line.
+        result.append({"days": label[:1].upper() + label[1:], "hours": text})
     return result
 
 
-def _clock(minutes: int, language: str) -> str:
+def _clock(minutes: int, language: str, t: Translations) -> str:
     minutes %= 24 * 60
     if minutes == 0:
-        return "24:00" if language != "en" else "midnight"
+        return t.gettext("midnight")
     return format_time(time(minutes // 60, minutes % 60), format="short", locale=language)
 
 
@@ -427,6 +500,7 @@ def breach_context(
     """The values the breach-notice templates see."""
     cal, lang = config.calendar, inbox.language
     return {
+        "language": lang,
         "reference": reference,
         "subject": clean_header(subject, 150),
         "shop_name": inbox.from_name or inbox.address,
@@ -472,121 +546,71 @@ def breach_notice(
 
 # ---------------------------------------------------------------------------- the digest
 
-RULE_WORDS = {
-    "bounce": ("bounce", "bounces"),
-    "complaint": ("abuse complaint", "abuse complaints"),
-    "auto-submitted": ("automatic reply", "automatic replies"),
-    "auto-reply": ("out-of-office reply", "out-of-office replies"),
-    "suppress-header": ("auto-reply-suppressed mail", "auto-reply-suppressed mails"),
-    "mailing-list": ("mailing list", "mailing list mails"),
-    "precedence": ("bulk mail", "bulk mails"),
-    "spam": ("spam", "spam"),
-    "role-sender": ("no-reply/system sender", "no-reply/system senders"),
-    "own-mail": ("of our own", "of our own"),
-    "no-sender": ("without sender", "without sender"),
-    "no-return-path": ("without return path", "without return path"),
-    "quotes-our-ack": ("answer to our acknowledgment", "answers to our acknowledgments"),
-    "bad-return-path": ("with an unusable return path", "with an unusable return path"),
-    "follow-up": ("follow-up", "follow-ups"),
-    "too-late": ("too late to promise", "too late to promise"),
-    "once-per-sender": ("repeat sender", "repeat senders"),
-    "daily-limit": ("over the daily limit", "over the daily limit"),
-    "circuit-breaker": ("held by the circuit breaker", "held by the circuit breaker"),
-    "disabled": ("(acknowledgments off)", "(acknowledgments off)"),
-}
+# Why mail was not acknowledged, as counted phrases ("3 bounces"), by rule name.
+_NOT_ACKNOWLEDGED: dict[str, Callable[[Translations, int], str]] = {
+    "bounce": lambda t, n: t.ngettext("%(num)s bounce", "%(num)s bounces", n),
+    "complaint": lambda t, n: t.ngettext("%(num)s abuse complaint", "%(num)s abuse complaints", n),
+    "auto-submitted": lambda t, n: t.ngettext("%(num)s automatic reply", "%(num)s automatic replies", n),
+    "auto-reply": lambda t, n: t.ngettext("%(num)s out-of-office reply", "%(num)s out-of-office replies", n),
+    "suppress-header": lambda t, n: t.ngettext("%(num)s mail asking for no automatic reply", "%(num)s mails asking for no automatic reply", n),
+    "mailing-list": lambda t, n: t.ngettext("%(num)s mailing list mail", "%(num)s mailing list mails", n),
+    "precedence": lambda t, n: t.ngettext("%(num)s bulk mail", "%(num)s bulk mails", n),
+    "spam": lambda t, n: t.ngettext("%(num)s spam mail", "%(num)s spam mails", n),
+    "role-sender": lambda t, n: t.ngettext("%(num)s no-reply/system sender", "%(num)s no-reply/system senders", n),
+    "own-mail": lambda t, n: t.ngettext("%(num)s mail of our own", "%(num)s mails of our own", n),
+    "no-sender": lambda t, n: t.ngettext("%(num)s mail without sender", "%(num)s mails without sender", n),
+    "no-return-path": lambda t, n: t.ngettext("%(num)s mail without return path", "%(num)s mails without return path", n),
+    "quotes-our-ack": lambda t, n: t.ngettext("%(num)s answer to our acknowledgment", "%(num)s answers to our acknowledgments", n),
+    "bad-return-path": lambda t, n: t.ngettext("%(num)s mail with an unusable return path", "%(num)s mails with an unusable return path", n),
+    "follow-up": lambda t, n: t.ngettext("%(num)s follow-up", "%(num)s follow-ups", n),
+    "too-late": lambda t, n: t.ngettext("%(num)s mail too late to promise", "%(num)s mails too late to promise", n),
+    "once-per-sender": lambda t, n: t.ngettext("%(num)s repeat sender", "%(num)s repeat senders", n),
+    "daily-limit": lambda t, n: t.ngettext("%(num)s mail over the daily limit", "%(num)s mails over the daily limit", n),
+    "circuit-breaker": lambda t, n: t.ngettext("%(num)s mail held by the circuit breaker", "%(num)s mails held by the circuit breaker", n),
+    "disabled": lambda t, n: t.ngettext("%(num)s mail (acknowledgments off)", "%(num)s mails (acknowledgments off)", n),
+}  # fmt: skip
 
-
-# The few digest words that come from data rather than templates, per inbox language.
-DIGEST_WORDS: dict[str, dict[str, str]] = {
-    "de": {
-        "7 days": "7 Tage", "30 days": "30 Tage",
-        "subject": "{shop}: Kundenservice am {day} — {headline}", "on time": "{pct} pünktlich",
-        "none due": "keine Antworten fällig",
-        "too little data": "zu wenige Daten: {n} Erstantworten in 90 Tagen (für einen Vorschlag braucht es {need})",
-        "longer": "Ihre Antworten dauern länger als versprochen: veröffentlichen Sie das vorgeschlagene Zeitfenster oder antworten Sie schneller",
-        "shorter": "drei Monate mit mindestens 95 %: Sie könnten ein kürzeres Zeitfenster versprechen",
-        "holds": "Ihr veröffentlichtes Zeitfenster hält",
-        "bounce": "Unzustellbarkeitsmeldung|Unzustellbarkeitsmeldungen", "auto-submitted": "automatische Antwort|automatische Antworten",
-        "auto-reply": "Abwesenheitsnotiz|Abwesenheitsnotizen", "mailing-list": "Mailingliste|Mailinglisten-Mails",
-        "precedence": "Massenmail|Massenmails", "spam": "Spam|Spam", "role-sender": "No-Reply-Absender|No-Reply-Absender",
-        "follow-up": "Folgenachricht|Folgenachrichten",
-    },
-    "fr": {
-        "7 days": "7 jours", "30 days": "30 jours",
-        "subject": "{shop} : service client du {day} — {headline}", "on time": "{pct} dans les délais",
-        "none due": "aucune réponse attendue",
-        "too little data": "pas assez de données : {n} premières réponses en 90 jours (il en faut {need})",
-        "longer": "vos réponses prennent plus de temps que promis : publiez le délai suggéré ou répondez plus vite",
-        "shorter": "trois mois à 95 % ou plus : vous pourriez promettre un délai plus court",
-        "holds": "votre délai publié est tenu",
-        "bounce": "message non distribué|messages non distribués", "auto-submitted": "réponse automatique|réponses automatiques",
-        "auto-reply": "message d'absence|messages d'absence", "mailing-list": "liste de diffusion|messages de listes de diffusion",
-        "precedence": "envoi en masse|envois en masse", "spam": "spam|spams", "role-sender": "expéditeur no-reply|expéditeurs no-reply",
-        "follow-up": "relance|relances",
-    },
-    "es": {
-        "7 days": "7 días", "30 days": "30 días",
-        "subject": "{shop}: atención al cliente del {day} — {headline}", "on time": "{pct} a tiempo",
-        "none due": "no había respuestas pendientes",
-        "too little data": "pocos datos: {n} primeras respuestas en 90 días (una sugerencia necesita {need})",
-        "longer": "sus respuestas tardan más de lo prometido: publique el plazo sugerido o responda más rápido",
-        "shorter": "tres meses al 95 % o más: podría prometer un plazo más corto",
-        "holds": "su plazo publicado se cumple",
-        "bounce": "rebote|rebotes", "auto-submitted": "respuesta automática|respuestas automáticas",
-        "auto-reply": "respuesta de ausencia|respuestas de ausencia", "mailing-list": "lista de correo|mensajes de listas de correo",
-        "precedence": "envío masivo|envíos masivos", "spam": "spam|spam", "role-sender": "remitente no-reply|remitentes no-reply",
-        "follow-up": "seguimiento|seguimientos",
-    },
-    "nl": {
-        "7 days": "7 dagen", "30 days": "30 dagen",
-        "subject": "{shop}: klantenservice op {day} — {headline}", "on time": "{pct} op tijd",
-        "none due": "er waren geen antwoorden verschuldigd",
-        "too little data": "te weinig gegevens: {n} eerste antwoorden in 90 dagen (een voorstel heeft er {need} nodig)",
-        "longer": "uw antwoorden duren langer dan beloofd: publiceer de voorgestelde termijn of antwoord sneller",
-        "shorter": "drie maanden op 95 % of meer: u kunt een kortere termijn beloven",
-        "holds": "uw gepubliceerde termijn wordt gehaald",
-        "bounce": "onbestelbaarheidsmelding|onbestelbaarheidsmeldingen", "auto-submitted": "automatisch antwoord|automatische antwoorden",
-        "auto-reply": "afwezigheidsbericht|afwezigheidsberichten", "mailing-list": "mailinglijst|mailinglijstberichten",
-        "precedence": "bulkmail|bulkmails", "spam": "spam|spam", "role-sender": "no-reply-afzender|no-reply-afzenders",
-        "follow-up": "vervolgbericht|vervolgberichten",
-    },
+# Mail the listener refused, as counted phrases, by reason.
+_REFUSED: dict[str, Callable[[Translations, int], str]] = {
+    "too-large": lambda t, n: t.ngettext("%(num)s mail refused: too large", "%(num)s mails refused: too large", n),
+    "line-too-long": lambda t, n: t.ngettext("%(num)s mail refused: a line too long", "%(num)s mails refused: a line too long", n),
+    "unknown-recipient": lambda t, n: t.ngettext("%(num)s mail refused: not one of our addresses", "%(num)s mails refused: not one of our addresses", n),
 }  # fmt: skip
 
 
-def _translate(text: str, language: str) -> str:
-    """Digest words that come from the data: period labels and suggestion notes."""
-    import re as _re
-
-    from .digest import MIN_ANSWERED
-
-    words = DIGEST_WORDS.get(language)
-    if not words:
-        return text
-    if text in words:
-        return words[text]
-    if text.startswith("too little data"):
-        found = _re.search(r"(\d+) first replies", text)
-        return words["too little data"].format(
-            n=found.group(1) if found else "?", need=MIN_ANSWERED
-        )
-    if text.startswith("your replies take longer"):
-        return words["longer"]
-    if text.startswith("three months"):
-        return words["shorter"]
-    if text.startswith("your published window holds"):
-        return words["holds"]
-    return text
+def _counted(table: dict[str, Callable[[Translations, int], str]], key: str, n: int,
+             language: str, t: Translations) -> str:  # fmt: skip
+    """"3 bounces": the table's phrase for `key`, or the key itself for one we do not know
+    (a rule added later), with the count in the language's digits."""
+    phrase = table[key](t, n) if key in table else f"%(num)s {key}"
+    return phrase % {"num": format_decimal(n, locale=language)}
 
 
 def duration_text(seconds: float | None, language: str) -> str:
-    """Business time for people: "45 min", "1 h 30 min", "26 h"."""
+    """Business time for people, through Babel's units: "45 min", "1 hr 30 min", "26 hr",
+    "4 days 21 hr" in English, "4 Tg., 21 Std." in German; the two largest units, days
+    from 48 hours on."""
     if seconds is None:
         return "—"
     minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{format_decimal(minutes, locale=language)} min"
-    hours, rest = divmod(minutes, 60)
-    return f"{format_decimal(hours, locale=language)} h" + (f" {rest} min" if rest else "")
+    days, rest = divmod(minutes, 24 * 60) if minutes >= 48 * 60 else (0, minutes)
+    hours, minutes = divmod(rest, 60)
+    units = [(days, "duration-day"), (hours, "duration-hour"), (minutes, "duration-minute")]
+    while len(units) > 1 and units[0][0] == 0:
+        units.pop(0)
+    shown = [format_unit(v, unit, length="short", locale=language) for v, unit in units[:2] if v]
+    if not shown:
+        return format_unit(0, "duration-minute", length="short", locale=language)
+    return _unit_list(shown, language)
+
+
+def _unit_list(parts: list[str], language: str) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    try:
+        return format_list(parts, style="unit-narrow", locale=language)
+    except KeyError:  # a locale without that list pattern
+        return " ".join(parts)
 
 
 def digest_message(renderer: Renderer, data: Any, *, to: str, now: datetime) -> Message:
@@ -603,36 +627,58 @@ def digest_message(renderer: Renderer, data: Any, *, to: str, now: datetime) -> 
     )  # fmt: skip
 
 
-def digest_filters(language: str) -> dict[str, Callable[..., str]]:
-    """The digest templates' filters: numbers, dates and words in the digest's language."""
-    from babel.dates import format_date as babel_date
-    from babel.numbers import format_percent
+def period_label(period: Any, day: date, language: str, t: Translations) -> str:
+    """A digest period's column heading: the day's short name, or "7 days"."""
+    days = round((period.end - period.start).total_seconds() / 86400)
+    if days <= 1:
+        return format_date(day, format="EEE d MMM", locale=language)
+    return t.ngettext("%(num)s day", "%(num)s days", days) % {
+        "num": format_decimal(days, locale=language)
+    }
 
-    def rulename(rule: str, n: int) -> str:
-        local = DIGEST_WORDS.get(language, {}).get(rule)
-        if local:
-            return local.split("|")[0 if n == 1 else 1]
-        return RULE_WORDS.get(rule, (rule, rule))[0 if n == 1 else 1]
+
+def suggestion_note(suggestion: Any, language: str, t: Translations) -> str:
+    """A suggestion's note (a msgid from digest.py, placeholders named after the
+    suggestion's fields) in `language`."""
+    from .digest import MIN_ANSWERED, TIGHTEN_AFTER
+
+    return t.gettext(suggestion.note) % {
+        "answered": format_decimal(suggestion.answered, locale=language),
+        "needed": format_decimal(MIN_ANSWERED, locale=language),
+        "share": format_percent(TIGHTEN_AFTER, locale=language),
+    }
+
+
+def digest_filters(language: str, t: Translations) -> dict[str, Callable[..., str]]:
+    """The templates' filters: numbers, dates, durations and counted phrases in `language`."""
+
+    def hours(values: list[int]) -> str:
+        return ", ".join(format_time(time(h), format="short", locale=language) for h in values)
 
     return {
         "pct": lambda v: "—" if v is None else format_percent(v, locale=language),
         "dur": lambda v: duration_text(v, language),
         "num": lambda v: format_decimal(v or 0, locale=language),
-        "longdate": lambda d: babel_date(d, format="full", locale=language),
-        "shortdate": lambda d: babel_date(d, format="short", locale=language),
-        "dayname": lambda d: babel_date(d, format="EEE d MMM", locale=language),
-        "tr": lambda text: _translate(str(text), language),
-        "rulename": rulename,
+        "longdate": lambda d: format_date(d, format="full", locale=language),
+        "shortdate": lambda d: format_date(d, format="short", locale=language),
+        "dayname": lambda d: format_date(d, format="EEE d MMM", locale=language),
+        "period": lambda p, day: period_label(p, day, language, t),
+        "not_acknowledged": lambda pairs: ", ".join(
+            _counted(_NOT_ACKNOWLEDGED, rule, n, language, t) for rule, n in pairs
+        ),
+        "refused": lambda pairs: "; ".join(
+            _counted(_REFUSED, reason, n, language, t) for reason, n in pairs
+        ),
+        "note": lambda s: suggestion_note(s, language, t),
+        "hours": hours,
     }
 
 
 def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
     """(html, text, subject) for a `digest.DigestData`."""
-    from babel.dates import format_date as babel_date
-    from babel.numbers import format_percent
-
     config = renderer.config
     lang = config.inboxes[0].language
+    t = renderer.translations(lang)
 
     def figures(period: Any, name: str) -> Any:
         for key, value in period.priorities:
@@ -667,33 +713,38 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
     html = renderer.render("digest.html.j2", lang, context)
     text = renderer.render("digest.txt.j2", lang, context)
     day = data.periods[0].overall
-    words = DIGEST_WORDS.get(lang, {})
-    pct = format_percent(day.compliance, locale=lang) if day.compliance is not None else ""
-    headline = (words.get("on time", "{pct} on time").format(pct=pct) if day.compliance is not None
-                else words.get("none due", "no replies were due"))  # fmt: skip
-    subject = words.get("subject", "{shop}: customer service on {day} — {headline}").format(
-        shop=data.shop, day=babel_date(data.day, format="medium", locale=lang), headline=headline
-    )
+    if day.compliance is not None:
+        headline = t.gettext("%(pct)s on time") % {"pct": format_percent(day.compliance, locale=lang)}
+    else:
+        headline = t.gettext("no replies were due")
+    subject = t.gettext("%(shop)s: customer service on %(day)s — %(headline)s") % {
+        "shop": data.shop, "day": format_date(data.day, format="medium", locale=lang),
+        "headline": headline,
+    }  # fmt: skip
     return html, text, subject
 
 
 # ---------------------------------------------------------------------------- the published policy
 
+# The default priorities' names as customers read them; an owner's own names show as written.
+_PRIORITY_NAMES: dict[str, Callable[[Translations], str]] = {
+    "urgent": lambda t: t.gettext("Urgent"),
+    "high": lambda t: t.gettext("High"),
+    "low": lambda t: t.gettext("Low"),
+}
 
-def priority_label(name: str, keywords: tuple[str, ...]) -> str:
+
+def priority_label(name: str, keywords: tuple[str, ...], t: Translations) -> str:
     """ "Urgent, e.g. fraud, charged twice" from the configured keywords; the default
     priority is "everything else"."""
-    if name == "normal" or not keywords:
-        return "Everything else" if name == "normal" else name.title()
-    return f"{name.title()}, e.g. {', '.join(keywords[:4])}"
-
-
-def window_words(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} minutes (business time)"
-    hours = minutes / 60
-    return f"{hours:g} business hour{'' if hours == 1 else 's'}"
+    if name == "normal":
+        return t.gettext("Everything else")
+    shown = _PRIORITY_NAMES[name](t) if name in _PRIORITY_NAMES else name.title()
+    if not keywords:
+        return shown
+    return t.gettext("%(priority)s, e.g. %(keywords)s") % {
+        "priority": shown, "keywords": ", ".join(keywords[:4])
+    }
 
 
 POLICY_TEMPLATES = {"markdown": "policy.md.j2", "html": "policy.html.j2", "text": "policy.txt.j2"}
@@ -707,36 +758,36 @@ def render_policy(renderer: Renderer, fmt: str, now: datetime) -> str:
 
 def policy_context(config: Config, now: datetime) -> dict[str, Any]:
     """The values the policy templates see."""
-    from babel.dates import format_date as babel_date
-
     cal = config.calendar
     lang = config.inboxes[0].language
+    t = translations_for(config, lang)
     today = cal.local(now).date()
     closures = []
     for offset in range(90):
         day = today + timedelta(days=offset)
         reason = closure_reason(cal, day, lang, config.hours.holidays)
         if cal.week[day.weekday()] and reason is not None:
-            closures.append({"date": babel_date(day, format="full", locale=lang), "reason": reason})
+            closures.append({"date": format_date(day, format="full", locale=lang), "reason": reason})
     season = None
     for s in cal.seasons:
         if s.end >= today and (s.start - today).days <= 60:
-            season = {"name": s.name, "start": babel_date(s.start, format="long", locale=lang),
-                      "end": babel_date(s.end, format="long", locale=lang), "notice": s.notice_for(lang),
-                      "stretch": f"{s.stretch:g}"}  # fmt: skip
+            season = {"name": s.name, "start": format_date(s.start, format="long", locale=lang),
+                      "end": format_date(s.end, format="long", locale=lang), "notice": s.notice_for(lang),
+                      "stretch": format_decimal(s.stretch, locale=lang)}  # fmt: skip
             break
     return {
+        "language": lang,
         "address": config.inboxes[0].address,
         "timezone": config.hours.timezone,
         "priorities": [
             {
                 "name": p.name,
-                "label": priority_label(p.name, p.keywords),
-                "window": window_words(p.first_reply.total_seconds()),
+                "label": priority_label(p.name, p.keywords, t),
+                "window": business_time(p.first_reply.total_seconds(), lang, t),
             }
             for p in config.priorities
         ],
-        "hours": opening_hours(cal, lang),
+        "hours": opening_hours(cal, lang, t),
         "closures": closures,
         "season": season,
     }

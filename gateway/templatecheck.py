@@ -5,9 +5,10 @@ not by a customer's mail.
 Owns: the sample values (a sample customer mail, deadline, breach, digest and policy, each
 once with every optional value present and once with the optional values empty, as real
 mail has them), rendering through the same functions the running gateway uses (so the
-templates see exactly the variables they see at run time), and turning a Jinja2 error into
-one `Problem` naming the template file, its line and what to do. It reads template files
-and renders text; it stores and sends nothing.
+templates see exactly the variables they see at run time), turning a Jinja2 error into
+one `Problem` naming the template file, its line and what to do, and naming an inbox
+language that has no message catalog (its messages would be English). It reads template
+and catalog files and renders text; it stores and sends nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from jinja2 import (
 )
 from jinja2.exceptions import SecurityError
 
-from .config import Config
+from .catalogs import builtin_locale, has_catalog
+from .config import LANGUAGES, Config
 from .errors import Problem
 from .parse import parse
 from .policy import deadline
@@ -72,7 +74,25 @@ def check_templates(config: Config, now: datetime) -> list[Problem]:
             render()
         except Exception as exc:
             add(_explain(exc, what, keys))
-    return list(problems.values())
+    return _missing_catalogs(config) + list(problems.values())
+
+
+def _missing_catalogs(config: Config) -> list[Problem]:
+    """One problem per inbox whose language no catalog translates."""
+    found = []
+    for index, inbox in enumerate(config.inboxes):
+        if has_catalog(inbox.language, config.templates):
+            continue
+        lang = inbox.language
+        where = f"{config.templates}/locale" if config.templates else 'DIR/locale (with templates = "DIR")'
+        found.append(Problem(
+            str(config.path), f"inbox[{index}].language",
+            f'"{lang}" has no message catalog, so its customers would get English sentences',
+            f"add {where}/{lang}/LC_MESSAGES/messages.po, a translation of "
+            f"{builtin_locale() / 'messages.pot'} (README: Translations), or use one of "
+            + ", ".join(LANGUAGES),
+        ))  # fmt: skip
+    return found
 
 
 def _directories(config: Config) -> list[Path]:
