@@ -46,9 +46,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from .errors import ConfigError, Problem, TemporaryError
+from ..errors import ConfigError, Problem, TemporaryError
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
