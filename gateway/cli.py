@@ -2,11 +2,12 @@
 
 Owns: argument parsing, finding and loading the configuration once per invocation,
 opening the database engine when a command first needs it and disposing of it when the
-command ends (`_State`, on click's context), turning library errors into clean messages and exit codes, and formatting output.
+command ends (`_State`, on click's context), turning library errors into clean messages
+and exit codes, and formatting output.
 Exit codes: 0 success; 1 some input could not be used (the rest was processed);
-2 bad configuration or bad arguments. It holds no logic the library lacks, and it never
-prints a traceback for an error that is the operator's or the sender's, and it holds no
-SQL: what it reads or writes it asks of the store.
+2 bad configuration or bad arguments. It holds no logic the library lacks and no SQL
+(what it reads or writes it asks of the store), and it never prints a traceback for an
+error that is the operator's or the sender's.
 
 "Now" comes from `ctx.obj["clock"]` when the caller provides one (tests do), else the
 system clock: the one place the real clock is read.
