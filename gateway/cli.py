@@ -348,17 +348,20 @@ def inspect(
         try:
             result = inspect_file(path, config, classifier, at)
         except (OSError, InputError) as exc:
-            failures += 1
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if as_json:
-                click.echo(json.dumps({"file": str(path), "error": reason}, ensure_ascii=False))
-            else:
-                click.echo(f"{path}\n  error: {reason}\n")
-            continue
-        if as_json:
-            click.echo(json.dumps(result, ensure_ascii=False))
+        except Exception as exc:  # our bug, not the file's: say so, go on with the rest
+            reason = f"internal error, please report it: {type(exc).__name__}: {exc}"
         else:
-            _print_inspection(result)
+            if as_json:
+                click.echo(json.dumps(result, ensure_ascii=False))
+            else:
+                _print_inspection(result)
+            continue
+        failures += 1
+        if as_json:
+            click.echo(json.dumps({"file": str(path), "error": reason}, ensure_ascii=False))
+        else:
+            click.echo(f"{path}\n  error: {reason}\n")
     if failures:
         ctx.exit(1)
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from . import store
 from .config import PRIORITIES, Config
@@ -143,6 +143,12 @@ def find_by_thread(conn: Any, parsed: Parsed, *, author: str | None, team: bool 
             *conn.execute(select(o.message_id, o.conversation_id).where(
                 o.message_id.in_(ids), o.conversation_id.isnot(None))),
         ]  # fmt: skip
+        # A Message-ID that several conversations share (mailers reuse them; different
+        # mails with one id are all kept) says nothing: the tag or the subject decides.
+        owners: dict[str, set[int]] = {}
+        for message_id, conv_id in found:
+            owners.setdefault(message_id, set()).add(int(conv_id))
+        found = [r for r in found if len(owners[r[0]]) == 1]
         found.sort(key=lambda r: rank.get(r[0], len(ids)))
         candidates.extend((int(conv_id), "references") for _, conv_id in found)
     for tag in subject_tags(parsed.subject):
@@ -167,13 +173,14 @@ def _references(conn: Any, conversation_ids: list[int]) -> tuple[str, ...]:
     return tuple(str(found[i]) for i in conversation_ids if i in found)
 
 
-def find_for_reply(conn: Any, parsed: Parsed) -> Match:
+def find_for_reply(conn: Any, parsed: Parsed, *, ours: frozenset[str] = frozenset()) -> Match:
     """A team reply: thread headers and tag first; else the newest open conversation that
-    one of the reply's recipients takes part in, with the same normalised subject."""
+    one of the reply's recipients (not `ours`: our own addresses) takes part in, with the
+    same normalised subject."""
     found = find_by_thread(conn, parsed, author=None, team=True)
     if found.conversation is not None:
         return found
-    recipients = sorted({a.key[:ADDRESS] for a in (*parsed.to, *parsed.cc)})
+    recipients = sorted({a.key[:ADDRESS] for a in (*parsed.to, *parsed.cc) if a.key not in ours})
     subject = normalize_subject(parsed.subject)
     if not recipients or not subject:
         return Match(None, None)
@@ -221,7 +228,10 @@ def adopt_replies(
 
     m, k, p = store.messages.c, store.reply_keys.c, store.participants.c
     conversation = _conversation(conn, conversation_id)
-    by_id = "<" + message_id[: KEY - 1] if message_id else None
+    shared = message_id is not None and (
+        conn.execute(select(func.count()).where(m.message_id == message_id)).scalar_one() > 1
+    )  # a reused Message-ID: a reply naming it may answer another mail; go by subject
+    by_id = "<" + message_id[: KEY - 1] if message_id and not shared else None
     people = conn.execute(select(p.address).where(p.conversation_id == conversation_id)).scalars()
     keys = [*(["@" + a[: KEY - 1] for a in people]), *([by_id] if by_id else [])]
     hits: dict[int, str] = {}

@@ -109,29 +109,40 @@ class SmtpTransport:
         return conn
 
     def send(self, sender: str, recipient: str, raw: bytes) -> None:
-        for attempt in (1, 2):  # a kept-open connection may have been dropped: reconnect once
-            if self._conn is None:
-                self._conn = self._connect()
-            try:
-                refused = self._conn.sendmail(sender, [recipient], to_crlf(raw))
-            except smtplib.SMTPServerDisconnected:
-                self._conn = None
-                if attempt == 2:
-                    raise SendFailed("the server closed the connection", permanent=False) from None
-                continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, message = next(iter(exc.recipients.values()))
-                raise SendFailed(f"{code} {_text(message)}", permanent=code >= 500) from exc
-            except smtplib.SMTPResponseException as exc:
-                self._reset()
-                raise SendFailed(_answer(exc), permanent=exc.smtp_code >= 500) from exc
-            except (OSError, smtplib.SMTPException) as exc:
-                self.close()
-                raise SendFailed(f"sending failed: {exc}", permanent=False) from exc
-            if refused:
-                code, message = next(iter(refused.values()))
-                raise SendFailed(f"{code} {_text(message)}", permanent=code >= 500)
-            return
+        if self._conn is not None and not self._alive():
+            self._conn = None  # the kept-open connection was dropped while idle: a new one
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            refused = self._conn.sendmail(sender, [recipient], to_crlf(raw))
+        except smtplib.SMTPServerDisconnected:
+            # Never resent at once: the server may have taken the message before it
+            # hung up. The row is retried after the backoff, like one in flight at a crash.
+            self._conn = None
+            raise SendFailed("the server closed the connection", permanent=False) from None
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, message = next(iter(exc.recipients.values()))
+            raise SendFailed(f"{code} {_text(message)}", permanent=code >= 500) from exc
+        except smtplib.SMTPResponseException as exc:
+            self._reset()
+            raise SendFailed(_answer(exc), permanent=exc.smtp_code >= 500) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            self.close()
+            raise SendFailed(f"sending failed: {exc}", permanent=False) from exc
+        if refused:
+            code, message = next(iter(refused.values()))
+            raise SendFailed(f"{code} {_text(message)}", permanent=code >= 500)
+
+    def _alive(self) -> bool:
+        """Whether the kept-open connection still answers (NOOP), before a message is
+        handed to it: a dropped connection is found here, not in the middle of a message."""
+        assert self._conn is not None
+        try:
+            return self._conn.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._conn.close()
+            return False
 
     def _reset(self) -> None:
         try:
@@ -349,7 +360,14 @@ class OutboxSender:
 
     def _record_sent(self, row: Any, at: datetime) -> None:
         with store.begin(self.engine) as conn:
-            store.record_sent(conn, row.id, at, row.attempts + 1)
+            was = store.record_sent(conn, row.id, at, row.attempts + 1)
+            if was == "cancelled":  # the team's reply came while the server was taking it
+                if row.kind == "ack" and row.source_message_id is not None:
+                    store.mark_acknowledged(conn, row.source_message_id)
+                store.add_event(conn, at, f"{row.kind}-sent-after-cancel",
+                                {"outbox": row.id, "reason": "it was being sent when the team replied"},
+                                conversation_id=row.conversation_id,
+                                message_row=row.source_message_id)  # fmt: skip
         log.info("event=sent outbox=%s kind=%s", row.id, row.kind)
         if self.after_send is not None:
             try:

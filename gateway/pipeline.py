@@ -372,7 +372,8 @@ class Pipeline:
             from_sent_folder=row.direction == "team",
         )
         if who == Author.TEAM:
-            match = conversations.find_for_reply(read, parsed)
+            ours = self.config.own_addresses | self.config.agent_addresses
+            match = conversations.find_for_reply(read, parsed, ours=ours)
             return _Plan(row, now, parsed, inbox, None, match.conversation, None, False, None, team=True,
                          match=match.how)  # fmt: skip
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path

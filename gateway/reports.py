@@ -125,7 +125,7 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
     """Everything the digest shows for local date `day`, aggregated in SQL."""
     from datetime import timedelta
 
-    from .digest import DigestData, Item, local_volume, opening_grid, suggest
+    from .digest import DigestData, Item, local_volume, opening_grid, previous_business_day, suggest
 
     cal = config.calendar
     tz = cal.tz
@@ -160,7 +160,10 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
         by_hour, by_weekday = local_volume(
             cal, hourly_volume(conn, midnight(day - timedelta(days=29)), day_end)
         )
-        refused = refusals(conn, day_start, day_end)
+        # Refusals since the previous digest's day ended: those of closed days (a Sunday,
+        # a holiday) are in the next digest, not in none.
+        since = midnight(previous_business_day(cal, day) + timedelta(days=1))
+        refused = refusals(conn, min(since, day_start), day_end)
         trend = []
         for offset in range(29, -1, -1):
             d = day - timedelta(days=offset)

@@ -372,14 +372,19 @@ def quoted_ack(parsed: Parsed, ctx: LoopContext) -> Quote | None:
     A system that answers every mail it gets (a CRM, a ticket desk) answers our
     acknowledgment too, often from a new address and without any header that says so,
     but quoting what we wrote. What we wrote gives it away, and none of it can be
-    stripped without stripping the quote: one of our Message-IDs (quoted headers); our
-    reference tag "[SHOP-1042]", which every acknowledgment's text asks to keep; our
-    reference next to one of our addresses (a quote's "support@shop.example wrote:"
-    line); or a subject that carries the tags of two of our acknowledgments (an answer to
+    stripped without stripping the quote: one of our Message-IDs (quoted headers, or
+    In-Reply-To/References naming our mail); our reference tag "[SHOP-1042]", which every
+    acknowledgment's text asks to keep; our reference in quoted ("> ") lines beside one of
+    our addresses (a quote's "support@shop.example wrote:" line); or a subject that carries the tags of two of our acknowledgments (an answer to
     an answer to us). One tag in the subject alone is not enough: people copy it into a
     new mail, and whether they belong to that conversation is for threading to decide."""
     text = parsed.text[:_SCAN]
     ids = _our_ids(f"{parsed.subject}\n{text}", ctx.message_id_domain)
+    answered = tuple(  # thread headers naming our mail: an answer to it, quoted or not
+        i for i in (*parsed.in_reply_to, *parsed.references)
+        if is_our_message_id(i.lower(), ctx.message_id_domain)
+    )  # fmt: skip
+    ids = tuple(dict.fromkeys((*answered, *ids)))
     in_text: list[str] = []
     tagged: list[str] = []
     in_subject: list[str] = []
@@ -391,14 +396,19 @@ def quoted_ack(parsed: Parsed, ctx: LoopContext) -> Quote | None:
                 tagged.append(reference)
         in_subject = [r for o, r, c in pattern.findall(parsed.subject) if o and c]
     references = tuple(dict.fromkeys((*in_text, *in_subject)))
+    # Our bare reference and our address only give a quote away inside quoted text ("> "
+    # lines): a person's own words may name both ("About SHOP-1001 … not to support@…").
+    quoted = "\n".join(line for line in text.splitlines() if line.lstrip().startswith(">"))
+    in_quote = [r for _, r, _ in _reference_pattern(ctx.reference_prefixes).findall(quoted)] \
+        if ctx.reference_prefixes and quoted else []  # fmt: skip
     lowered = text.lower()
     ours = next((a for a in sorted(ctx.own_addresses) if a in lowered), None)
     if ids:
         evidence = f"quotes our Message-ID <{ids[0]}>"
     elif tagged:
         evidence = f"quotes our reference tag [{tagged[0]}] in its text"
-    elif in_text and ours is not None:
-        evidence = f"quotes our reference {in_text[0]} and our address {ours}"
+    elif in_quote and ours is not None:
+        evidence = f"quotes our reference {in_quote[0]} and our address {ours}"
     elif len(set(in_subject)) >= 2:
         evidence = f"its subject carries the tags of two acknowledgments ({', '.join(in_subject[:2])})"
     else:

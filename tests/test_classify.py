@@ -4,9 +4,14 @@ an explanation of every match."""
 
 from __future__ import annotations
 
-import pytest
+import re
+import unicodedata
 
-from gateway.classify import Classifier, normalize
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.classify import MAX_EXAMINED, Classifier, normalize
 from gateway.config import Config
 from gateway.parse import parse
 
@@ -33,6 +38,36 @@ def test_normalize() -> None:
     assert normalize("Fràud—ALERT!") == " fraud alert "
     assert normalize("STRASSE Straße") == " strasse strasse "
     assert normalize("  charged\n\ttwice ") == " charged twice "
+
+
+def _whole_string_normalize(text: str) -> str:
+    """normalize() as first written: one NFKD over the whole text (quadratic in a run of
+    combining marks), for comparison."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " " + re.sub(r"[\W_]+", " ", bare).strip() + " "
+
+
+MARKS = st.sampled_from("\u0301\u0316\u0308\u0327\u05b0\u0f71\u0f72\u0f73\u0344")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(st.characters(), MARKS, st.sampled_from("éßİﬁ½Å")), max_size=300))
+def test_normalize_in_pieces_equals_one_pass(chars: list[str]) -> None:
+    text = "".join(chars)
+    assert normalize(text) == _whole_string_normalize(text)
+
+
+def test_long_run_of_combining_marks_is_dropped() -> None:
+    # 40,000 marks of alternating classes: NFKD used to sort them in quadratic time.
+    assert normalize("Fr" + "\u0316\u0301" * 20_000 + "aud!") == " fraud "
+
+
+def test_only_the_start_of_a_huge_field_is_examined(classifier: Classifier) -> None:
+    filler = "lorem ipsum " * (MAX_EXAMINED // 12 + 10)
+    assert classify(classifier, "Question", "refund please " + filler)[0] == "high"
+    c = classifier.classify_text([("subject", filler + " fraud")], None)
+    assert c.priority == "normal"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import Result
 
 from gateway import store
-from tests.conftest import EXAMPLE
+from tests.conftest import DATA, EXAMPLE
 
 Cli = Callable[..., Result]
 
@@ -83,6 +83,24 @@ def test_inspect_json(run_cli: Cli, tmp_path: Path) -> None:
     result = run_cli("--config", str(EXAMPLE), "inspect", "--json", str(missing))
     assert result.exit_code == 1
     assert json.loads(result.output) == {"file": str(missing), "error": "No such file or directory"}
+
+
+def test_inspect_goes_on_over_hostile_files(run_cli: Cli, tmp_path: Path) -> None:
+    """Every hostile fixture gets its own answer; one unusable file stops nothing (issue 11)."""
+    good = tmp_path / "good.eml"
+    good.write_bytes(CUSTOMER_MAIL)
+    broken = sorted((DATA / "broken").glob("*.eml"))
+    files = [str(p) for p in broken] + [str(good)]
+    result = run_cli("--config", str(EXAMPLE), "inspect", "--json", *files)
+    assert result.exit_code == 1  # binary_junk.eml is no e-mail message
+    lines = {item["file"]: item for item in map(json.loads, result.output.splitlines())}
+    assert list(lines) == files
+    junk = str(DATA / "broken" / "binary_junk.eml")
+    assert lines[junk] == {"file": junk, "error": "not an e-mail message: no header lines found"}
+    for name, item in lines.items():
+        if name not in (junk, str(good)):
+            assert item["defects"], name
+    assert lines[str(good)]["priority"] == "urgent"
 
 
 def test_inspect_at_overrides_date(run_cli: Cli, tmp_path: Path) -> None:

@@ -279,3 +279,28 @@ def test_digest_in_the_inbox_language(
 
     subject = str(message_from_bytes(mail.read_bytes(), policy=policy.default)["Subject"]).strip()
     assert subject == "Example Shop Support: Kundenservice am 23.11.2026 — 67\u00a0% pünktlich"
+
+
+def test_refusals_of_a_closed_day_are_in_the_next_digest(tmp_path: Path, database_url: str) -> None:
+    """A photo mail refused on Sunday is in Monday's digest (the shop is closed on
+    Sundays, so no digest covers Sunday itself)."""
+    from datetime import date
+
+    from gateway import store
+    from gateway.reports import digest_inputs
+    from tests.mailtools import gateway_config
+
+    config = gateway_config(tmp_path, database_url)
+    engine = store.make_engine(config.database)
+    store.upgrade(engine)
+    try:
+        berlin = config.calendar.tz
+        with store.begin(engine) as conn:
+            for when in (datetime(2026, 11, 22, 15, 0, tzinfo=berlin),   # Sunday, closed
+                         datetime(2026, 11, 23, 11, 0, tzinfo=berlin),   # Monday
+                         datetime(2026, 11, 20, 11, 0, tzinfo=berlin)):  # Friday: its own digest
+                store.add_event(conn, when, "refused", {"reason": "too-large"})  # fmt: skip
+        monday = digest_inputs(engine, config, date(2026, 11, 23), datetime(2026, 11, 24, 8, 0, tzinfo=berlin))
+        assert monday.refused == (("too-large", 2),)
+    finally:
+        engine.dispose()

@@ -195,3 +195,64 @@ def test_a_kill_9_while_sending_resends_at_most_the_one_in_flight(tmp_path: Path
     assert [mid for mid, n in copies.items() if n > 1] == [list(queued)[24]]
     held = [d.raw for d in sink.received if str(d.message["Message-ID"]).strip("<>") == list(queued)[24]]
     assert held[0] == held[1] == to_crlf(queued[list(queued)[24]])
+
+
+class _HangsUpAfterData(Sink):
+    """Takes the message, then hangs up instead of answering 250 (the first `times`)."""
+
+    times: int = 1
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.times > 0:
+            self.times -= 1
+            server.transport.close()
+        return reply
+
+
+def test_a_hang_up_after_the_message_is_no_immediate_resend(tmp_path: Path, database_url: str) -> None:
+    """The server may have kept a message it did not confirm: it is not sent again at once
+    on a new connection (a duplicate without any crash), only at the next attempt."""
+    from gateway.outbox import SendFailed, SmtpTransport
+
+    server = _HangsUpAfterData()
+    server.start()
+    try:
+        config = gateway_config(tmp_path, database_url, sink_port=server.port)
+        transport = SmtpTransport(config.send)
+        raw = b"From: support@shop.example\r\nTo: kim@customer.example\r\nSubject: x\r\n\r\nx\r\n"
+        with pytest.raises(SendFailed) as failed:
+            transport.send("support@shop.example", "kim@customer.example", raw)
+        assert not failed.value.permanent
+        assert len(server.received) == 1  # one copy, not two (the sink stored it before hanging up)
+        transport.send("support@shop.example", "kim@customer.example", raw)  # the later attempt
+        assert len(server.wait_for(2)) == 2
+        transport.close()
+    finally:
+        server.stop()
+
+
+def test_a_connection_dropped_while_idle_is_replaced_before_the_next_message(
+    tmp_path: Path, database_url: str
+) -> None:
+    from gateway.outbox import SmtpTransport
+
+    server = Sink()
+    server.start()
+    try:
+        config = gateway_config(tmp_path, database_url, sink_port=server.port)
+        transport = SmtpTransport(config.send)
+        raw = b"From: support@shop.example\r\nTo: kim@customer.example\r\nSubject: x\r\n\r\nx\r\n"
+        transport.send("support@shop.example", "kim@customer.example", raw)
+        port = server.port
+        server.stop()  # the server restarts: the kept-open connection is dead
+        server.port, server._controller = port, None
+        from aiosmtpd.controller import Controller
+
+        server._controller = Controller(server, hostname="127.0.0.1", port=port)
+        server._controller.start()
+        transport.send("support@shop.example", "kim@customer.example", raw)  # NOOP finds it
+        assert len(server.wait_for(2)) == 2
+        transport.close()
+    finally:
+        server.stop()

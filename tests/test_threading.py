@@ -133,14 +133,18 @@ def test_a_strangers_tag_opens_a_conversation_of_their_own(pipe: tuple[Pipeline,
 
 
 def test_thread_headers_count_only_for_participants(pipe: tuple[Pipeline, Clock]) -> None:
-    """Guessing a customer's Message-ID or quoting one of ours joins nothing."""
+    """Guessing a customer's Message-ID or answering one of ours joins nothing. Guessing
+    opens a conversation of one's own; answering our acknowledgment from an address that
+    takes no part is what a system answering every mail does (test_loops), so it opens
+    none and gets no acknowledgment, or that system's next answer would loop."""
     pipeline, clock = pipe
     feed(pipeline, mail(), clock.now)
     [ack] = rows(pipeline.engine, store.outbox)
-    for n, ref in enumerate(("c1@customer.example", ack.message_id)):
+    expected = {"c1@customer.example": (2, True, None), ack.message_id: (None, False, "quotes-our-ack")}
+    for n, (ref, outcome) in enumerate(expected.items()):
         out = feed(pipeline, mail(f"eve{n}@elsewhere.example", "Re: Where is my parcel?", f"e{n}@elsewhere.example",
                                   extra=f"In-Reply-To: <{ref}>\r\nReferences: <{ref}>\r\n"), clock.now)  # fmt: skip
-        assert (out.conversation_id, out.acknowledged) == (2 + n, True), ref
+        assert (out.conversation_id, out.acknowledged, out.skip.rule if out.skip else None) == outcome, ref
     reply = feed(pipeline, mail(subject="Re: Where is my parcel?", msgid="c2@customer.example",
                                 extra=f"In-Reply-To: <{ack.message_id}>\r\n"), clock.now)  # fmt: skip
     assert reply.conversation_id == 1
@@ -305,6 +309,8 @@ def test_the_migration_finds_the_participants_of_existing_conversations(database
             for n, (sender, raw) in enumerate((
                 ("kim@customer.example", b"From: kim@customer.example\r\nCc: Lea <LEA@customer.example>\r\n\r\nx"),
                 ("ole@customer.example", None),  # raw purged: the sender is all that is left
+                # Before participants, anyone could join with the tag: that makes nobody one.
+                ("eve@evil.example", b"From: eve@evil.example\r\nCc: mallory@evil.example\r\n\r\n[SHOP-1001]"),
                 ("support@shop.example", b"From: support@shop.example\r\nTo: max@customer.example\r\n\r\nx"),
             )):  # fmt: skip
                 conn.execute(old_messages.insert(), dict(
@@ -314,7 +320,7 @@ def test_the_migration_finds_the_participants_of_existing_conversations(database
         store.upgrade(engine)
         p = store.participants.c
         assert [r.address for r in rows(engine, store.participants, p.conversation_id == 1)] == [
-            "kim@customer.example", "lea@customer.example", "max@customer.example", "ole@customer.example"]  # fmt: skip
+            "kim@customer.example", "lea@customer.example", "max@customer.example"]  # fmt: skip
     finally:
         engine.dispose()
 
@@ -510,3 +516,98 @@ def test_the_sender_skips_a_row_cancelled_after_it_was_read(tmp_path: Path, data
         assert sender.send_due() == 0
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------------ where the slices meet
+
+
+def test_a_desk_answering_our_ack_by_its_thread_headers_gets_no_second_ack(
+    pipe: tuple[Pipeline, Clock],
+) -> None:
+    """A ticket desk answers each acknowledgment from a new address with In-Reply-To our
+    ack and no quote: it is no participant, so no follow-up, and no new conversation
+    either — the loop ends at once."""
+    pipeline, clock = pipe
+    results = [feed(pipeline, mail(sender="orders@partner.example"), clock.now)]
+    for n in range(1, 5):
+        o = store.outbox.c
+        [ack_id] = [r.message_id for r in rows(pipeline.engine, store.outbox, o.kind == "ack")][-1:]
+        clock.now += timedelta(minutes=3)
+        results.append(feed(pipeline, mail(
+            sender=f"t{n}@desk.crm.example", subject=f"Ticket {n} created", msgid=f"t{n}@desk.crm.example",
+            body=f"Your ticket {n} was created.", extra=f"In-Reply-To: <{ack_id}>\r\nReferences: <{ack_id}>\r\n",
+        ), clock.now))  # fmt: skip
+    assert [r.acknowledged for r in results] == [True, False, False, False, False]
+    assert {r.skip.rule for r in results[1:] if r.skip} == {"quotes-our-ack"}
+
+
+def test_a_customer_naming_a_reference_and_our_address_from_a_new_address_is_acknowledged(
+    pipe: tuple[Pipeline, Clock],
+) -> None:
+    """Her own words name her old case and our address; nothing is quoted: a person."""
+    pipeline, clock = pipe
+    first = feed(pipeline, mail(), clock.now)
+    clock.now = at(2026, 11, 23, 11, 0)
+    second = feed(pipeline, mail(
+        sender="kim.work@employer.example", subject="Return label please", msgid="w1@employer.example",
+        body=f"Hi, this is Kim from my work address. About {first.reference}: I also need a return label.\r\n"
+             "-- \r\nKim (please write to me here, not to support@shop.example)",
+    ), clock.now)  # fmt: skip
+    assert second.acknowledged and second.conversation_id not in (None, first.conversation_id)
+
+
+def test_a_team_reply_naming_a_reused_message_id_joins_the_tagged_conversation(
+    pipe: tuple[Pipeline, Clock],
+) -> None:
+    """Two mails share a Message-ID (both kept): the id says nothing, the tag decides."""
+    pipeline, clock = pipe
+    a = feed(pipeline, mail(subject="Invoice wrong", msgid="same@customer.example"), clock.now)
+    clock.now = at(2026, 11, 23, 9, 30)
+    b = feed(pipeline, mail(subject="Parcel damaged", msgid="same@customer.example", body="Broken."),
+             clock.now)  # fmt: skip
+    assert a.conversation_id != b.conversation_id
+    clock.now = at(2026, 11, 23, 10, 5)
+    reply = feed(pipeline, team_mail("t1@shop-mail.example", in_reply_to="same@customer.example",
+                                     subject=f"Re: [{b.reference}] Parcel damaged"),
+                 at(2026, 11, 23, 10, 0), sent=True)  # fmt: skip
+    assert reply.conversation_id == b.conversation_id
+
+
+class _Racing:
+    """A transport during whose send the team's reply cancels the acknowledgment."""
+
+    def __init__(self, pipeline: Pipeline, conversation_id: int, *, fails: bool) -> None:
+        self.pipeline, self.conversation_id, self.fails = pipeline, conversation_id, fails
+
+    def send(self, sender: str, recipient: str, raw: bytes) -> None:
+        from gateway.outbox import SendFailed
+
+        with store.begin(self.pipeline.engine) as conn:
+            conversations.cancel_moot(conn, self.conversation_id, self.pipeline.clock())
+        if self.fails:
+            raise SendFailed("421 try again later", permanent=False)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_ack_cancelled_during_a_failed_attempt_stays_cancelled(
+    pipe: tuple[Pipeline, Clock],
+) -> None:
+    pipeline, clock = pipe
+    a = feed(pipeline, mail(), clock.now)
+    OutboxSender(pipeline.engine, _Racing(pipeline, a.conversation_id, fails=True), clock).send_due()
+    assert [status for _, _, status in acks(pipeline)] == ["cancelled"]  # never sent late
+
+
+def test_an_ack_the_server_took_while_it_was_cancelled_counts_as_sent(
+    pipe: tuple[Pipeline, Clock],
+) -> None:
+    """The mail went out: the record says so, and the customer counts as acknowledged."""
+    pipeline, clock = pipe
+    a = feed(pipeline, mail(), clock.now)
+    OutboxSender(pipeline.engine, _Racing(pipeline, a.conversation_id, fails=False), clock).send_due()
+    assert [status for _, _, status in acks(pipeline)] == ["sent"]
+    [message] = rows(pipeline.engine, store.messages, store.messages.c.id == a.message_row)
+    assert message.acknowledged
+    assert len(events(pipeline.engine, "ack-sent-after-cancel")) == 1

@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from .schema import outbox
+from .schema import messages, outbox
 
 __all__ = [
     "enqueue",
+    "mark_acknowledged",
     "next_send_at",
     "outbox_backlog",
     "outbox_row",
@@ -103,21 +104,31 @@ def next_send_at(conn: Any) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def record_sent(conn: Any, row_id: int, at: datetime, attempts: int) -> None:
-    """The row went out at `at`, on its `attempts`-th try."""
+def record_sent(conn: Any, row_id: int, at: datetime, attempts: int) -> str | None:
+    """The row went out at `at`, on its `attempts`-th try (also when it was cancelled
+    while being sent: it did go out). Returns the status it had until now."""
     o = outbox.c
+    was = conn.execute(select(o.status).where(o.id == row_id)).scalar()
     conn.execute(
         update(outbox).where(o.id == row_id)
         .values(status="sent", sent_at=at, attempts=attempts, last_error=None)
     )  # fmt: skip
+    return None if was is None else str(was)
+
+
+def mark_acknowledged(conn: Any, message_row: int) -> None:
+    """The customer's message was acknowledged after all (its acknowledgment went out
+    although a reply had cancelled it)."""
+    conn.execute(update(messages).where(messages.c.id == message_row).values(acknowledged=True))
 
 
 def record_retry(conn: Any, row_id: int, status: str, attempts: int, error: str,
                  next_attempt_at: datetime) -> None:  # fmt: skip
-    """A failed try: `status` "pending" (tried again at `next_attempt_at`) or "failed"."""
+    """A failed try: `status` "pending" (tried again at `next_attempt_at`) or "failed";
+    nothing when the row was cancelled meanwhile (it stays cancelled)."""
     o = outbox.c
     conn.execute(
-        update(outbox).where(o.id == row_id)
+        update(outbox).where(o.id == row_id, o.status == "pending")
         .values(status=status, attempts=attempts, last_error=error[:2000],
                 next_attempt_at=next_attempt_at)
     )  # fmt: skip

@@ -2,12 +2,12 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-07
+Create Date: 2026-12-02
 
 Existing conversations get their participants from what is stored: the customer, the
-recipients of what we sent them, and the senders and To/Cc/Reply-To addresses of their
-messages (read from the raw headers while they are kept; after `retention_days` only the
-sender is left).
+recipients of what we sent them, and the To/Cc/Reply-To addresses of the messages the
+customer or the team wrote in them (read from the raw headers while they are kept). Other
+senders do not count: before this revision anyone could join a conversation with its tag.
 """
 
 from email.parser import BytesHeaderParser
@@ -79,8 +79,10 @@ def _backfill(conn: sa.Connection) -> None:
         "participants", sa.column("conversation_id", sa.Integer), sa.column("address", sa.String)
     )
     found: set[tuple[int, str]] = set()
+    customers: dict[int, str] = {}
     for conv_id, customer in conn.execute(sa.select(conversations.c.id, conversations.c.customer)):
-        found.add((conv_id, (customer or "").lower()))
+        customers[conv_id] = (customer or "").lower()
+        found.add((conv_id, customers[conv_id]))
     for conv_id, recipient in conn.execute(
         sa.select(outbox.c.conversation_id, outbox.c.recipient).where(
             outbox.c.conversation_id.isnot(None)
@@ -98,9 +100,11 @@ def _backfill(conn: sa.Connection) -> None:
             break
         last = rows[-1].id
         for row in rows:
-            if row.direction != "team" and row.from_addr:
-                found.add((row.conversation_id, row.from_addr.lower()))
-            found.update((row.conversation_id, a) for a in _addresses(row.raw))
+            # Only whom the customer or the team wrote to takes part: before this upgrade
+            # anyone could join with a tag, and their mail must not make them a participant.
+            by_customer = (row.from_addr or "").lower() == customers.get(row.conversation_id)
+            if by_customer or row.direction == "team":
+                found.update((row.conversation_id, a) for a in _addresses(row.raw))
     unique = sorted({(c, a[:320]) for c, a in found if "@" in a})
     values = [{"conversation_id": c, "address": a} for c, a in unique]
     for start in range(0, len(values), CHUNK):
