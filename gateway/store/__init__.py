@@ -45,6 +45,19 @@ from .timers import *  # noqa: F403
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
+def reading(engine: Engine) -> Connection:
+    """A connection for reads (`with store.reading(engine) as conn:`); takes no write lock."""
+    return engine.connect()
+
+
+def display_url(url: str) -> str:
+    """A database URL fit to show: its password hidden (as given when it cannot be read)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
 # ---------------------------------------------------------------------------- engines
 
 
@@ -89,14 +102,6 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         _WRITE_LOCKS[engine] = WriteLock(lock_path)
     return engine
-
-
-def display_url(url: str) -> str:
-    """A database URL fit to show: its password hidden (as given when it cannot be read)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 WRITE_LOCK_TIMEOUT = 10.0  # seconds, as SQLite's busy_timeout
@@ -171,11 +176,6 @@ class WriteLock:
 
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
-
-
-def reading(engine: Engine) -> Connection:
-    """A connection for reads (`with store.reading(engine) as conn:`); takes no write lock."""
-    return engine.connect()
 
 
 @contextmanager
