@@ -1,15 +1,17 @@
 """The database: engines, transactions, migrations, and every SQL statement the gateway runs.
 
 A small package; each module owns one part and nothing outside it writes SQL or imports
-SQLAlchemy (the migrations aside):
+SQLAlchemy (the migrations aside; until the runner rework lands, the processing core's
+modules listed in tests/test_store_owner.py still hold SQL of their own):
 
   schema.py    the tables and column types
   __init__.py  engines with durable settings (SQLite in WAL mode with full sync, foreign
                keys on), write transactions, the Alembic migrations, events
   outgoing.py  the outbox: enqueue (every outgoing mail), the sender's claim and record
-  queries.py   the reports: tickets, report, status and digest figures, set-aside lists
+  queries.py   the reports: tickets, report and digest figures, status (heartbeat,
+               counts, folders), set-aside lists
   timers.py    what the scheduler reads and marks: due cycles, quiet conversations, digests
-  intake.py    IMAP sync state, heartbeats, retrying set-aside messages
+  intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
 
 Callers open the transaction (`begin`, or `reading` for reads) and pass its connection.
 All timestamps are stored in UTC and come back as aware datetimes. The pure core never
