@@ -16,6 +16,7 @@ Run as root (Dovecot needs it, like the tests). Prints p50 / p95 / max in millis
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import tempfile
@@ -59,7 +60,10 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=5)
     parser.add_argument("--size", type=int, default=10, help="mails per burst")
     parser.add_argument("--each", action="store_true", help="print every mail's latency")
+    parser.add_argument("--log", action="store_true", help="the gateway's log on stderr")
     args = parser.parse_args()
+    if args.log:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     work = Path(tempfile.mkdtemp(prefix="imap-latency-"))
     dovecot = Dovecot(work / "dovecot")
     dovecot.start()

@@ -1,10 +1,13 @@
 """The `sla-gateway` command: a thin click layer over the library.
 
 Owns: argument parsing, finding and loading the configuration once per invocation,
-turning library errors into clean messages and exit codes, and formatting output.
+opening the database engine when a command first needs it and disposing of it when the
+command ends (`_State`, on click's context), turning library errors into clean messages
+and exit codes, and formatting output.
 Exit codes: 0 success; 1 some input could not be used (the rest was processed);
-2 bad configuration or bad arguments. It holds no logic the library lacks, and it never
-prints a traceback for an error that is the operator's or the sender's.
+2 bad configuration or bad arguments. It holds no logic the library lacks and no SQL
+(what it reads or writes it asks of the store), and it never prints a traceback for an
+error that is the operator's or the sender's.
 
 "Now" comes from `ctx.obj["clock"]` when the caller provides one (tests do), else the
 system clock: the one place the real clock is read.
@@ -20,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -31,6 +34,9 @@ from .durations import format_duration
 from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, TemporaryError
 from .model import Parsed
 from .parse import parse
+
+if TYPE_CHECKING:
+    from .store import Engine
 from .policy import deadline, decide
 
 Clock = Callable[[], datetime]
@@ -62,16 +68,35 @@ class _Group(click.Group):
 
 
 class _State:
+    """What every command shares, made when first asked for: the configuration, and the
+    database engine (migrated to the current schema), disposed of by `close` when the
+    command ends (the group registers it with click)."""
+
     def __init__(self, config_path: str | None, clock: Clock) -> None:
         self.config_path = config_path
         self.clock = clock
         self._config: Config | None = None
+        self._engine: Engine | None = None
 
     @property
     def config(self) -> Config:
         if self._config is None:
             self._config = load(locate(self.config_path, os.environ))
         return self._config
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from . import store
+
+            self._engine = store.make_engine(self.config.database)
+            store.upgrade(self._engine)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 def _state(ctx: click.Context) -> _State:
@@ -96,6 +121,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     if isinstance(ctx.obj, dict) and callable(ctx.obj.get("clock")):
         clock = ctx.obj["clock"]
     ctx.obj = _State(config_path, clock)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # ---------------------------------------------------------------------------- check
@@ -133,21 +159,17 @@ def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
     if send_test and all(r.ok for r in results):
         from . import store
         from .outbox import OutboxSender
-        from .pipeline import Pipeline
         from .render import alert_message
 
-        engine = _engine(config)
-        try:
-            now = state.clock()
-            message = alert_message(config, send_test, subject="Test message",
-                                    text="sla-gateway can send mail. Nothing else to do.\n", now=now)  # fmt: skip
-            with store.begin(engine) as conn:
-                row_id = Pipeline(config, engine, state.clock).queue(conn, "alert", message, send_test, now)
-            sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock)
-            sent = sender.send_one(row_id)  # only this one: the service may be sending beside us
-            sender.close()
-        finally:
-            engine.dispose()
+        engine = state.engine
+        now = state.clock()
+        message = alert_message(config, send_test, subject="Test message",
+                                text="sla-gateway can send mail. Nothing else to do.\n", now=now)  # fmt: skip
+        with store.begin(engine) as conn:
+            row_id = store.enqueue(conn, "alert", message, send_test, now)
+        sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock)
+        sent = sender.send_one(row_id)  # only this one: the service may be sending beside us
+        sender.close()
         click.echo(
             f"{'OK     ' if sent else 'PROBLEM'} test message to {send_test}: {'sent' if sent else 'not sent — see `sla-gateway status`'}"
         )
@@ -234,12 +256,9 @@ def policy_summary(config: Config, now: datetime) -> list[str]:
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from .store import display_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return display_url(url)
 
 
 # ---------------------------------------------------------------------------- due
@@ -555,14 +574,6 @@ def deliver(
 # ---------------------------------------------------------------------------- tickets
 
 
-def _engine(config: Config) -> Any:
-    from . import store
-
-    engine = store.make_engine(config.database)
-    store.upgrade(engine)
-    return engine
-
-
 def _transport(config: Config, engine: Any, clock: Clock) -> Any:
     """The configured outgoing transport, with OAuth sign-in when [send] uses it."""
     from .outbox import make_transport
@@ -596,12 +607,9 @@ def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_ri
     config = state.config
     day = _day_option(since_text, "--since")
     since = datetime.combine(day, datetime.min.time(), config.calendar.tz) if day else None
-    engine = _engine(config)
-    try:
-        rows = ticket_rows(engine, config, state.clock(), since=since, only_open=only_open,
-                           only_breached=only_breached, only_at_risk=only_at_risk)  # fmt: skip
-    finally:
-        engine.dispose()
+    engine = state.engine
+    rows = ticket_rows(engine, config, state.clock(), since=since, only_open=only_open,
+                       only_breached=only_breached, only_at_risk=only_at_risk)  # fmt: skip
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
@@ -655,18 +663,15 @@ def replay(ctx: click.Context, source: Path) -> None:
 
     state = _state(ctx)
     config = state.config
-    engine = _engine(config)
-    try:
-        with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-            task = progress.add_task("replaying", total=None)
+    engine = state.engine
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("replaying", total=None)
 
-            def tick(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
 
-            summary = run_replay(config, engine, source, now=state.clock(), progress=tick)
-        counts = replay_counts(engine)
-    finally:
-        engine.dispose()
+        summary = run_replay(config, engine, source, now=state.clock(), progress=tick)
+    counts = replay_counts(engine)
     click.echo(
         f"{summary.read} messages read, {summary.new} new, {summary.unreadable} set aside as unreadable"
     )
@@ -712,11 +717,8 @@ def report(
     tz = config.calendar.tz
     start = datetime.combine(since, datetime.min.time(), tz)
     end = datetime.combine(until + timedelta(days=1), datetime.min.time(), tz)
-    engine = _engine(config)
-    try:
-        figures = build_report(engine, config, start, end, now)
-    finally:
-        engine.dispose()
+    engine = state.engine
+    figures = build_report(engine, config, start, end, now)
     if as_json:
         click.echo(json.dumps(figures, ensure_ascii=False))
         return
@@ -796,34 +798,31 @@ def digest(
     day = _day_option(day_text, "--date") or previous_business_day(
         config.calendar, config.calendar.local(now).date()
     )
-    engine = _engine(config)
-    try:
-        if send:
-            pipeline = Pipeline(config, engine, state.clock)
-            queued = Scheduler(config, engine, state.clock, pipeline).daily_digest(
-                now, force_day=day
+    engine = state.engine
+    if send:
+        pipeline = Pipeline(config, engine, state.clock)
+        queued = Scheduler(config, engine, state.clock, pipeline).daily_digest(
+            now, force_day=day
+        )
+        if not queued:
+            click.echo(
+                f"the digest for {day} was already sent (or skipped as empty); not sending it again"
             )
-            if not queued:
-                click.echo(
-                    f"the digest for {day} was already sent (or skipped as empty); not sending it again"
-                )
-                return
-            from .outbox import OutboxSender
-            from .reports import service_running
-
-            who = ", ".join(config.digest.to or (config.inboxes[0].address,))
-            if service_running(engine, now):  # one sender at a time: the service sends it
-                click.echo(f"digest for {day} queued for {who}; the running service sends it")
-                return
-            sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock,
-                                  give_up_after=config.send.give_up_after)  # fmt: skip
-            sender.send_due(kinds=("digest",))
-            sender.close()
-            click.echo(f"digest for {day} queued for {who}")
             return
-        html, text, _ = render_digest(Renderer(config), digest_inputs(engine, config, day, now))
-    finally:
-        engine.dispose()
+        from .outbox import OutboxSender
+        from .reports import service_running
+
+        who = ", ".join(config.digest.to or (config.inboxes[0].address,))
+        if service_running(engine, now):  # one sender at a time: the service sends it
+            click.echo(f"digest for {day} queued for {who}; the running service sends it")
+            return
+        sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock,
+                              give_up_after=config.send.give_up_after)  # fmt: skip
+        sender.send_due(kinds=("digest",))
+        sender.close()
+        click.echo(f"digest for {day} queued for {who}")
+        return
+    html, text, _ = render_digest(Renderer(config), digest_inputs(engine, config, day, now))
     if as_text:
         click.echo(text, nl=False)
     elif out is not None:
@@ -845,14 +844,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     state = _state(ctx)
     now = state.clock()
-    engine = _engine(state.config)
-    try:
-        info = read_status(engine, now)
-        info["oauth"] = _oauth_status(state.config, engine, state.clock)
-        info["set_aside"] = _set_aside_status(state.config, engine)
-        info["backlog"] = _backlog_status(state.config, engine, now)
-    finally:
-        engine.dispose()
+    engine = state.engine
+    info = read_status(engine, now)
+    info["oauth"] = _oauth_status(state.config, engine, state.clock)
+    info["set_aside"] = _set_aside_status(state.config, engine)
+    info["backlog"] = _backlog_status(state.config, engine, now)
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -888,9 +884,10 @@ STATUS_SET_ASIDE_SHOWN = 5  # set-aside messages `status` prints; --json lists m
 
 def _set_aside_status(config: Config, engine: Any) -> list[dict[str, Any]]:
     """`status --json`'s "set_aside": the oldest set-aside messages with their errors."""
+    from . import store
     from .reports import set_aside
 
-    with engine.connect() as conn:
+    with store.reading(engine) as conn:
         return set_aside(conn, config)
 
 
@@ -922,9 +919,10 @@ def _oauth_status(config: Config, engine: Any, clock: Clock) -> list[dict[str, A
 
 def _backlog_status(config: Config, engine: Any, now: datetime) -> dict[str, Any]:
     """`status`: what waits to go out, since when and why (the shop's time zone, seconds)."""
+    from . import store
     from .outbox import backlog
 
-    with engine.connect() as conn:
+    with store.reading(engine) as conn:
         waiting = backlog(conn)
 
     def local(moment: datetime | None) -> datetime | None:
@@ -970,45 +968,42 @@ def login(ctx: click.Context, inbox_name: str | None, for_send: bool, import_tok
 
     state = _state(ctx)
     config = state.config
-    engine = _engine(config)
-    try:
-        tokens = Tokens(config, engine, state.clock)
-        source = _login_source(config, tokens, inbox_name, for_send)
-        tokens.fernet()  # a missing key is said now, not after the owner approved
-        provider = source.oauth.provider
-        if import_token and browser:
-            raise click.UsageError("give --import or --browser, not both")
-        if browser:
+    engine = state.engine
+    tokens = Tokens(config, engine, state.clock)
+    source = _login_source(config, tokens, inbox_name, for_send)
+    tokens.fernet()  # a missing key is said now, not after the owner approved
+    provider = source.oauth.provider
+    if import_token and browser:
+        raise click.UsageError("give --import or --browser, not both")
+    if browser:
 
-            def show(request: Any) -> None:
-                bound = request.redirect_uri.rstrip("/").rpartition(":")[2]
-                click.echo(f"To sign in {source.username} ({provider}), open this address in a browser:")
-                click.echo(f"\n    {request.url}\n")
-                click.echo(f"The browser is then sent back to {request.redirect_uri} on this machine. If this "
-                           "machine has no browser, first run on your own computer:")
-                click.echo(f"\n    ssh -L {bound}:127.0.0.1:{bound} THIS-SERVER\n")
-                click.echo("and open the address there. Waiting for the sign-in ...")
+        def show(request: Any) -> None:
+            bound = request.redirect_uri.rstrip("/").rpartition(":")[2]
+            click.echo(f"To sign in {source.username} ({provider}), open this address in a browser:")
+            click.echo(f"\n    {request.url}\n")
+            click.echo(f"The browser is then sent back to {request.redirect_uri} on this machine. If this "
+                       "machine has no browser, first run on your own computer:")
+            click.echo(f"\n    ssh -L {bound}:127.0.0.1:{bound} THIS-SERVER\n")
+            click.echo("and open the address there. Waiting for the sign-in ...")
 
-            grant = source.browser_login(port=port, show=show)
-        elif import_token:
-            refresh = click.prompt(f"Refresh token for {source.username}", hide_input=True,
-                                   err=True).strip()  # fmt: skip
-            grant = source.import_refresh_token(refresh)
-        else:
-            device = source.start_device_login()
-            click.echo(f"To sign in {source.username} ({provider}), open this address in any browser:")
-            click.echo(f"\n    {device.verification_uri}\n")
-            click.echo(f"and enter the code:  {device.user_code}")
-            if device.verification_uri_complete:
-                click.echo(f"(or open {device.verification_uri_complete})")
-            click.echo(f"Waiting for the approval (the code is valid until {device.expires_at:%H:%M:%S %Z}) ...")
-            grant = source.finish_device_login(device)
-        click.echo(f"signed in {source.username}; the refresh token is stored encrypted in the database "
-                   f"(access token valid until {grant.expires_at:%Y-%m-%d %H:%M:%S %Z})")  # fmt: skip
-        if source.label != "--send" and tokens.is_sender(source):
-            click.echo("this sign-in is also used for sending ([send])")
-    finally:
-        engine.dispose()
+        grant = source.browser_login(port=port, show=show)
+    elif import_token:
+        refresh = click.prompt(f"Refresh token for {source.username}", hide_input=True,
+                               err=True).strip()  # fmt: skip
+        grant = source.import_refresh_token(refresh)
+    else:
+        device = source.start_device_login()
+        click.echo(f"To sign in {source.username} ({provider}), open this address in any browser:")
+        click.echo(f"\n    {device.verification_uri}\n")
+        click.echo(f"and enter the code:  {device.user_code}")
+        if device.verification_uri_complete:
+            click.echo(f"(or open {device.verification_uri_complete})")
+        click.echo(f"Waiting for the approval (the code is valid until {device.expires_at:%H:%M:%S %Z}) ...")
+        grant = source.finish_device_login(device)
+    click.echo(f"signed in {source.username}; the refresh token is stored encrypted in the database "
+               f"(access token valid until {grant.expires_at:%Y-%m-%d %H:%M:%S %Z})")  # fmt: skip
+    if source.label != "--send" and tokens.is_sender(source):
+        click.echo("this sign-in is also used for sending ([send])")
 
 
 def _login_source(config: Config, tokens: Any, inbox_name: str | None, for_send: bool) -> Any:
@@ -1041,8 +1036,6 @@ def _login_source(config: Config, tokens: Any, inbox_name: str | None, for_send:
 @click.pass_context
 def retry(ctx: click.Context) -> None:
     """Process set-aside messages and resend failed outbox mail, after fixing the cause."""
-    from sqlalchemy import select, update
-
     from . import store
     from .outbox import OutboxSender
     from .pipeline import Pipeline
@@ -1050,43 +1043,29 @@ def retry(ctx: click.Context) -> None:
     state = _state(ctx)
     config = state.config
     now = state.clock()
-    engine = _engine(config)
-    try:
-        m, o = store.messages.c, store.outbox.c
-        with store.begin(engine) as conn:
-            shunted = [
-                int(i) for i in conn.execute(select(m.id).where(m.status == "shunted")).scalars()
-            ]
-            conn.execute(
-                update(store.messages)
-                .where(m.status == "shunted")
-                .values(status="stored", error=None)
-            )
-            failed = conn.execute(
-                update(store.outbox).where(o.status == "failed")
-                .values(status="pending", attempts=0, next_attempt_at=now, last_error=None)
-            ).rowcount  # fmt: skip
-        from .reports import processing_state, service_running
+    engine = state.engine
+    with store.begin(engine) as conn:
+        shunted = store.release_set_aside(conn)
+        failed = store.requeue_failed(conn, now)
+    from .reports import processing_state, service_running
 
-        running = service_running(engine, now)
-        if running:  # its processor and sender take them: never two of either at once
-            sent_text = "the running service processes and sends them"
-            still, waiting = _await_processing(engine, shunted)
-        else:
-            pipeline = Pipeline(config, engine, state.clock)
-            for i in shunted:
-                pipeline.process(i)
-            still, waiting = processing_state(engine, shunted)
-            sender = OutboxSender(
-                engine,
-                _transport(config, engine, state.clock),
-                state.clock,
-                give_up_after=config.send.give_up_after,
-            )
-            sent_text = f"{sender.send_due()} sent now"
-            sender.close()
-    finally:
-        engine.dispose()
+    running = service_running(engine, now)
+    if running:  # its processor and sender take them: never two of either at once
+        sent_text = "the running service processes and sends them"
+        still, waiting = _await_processing(engine, shunted)
+    else:
+        pipeline = Pipeline(config, engine, state.clock)
+        for i in shunted:
+            pipeline.process(i)
+        still, waiting = processing_state(engine, shunted)
+        sender = OutboxSender(
+            engine,
+            _transport(config, engine, state.clock),
+            state.clock,
+            give_up_after=config.send.give_up_after,
+        )
+        sent_text = f"{sender.send_due()} sent now"
+        sender.close()
     again = f" ({still} set aside again)" if shunted or not running else ""
     if waiting:
         again = f" ({still} set aside again, {waiting} not processed yet — see `sla-gateway status`)"
@@ -1232,14 +1211,10 @@ def db_upgrade(ctx: click.Context) -> None:
     from . import store
 
     config = _state(ctx).config
-    engine = store.make_engine(config.database)
-    try:
-        store.upgrade(engine)
-        click.echo(
-            f"database {_redact(config.database)} at revision {store.current_revision(engine)}"
-        )
-    finally:
-        engine.dispose()
+    engine = _state(ctx).engine  # migrated when made
+    click.echo(
+        f"database {_redact(config.database)} at revision {store.current_revision(engine)}"
+    )
 
 
 def main() -> NoReturn:

@@ -19,7 +19,6 @@ current end of the mailbox: history already in the mailbox is not acknowledged.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import ssl
 import threading
@@ -31,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
-from sqlalchemy import select
 
 from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig, ListenConfig
@@ -143,11 +141,8 @@ class FolderSync:
         self.max_size = (config.listen or ListenConfig()).max_message_size
 
     def state(self) -> SyncState | None:
-        s = store.sync_state.c
-        with self.pipeline.engine.connect() as conn:
-            row = conn.execute(
-                select(store.sync_state).where(s.inbox == self.inbox.name, s.folder == self.folder)
-            ).first()
+        with store.reading(self.pipeline.engine) as conn:
+            row = store.folder_state(conn, self.inbox.name, self.folder)
         if row is None:
             return None
         return SyncState(int(row.uidvalidity), int(row.last_uid), row.updated_at,
@@ -156,20 +151,8 @@ class FolderSync:
     def save(self, conn: Any, uidvalidity: int, last_uid: int, seen_before: datetime) -> None:
         """Write the folder's state in the caller's transaction: the one that committed
         what it says was taken care of, or one after it."""
-        s = store.sync_state.c
-        values = dict(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=self.clock(),
-                      seen_before=seen_before)  # fmt: skip
-        updated = conn.execute(
-            store.sync_state.update()
-            .where(s.inbox == self.inbox.name, s.folder == self.folder)
-            .values(**values)
-        ).rowcount
-        if not updated:
-            conn.execute(
-                store.sync_state.insert().values(
-                    inbox=self.inbox.name, folder=self.folder, **values
-                )
-            )
+        store.save_folder_state(conn, self.inbox.name, self.folder, uidvalidity=uidvalidity,
+                                last_uid=last_uid, updated_at=self.clock(), seen_before=seen_before)  # fmt: skip
 
     def sync(self, client: IMAPClient) -> int:
         """Fetch everything new since the last sync, and again as long as the server
@@ -326,9 +309,7 @@ class FolderSync:
         that moves the folder's state past them."""
         if not refused:
             return
-        e = store.events.c
-        known = {json.loads(detail).get("key") for detail in conn.execute(
-            select(e.detail).where(e.kind == TOO_LARGE_EVENT)).scalars()}  # fmt: skip
+        known = {detail.get("key") for detail in store.event_details(conn, TOO_LARGE_EVENT)}
         fresh = [t for t in refused if t.key not in known]
         now = self.clock()
         for t in fresh:
@@ -342,7 +323,7 @@ class FolderSync:
         subject, text = too_large_alert(self.config, self.imap, fresh, sent=self.sent)
         for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
             message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
-            self.pipeline.queue(conn, "alert", message, recipient, now)
+            store.enqueue(conn, "alert", message, recipient, now)
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from datetime import datetime, timedelta
 from email.message import Message
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-
 from . import store
 from .config import Config
 from .durations import format_duration
 from .outbox import Backlog, SendFailed, backlog, write_aside
+from .store import Engine
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -59,7 +58,7 @@ class OutageWatch:
     def check(self) -> bool:
         """Look at the backlog; returns whether an alert was queued."""
         now = self.clock()
-        with self.engine.connect() as conn:  # reads only: no write lock every few seconds
+        with store.reading(self.engine) as conn:  # reads only: no write lock every few seconds
             waiting = backlog(conn)
             latest = store.latest_event(conn, (ALERTED, OVER))
         change = step(waiting, latest is not None and latest.kind == ALERTED, now,
@@ -75,7 +74,7 @@ class OutageWatch:
                                                  "error": (waiting.last_error or "")[:500]})  # fmt: skip
             messages = self.messages(waiting, now)
             for recipient, message in messages:
-                self.pipeline.queue(conn, "alert", message, recipient, now)
+                store.enqueue(conn, "alert", message, recipient, now)
         log.error("event=send-outage pending=%s waiting=%s error=%r", waiting.pending,
                   format_duration(self._age(waiting, now)), waiting.last_error)  # fmt: skip
         if self.config.send.transport == "smtp":  # the server may be what is broken

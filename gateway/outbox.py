@@ -29,12 +29,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Engine, func, select, update
-
 from . import store
 from .config import Config, SendConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .secrets import read_secret
+from .store import Engine
 
 if TYPE_CHECKING:
     from email.message import Message
@@ -276,17 +275,9 @@ class Backlog:
 
 def backlog(conn: Any) -> Backlog:
     """The pending outbox rows, read on `conn` (a connection or a transaction)."""
-    o = store.outbox.c
-    count, next_try, failing = conn.execute(
-        select(func.count(), func.min(o.next_attempt_at), func.count(o.last_error))
-        .where(o.status == "pending")
-    ).one()  # fmt: skip
+    count, next_try, failing, oldest = store.outbox_backlog(conn)
     if not count:
         return Backlog()
-    oldest = conn.execute(
-        select(o.created_at, o.attempts, o.last_error).where(o.status == "pending")
-        .order_by(o.created_at, o.id).limit(1)
-    ).one()  # fmt: skip
     return Backlog(int(count), oldest.created_at, int(oldest.attempts), oldest.last_error,
                    next_try, int(failing))  # fmt: skip
 
@@ -310,31 +301,20 @@ class OutboxSender:
         self.give_up_after = give_up_after
 
     def next_due(self) -> datetime | None:
-        o = store.outbox.c
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                select(func.min(o.next_attempt_at)).where(o.status == "pending")
-            ).scalar()
-            return value if isinstance(value, datetime) else None
+        with store.reading(self.engine) as conn:
+            return store.next_send_at(conn)
 
     def send_due(self, limit: int = 100, *, kinds: tuple[str, ...] | None = None,
                  stopping: threading.Event | None = None) -> int:  # fmt: skip
         """Send every row due now (of these kinds only, when given) until `stopping` is
         set (the message at hand is finished and recorded); returns how many were sent."""
-        o = store.outbox.c
-        query = select(store.outbox).where(o.status == "pending", o.next_attempt_at <= self.clock())
-        if kinds is not None:
-            query = query.where(o.kind.in_(kinds))
-        with self.engine.connect() as conn:
-            rows = list(conn.execute(query.order_by(o.next_attempt_at, o.id).limit(limit)))
+        with store.reading(self.engine) as conn:
+            rows = store.rows_due(conn, self.clock(), limit, kinds)
         return self._send_rows(rows, stopping)
 
     def send_one(self, row_id: int) -> bool:
-        o = store.outbox.c
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(store.outbox).where(o.id == row_id, o.status == "pending")
-            ).first()
+        with store.reading(self.engine) as conn:
+            row = store.outbox_row(conn, row_id)
         return row is not None and self._send_rows([row]) == 1
 
     def _send_rows(self, rows: list[Any], stopping: threading.Event | None = None) -> int:
@@ -350,10 +330,9 @@ class OutboxSender:
         return sent
 
     def _send(self, row: Any) -> bool:
-        o = store.outbox.c
         row_id = row.id
-        with self.engine.connect() as conn:  # cancelled since it was read (the team replied)?
-            status = conn.execute(select(o.status).where(o.id == row_id)).scalar()
+        with store.reading(self.engine) as conn:  # cancelled since it was read (the team replied)?
+            status = store.outbox_status(conn, row_id)
         if status != "pending":
             log.info("event=send-skipped outbox=%s kind=%s status=%s", row_id, row.kind, status)
             return False
@@ -365,16 +344,8 @@ class OutboxSender:
             expired = now - row.created_at >= self.give_up_after
             status = "failed" if exc.permanent or expired else "pending"
             with store.begin(self.engine) as conn:
-                conn.execute(
-                    update(store.outbox)
-                    .where(o.id == row_id, o.status == "pending")  # not if cancelled meanwhile
-                    .values(
-                        status=status,
-                        attempts=attempts,
-                        last_error=str(exc)[:2000],
-                        next_attempt_at=now + backoff(attempts),
-                    )
-                )
+                store.record_retry(conn, row_id, status, attempts, str(exc),
+                                   now + backoff(attempts))  # fmt: skip
                 if status == "failed":
                     store.add_event(
                         conn, now, "send-failed", {"outbox": row_id, "error": str(exc)[:500]},
@@ -388,20 +359,11 @@ class OutboxSender:
         return True
 
     def _record_sent(self, row: Any, at: datetime) -> None:
-        o = store.outbox.c
         with store.begin(self.engine) as conn:
-            was = conn.execute(select(o.status).where(o.id == row.id)).scalar()
-            conn.execute(
-                update(store.outbox).where(o.id == row.id)
-                .values(status="sent", sent_at=at, attempts=row.attempts + 1, last_error=None)
-            )  # fmt: skip
+            was = store.record_sent(conn, row.id, at, row.attempts + 1)
             if was == "cancelled":  # the team's reply came while the server was taking it
                 if row.kind == "ack" and row.source_message_id is not None:
-                    conn.execute(
-                        update(store.messages)
-                        .where(store.messages.c.id == row.source_message_id)
-                        .values(acknowledged=True)
-                    )
+                    store.mark_acknowledged(conn, row.source_message_id)
                 store.add_event(conn, at, f"{row.kind}-sent-after-cancel",
                                 {"outbox": row.id, "reason": "it was being sent when the team replied"},
                                 conversation_id=row.conversation_id,

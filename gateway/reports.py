@@ -1,16 +1,25 @@
-"""Read-only queries for the operator's commands: tickets, report and digest figures,
-status and the set-aside messages. Owns turning rows into plain dicts for output; it
-never writes."""
+"""The operator's read-only views: tickets, report and digest figures, status and the
+set-aside messages. Owns turning the store's rows and figures (gateway/store/queries.py)
+into plain dicts and digest values for output; it writes nothing and holds no SQL."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-from sqlalchemy import Engine, and_, func, select
 
 from . import store
 from .config import Config
+from .store import (
+    Engine,
+    breaches_in,
+    first_reply_figures,
+    hourly_volume,
+    intake_figures,
+    next_reply_figures,
+    oldest_unanswered,
+    open_clocks,
+    refusals,
+)
 
 
 def ticket_rows(
@@ -19,26 +28,9 @@ def ticket_rows(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One dict per conversation: its promise, first reply and state; `breached` is true
     when the first reply came late or an open reply clock is past due."""
-    c, y = store.conversations.c, store.cycles.c
-    open_cycle = (
-        select(y.conversation_id, func.max(y.id).label("cycle_id"))
-        .where(y.replied_at.is_(None))
-        .group_by(y.conversation_id)
-        .subquery()
-    )
-    current = store.cycles.alias("current")
-    query = (
-        select(store.conversations, current.c.due_at.label("open_due"), current.c.warn_at.label("open_warn"),
-               current.c.kind.label("open_kind"))
-        .outerjoin(open_cycle, open_cycle.c.conversation_id == c.id)
-        .outerjoin(current, and_(current.c.id == open_cycle.c.cycle_id))
-        .order_by(c.received_at)
-    )  # fmt: skip
-    if since is not None:
-        query = query.where(c.received_at >= since)
     result = []
-    with engine.connect() as conn:
-        for row in conn.execute(query):
+    with store.reading(engine) as conn:
+        for row in store.tickets(conn, since):
             open_due = row.open_due
             overdue = open_due is not None and open_due <= now
             breached = bool(row.breached) or overdue
@@ -78,208 +70,8 @@ def ticket_rows(
 
 
 def replay_counts(engine: Engine) -> dict[str, int]:
-    m, c = store.messages.c, store.conversations.c
-    with engine.connect() as conn:
-        conversations = conn.execute(select(func.count()).where(c.source == "replay")).scalar_one()
-        team = conn.execute(
-            select(func.count()).where(m.source == "replay", m.direction == "team")
-        ).scalar_one()
-        unmatched = conn.execute(
-            select(func.count()).where(
-                m.source == "replay", m.direction == "team", m.conversation_id.is_(None)
-            )
-        ).scalar_one()
-        machine = conn.execute(
-            select(func.count()).where(m.source == "replay", m.direction.in_(["machine", "ours"]))
-        ).scalar_one()
-    return {
-        "conversations": conversations,
-        "team_replies": team,
-        "unmatched": unmatched,
-        "machine": machine,
-    }
-
-
-# ---------------------------------------------------------------------------- figures
-# Everything below aggregates in SQL (counts, sums, percentiles by window functions), so
-# a report over a million conversations reads numbers, not rows.
-
-PERCENTILES = (("p50", 0.5), ("p80", 0.8), ("p90", 0.9))
-
-
-def _pct_columns(seconds: Any, rank: Any, n: Any) -> list[Any]:
-    from sqlalchemy import case
-
-    # Nearest rank: the smallest value whose rank reaches p * n.
-    return [func.min(case((rank >= n * p, seconds))).label(name) for name, p in PERCENTILES]
-
-
-def first_reply_figures(
-    conn: Any,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    *,
-    by_priority: bool = True,
-    percentiles: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """Per priority (and "*" for all): count, met, breached, p50/p80/p90 business seconds of
-    first replies, for conversations received in [start, end). Breached counts late replies
-    and unanswered conversations already past their deadline at `now`."""
-    from sqlalchemy import case, literal
-
-    c = store.conversations.c
-    window = (c.received_at >= start, c.received_at < end)
-    met = case((and_(c.first_reply_at.isnot(None), c.breached.is_(False)), 1), else_=0)
-    late = case(
-        (c.breached.is_(True), 1), (and_(c.first_reply_at.is_(None), c.due_at <= now), 1), else_=0
-    )
-    answered = case((c.first_reply_business_seconds.isnot(None), 1), else_=0)
-    out: dict[str, dict[str, Any]] = {}
-    keys: list[Any] = [c.priority, literal("*")] if by_priority else [literal("*")]
-    for key in keys:
-        if key is c.priority or not by_priority:
-            counts = select(
-                key.label("k"),
-                func.count().label("count"),
-                func.sum(met).label("met"),
-                func.sum(late).label("breached"),
-                func.sum(answered).label("answered"),
-            ).where(*window)
-            if key is c.priority:
-                counts = counts.group_by(c.priority)
-            for row in conn.execute(counts):
-                if row.count:
-                    out[row.k] = {
-                        "count": row.count,
-                        "met": int(row.met or 0),
-                        "breached": int(row.breached or 0),
-                        "answered": int(row.answered or 0),
-                    }
-        else:  # all priorities together: the sums of the per-priority rows
-            rows = [v for k, v in out.items() if k != "*"]
-            if rows:
-                out["*"] = {
-                    f: sum(r[f] for r in rows) for f in ("count", "met", "breached", "answered")
-                }
-        if not percentiles:
-            continue
-        partition = [c.priority] if key is c.priority else []
-        ranked = (
-            select(
-                key.label("k"),
-                c.first_reply_business_seconds.label("s"),
-                func.row_number()
-                .over(partition_by=partition, order_by=c.first_reply_business_seconds)
-                .label("rn"),
-                func.count().over(partition_by=partition).label("n"),
-            )
-            .where(*window, c.first_reply_business_seconds.isnot(None))
-            .subquery()
-        )
-        pct = select(ranked.c.k, *_pct_columns(ranked.c.s, ranked.c.rn, ranked.c.n)).group_by(
-            ranked.c.k
-        )
-        for row in conn.execute(pct):
-            entry = out.setdefault(row.k, {"count": 0, "met": 0, "breached": 0, "answered": 0})
-            entry.update(p50=row.p50, p80=row.p80, p90=row.p90)
-    for entry in out.values():
-        decided = entry["met"] + entry["breached"]
-        entry["compliance"] = entry["met"] / decided if decided else None
-        for name, _ in PERCENTILES:
-            entry.setdefault(name, None)
-    return out
-
-
-def next_reply_figures(conn: Any, start: datetime, end: datetime, now: datetime) -> dict[str, Any]:
-    from sqlalchemy import case
-
-    y = store.cycles.c
-    met = case((and_(y.replied_at.isnot(None), y.breached.is_(False)), 1), else_=0)
-    late = case(
-        (y.breached.is_(True), 1), (and_(y.replied_at.is_(None), y.due_at <= now), 1), else_=0
-    )
-    row = conn.execute(
-        select(func.count(), func.sum(met), func.sum(late)).where(
-            y.kind == "next", y.started_at >= start, y.started_at < end
-        )
-    ).one()
-    met_n, late_n = int(row[1] or 0), int(row[2] or 0)
-    return {"count": row[0], "met": met_n, "breached": late_n,
-            "compliance": met_n / (met_n + late_n) if met_n + late_n else None}  # fmt: skip
-
-
-def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
-    """Acknowledgments sent, and messages not acknowledged by the rule that stopped them."""
-    o, m = store.outbox.c, store.messages.c
-    acks = conn.execute(
-        select(func.count()).where(o.kind == "ack", o.status != "cancelled",
-                                   o.created_at >= start, o.created_at < end)
-    ).scalar_one()
-    rules = {
-        row[0]: row[1]
-        for row in conn.execute(
-            select(m.skip_rule, func.count())
-            .where(m.skip_rule.isnot(None), m.received_at >= start, m.received_at < end)
-            .group_by(m.skip_rule)
-        )
-    }
-    return {"acknowledged": acks, "not_acknowledged": rules}
-
-
-def hourly_volume(conn: Any, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
-    """Conversations per UTC hour (at most 24 per day of the range), for local bucketing."""
-    c = store.conversations.c
-    if conn.dialect.name == "postgresql":
-        bucket = func.date_trunc("hour", func.timezone("UTC", c.received_at))
-    else:
-        bucket = func.strftime("%Y-%m-%d %H:00:00", c.received_at)
-    rows = conn.execute(
-        select(bucket.label("h"), func.count())
-        .where(c.received_at >= start, c.received_at < end)
-        .group_by(bucket)
-    )
-    result = []
-    for hour, count in rows:
-        value = hour if isinstance(hour, datetime) else datetime.fromisoformat(str(hour))
-        result.append((value.replace(tzinfo=UTC) if value.tzinfo is None else value, int(count)))
-    return result
-
-
-def breaches_in(
-    conn: Any, start: datetime, end: datetime, now: datetime, limit: int = 50
-) -> list[Any]:
-    """First replies that fell due in [start, end) and were missed (late or still unanswered)."""
-    c = store.conversations.c
-    return list(conn.execute(
-        select(c.reference, c.customer, c.subject, c.priority, c.due_at, c.first_reply_at,
-               c.first_reply_business_seconds, c.window_seconds, c.stretch)
-        .where(c.due_at >= start, c.due_at < end, c.due_at <= now,
-               (c.breached.is_(True)) | (c.first_reply_at.is_(None)))
-        .order_by(c.due_at).limit(limit)
-    ))  # fmt: skip
-
-
-def open_clocks(conn: Any, limit: int = 10) -> list[Any]:
-    """Reply cycles the team still owes, soonest deadline first."""
-    y, c = store.cycles.c, store.conversations.c
-    return list(conn.execute(
-        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at, y.kind)
-        .join(store.conversations, c.id == y.conversation_id)
-        .where(y.replied_at.is_(None))
-        .order_by(y.due_at).limit(limit)
-    ))  # fmt: skip
-
-
-def oldest_unanswered(conn: Any) -> Any:
-    y, c = store.cycles.c, store.conversations.c
-    return conn.execute(
-        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at)
-        .join(store.conversations, c.id == y.conversation_id)
-        .where(y.replied_at.is_(None))
-        .order_by(y.started_at)
-        .limit(1)
-    ).first()
+    with store.reading(engine) as conn:
+        return store.replay_counts(conn)
 
 
 # ---------------------------------------------------------------------------- digest
@@ -301,7 +93,7 @@ def report(
     engine: Engine, config: Config, start: datetime, end: datetime, now: datetime
 ) -> dict[str, Any]:
     """The `report --json` object: every figure for [start, end)."""
-    with engine.connect() as conn:
+    with store.reading(engine) as conn:
         figures = first_reply_figures(conn, start, end, now)
         intake = intake_figures(conn, start, end)
         next_reply = next_reply_figures(conn, start, end, now)
@@ -343,7 +135,7 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
 
     day_start, day_end = midnight(day), midnight(day + timedelta(days=1))
     periods = []
-    with engine.connect() as conn:
+    with store.reading(engine) as conn:
         periods.append(_period(conn, "day", day_start, day_end, now))
         periods.append(_period(conn, "7 days", midnight(day - timedelta(days=6)), day_end, now))
         periods.append(_period(conn, "30 days", midnight(day - timedelta(days=29)), day_end, now))
@@ -413,22 +205,6 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
     )  # fmt: skip
 
 
-def refusals(conn: Any, start: datetime, end: datetime) -> tuple[tuple[str, int], ...]:
-    """How many mails the listener refused in [start, end), by reason, most first (from
-    the "refused" events: one a refusal, or one with the count of an hour's surplus)."""
-    import json
-
-    e = store.events.c
-    counts: dict[str, int] = {}
-    for (detail,) in conn.execute(
-        select(e.detail).where(e.kind == "refused", e.at >= start, e.at < end)
-    ):
-        entry = json.loads(detail)
-        reason = str(entry.get("reason", "other"))
-        counts[reason] = counts.get(reason, 0) + int(entry.get("count", 1))
-    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
 # ---------------------------------------------------------------------------- status
 
 
@@ -440,30 +216,21 @@ def service_running(engine: Engine, now: datetime) -> bool:
     sending to it instead of draining the outbox beside it."""
     from datetime import timedelta
 
-    h = store.heartbeats.c
-    with engine.connect() as conn:
-        beat = conn.execute(select(h.beat_at).where(h.name == "service")).scalar()
-    return beat is not None and beat >= now - timedelta(seconds=SERVICE_ALIVE)
+    with store.reading(engine) as conn:
+        beat = store.heartbeat(conn)
+    return beat is not None and beat.beat_at >= now - timedelta(seconds=SERVICE_ALIVE)
 
 
 def status(engine: Engine, now: datetime) -> dict[str, Any]:
     """Is the service alive, what is queued or set aside, when did each folder last sync."""
     from datetime import timedelta
 
-    o, m, h, s = store.outbox.c, store.messages.c, store.heartbeats.c, store.sync_state.c
-    with engine.connect() as conn:
-        beat = conn.execute(select(store.heartbeats).where(h.name == "service")).first()
-        outbox: dict[str, int] = dict(conn.execute(select(o.status, func.count()).where(o.status.in_(["pending", "failed"]))
-                                   .group_by(o.status)).all())  # fmt: skip
-        shunted = conn.execute(select(func.count()).where(m.status == "shunted")).scalar_one()
-        stored = conn.execute(select(func.count()).where(m.status == "stored")).scalar_one()
-        hour = now - timedelta(hours=1)
-        recent: dict[str, int] = dict(
-            conn.execute(
-                select(o.kind, func.count()).where(o.status == "sent", o.sent_at >= hour)
-                .group_by(o.kind)
-            ).all()
-        )
+    with store.reading(engine) as conn:
+        beat = store.heartbeat(conn)
+        outbox = store.outbox_counts(conn)
+        waiting = store.message_counts(conn)
+        shunted, stored = waiting.get("shunted", 0), waiting.get("stored", 0)
+        recent = store.sent_since(conn, now - timedelta(hours=1))
         folders = [
             {
                 "inbox": r.inbox,
@@ -471,7 +238,7 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
                 "last_uid": r.last_uid,
                 "synced_at": r.updated_at.isoformat(),
             }
-            for r in conn.execute(select(store.sync_state).order_by(s.inbox, s.folder))
+            for r in store.sync_folders(conn)
         ]
     running = beat is not None and beat.beat_at >= now - timedelta(seconds=SERVICE_ALIVE)
     return {
@@ -492,14 +259,8 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
 
 def processing_state(engine: Engine, ids: list[int]) -> tuple[int, int]:
     """Of these messages: how many are set aside (shunted), how many still wait (stored)."""
-    m = store.messages.c
-    counts: dict[str, int] = {}
-    with engine.connect() as conn:
-        for at in range(0, len(ids), 500):
-            rows = conn.execute(select(m.status, func.count()).where(m.id.in_(ids[at : at + 500]))
-                                .group_by(m.status))  # fmt: skip
-            for status, n in rows:
-                counts[status] = counts.get(status, 0) + int(n)
+    with store.reading(engine) as conn:
+        counts = store.message_counts(conn, ids)
     return counts.get("shunted", 0), counts.get("stored", 0)
 
 
@@ -510,18 +271,8 @@ def set_aside(conn: Any, config: Config, *, ids: Any = None,
               limit: int | None = SET_ASIDE_LISTED) -> list[dict[str, Any]]:  # fmt: skip
     """Set-aside (shunted) messages, oldest first: id, received_at (shop time, whole
     seconds), from, subject and the error that set each aside. `ids`: only those."""
-    m = store.messages.c
-    query = (
-        select(m.id, m.received_at, m.envelope_from, m.from_addr, m.subject, m.error, m.raw)
-        .where(m.status == "shunted")
-        .order_by(m.id)
-    )
-    if ids is not None:
-        query = query.where(m.id.in_(list(ids)))
-    if limit is not None:
-        query = query.limit(limit)
     rows = []
-    for row in conn.execute(query):
+    for row in store.set_aside_messages(conn, ids=ids, limit=limit):
         sender, subject = _headline(row.raw)
         rows.append({
             "id": row.id,

@@ -19,13 +19,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
-
 from . import store
 from .config import Config
 from .durations import format_duration
 from .pipeline import Pipeline
 from .render import alert_message, breach_notice
+from .store import Engine
 from .tracker import PAUSED, Event, State, transition
 
 log = logging.getLogger("sla_gateway.scheduler")
@@ -43,19 +42,13 @@ class Scheduler:
         self.config = config
         self.engine = engine
         self.clock = clock
-        self.pipeline = pipeline  # for queueing into the outbox and rendering
+        self.pipeline = pipeline  # for its renderer
         self._purged_at: datetime | None = None
 
     def next_due(self) -> datetime | None:
         """The earliest moment a timer needs attention (for the service's sleep)."""
-        y = store.cycles.c
-        with self.engine.connect() as conn:
-            warn = conn.execute(
-                select(func.min(y.warn_at)).where(y.replied_at.is_(None), y.warned_at.is_(None))
-            ).scalar()
-            due = conn.execute(
-                select(func.min(y.due_at)).where(y.replied_at.is_(None), y.breached.is_(False))
-            ).scalar()
+        with store.reading(self.engine) as conn:
+            warn, due = store.next_timers(conn)
             set_aside = self._set_aside_due(conn)
         found = [t for t in (warn, due, set_aside) if isinstance(t, datetime)]
         return min(found) if found else None
@@ -81,16 +74,8 @@ class Scheduler:
             return 0
         self._purged_at = now
         cutoff = now - timedelta(days=self.config.retention_days)
-        m, o = store.messages.c, store.outbox.c
         with store.begin(self.engine) as conn:
-            emptied = conn.execute(
-                update(store.messages).where(m.received_at < cutoff, m.raw.isnot(None), m.status != "stored")
-                .values(raw=None)
-            ).rowcount  # fmt: skip
-            emptied += conn.execute(
-                update(store.outbox).where(o.created_at < cutoff, o.status != "pending", func.length(o.raw) > 0)
-                .values(raw=b"")
-            ).rowcount  # fmt: skip
+            emptied = store.empty_old_bodies(conn, cutoff)
             if emptied:
                 store.add_event(
                     conn, now, "purged", {"rows": emptied, "before": cutoff.isoformat()}
@@ -114,27 +99,19 @@ class Scheduler:
             day = previous_business_day(self.config.calendar, local.date())
         else:
             day = force_day
-        with self.engine.connect() as conn:
-            if (
-                conn.execute(select(store.digests.c.day).where(store.digests.c.day == day)).first()
-                is not None
-            ):
+        with store.reading(self.engine) as conn:
+            if store.digest_done(conn, day):
                 return 0
         data = digest_inputs(self.engine, self.config, day, now)
         send = not (cfg.skip_empty and data.empty)
         recipients = cfg.to or (self.config.inboxes[0].address,)
         with store.begin(self.engine) as conn:
-            claimed = conn.execute(
-                store.insert_ignore(conn, store.digests)
-                .values(day=day, created_at=now)
-                .returning(store.digests.c.day)
-            ).first()
-            if claimed is None:
+            if not store.claim_digest(conn, day, now):
                 return 0  # another process was first
             if send:
                 for recipient in recipients:
                     message = digest_message(self.pipeline.renderer, data, to=recipient, now=now)
-                    self.pipeline.queue(conn, "digest", message, recipient, now)
+                    store.enqueue(conn, "digest", message, recipient, now)
             store.add_event(conn, now, "digest", {"day": day.isoformat(), "sent": send})
         log.info("event=digest day=%s sent=%s", day, send)
         return len(recipients) if send else 0
@@ -142,22 +119,14 @@ class Scheduler:
     # ------------------------------------------------------------------ the steps
 
     def _mark_breaches(self, conn: Any, now: datetime) -> None:
-        y, c = store.cycles.c, store.conversations.c
-        due = list(conn.execute(
-            select(store.cycles).where(y.replied_at.is_(None), y.breached.is_(False), y.due_at <= now)
-        ))  # fmt: skip
-        for cycle in due:
-            conn.execute(update(store.cycles).where(y.id == cycle.id).values(breached=True))
-            conversation = conn.execute(
-                select(store.conversations).where(c.id == cycle.conversation_id)
-            ).one()
+        for cycle in store.cycles_past_due(conn, now):
+            store.update_cycle(conn, cycle.id, breached=True)
+            conversation = store.conversation(conn, cycle.conversation_id)
             state, _ = transition(conversation.state, Event.DEADLINE_PASSED)
             values: dict[str, Any] = {"state": state.value}
             if cycle.kind == "first":
                 values["breached"] = True
-            conn.execute(
-                update(store.conversations).where(c.id == conversation.id).values(**values)
-            )
+            store.update_conversation(conn, conversation.id, **values)
             store.add_event(conn, now, "breached", {"cycle": cycle.kind, "due_at": cycle.due_at},
                             conversation_id=conversation.id)  # fmt: skip
 
@@ -165,25 +134,11 @@ class Scheduler:
         """`[breach] notify_customer`: one honest message per conversation, at the breach."""
         if not self.config.tracking.notify_customer_on_breach:
             return 0
-        y, c, o = store.cycles.c, store.conversations.c, store.outbox.c
-        rows = list(conn.execute(
-            select(store.conversations, y.due_at.label("cycle_due"), y.window_seconds.label("cycle_window"),
-                   y.stretch.label("cycle_stretch"))
-            .join(store.cycles, y.conversation_id == c.id)
-            .where(y.kind == "first", y.breached.is_(True), y.replied_at.is_(None),
-                   c.customer_notified_at.is_(None), c.source.is_(None))
-        ))  # fmt: skip
         queued = 0
-        for conv in rows:
-            recipient = conn.execute(
-                select(o.recipient).where(o.conversation_id == conv.id, o.kind == "ack").limit(1)
-            ).scalar()
+        for conv in store.breached_unnotified(conn):
+            recipient = store.ack_recipient(conn, conv.id)
             if recipient is None:  # never acknowledged (a machine, a rate limit): stay quiet
-                conn.execute(
-                    update(store.conversations)
-                    .where(c.id == conv.id)
-                    .values(customer_notified_at=now)
-                )
+                store.update_conversation(conn, conv.id, customer_notified_at=now)
                 continue
             window = timedelta(seconds=conv.cycle_window) * conv.cycle_stretch
             new_due = self.config.calendar.add(now, window)
@@ -191,33 +146,21 @@ class Scheduler:
             message = breach_notice(self.pipeline.renderer, inbox=inbox, reference=conv.reference,
                                     subject=conv.subject, to=recipient, promised=conv.cycle_due,
                                     new_due=new_due, now=now)  # fmt: skip
-            self.pipeline.queue(conn, "breach", message, recipient, now, conv.id)
-            conn.execute(
-                update(store.conversations).where(c.id == conv.id).values(customer_notified_at=now)
-            )
+            store.enqueue(conn, "breach", message, recipient, now, conv.id)
+            store.update_conversation(conn, conv.id, customer_notified_at=now)
             queued += 1
         return queued
 
     def _alerts(self, conn: Any, now: datetime) -> int:
         """One mail with every warning and breach alert now due."""
-        y, c = store.cycles.c, store.conversations.c
-        columns = (store.cycles, c.reference, c.customer, c.subject, c.inbox)
-        warnings = list(conn.execute(
-            select(*columns).join(store.conversations, c.id == y.conversation_id)
-            .where(y.replied_at.is_(None), y.warned_at.is_(None), y.warn_at.isnot(None), y.warn_at <= now)
-            .order_by(y.due_at)
-        ))  # fmt: skip
-        breaches = list(conn.execute(
-            select(*columns).join(store.conversations, c.id == y.conversation_id)
-            .where(y.replied_at.is_(None), y.breached.is_(True), y.breach_alerted_at.is_(None))
-            .order_by(y.due_at)
-        ))  # fmt: skip
+        warnings = store.cycles_to_warn(conn, now)
+        breaches = store.cycles_breached_unalerted(conn)
         # A cycle already past due gets the breach alert, not a warning as well.
         breached_ids = {b.id for b in breaches}
         late_warnings = [w for w in warnings if w.id in breached_ids or w.due_at <= now]
         warnings = [w for w in warnings if w not in late_warnings]
         for w in late_warnings:
-            conn.execute(update(store.cycles).where(y.id == w.id).values(warned_at=now))
+            store.update_cycle(conn, w.id, warned_at=now)
         if not warnings and not breaches:
             return 0
         text = self._alert_text(warnings, breaches, now)
@@ -229,15 +172,11 @@ class Scheduler:
         subject = "Reply promises: " + ", ".join(parts)
         for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
             message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
-            self.pipeline.queue(conn, "alert", message, recipient, now)
+            store.enqueue(conn, "alert", message, recipient, now)
         for w in warnings:
-            conn.execute(update(store.cycles).where(y.id == w.id).values(warned_at=now))
+            store.update_cycle(conn, w.id, warned_at=now)
         for b in breaches:
-            conn.execute(
-                update(store.cycles)
-                .where(y.id == b.id)
-                .values(breach_alerted_at=now, warned_at=b.warned_at or now)
-            )
+            store.update_cycle(conn, b.id, breach_alerted_at=now, warned_at=b.warned_at or now)
         store.add_event(conn, now, "alert", {"warnings": [w.reference for w in warnings],
                                              "breaches": [b.reference for b in breaches]})  # fmt: skip
         log.info("event=alert warnings=%s breaches=%s", len(warnings), len(breaches))
@@ -271,15 +210,9 @@ class Scheduler:
     def _set_aside_news(self, conn: Any) -> tuple[Any, list[Any]]:
         """The last set-aside alert's event (or None) and the "shunted" events after it
         whose message is still set aside, oldest first. Replayed history raises none."""
-        e, m = store.events.c, store.messages.c
         last = store.latest_event(conn, ("set-aside-alert",))
         through = int(json.loads(last.detail).get("through", 0)) if last is not None else 0
-        news = list(conn.execute(
-            select(e.id, e.at, e.message_row).join(store.messages, m.id == e.message_row)
-            .where(e.kind == "shunted", e.id > through, m.status == "shunted", m.source != "replay")
-            .order_by(e.id)
-        ))  # fmt: skip
-        return last, news
+        return last, store.shunted_since(conn, through)
 
     def _set_aside_due(self, conn: Any) -> datetime | None:
         """When the next set-aside alert may be queued; None: nothing new is set aside."""
@@ -305,7 +238,7 @@ class Scheduler:
         text = self._set_aside_text(rows)
         for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
             message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
-            self.pipeline.queue(conn, "alert", message, recipient, now)
+            store.enqueue(conn, "alert", message, recipient, now)
         store.add_event(conn, now, "set-aside-alert",
                         {"through": max(n.id for n in news), "messages": ids})  # fmt: skip
         log.info("event=set-aside-alert messages=%s", count)
@@ -334,18 +267,10 @@ class Scheduler:
         return "\n".join(lines) + "\n"
 
     def _close_quiet(self, conn: Any, now: datetime) -> None:
-        c = store.conversations.c
         limit = now - self.config.tracking.close_after
-        quiet = list(conn.execute(
-            select(c.id, c.state).where(c.state.in_([s.value for s in PAUSED]), c.last_team_at <= limit)
-        ))  # fmt: skip
-        for row in quiet:
+        for row in store.quiet_conversations(conn, [s.value for s in PAUSED], limit):
             state, _ = transition(row.state, Event.IDLE_TIMEOUT)
             if state == State.CLOSED:
-                conn.execute(
-                    update(store.conversations)
-                    .where(c.id == row.id)
-                    .values(state=state.value, closed_at=now)
-                )
+                store.update_conversation(conn, row.id, state=state.value, closed_at=now)
                 store.add_event(conn, now, "closed", {"after": str(self.config.tracking.close_after)},
                                 conversation_id=row.id)  # fmt: skip

@@ -138,3 +138,21 @@ def test_version_and_help(run_cli: Cli) -> None:
     out = run_cli("--help").output
     for command in ("check", "due", "inspect", "db"):
         assert command in out
+
+
+def test_each_command_closes_the_database_it_opened(
+    run_cli: Cli, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The engine made for a command is disposed of when it ends: on SQLite the last
+    connection to close removes the write-ahead log, so none is left behind."""
+    database = tmp_path / "gateway.db"
+    text = EXAMPLE.read_text().replace(
+        'database = "sqlite:///var/sla-gateway.db"', f'database = "sqlite:///{database}"'
+    )
+    path = write_config(text)
+    wal = tmp_path / "gateway.db-wal"
+    for args in (("db", "upgrade"), ("status",), ("tickets", "--json"), ("report", "--json")):
+        result = run_cli("--config", str(path), *args)
+        assert result.exit_code == 0, result.output
+        assert database.exists()
+        assert not wal.exists(), f"{args}: the database is still open"

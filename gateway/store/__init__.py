@@ -1,10 +1,21 @@
-"""The database: tables, engine set-up, migrations, and (as the pipeline grows) every query.
+"""The database: engines, transactions, migrations, and every SQL statement the gateway runs.
 
-Owns: the SQLAlchemy table definitions for conversations (and who takes part in them),
-messages, the outbox, events, mailbox sync state and sent digests; creating engines with durable settings (SQLite in WAL
-mode with full sync, foreign keys on); running the Alembic migrations; and every
-transaction. Nothing outside this module writes SQL. All timestamps are stored in UTC and
-come back as aware datetimes. The pure core never imports this module.
+A small package; each module owns one part and nothing outside it writes SQL or imports
+SQLAlchemy (the migrations aside; until the runner rework lands, the processing core's
+modules listed in tests/test_store_owner.py still hold SQL of their own):
+
+  schema.py    the tables and column types
+  __init__.py  engines with durable settings (SQLite in WAL mode with full sync, foreign
+               keys on), write transactions, the Alembic migrations, events
+  outgoing.py  the outbox: enqueue (every outgoing mail), the sender's claim and record
+  queries.py   the reports: tickets, report and digest figures, status (heartbeat,
+               counts, folders), set-aside lists
+  timers.py    what the scheduler reads and marks: due cycles, quiet conversations, digests
+  intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
+
+Callers open the transaction (`begin`, or `reading` for reads) and pass its connection.
+All timestamps are stored in UTC and come back as aware datetimes. The pure core never
+imports this package.
 """
 
 from __future__ import annotations
@@ -17,339 +28,36 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Connection,
-    Date,
-    DateTime,
-    Dialect,
-    Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    inspect,
-)
+from sqlalchemy import Connection, create_engine, event, inspect
+from sqlalchemy import Engine as Engine  # the type callers annotate with
 from sqlalchemy.engine import make_url
-from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ..errors import ConfigError, Problem, TemporaryError
+from .intake import *  # noqa: F403
+from .outgoing import *  # noqa: F403
+from .queries import *  # noqa: F403
+from .schema import *  # noqa: F403
+from .schema import events
+from .timers import *  # noqa: F403
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, whatever the backend stores."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; pass aware datetimes")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def reading(engine: Engine) -> Connection:
+    """A connection for reads (`with store.reading(engine) as conn:`); takes no write lock."""
+    return engine.connect()
 
 
-class LosslessText(TypeDecorator[str]):
-    """Text that is stored whatever it holds and comes back exactly as it went in.
-
-    An SMTP envelope may carry 8-bit bytes that are not UTF-8 (aiosmtpd hands them over
-    as surrogate escapes, which no database takes) or a NUL (which PostgreSQL refuses).
-    Such a value is written marked: MARK first, then each NUL as MARK, each escaped byte
-    0x80-0xFF as U+E080-U+E0FF, and the few characters those stand for, when really
-    there, preceded by ESCAPE. Everything else, nearly every value, is written as is."""
-
-    impl: TypeEngine[Any] | type[TypeEngine[Any]] = Text
-    cache_ok = True
-    MARK, ESCAPE = "\ue000", "\ue001"
-
-    def __init__(self, length: int | None = None) -> None:
-        super().__init__()
-        if length is not None:
-            self.impl = String(length)
-
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return None if value is None else self.escape(value)
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
-        return None if value is None else self.unescape(value)
-
-    @classmethod
-    def escape(cls, value: str) -> str:
-        if not value.startswith(cls.MARK) and not any(
-            c == "\0" or "\udc80" <= c <= "\udcff" for c in value
-        ):
-            return value
-        out = [cls.MARK]
-        for c in value:
-            if c == "\0":
-                out.append(cls.MARK)
-            elif "\udc80" <= c <= "\udcff":
-                out.append(chr(ord(c) - 0xDC80 + 0xE080))
-            elif c in (cls.MARK, cls.ESCAPE) or "\ue080" <= c <= "\ue0ff":
-                out.append(cls.ESCAPE + c)
-            else:
-                out.append(c)
-        return "".join(out)
-
-    @classmethod
-    def unescape(cls, value: str) -> str:
-        if not value.startswith(cls.MARK):
-            return value
-        out: list[str] = []
-        chars = iter(value[1:])
-        for c in chars:
-            if c == cls.ESCAPE:
-                out.append(next(chars, ""))
-            elif c == cls.MARK:
-                out.append("\0")
-            elif "\ue080" <= c <= "\ue0ff":
-                out.append(chr(ord(c) - 0xE080 + 0xDC80))
-            else:
-                out.append(c)
-        return "".join(out)
-
-
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-conversations = Table(
-    "conversations",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("reference", String(32), nullable=False, unique=True),
-    Column("inbox", String(64), nullable=False),
-    Column("customer", String(320), nullable=False),
-    Column("subject", Text, nullable=False, default=""),
-    Column("priority", String(16), nullable=False),
-    Column("priority_reason", Text, nullable=False, default=""),
-    Column("state", String(24), nullable=False),
-    Column("received_at", UTCDateTime, nullable=False),
-    Column("window_seconds", Integer, nullable=False),
-    Column("stretch", Float, nullable=False, default=1.0),
-    Column("season", String(128)),
-    Column("due_at", UTCDateTime, nullable=False),
-    Column("warn_at", UTCDateTime),
-    Column("first_reply_at", UTCDateTime),
-    Column("first_reply_business_seconds", Integer),
-    Column("breached", Boolean, nullable=False, default=False),
-    Column("next_due_at", UTCDateTime),
-    Column("last_customer_at", UTCDateTime),
-    Column("last_team_at", UTCDateTime),
-    Column("warned_at", UTCDateTime),
-    Column("breach_alerted_at", UTCDateTime),
-    Column("closed_at", UTCDateTime),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("customer_notified_at", UTCDateTime),  # the one breach notice to the customer
-    Column("source", String(16)),  # "replay" for conversations rebuilt from saved mail
-    Index(None, "received_at"),
-    # Covers every column the report and digest aggregate, so figures over a million
-    # conversations are read from the index alone.
-    Index(
-        "ix_conversations_figures",
-        "received_at",
-        "priority",
-        "first_reply_business_seconds",
-        "breached",
-        "first_reply_at",
-        "due_at",
-    ),
-    Index(None, "state", "due_at"),
-    Index(None, "customer", "received_at"),
-)
-
-messages = Table(
-    "messages",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("dedup_key", String(255), nullable=False, unique=True),  # dedup.dedup_key
-    Column("message_id", String(995)),
-    Column("conversation_id", Integer, ForeignKey("conversations.id")),
-    Column("inbox", String(64)),
-    Column("direction", String(12), nullable=False, default="customer"),  # customer/team/ours
-    Column("source", String(16), nullable=False),  # smtp / imap / replay / cli
-    Column("status", String(16), nullable=False, default="stored"),  # stored/processed/shunted
-    Column("error", Text),
-    Column("received_at", UTCDateTime, nullable=False),
-    Column("envelope_from", LosslessText(998)),
-    Column("envelope_to", LosslessText()),  # both as the SMTP client sent them
-    Column("from_addr", String(998)),
-    Column("subject", Text),
-    Column("skip_rule", String(32)),
-    Column("skip_reason", Text),
-    Column("acknowledged", Boolean, nullable=False, default=False),
-    Column("sha256", String(64), nullable=False),
-    Column("size", Integer, nullable=False),
-    Column("raw", LargeBinary),  # emptied after retention_days; figures stay
-    Column("match", String(16)),  # team replies: how they were matched to a conversation
-    Index(None, "message_id"),
-    Index(None, "status"),
-    Index(None, "conversation_id"),
-    Index(None, "received_at"),
-)
-
-outbox = Table(
-    "outbox",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("kind", String(16), nullable=False),  # ack / alert / breach / digest / notice
-    Column("conversation_id", Integer, ForeignKey("conversations.id")),
-    Column("source_message_id", Integer, ForeignKey("messages.id")),
-    Column("sender", String(998), nullable=False),
-    Column("recipient", String(998), nullable=False),
-    Column("message_id", String(995), nullable=False),
-    Column("raw", LargeBinary, nullable=False),
-    # pending / sent / failed / cancelled (an acknowledgment made moot by the team's reply)
-    Column("status", String(16), nullable=False, default="pending"),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", UTCDateTime, nullable=False),
-    Column("last_error", Text),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("sent_at", UTCDateTime),
-    Index(None, "status", "next_attempt_at"),
-    Index(None, "recipient", "created_at"),
-)
-
-# Who may continue a conversation by its reference tag, its subject or its thread headers
-# (see conversations.py): its customer and every address its messages came from or were
-# sent or copied to. Our own addresses and web-form senders are never written here.
-participants = Table(
-    "participants",
-    metadata,
-    Column("conversation_id", Integer, ForeignKey("conversations.id"), primary_key=True),
-    Column("address", String(320), primary_key=True),
-    Index(None, "address"),
-)
-
-# A team reply that matched no conversation (yet), by what could match it when the
-# customer's mail is processed after it: "<" + a Message-ID it answers, "@" + a recipient.
-# Its rows go when it is matched.
-reply_keys = Table(
-    "reply_keys",
-    metadata,
-    Column("message_row", Integer, ForeignKey("messages.id"), primary_key=True),
-    Column("key", String(255), primary_key=True),
-    Index(None, "key"),
-)
-
-events = Table(
-    "events",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("at", UTCDateTime, nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("conversation_id", Integer, ForeignKey("conversations.id")),
-    Column("message_row", Integer, ForeignKey("messages.id")),
-    Column("detail", Text, nullable=False, default="{}"),  # JSON
-    Index(None, "at"),
-    Index(None, "kind", "at"),
-)
-
-# One reply cycle: the team owes an answer from `started_at` (the customer's message) until
-# `replied_at`. The first cycle is the first reply; each later one a "next" reply.
-cycles = Table(
-    "cycles",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("conversation_id", Integer, ForeignKey("conversations.id"), nullable=False),
-    Column("kind", String(8), nullable=False),  # "first" or "next"
-    Column("priority", String(16), nullable=False),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("window_seconds", Integer, nullable=False),
-    Column("stretch", Float, nullable=False, default=1.0),
-    Column("due_at", UTCDateTime, nullable=False),
-    Column("warn_at", UTCDateTime),
-    Column("replied_at", UTCDateTime),
-    Column("business_seconds", Integer),
-    Column("breached", Boolean, nullable=False, default=False),
-    Column("warned_at", UTCDateTime),  # warning queued (or not needed)
-    Column("breach_alerted_at", UTCDateTime),  # breach alert queued (or not needed)
-    Index(None, "conversation_id"),
-    Index(None, "replied_at", "due_at"),
-    Index(None, "started_at"),
-)
-
-sync_state = Table(
-    "sync_state",
-    metadata,
-    Column("inbox", String(64), primary_key=True),
-    Column("folder", String(255), primary_key=True),
-    Column("uidvalidity", BigInteger, nullable=False),
-    Column("last_uid", BigInteger, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    # Every message of the folder with an INTERNALDATE before this was seen (stored, or
-    # history at the first sync): after a UIDVALIDITY change, only later ones may be new.
-    # NULL in rows from before it was kept: then `updated_at` serves.
-    Column("seen_before", UTCDateTime),
-)
-
-# One row per running service: `status` tells from it whether the gateway is alive.
-heartbeats = Table(
-    "heartbeats",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("pid", Integer, nullable=False),
-    Column("host", String(255), nullable=False),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("beat_at", UTCDateTime, nullable=False),
-)
-
-# One row per mailbox signed in with OAuth 2.0. The tokens are Fernet ciphertext (the key
-# comes from the environment or a systemd credential, never from here); the rest is plain
-# so that `status` can report on them without the key.
-oauth_tokens = Table(
-    "oauth_tokens",
-    metadata,
-    Column("account", String(64), primary_key=True),  # oauth.account_key(...)
-    Column("username", String(320), nullable=False),
-    Column("provider", String(16), nullable=False),
-    Column("client_id", String(255), nullable=False),
-    Column("refresh_token", Text, nullable=False),  # encrypted
-    Column("access_token", Text),  # encrypted; the current one, shared by every connection
-    Column("access_issued_at", UTCDateTime),
-    Column("access_expires_at", UTCDateTime),
-    Column("scope", Text, nullable=False, default=""),
-    Column("obtained_at", UTCDateTime, nullable=False),  # the owner's sign-in
-    Column("refreshed_at", UTCDateTime),
-    Column("status", String(16), nullable=False, default="active"),  # active / login-required
-    Column("problem", Text),  # why the owner must sign in again (never a token)
-    Column("problem_at", UTCDateTime),
-)
-
-digests = Table(
-    "digests",
-    metadata,
-    Column("day", Date, primary_key=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("outbox_id", Integer, ForeignKey("outbox.id")),
-)
+def display_url(url: str) -> str:
+    """A database URL fit to show: its password hidden (as given when it cannot be read)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
 
 
 # ---------------------------------------------------------------------------- engines
@@ -539,17 +247,6 @@ def is_temporary(exc: BaseException) -> bool:
 
 # ---------------------------------------------------------------------------- queries
 
-
-def insert_ignore(engine_or_conn: Any, table: Table) -> Any:
-    """An INSERT that silently skips rows violating a unique constraint."""
-    name = engine_or_conn.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
 
 
 def add_event(

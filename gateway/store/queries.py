@@ -1,0 +1,343 @@
+"""The reports' queries: tickets, report and digest figures, status counts, set-aside lists.
+
+Owns every read behind `tickets`, `report`, `status`, `replay`'s summary and the daily
+digest. Figures are aggregated in SQL (counts, sums, percentiles by window functions),
+so a report over a million conversations reads numbers, not rows. It only reads; the
+caller opens the connection and turns rows into output (gateway/reports.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, literal, select
+
+from .schema import conversations, cycles, events, heartbeats, messages, outbox, sync_state
+
+__all__ = [
+    "PERCENTILES",
+    "breaches_in",
+    "first_reply_figures",
+    "heartbeat",
+    "hourly_volume",
+    "intake_figures",
+    "message_counts",
+    "next_reply_figures",
+    "oldest_unanswered",
+    "open_clocks",
+    "outbox_counts",
+    "refusals",
+    "replay_counts",
+    "sent_since",
+    "set_aside_messages",
+    "sync_folders",
+    "tickets",
+]
+
+PERCENTILES = (("p50", 0.5), ("p80", 0.8), ("p90", 0.9))
+
+
+def tickets(conn: Any, since: datetime | None = None) -> list[Any]:
+    """Every conversation (received at or after `since`), oldest first, with its open
+    reply cycle's `open_due`, `open_warn` and `open_kind` (None when none is open)."""
+    c, y = conversations.c, cycles.c
+    open_cycle = (
+        select(y.conversation_id, func.max(y.id).label("cycle_id"))
+        .where(y.replied_at.is_(None))
+        .group_by(y.conversation_id)
+        .subquery()
+    )
+    current = cycles.alias("current")
+    query = (
+        select(conversations, current.c.due_at.label("open_due"), current.c.warn_at.label("open_warn"),
+               current.c.kind.label("open_kind"))
+        .outerjoin(open_cycle, open_cycle.c.conversation_id == c.id)
+        .outerjoin(current, and_(current.c.id == open_cycle.c.cycle_id))
+        .order_by(c.received_at)
+    )  # fmt: skip
+    if since is not None:
+        query = query.where(c.received_at >= since)
+    return list(conn.execute(query))
+
+
+def replay_counts(conn: Any) -> dict[str, int]:
+    """What `replay` rebuilt: conversations, team replies (and how many matched none),
+    machine mail."""
+    m, c = messages.c, conversations.c
+    conversations_n = conn.execute(select(func.count()).where(c.source == "replay")).scalar_one()
+    team = conn.execute(
+        select(func.count()).where(m.source == "replay", m.direction == "team")
+    ).scalar_one()
+    unmatched = conn.execute(
+        select(func.count()).where(
+            m.source == "replay", m.direction == "team", m.conversation_id.is_(None)
+        )
+    ).scalar_one()
+    machine = conn.execute(
+        select(func.count()).where(m.source == "replay", m.direction.in_(["machine", "ours"]))
+    ).scalar_one()
+    return {
+        "conversations": conversations_n,
+        "team_replies": team,
+        "unmatched": unmatched,
+        "machine": machine,
+    }
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _pct_columns(seconds: Any, rank: Any, n: Any) -> list[Any]:
+    # Nearest rank: the smallest value whose rank reaches p * n.
+    return [func.min(case((rank >= n * p, seconds))).label(name) for name, p in PERCENTILES]
+
+
+def first_reply_figures(
+    conn: Any,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    by_priority: bool = True,
+    percentiles: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Per priority (and "*" for all): count, met, breached, p50/p80/p90 business seconds of
+    first replies, for conversations received in [start, end). Breached counts late replies
+    and unanswered conversations already past their deadline at `now`."""
+    c = conversations.c
+    window = (c.received_at >= start, c.received_at < end)
+    met = case((and_(c.first_reply_at.isnot(None), c.breached.is_(False)), 1), else_=0)
+    late = case(
+        (c.breached.is_(True), 1), (and_(c.first_reply_at.is_(None), c.due_at <= now), 1), else_=0
+    )
+    answered = case((c.first_reply_business_seconds.isnot(None), 1), else_=0)
+    out: dict[str, dict[str, Any]] = {}
+    keys: list[Any] = [c.priority, literal("*")] if by_priority else [literal("*")]
+    for key in keys:
+        if key is c.priority or not by_priority:
+            counts = select(
+                key.label("k"),
+                func.count().label("count"),
+                func.sum(met).label("met"),
+                func.sum(late).label("breached"),
+                func.sum(answered).label("answered"),
+            ).where(*window)
+            if key is c.priority:
+                counts = counts.group_by(c.priority)
+            for row in conn.execute(counts):
+                if row.count:
+                    out[row.k] = {
+                        "count": row.count,
+                        "met": int(row.met or 0),
+                        "breached": int(row.breached or 0),
+                        "answered": int(row.answered or 0),
+                    }
+        else:  # all priorities together: the sums of the per-priority rows
+            rows = [v for k, v in out.items() if k != "*"]
+            if rows:
+                out["*"] = {
+                    f: sum(r[f] for r in rows) for f in ("count", "met", "breached", "answered")
+                }
+        if not percentiles:
+            continue
+        partition = [c.priority] if key is c.priority else []
+        ranked = (
+            select(
+                key.label("k"),
+                c.first_reply_business_seconds.label("s"),
+                func.row_number()
+                .over(partition_by=partition, order_by=c.first_reply_business_seconds)
+                .label("rn"),
+                func.count().over(partition_by=partition).label("n"),
+            )
+            .where(*window, c.first_reply_business_seconds.isnot(None))
+            .subquery()
+        )
+        pct = select(ranked.c.k, *_pct_columns(ranked.c.s, ranked.c.rn, ranked.c.n)).group_by(
+            ranked.c.k
+        )
+        for row in conn.execute(pct):
+            entry = out.setdefault(row.k, {"count": 0, "met": 0, "breached": 0, "answered": 0})
+            entry.update(p50=row.p50, p80=row.p80, p90=row.p90)
+    for entry in out.values():
+        decided = entry["met"] + entry["breached"]
+        entry["compliance"] = entry["met"] / decided if decided else None
+        for name, _ in PERCENTILES:
+            entry.setdefault(name, None)
+    return out
+
+
+def next_reply_figures(conn: Any, start: datetime, end: datetime, now: datetime) -> dict[str, Any]:
+    """Next replies (after the first) whose cycle started in [start, end): count, met,
+    breached, compliance."""
+    y = cycles.c
+    met = case((and_(y.replied_at.isnot(None), y.breached.is_(False)), 1), else_=0)
+    late = case(
+        (y.breached.is_(True), 1), (and_(y.replied_at.is_(None), y.due_at <= now), 1), else_=0
+    )
+    row = conn.execute(
+        select(func.count(), func.sum(met), func.sum(late)).where(
+            y.kind == "next", y.started_at >= start, y.started_at < end
+        )
+    ).one()
+    met_n, late_n = int(row[1] or 0), int(row[2] or 0)
+    return {"count": row[0], "met": met_n, "breached": late_n,
+            "compliance": met_n / (met_n + late_n) if met_n + late_n else None}  # fmt: skip
+
+
+def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
+    """Acknowledgments sent, and messages not acknowledged by the rule that stopped them."""
+    o, m = outbox.c, messages.c
+    acks = conn.execute(
+        select(func.count()).where(o.kind == "ack", o.status != "cancelled",
+                                   o.created_at >= start, o.created_at < end)
+    ).scalar_one()  # fmt: skip
+    rules = {
+        row[0]: row[1]
+        for row in conn.execute(
+            select(m.skip_rule, func.count())
+            .where(m.skip_rule.isnot(None), m.received_at >= start, m.received_at < end)
+            .group_by(m.skip_rule)
+        )
+    }
+    return {"acknowledged": acks, "not_acknowledged": rules}
+
+
+def hourly_volume(conn: Any, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
+    """Conversations per UTC hour (at most 24 per day of the range), for local bucketing."""
+    c = conversations.c
+    if conn.dialect.name == "postgresql":
+        bucket = func.date_trunc("hour", func.timezone("UTC", c.received_at))
+    else:
+        bucket = func.strftime("%Y-%m-%d %H:00:00", c.received_at)
+    rows = conn.execute(
+        select(bucket.label("h"), func.count())
+        .where(c.received_at >= start, c.received_at < end)
+        .group_by(bucket)
+    )
+    result = []
+    for hour, count in rows:
+        value = hour if isinstance(hour, datetime) else datetime.fromisoformat(str(hour))
+        result.append((value.replace(tzinfo=UTC) if value.tzinfo is None else value, int(count)))
+    return result
+
+
+def breaches_in(
+    conn: Any, start: datetime, end: datetime, now: datetime, limit: int = 50
+) -> list[Any]:
+    """First replies that fell due in [start, end) and were missed (late or still unanswered)."""
+    c = conversations.c
+    return list(conn.execute(
+        select(c.reference, c.customer, c.subject, c.priority, c.due_at, c.first_reply_at,
+               c.first_reply_business_seconds, c.window_seconds, c.stretch)
+        .where(c.due_at >= start, c.due_at < end, c.due_at <= now,
+               (c.breached.is_(True)) | (c.first_reply_at.is_(None)))
+        .order_by(c.due_at).limit(limit)
+    ))  # fmt: skip
+
+
+def open_clocks(conn: Any, limit: int = 10) -> list[Any]:
+    """Reply cycles the team still owes, soonest deadline first."""
+    y, c = cycles.c, conversations.c
+    return list(conn.execute(
+        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at, y.kind)
+        .join(conversations, c.id == y.conversation_id)
+        .where(y.replied_at.is_(None))
+        .order_by(y.due_at).limit(limit)
+    ))  # fmt: skip
+
+
+def oldest_unanswered(conn: Any) -> Any:
+    """The reply cycle that has waited longest for the team (None: nothing waits)."""
+    y, c = cycles.c, conversations.c
+    return conn.execute(
+        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at)
+        .join(conversations, c.id == y.conversation_id)
+        .where(y.replied_at.is_(None))
+        .order_by(y.started_at)
+        .limit(1)
+    ).first()
+
+
+def refusals(conn: Any, start: datetime, end: datetime) -> tuple[tuple[str, int], ...]:
+    """How many mails the listener refused in [start, end), by reason, most first (from
+    the "refused" events: one a refusal, or one with the count of an hour's surplus)."""
+    e = events.c
+    counts: dict[str, int] = {}
+    for (detail,) in conn.execute(
+        select(e.detail).where(e.kind == "refused", e.at >= start, e.at < end)
+    ):
+        entry = json.loads(detail)
+        reason = str(entry.get("reason", "other"))
+        counts[reason] = counts.get(reason, 0) + int(entry.get("count", 1))
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def heartbeat(conn: Any, name: str = "service") -> Any:
+    """The heartbeat row of a running service (pid, host, started_at, beat_at) or None."""
+    h = heartbeats.c
+    return conn.execute(select(heartbeats).where(h.name == name)).first()
+
+
+def outbox_counts(conn: Any) -> dict[str, int]:
+    """Outbox rows pending and failed, by status."""
+    o = outbox.c
+    return {str(k): int(v) for k, v in conn.execute(
+        select(o.status, func.count()).where(o.status.in_(["pending", "failed"])).group_by(o.status)
+    ).all()}  # fmt: skip
+
+
+def message_counts(conn: Any, ids: Iterable[int] | None = None) -> dict[str, int]:
+    """Messages by status: of these ids when given, else how many are stored (waiting)
+    and shunted (set aside)."""
+    m = messages.c
+    counts: dict[str, int] = {}
+    if ids is None:  # the two `status` shows, each counted from the index
+        for status in ("stored", "shunted"):
+            counts[status] = int(conn.execute(
+                select(func.count()).where(m.status == status)).scalar_one())  # fmt: skip
+        return counts
+    wanted = list(ids)
+    for at in range(0, len(wanted), 500):
+        rows = conn.execute(select(m.status, func.count()).where(m.id.in_(wanted[at : at + 500]))
+                            .group_by(m.status))  # fmt: skip
+        for status, n in rows:
+            counts[status] = counts.get(status, 0) + int(n)
+    return counts
+
+
+def sent_since(conn: Any, since: datetime) -> dict[str, int]:
+    """Outgoing mail sent at or after `since`, by kind (ack, alert, breach, digest ...)."""
+    o = outbox.c
+    return {str(k): int(v) for k, v in conn.execute(
+        select(o.kind, func.count()).where(o.status == "sent", o.sent_at >= since).group_by(o.kind)
+    ).all()}  # fmt: skip
+
+
+def sync_folders(conn: Any) -> list[Any]:
+    """Every IMAP folder's sync state (inbox, folder, last_uid, updated_at), by name."""
+    s = sync_state.c
+    return list(conn.execute(select(sync_state).order_by(s.inbox, s.folder)))
+
+
+def set_aside_messages(conn: Any, *, ids: Iterable[int] | None = None,
+                       limit: int | None = None) -> list[Any]:  # fmt: skip
+    """Set-aside (shunted) messages, oldest first (id, received_at, envelope_from,
+    from_addr, subject, error, raw); `ids`: only those; at most `limit`."""
+    m = messages.c
+    query = (
+        select(m.id, m.received_at, m.envelope_from, m.from_addr, m.subject, m.error, m.raw)
+        .where(m.status == "shunted")
+        .order_by(m.id)
+    )
+    if ids is not None:
+        query = query.where(m.id.in_(list(ids)))
+    if limit is not None:
+        query = query.limit(limit)
+    return list(conn.execute(query))

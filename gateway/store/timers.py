@@ -1,0 +1,171 @@
+"""The scheduler's statements: due reply cycles, quiet conversations, digests, purging.
+
+Owns every read and write behind the SLA timers (gateway/scheduler.py): when the next
+timer falls due, which cycles passed their deadline or their warning, which breached
+conversations may get the customer's notice, which waiting conversations went quiet,
+which shunted messages are news for the set-aside alert, claiming a day's digest, and
+emptying old message bodies. The caller opens the transaction and decides; these only
+read and mark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from .schema import conversations, cycles, digests, events, insert_ignore, messages, outbox
+
+__all__ = [
+    "ack_recipient",
+    "breached_unnotified",
+    "claim_digest",
+    "conversation",
+    "cycles_breached_unalerted",
+    "cycles_past_due",
+    "cycles_to_warn",
+    "digest_done",
+    "empty_old_bodies",
+    "next_timers",
+    "quiet_conversations",
+    "shunted_since",
+    "update_conversation",
+    "update_cycle",
+]
+
+
+def next_timers(conn: Any) -> tuple[datetime | None, datetime | None]:
+    """(The earliest warning not yet given, the earliest deadline not yet breached) of
+    open reply cycles."""
+    y = cycles.c
+    warn = conn.execute(
+        select(func.min(y.warn_at)).where(y.replied_at.is_(None), y.warned_at.is_(None))
+    ).scalar()
+    due = conn.execute(
+        select(func.min(y.due_at)).where(y.replied_at.is_(None), y.breached.is_(False))
+    ).scalar()
+    return warn, due
+
+
+def cycles_past_due(conn: Any, now: datetime) -> list[Any]:
+    """Open cycles past their deadline at `now` and not yet marked breached."""
+    y = cycles.c
+    return list(conn.execute(
+        select(cycles).where(y.replied_at.is_(None), y.breached.is_(False), y.due_at <= now)
+    ))  # fmt: skip
+
+
+def conversation(conn: Any, conversation_id: int) -> Any:
+    """One conversation's row."""
+    return conn.execute(
+        select(conversations).where(conversations.c.id == conversation_id)
+    ).one()
+
+
+def update_conversation(conn: Any, conversation_id: int, **values: Any) -> None:
+    conn.execute(
+        update(conversations).where(conversations.c.id == conversation_id).values(**values)
+    )
+
+
+def update_cycle(conn: Any, cycle_id: int, **values: Any) -> None:
+    conn.execute(update(cycles).where(cycles.c.id == cycle_id).values(**values))
+
+
+def breached_unnotified(conn: Any) -> list[Any]:
+    """Conversations (not replayed) whose first reply is breached and still unanswered and
+    whose customer has not had the breach notice, with their cycle's `cycle_due`,
+    `cycle_window` and `cycle_stretch`."""
+    y, c = cycles.c, conversations.c
+    return list(conn.execute(
+        select(conversations, y.due_at.label("cycle_due"), y.window_seconds.label("cycle_window"),
+               y.stretch.label("cycle_stretch"))
+        .join(cycles, y.conversation_id == c.id)
+        .where(y.kind == "first", y.breached.is_(True), y.replied_at.is_(None),
+               c.customer_notified_at.is_(None), c.source.is_(None))
+    ))  # fmt: skip
+
+
+def ack_recipient(conn: Any, conversation_id: int) -> str | None:
+    """Who the conversation's acknowledgment went to (None: it was never acknowledged)."""
+    o = outbox.c
+    value = conn.execute(
+        select(o.recipient).where(o.conversation_id == conversation_id, o.kind == "ack").limit(1)
+    ).scalar()
+    return None if value is None else str(value)
+
+
+_ALERT_COLUMNS = (cycles, conversations.c.reference, conversations.c.customer,
+                  conversations.c.subject, conversations.c.inbox)  # fmt: skip
+
+
+def cycles_to_warn(conn: Any, now: datetime) -> list[Any]:
+    """Open cycles whose warning time has passed and no warning was given, soonest due
+    first, with their conversation's reference, customer, subject and inbox."""
+    y, c = cycles.c, conversations.c
+    return list(conn.execute(
+        select(*_ALERT_COLUMNS).join(conversations, c.id == y.conversation_id)
+        .where(y.replied_at.is_(None), y.warned_at.is_(None), y.warn_at.isnot(None), y.warn_at <= now)
+        .order_by(y.due_at)
+    ))  # fmt: skip
+
+
+def cycles_breached_unalerted(conn: Any) -> list[Any]:
+    """Open breached cycles whose breach alert has not been queued, soonest due first."""
+    y, c = cycles.c, conversations.c
+    return list(conn.execute(
+        select(*_ALERT_COLUMNS).join(conversations, c.id == y.conversation_id)
+        .where(y.replied_at.is_(None), y.breached.is_(True), y.breach_alerted_at.is_(None))
+        .order_by(y.due_at)
+    ))  # fmt: skip
+
+
+def shunted_since(conn: Any, after_event: int) -> list[Any]:
+    """The "shunted" events after event id `after_event` (id, at, message_row) whose
+    message is still set aside, oldest first; replayed history is left out."""
+    e, m = events.c, messages.c
+    return list(conn.execute(
+        select(e.id, e.at, e.message_row).join(messages, m.id == e.message_row)
+        .where(e.kind == "shunted", e.id > after_event, m.status == "shunted", m.source != "replay")
+        .order_by(e.id)
+    ))  # fmt: skip
+
+
+def quiet_conversations(conn: Any, states: Iterable[str], before: datetime) -> list[Any]:
+    """Conversations (id, state) in one of `states` whose team last wrote before `before`."""
+    c = conversations.c
+    return list(conn.execute(
+        select(c.id, c.state).where(c.state.in_(list(states)), c.last_team_at <= before)
+    ))  # fmt: skip
+
+
+def digest_done(conn: Any, day: date) -> bool:
+    """Whether the digest of `day` was already made."""
+    d = digests.c
+    return conn.execute(select(d.day).where(d.day == day)).first() is not None
+
+
+def claim_digest(conn: Any, day: date, now: datetime) -> bool:
+    """Claim the digest of `day` (its row commits with its outbox rows); False when
+    another process was first."""
+    claimed = conn.execute(
+        insert_ignore(conn, digests).values(day=day, created_at=now).returning(digests.c.day)
+    ).first()
+    return claimed is not None
+
+
+def empty_old_bodies(conn: Any, cutoff: datetime) -> int:
+    """`retention_days`: empty the raw bodies of messages (processed or set aside) and of
+    outbox rows (no longer pending) from before `cutoff`; returns the rows emptied."""
+    m, o = messages.c, outbox.c
+    emptied = conn.execute(
+        update(messages).where(m.received_at < cutoff, m.raw.isnot(None), m.status != "stored")
+        .values(raw=None)
+    ).rowcount  # fmt: skip
+    emptied += conn.execute(
+        update(outbox).where(o.created_at < cutoff, o.status != "pending", func.length(o.raw) > 0)
+        .values(raw=b"")
+    ).rowcount  # fmt: skip
+    return int(emptied)
