@@ -853,12 +853,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info))
         return
+    config = state.config
     if info["running"]:
-        click.echo(
-            f"service: running (pid {info['pid']} on {info['host']}, since {info['started_at']})"
-        )
+        click.echo(f"service: running (pid {info['pid']} on {info['host']}, "
+                   f"since {_shop_time(config, info['started_at'])})")  # fmt: skip
     elif info["last_heartbeat"]:
-        click.echo(f"service: NOT running (last seen {info['last_heartbeat']})")
+        click.echo(f"service: NOT running (last seen {_shop_time(config, info['last_heartbeat'])})")
     else:
         click.echo("service: NOT running")
     click.echo(f"outbox: {info['outbox_pending']} pending, {info['outbox_failed']} failed"
@@ -871,13 +871,24 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(line)
     for folder in info["imap"]:
         click.echo(
-            f"imap {folder['inbox']}/{folder['folder']}: last sync {folder['synced_at']} (uid {folder['last_uid']})"
+            f"imap {folder['inbox']}/{folder['folder']}: last sync {_shop_time(config, folder['synced_at'])} "
+            f"(uid {folder['last_uid']})"
         )
     for account in info["oauth"]:
         click.echo(f"oauth {account['username']}: {account['text']}")
     last = info["last_hour"]
     click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
                f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+
+
+def _shop_time(config: Config, iso: str | None) -> str:
+    """A moment `status` prints: the shop's time zone, whole seconds, its zone's name."""
+    if not iso:
+        return "?"
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:  # stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return f"{config.calendar.local(moment).replace(microsecond=0):%Y-%m-%d %H:%M:%S %Z}"
 
 
 STATUS_SET_ASIDE_SHOWN = 5  # set-aside messages `status` prints; --json lists more
@@ -911,7 +922,8 @@ def _oauth_status(config: Config, engine: Any, clock: Clock) -> list[dict[str, A
     now = clock()
     result = []
     for token in Tokens(config, engine, clock).states():
-        result.append({"username": token.username, "status": token.status, "text": token.describe(now),
+        result.append({"username": token.username, "status": token.status,
+                       "text": token.describe(now, config.calendar.tz),
                        "obtained_at": _iso(token.obtained_at), "access_expires_at": _iso(token.access_expires_at),
                        "problem": token.problem, "problem_at": _iso(token.problem_at)})  # fmt: skip
     return result
