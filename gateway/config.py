@@ -161,7 +161,7 @@ class ListenConfig:
 
     host: str = "127.0.0.1"
     port: int = 2525
-    max_message_size: int = 25 * 1024 * 1024
+    max_message_size: int = 25_000_000  # "25MB": the README states it in bytes, as EHLO SIZE does
     tls_cert: str | None = None
     tls_key: str | None = None
     require_auth: bool = False
@@ -1298,7 +1298,7 @@ class _Reader:
         return ListenConfig(
             host=self.string(value, "host", prefix, "127.0.0.1") or "127.0.0.1",
             port=self.integer(value, "port", prefix, 2525, low=0, high=65535),
-            max_message_size=self.size(value, "max_message_size", prefix, 25 * 1024 * 1024),
+            max_message_size=self.size(value, "max_message_size", prefix, ListenConfig.max_message_size),
             tls_cert=cert,
             tls_key=key,
             require_auth=require_auth,

@@ -89,3 +89,65 @@ def test_oauth_sign_in_line_in_the_shop_zone() -> None:
     assert state.describe(now, ZoneInfo("Europe/Berlin")) == (
         "signed in 2026-11-23 09:00:05 CET; access token valid until 2026-11-23 10:00:05 CET")
     assert state.describe(now).startswith("signed in 2026-11-23 08:00:05 UTC;")
+
+
+# ---------------------------------------------------------------------------- SIZE
+
+
+def _ehlo_size(config: object, message_sizes: tuple[int, ...] = ()) -> tuple[int, list[int]]:
+    """Start the listener, read its EHLO SIZE, send messages of these exact sizes (bytes
+    on the wire); returns the SIZE and each message's answer code."""
+    import smtplib
+    from datetime import UTC, datetime
+
+    from gateway.service import Service
+
+    service = Service(config, clock=lambda: datetime(2026, 11, 23, 9, tzinfo=UTC))  # type: ignore[arg-type]
+    service.start(workers=False)
+    codes = []
+    try:
+        listen = service.config.listen
+        assert listen is not None
+        with smtplib.SMTP(listen.host, listen.port, timeout=10) as client:
+            client.ehlo()
+            size = int(client.esmtp_features["size"])
+            for n in message_sizes:
+                head = b"From: kim@customer.example\r\nTo: support@shop.example\r\nSubject: x\r\n\r\n"
+                rest = n - len(head)
+                body = b"".join(b"a" * (min(78, rest - at) - 2) + b"\r\n" for at in range(0, rest, 78))
+                assert len(head + body) == n
+                try:
+                    client.sendmail("kim@customer.example", ["support@shop.example"], head + body)
+                    codes.append(250)
+                except smtplib.SMTPResponseException as exc:  # at MAIL (its SIZE=) or DATA
+                    codes.append(exc.smtp_code)
+                    client.rset()
+    finally:
+        service.close()
+    return size, codes
+
+
+def test_listener_announces_the_limit_it_enforces_in_bytes(tmp_path: Path, database_url: str) -> None:
+    config = gateway_config(tmp_path, database_url,
+                            extra={'max_message_size = "25MB" ': 'max_message_size = "2KB" '})  # fmt: skip
+    size, codes = _ehlo_size(config, (2000, 2001))
+    assert size == 2000 == config.listen.max_message_size  # type: ignore[union-attr]
+    assert codes == [250, 552]
+
+
+def test_default_size_is_the_one_the_readme_and_example_state(tmp_path: Path, database_url: str) -> None:
+    import re
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `listen.max_message_size`"))
+    stated = re.search(r'Default `"25MB"` \(([\d,]+) bytes\)', row)
+    assert stated, row
+    announced = re.search(r"`SIZE (\d+)`", row)
+    assert announced, row
+    default = gateway_config(tmp_path, database_url, extra={'max_message_size = "25MB" ': ""})
+    size, _ = _ehlo_size(default)
+    assert size == int(stated.group(1).replace(",", "")) == int(announced.group(1))
+    example = gateway_config(tmp_path, database_url)
+    assert example.listen is not None and example.listen.max_message_size == size
