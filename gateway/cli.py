@@ -3,7 +3,8 @@
 Owns: argument parsing, finding and loading the configuration once per invocation,
 turning library errors into clean messages and exit codes, and formatting output.
 Exit codes: 0 success; 1 some input could not be used (the rest was processed);
-2 bad configuration or bad arguments. It holds no logic the library lacks, and it never
+2 bad configuration or bad arguments; 75 a temporary failure (nothing listening, a port
+taken, another gateway running). It holds no logic the library lacks, and it never
 prints a traceback for an error that is the operator's or the sender's.
 
 "Now" comes from `ctx.obj["clock"]` when the caller provides one (tests do), else the
@@ -13,6 +14,7 @@ system clock: the one place the real clock is read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -28,7 +30,7 @@ from . import __version__
 from .classify import Classifier
 from .config import WEEKDAYS, Config, InboxConfig, load, locate
 from .durations import format_duration
-from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, TemporaryError
+from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, Problem, TemporaryError
 from .model import Parsed
 from .parse import parse
 from .policy import deadline, decide
@@ -112,11 +114,12 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.pass_context
 def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
     """Validate the configuration and its templates, and summarise the policy it publishes."""
+    from .secrets import problems as secret_problems
     from .templatecheck import check_templates
 
     state = _state(ctx)
     config = state.config
-    problems = check_templates(config, state.clock())
+    problems = [*check_templates(config, state.clock()), *secret_problems(config)]
     if problems:
         raise ConfigError(problems)
     click.echo(f"{config.path}: OK")
@@ -456,10 +459,14 @@ def run(ctx: click.Context, log_format: str) -> None:
     import signal
     import time
 
+    from .secrets import problems as secret_problems
     from .service import Service
 
     state = _state(ctx)
     config = state.config
+    missing = secret_problems(config)  # now, not when a poller or the sender first needs one
+    if missing:
+        raise ConfigError(missing)
     setup_logging(log_format)
     if config.listen is None and not any(i.imap for i in config.inboxes):
         click.echo(
@@ -471,7 +478,13 @@ def run(ctx: click.Context, log_format: str) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: stopping.append(number))
-    service.start()
+    try:
+        service.start()
+    except OSError as exc:  # the listener's address: taken, not ours, or a privileged port
+        service.close()
+        if config.listen is None or exc.errno not in LISTEN_ERRORS:
+            raise
+        raise _listen_error(config, exc) from None
     try:
         if config.listen is not None:
             click.echo(
@@ -487,6 +500,25 @@ def run(ctx: click.Context, log_format: str) -> None:
                 ctx.exit(1)
     finally:
         service.close()
+
+
+LISTEN_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+def _listen_error(config: Config, exc: OSError) -> GatewayError:
+    """`run` could not listen: one line saying why and what to do."""
+    assert config.listen is not None
+    where = f"{config.listen.host}:{config.listen.port}"
+    if exc.errno == errno.EADDRINUSE:  # it may pass: the other program may be stopping
+        return TemporaryError(f"cannot listen on {where}: another program (or another sla-gateway) "
+                              "is already listening there — stop it, or set another port in [listen]")  # fmt: skip
+    if exc.errno == errno.EACCES:
+        why = (f"port {config.listen.port} needs privileges" if config.listen.port < 1024
+               else "permission denied")  # fmt: skip
+        return ConfigError([Problem(str(config.path), "listen.port", f"cannot listen on {where}: {why}",
+                                    "use a port from 1024 up (2525), or grant CAP_NET_BIND_SERVICE (see README)")])  # fmt: skip
+    return ConfigError([Problem(str(config.path), "listen.host", f"cannot listen on {where}: "
+                                "the address is not one of this machine's", 'use "127.0.0.1" or "0.0.0.0"')])  # fmt: skip
 
 
 @cli.command()
@@ -521,7 +553,13 @@ def deliver(
     port = port or (listen.port if listen else 2525)
     to = recipient or config.inboxes[0].address
     failures = 0
-    with smtplib.SMTP(host, port, timeout=30) as client:
+    try:
+        client = smtplib.SMTP(host, port, timeout=30)
+    except (OSError, smtplib.SMTPException) as exc:
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
+        raise TemporaryError(f"cannot deliver to {host}:{port} ({reason}): is the gateway running? "
+                             "Start it with `sla-gateway run` (its [listen] section), or pass --host/--port") from None  # fmt: skip
+    with client:
         for path in files:
             raw = path.read_bytes()
             envelope_from = sender
@@ -545,6 +583,9 @@ def deliver(
             except smtplib.SMTPRecipientsRefused as exc:
                 failures += 1
                 click.echo(f"{path}: refused: {exc.recipients}")
+            except (OSError, smtplib.SMTPServerDisconnected) as exc:
+                raise TemporaryError(f"{path}: not delivered, the connection to {host}:{port} was lost ({exc}); "
+                                     "deliver it and the files after it again") from None  # fmt: skip
     if failures:
         ctx.exit(1)
 

@@ -337,11 +337,17 @@ def locate(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) 
     """Where the configuration is, by the documented lookup order."""
     if explicit:
         path = Path(explicit)
+        if path.is_dir():
+            raise ConfigError([Problem(str(path), "", "is a directory, not a configuration file",
+                                       f"pass the file itself, e.g. --config {path / 'gateway.toml'}")])  # fmt: skip
         if not path.is_file():
             raise ConfigError([Problem(str(path), "", "no such file", "check the --config path")])
         return path
     if environ.get(ENV_VAR):
         path = Path(environ[ENV_VAR])
+        if path.is_dir():
+            raise ConfigError([Problem(str(path), "", f"is a directory (from ${ENV_VAR}), not a configuration file",
+                                       f"set ${ENV_VAR} to the file itself, e.g. {path / 'gateway.toml'}")])  # fmt: skip
         if not path.is_file():
             raise ConfigError(
                 [Problem(str(path), "", f"no such file (from ${ENV_VAR})", f"fix ${ENV_VAR}")]

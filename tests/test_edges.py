@@ -9,6 +9,7 @@ import mailbox
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import Result
 
 from gateway.outbox import MaildirTransport
@@ -151,3 +152,101 @@ def test_default_size_is_the_one_the_readme_and_example_state(tmp_path: Path, da
     assert size == int(stated.group(1).replace(",", "")) == int(announced.group(1))
     example = gateway_config(tmp_path, database_url)
     assert example.listen is not None and example.listen.max_message_size == size
+
+
+# ---------------------------------------------------------------------------- readable errors
+
+
+def _one_error_line(result: Result) -> str:
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_deliver_with_nothing_listening_says_so(run_cli: Cli, tmp_path: Path, database_url: str) -> None:
+    from tests.conftest import DATA
+    from tests.mailtools import free_port
+
+    port = free_port()  # nothing listens there
+    config = gateway_config(tmp_path, database_url, listen_port=port)
+    result = run_cli("--config", str(config.path), "deliver", str(DATA / "customer" / "gmail_plain_refund.eml"))
+    assert result.exit_code == 75
+    line = _one_error_line(result)
+    assert f"cannot deliver to 127.0.0.1:{port}" in line and "sla-gateway run" in line
+
+
+def test_run_with_the_port_taken_says_so(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = gateway_config(tmp_path, f"sqlite:///{tmp_path / 'gateway.db'}", listen_port=port)
+        run = subprocess.run([sys.executable, "-c", "from gateway.cli import main; main()",
+                              "--config", str(config.path), "run"],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 75, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error (temporary, try again): cannot listen on 127.0.0.1:{port}: another program "
+        "(or another sla-gateway) is already listening there — stop it, or set another port in [listen]")
+
+
+def test_config_path_that_is_a_directory(run_cli: Cli, tmp_path: Path) -> None:
+    result = run_cli("--config", str(tmp_path), "check")
+    assert result.exit_code == 2
+    assert _one_error_line(result) == (f"error: {tmp_path}: is a directory, not a configuration file; "
+                                       f"pass the file itself, e.g. --config {tmp_path / 'gateway.toml'}")  # fmt: skip
+    from_env = run_cli("status", env={"SLA_GATEWAY_CONFIG": str(tmp_path)})
+    assert from_env.exit_code == 2 and "is a directory (from $SLA_GATEWAY_CONFIG)" in _one_error_line(from_env)
+
+
+IMAP = {"# [inbox.imap]\n": '[inbox.imap]\nhost = "127.0.0.1"\nport = 993\nusername = "support@shop.example"\n'
+                            'password_file = "imap-password"\n'}  # fmt: skip
+
+
+def test_unreadable_password_file_names_the_paths_tried(
+    run_cli: Cli, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    config = gateway_config(tmp_path, database_url, extra=IMAP)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    monkeypatch.chdir(tmp_path)  # relative names are also tried from the working directory
+    with_dir = run_cli("--config", str(config.path), "check", env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert with_dir.exit_code == 2
+    assert _one_error_line(with_dir) == (
+        f"error: (config): inbox[0].imap.password_file: cannot read imap-password: not in "
+        f"$CREDENTIALS_DIRECTORY ({credentials}), and {tmp_path / 'imap-password'}: No such file or directory; "
+        "put the file there (the unit's LoadCredential=) or give an absolute path")
+    without = run_cli("--config", str(config.path), "check", env={"CREDENTIALS_DIRECTORY": None})  # type: ignore[dict-item]
+    assert without.exit_code == 2
+    assert "cannot read imap-password: $CREDENTIALS_DIRECTORY is not set, and " in _one_error_line(without)
+    started = run_cli("--config", str(config.path), "run", env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert started.exit_code == 2 and "inbox[0].imap.password_file" in _one_error_line(started)
+    (credentials / "imap-password").write_text("secret\n")
+    fine = run_cli("--config", str(config.path), "check", env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert fine.exit_code == 0, fine.output
+    (credentials / "imap-password").chmod(0)
+    if os.geteuid() != 0:  # root reads any file
+        denied = run_cli("--config", str(config.path), "check", env={"CREDENTIALS_DIRECTORY": str(credentials)})
+        assert f"cannot read {credentials / 'imap-password'}: Permission denied" in _one_error_line(denied)
+
+
+def test_check_reports_an_unset_password_env(run_cli: Cli, tmp_path: Path, database_url: str) -> None:
+    config = gateway_config(tmp_path, database_url, extra={
+        '# password_env = "SLA_GATEWAY_IMAP_PASSWORD"    # or password_file = "/run/credentials/sla-gateway/imap"':
+        'password_env = "SLA_GATEWAY_IMAP_PASSWORD"',
+        "# [inbox.imap]\n": '[inbox.imap]\nhost = "127.0.0.1"\nport = 993\nusername = "support@shop.example"\n'})  # fmt: skip
+    result = run_cli("--config", str(config.path), "check", env={"SLA_GATEWAY_IMAP_PASSWORD": None})  # type: ignore[dict-item]
+    assert result.exit_code == 2
+    assert _one_error_line(result) == (
+        "error: (environment): inbox[0].imap.password_env: $SLA_GATEWAY_IMAP_PASSWORD is not set or empty; "
+        "export SLA_GATEWAY_IMAP_PASSWORD=... before starting sla-gateway")
+    fine = run_cli("--config", str(config.path), "check", env={"SLA_GATEWAY_IMAP_PASSWORD": "pw"})
+    assert fine.exit_code == 0, fine.output

@@ -10,6 +10,7 @@ import pytest
 from click.testing import Result
 
 from gateway.config import load
+from tests.mailtools import init_credentials
 
 
 @pytest.mark.parametrize(("provider", "flags", "oauth_provider"), [
@@ -25,7 +26,9 @@ def test_init_writes_an_oauth_config_that_passes_check(
     assert result.exit_code == 0, result.output
     assert "sla-gateway --config" in result.output and "login" in result.output
     path = target / "gateway.toml"
-    assert run_cli("--config", str(path), "check").exit_code == 0
+    missing = run_cli("--config", str(path), "check", env={"CREDENTIALS_DIRECTORY": None})
+    assert missing.exit_code == 2 and "oauth.token_key_file: cannot read oauth-token-key" in missing.output
+    assert run_cli("--config", str(path), "check", env=init_credentials(tmp_path)).exit_code == 0
     config = load(path)
     imap = config.inboxes[0].imap
     assert imap is not None and imap.auth == "oauth2" and imap.oauth is not None
