@@ -447,6 +447,7 @@ def setup_logging(log_format: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # each migration step, its plugins
 
 
 @cli.command()

@@ -250,3 +250,29 @@ def test_check_reports_an_unset_password_env(run_cli: Cli, tmp_path: Path, datab
         "export SLA_GATEWAY_IMAP_PASSWORD=... before starting sla-gateway")
     fine = run_cli("--config", str(config.path), "check", env={"SLA_GATEWAY_IMAP_PASSWORD": "pw"})
     assert fine.exit_code == 0, fine.output
+
+
+# ---------------------------------------------------------------------------- start-up log
+
+
+def test_start_up_log_has_no_alembic_chatter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from gateway import store
+    from gateway.cli import setup_logging
+
+    root, alembic = logging.getLogger(), logging.getLogger("alembic")
+    handlers, level, alembic_level = root.handlers[:], root.level, alembic.level
+    try:
+        setup_logging("text")  # what `run` does before it migrates the database
+        engine = store.make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+        store.upgrade(engine)
+        engine.dispose()
+        logging.getLogger("sla_gateway.service").info("event=started")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        alembic.setLevel(alembic_level)
+    err = capsys.readouterr().err
+    assert "event=started" in err  # our own INFO lines still show
+    assert "alembic" not in err and "Running upgrade" not in err
