@@ -648,23 +648,34 @@ def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_ri
     _print_tickets(rows, config)
 
 
+def terminal_width() -> int:
+    """The terminal's width: $COLUMNS when set, else the terminal's; 80 when output is not
+    a terminal (a pipe, a file)."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` in at most `width` characters: cut after a word (or an address's "@" or
+    "."), never inside one, and marked with "…"."""
+    if len(text) <= width:
+        return text
+    room = text[: max(width - 1, 0)]
+    cut = max(room.rfind(" "), room.rfind("@") + 1, room.rfind(".") + 1)
+    return (room[:cut] if cut > 0 else "").rstrip() + "…"
+
+
 def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=min(Console().width, 120) if sys.stdout.isatty() else 80)
-    table = Table(box=None, pad_edge=False, show_edge=False, expand=True)
-    table.add_column("Ref", no_wrap=True, min_width=9)
-    table.add_column("Pri", no_wrap=True, min_width=6)
-    table.add_column("State", no_wrap=True, min_width=14)
-    table.add_column("Due", no_wrap=True, min_width=16)
-    table.add_column("1st", no_wrap=True, justify="right", min_width=6)
-    table.add_column("Customer · subject", overflow="ellipsis", no_wrap=True, ratio=1)
     names = {
         "awaiting_team": "awaiting team",
         "awaiting_customer": "awaiting cust.",
         "breached": "BREACHED",
     }
+    cells = []
     for row in rows:
         due = datetime.fromisoformat(row["open_due_at"] or row["due_at"]).astimezone(
             config.calendar.tz
@@ -674,8 +685,28 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
         state_text = names.get(row["state"], row["state"])
         if row["breached"] and row["state"] != "breached":
             state_text += " !"
-        table.add_row(row["reference"], row["priority"], state_text, f"{due:%a %d %b %H:%M}", first,
-                      f"{row['customer']} · {row['subject']}")  # fmt: skip
+        cells.append([row["reference"], row["priority"], state_text, f"{due:%a %d %b %H:%M}", first,
+                      row["customer"] or "", row["subject"] or ""])  # fmt: skip
+    # The first five columns are never cut; customer and subject share what is left (the
+    # customer at most 2/5 of it), the customer only when both can be read, each text cut
+    # after a word. Narrower than the five columns, lines are as long as they need to be.
+    headers = ["Ref", "Pri", "State", "Due", "1st", "Customer", "Subject"]
+    width = terminal_width()
+    sizes = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers[:5])]
+    room = width - sum(sizes) - 2 * len(sizes)  # two spaces before each further column
+    longest = max([len(headers[5]), *(len(c[5]) for c in cells)])
+    customer = min(longest, room * 2 // 5) if room >= 40 else 0
+    subject = room - customer - (2 if customer else 0) if room >= 12 else 0
+    subject = min(subject, max([len(headers[6]), *(len(c[6]) for c in cells)]))
+    shown = [*headers[:5], *(["Customer"] if customer else []), *(["Subject"] if subject else [])]
+    sizes += [n for n in (customer, subject) if n]
+    console = Console(width=max(width, sum(sizes) + 2 * (len(sizes) - 1)))
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for header, size in zip(shown, sizes, strict=True):
+        table.add_column(header, no_wrap=True, width=size, justify="right" if header == "1st" else "left")
+    for c in cells:
+        table.add_row(*c[:5], *([shorten(c[5], customer)] if customer else []),
+                      *([shorten(c[6], subject)] if subject else []))  # fmt: skip
     console.print(table)
     if not rows:
         console.print("no conversations")
@@ -768,31 +799,26 @@ def _print_report(figures: dict[str, Any], since: date, until: date) -> None:
 
     from .render import duration_text
 
-    console = Console(width=min(Console().width, 120) if sys.stdout.isatty() else 80)
+    console = Console(width=terminal_width())
 
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value:.0%}"
 
     console.print(f"{since} – {until}: {figures['conversations']} conversations, "
                   f"{pct(figures['compliance'])} of first replies on time, {figures['acknowledged']} acknowledged")  # fmt: skip
+    headers = ("Priority", "Target", "Count", "Met", "Missed", "On time", "Median", "80%", "90%")
+    rows = [[name, duration_text(f["target_seconds"], "en"), str(f["count"]), str(f["met"]), str(f["breached"]),
+             pct(f["compliance"]), duration_text(f["p50_seconds"], "en"), duration_text(f["p80_seconds"], "en"),
+             duration_text(f["p90_seconds"], "en")] for name, f in figures["priorities"].items()]  # fmt: skip
+    # Every cell whole: narrower than the table (69 columns), its lines grow past the edge
+    # rather than cut a word; the sentences around it wrap between words.
+    widths = [max(len(text) for text in (h, *(r[i] for r in rows))) for i, h in enumerate(headers)]
     table = Table(box=None, pad_edge=False)
-    for column in (
-        "Priority",
-        "Target",
-        "Count",
-        "Met",
-        "Missed",
-        "On time",
-        "Median",
-        "80%",
-        "90%",
-    ):
-        table.add_column(column, justify="left" if column == "Priority" else "right", no_wrap=True)
-    for name, f in figures["priorities"].items():
-        table.add_row(name, duration_text(f["target_seconds"], "en"), str(f["count"]), str(f["met"]), str(f["breached"]),
-                      pct(f["compliance"]), duration_text(f["p50_seconds"], "en"), duration_text(f["p80_seconds"], "en"),
-                      duration_text(f["p90_seconds"], "en"))  # fmt: skip
-    console.print(table)
+    for header in headers:
+        table.add_column(header, justify="left" if header == "Priority" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(console.width, sum(widths) + 2 * (len(widths) - 1))).print(table)
     skipped = figures["not_acknowledged"]
     if skipped:
         console.print(

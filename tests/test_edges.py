@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mailbox
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.mailtools import gateway_config
 
 Cli = Callable[..., Result]
 
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAIL = b"From: shop@shop.example\r\nTo: kim@customer.example\r\nSubject: Hi\r\n\r\nHello\r\n"
 
 
@@ -276,3 +278,78 @@ def test_start_up_log_has_no_alembic_chatter(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert "event=started" in err  # our own INFO lines still show
     assert "alembic" not in err and "Running upgrade" not in err
+
+
+# ---------------------------------------------------------------------------- width
+
+LONG_SUBJECT = "Order 12345 never arrived although the tracking page says it was delivered yesterday"
+LONG_CUSTOMER = "anna.schmidt-mueller@customer-mail.example"
+
+
+@pytest.fixture
+def two_tickets(tmp_path: Path, database_url: str) -> Path:
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from gateway import store
+
+    config = gateway_config(tmp_path, database_url)
+    engine = store.make_engine(database_url)
+    store.upgrade(engine)
+    berlin = ZoneInfo("Europe/Berlin")
+    with engine.begin() as conn:
+        for n, (customer, subject) in enumerate([(LONG_CUSTOMER, LONG_SUBJECT), ("kim@customer.example", "Hi")]):
+            received = datetime(2026, 11, 23, 9, n, tzinfo=berlin)
+            due = received + timedelta(hours=1)
+            conv = conn.execute(store.conversations.insert().values(
+                reference=f"SHOP-{1001 + n}", inbox="shop", customer=customer, subject=subject, priority="high",
+                priority_reason="", state="awaiting_team", received_at=received, window_seconds=3600, stretch=1.0,
+                due_at=due, first_reply_at=None, first_reply_business_seconds=None, breached=False,
+                created_at=received)).inserted_primary_key[0]  # fmt: skip
+            conn.execute(store.cycles.insert().values(
+                conversation_id=conv, kind="first", priority="high", started_at=received, window_seconds=3600,
+                stretch=1.0, due_at=due, warn_at=None, replied_at=None, business_seconds=None, breached=False,
+                warned_at=None, breach_alerted_at=None))  # fmt: skip
+    engine.dispose()
+    return config.path
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120, 160, 200])
+def test_tickets_use_the_terminal_width_and_cut_only_between_words(
+    run_cli: Cli, two_tickets: Path, columns: int
+) -> None:
+    result = run_cli("--config", str(two_tickets), "tickets", now=NOW, env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= columns, lines
+    row = next(line for line in lines if line.startswith("SHOP-1001"))
+    tokens = row.split()
+    assert tokens[:8] == ["SHOP-1001", "high", "BREACHED", "Mon", "23", "Nov", "10:00", "—"], row
+    for token in tokens[8:]:  # customer and subject: every word whole; an address cut after "@" or "."
+        word = token.rstrip("…")
+        if not word:
+            continue
+        assert word in LONG_SUBJECT.split() or word == LONG_CUSTOMER or (
+            LONG_CUSTOMER.startswith(word) and word[-1] in "@."), (token, row)
+    if columns >= 120:
+        assert "Order 12345 never arrived" in row and "anna.schmidt-mueller@" in row  # visible
+    if columns >= 160:
+        assert LONG_CUSTOMER in row
+    if columns >= 200:
+        assert LONG_SUBJECT in row
+    assert "kim@customer.example" in result.output or columns < 100
+
+
+@pytest.mark.parametrize("columns", [50, 80, 160])
+def test_report_uses_the_terminal_width_and_wraps_between_words(
+    run_cli: Cli, two_tickets: Path, columns: int
+) -> None:
+    result = run_cli("--config", str(two_tickets), "report", "--since", "2026-11-23", "--until", "2026-11-23",
+                     now=NOW, env={"COLUMNS": str(columns)})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    headline = "2026-11-23 – 2026-11-23: 2 conversations, 0% of first replies on time, 0 acknowledged"
+    out = result.output
+    assert " ".join(out.split()).startswith(headline)  # wrapped only where it had a space
+    assert "…" not in out
+    assert "Priority  Target  Count  Met  Missed  On time  Median" in out  # every header whole
+    assert (headline in out) == (columns >= len(headline))
