@@ -1226,6 +1226,7 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
 @click.option("--non-interactive", is_flag=True, help="Ask nothing; take the flags (and defaults).")
 @click.option("--shop", default=None, help="The shop's name.")
 @click.option("--address", default=None, help="The support address, e.g. support@shop.example.")
+@click.option("--language", default=None, help="The acknowledgments' language: en, de, fr, es or nl.")
 @click.option("--timezone", "tz_name", default=None, help="IANA time zone, e.g. Europe/Berlin.")
 @click.option("--country", default=None, help='Public holidays, e.g. "DE-BE"; "" for none.')
 @click.option("--hours", default=None, help='Weekday opening hours, e.g. "09:00-17:00".')
@@ -1245,30 +1246,52 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing gateway.toml.")
 @click.pass_context
 def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str | None, address: str | None,
-         tz_name: str | None, country: str | None, hours: str | None, provider: str | None, imap_host: str,
+         language: str | None, tz_name: str | None, country: str | None, hours: str | None, provider: str | None, imap_host: str,
          smtp_host: str, auth: str | None, force: bool) -> None:  # fmt: skip
     """Write a first, commented configuration (and the templates to customise)."""
     from .config import load as load_config
-    from .setup import PRESETS, Answers, default_auth, write
+    from .setup import ANSWER_CHECKS, PRESETS, Answers, BadAnswer, default_auth, write
 
-    def ask(value: str | None, question: str, default: str) -> str:
+    target = directory / "gateway.toml"
+    if (target.exists() and not force) or directory.is_file():  # before asking anything
+        what = f"{directory} is a file, not a directory" if directory.is_file() else \
+            f"{target} exists; use --force to overwrite it"  # fmt: skip
+        click.echo(f"error: {what}", err=True)
+        ctx.exit(2)
+
+    def checked(field: str, option: str) -> Callable[[str], str]:
+        def check(text: str) -> str:
+            if field not in ANSWER_CHECKS:
+                return text.strip()
+            try:
+                return ANSWER_CHECKS[field](text)
+            except BadAnswer as exc:  # a prompt says it and asks again; a flag ends here
+                raise click.BadParameter(str(exc), param_hint=option) from None
+        return check
+
+    def ask(field: str, value: str | None, question: str, default: str) -> str:
+        check = checked(field, f"--{field}")
         if value is not None:
-            return value
-        return default if non_interactive else str(click.prompt(question, default=default))
+            return check(value)
+        if non_interactive:
+            return check(default)
+        return str(click.prompt(question, default=default, value_proc=check))
 
     def answers_auth(chosen: str) -> str:
         preset = PRESETS.get(chosen)
         if preset is None or not preset.oauth_provider:
             return "password"
-        return ask(auth, "Sign in with (password, oauth2)", default_auth(chosen))
+        return ask("auth", auth, "Sign in with (password, oauth2)", default_auth(chosen))
 
     answers = Answers(
-        shop=ask(shop, "Shop name", "Example Shop"),
-        address=ask(address, "Support address", "support@shop.example"),
-        timezone=ask(tz_name, "Time zone", "Europe/Berlin"),
-        country=ask(country, "Country for public holidays (e.g. DE-BE, empty for none)", ""),
-        hours=ask(hours, "Opening hours Monday to Friday", "09:00-17:00"),
+        shop=ask("shop", shop, "Shop name", "Example Shop"),
+        address=ask("address", address, "Support address", "support@shop.example"),
+        language=ask("language", language, "Acknowledgment language (en, de, fr, es, nl)", "en"),
+        timezone=ask("timezone", tz_name, "Time zone", "Europe/Berlin"),
+        country=ask("country", country, "Country for public holidays (e.g. DE-BE, empty for none)", ""),
+        hours=ask("hours", hours, "Opening hours Monday to Friday", "09:00-17:00"),
         provider=ask(
+            "provider",
             provider,
             "Mail provider (gmail, fastmail, microsoft365, imap, smtp-forwarding)",
             "gmail",
@@ -1279,10 +1302,8 @@ def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str |
     answers = replace(answers, auth=answers_auth(answers.provider))
     try:
         path = write(directory, answers, force=force)
-    except FileExistsError:
-        click.echo(
-            f"error: {directory / 'gateway.toml'} exists; use --force to overwrite it", err=True
-        )
+    except FileExistsError:  # created meanwhile
+        click.echo(f"error: {target} exists; use --force to overwrite it", err=True)
         ctx.exit(2)
     load_config(path)  # what init writes must pass check
     click.echo(f"wrote {path} and {directory / 'templates'}/")

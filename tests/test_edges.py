@@ -353,3 +353,78 @@ def test_report_uses_the_terminal_width_and_wraps_between_words(
     assert "…" not in out
     assert "Priority  Target  Count  Met  Missed  On time  Median" in out  # every header whole
     assert (headline in out) == (columns >= len(headline))
+
+
+# ---------------------------------------------------------------------------- init
+
+
+def test_init_checks_each_answer_as_it_is_typed(run_cli: Cli, tmp_path: Path) -> None:
+    answers = [
+        "Tea Shop",
+        "support@tea", "support@tea.example",  # not an address, then one
+        "klingon", "de",  # the acknowledgments' language
+        "Europe/Pariss", "paris", "Europe/Paris",  # near misses get a suggestion
+        "XX", "FR",
+        "9-5", "10:00-18:00",
+        "gmial", "fastmail",
+    ]  # fmt: skip
+    result = run_cli("init", "--dir", str(tmp_path / "c"), input="\n".join(answers) + "\n")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert 'Error: "support@tea" is not an e-mail address' in out
+    assert "Acknowledgment language (en, de, fr, es, nl) [en]:" in out
+    assert 'Error: "klingon" is not a language the acknowledgments are written in; use one of en, de, fr, es, nl' in out
+    assert 'Error: "Europe/Pariss" is not a known time zone; did you mean "Europe/Paris"' in out
+    assert 'Error: "paris" is not a known time zone; did you mean "Europe/Paris"?' in out
+    assert 'Error: "XX" is not a known country code' in out
+    assert 'Error: "9" is not a time of day like "09:00"' in out
+    assert 'Error: "gmial" is not one of gmail, fastmail' in out
+    text = (tmp_path / "c" / "gateway.toml").read_text()
+    assert 'language = "de"' in text and 'timezone = "Europe/Paris"' in text and 'mon = "10:00-18:00"' in text
+    assert 'holidays = "FR"' in text and 'address = "support@tea.example"' in text
+
+
+def test_init_refuses_an_existing_file_before_asking(run_cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "gateway.toml").write_text("# mine\n")
+    result = run_cli("init", "--dir", str(tmp_path / "c"), input="Tea Shop\n")
+    assert result.exit_code == 2
+    assert "Shop name" not in result.output  # nothing was asked
+    assert f"error: {tmp_path / 'c' / 'gateway.toml'} exists; use --force to overwrite it" in result.output
+    assert (tmp_path / "c" / "gateway.toml").read_text() == "# mine\n"
+    assert not (tmp_path / "c" / "templates").exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--timezone", "Europe/Berln", 'Invalid value for --timezone: "Europe/Berln" is not a known time zone; '
+                                   'did you mean "Europe/Berlin"?'),
+    ("--address", "support", 'Invalid value for --address: "support" is not an e-mail address'),
+    ("--hours", "09:00-25:00", 'Invalid value for --hours: "25:00" is not a valid time of day'),
+    ("--language", "it", 'Invalid value for --language: "it" is not a language'),
+    ("--country", "DE-XX", 'Invalid value for --country: "XX" is not a subdivision of DE'),
+])  # fmt: skip
+def test_init_with_a_bad_flag_writes_nothing(run_cli: Cli, tmp_path: Path, flag: str, value: str,
+                                             message: str) -> None:  # fmt: skip
+    target = tmp_path / "new"
+    result = run_cli("init", "--dir", str(target), "--non-interactive", flag, value)
+    assert result.exit_code == 2
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not target.exists()  # nothing written, not even the directory
+
+
+def test_check_connect_on_a_fresh_config(run_cli: Cli, tmp_path: Path, database_url: str) -> None:
+    from tests.mailtools import free_port
+
+    port = free_port()  # no IMAP server there
+    secret = tmp_path / "imap-password"
+    secret.write_text("pw")
+    config = gateway_config(tmp_path, database_url, extra={"# [inbox.imap]\n": (
+        f'[inbox.imap]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f'username = "support@shop.example"\npassword_file = "{secret}"\ntimeout = "5s"\n')})  # fmt: skip
+    result = run_cli("--config", str(config.path), "check", "--connect")
+    out = result.output
+    assert "OK      database: reachable, no schema yet — `sla-gateway run` (or `db upgrade`) creates it" in out
+    assert "PROBLEM database" not in out
+    assert f"PROBLEM IMAP shop (support@shop.example on 127.0.0.1:{port}): cannot connect" in out
+    assert "@127.0.0.1" not in out

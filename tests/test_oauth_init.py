@@ -42,7 +42,7 @@ def test_init_writes_an_oauth_config_that_passes_check(
 
 
 def test_init_asks_how_to_sign_in_for_gmail(run_cli: Callable[..., Result], tmp_path: Path) -> None:
-    answers = "Tea Shop\nsupport@tea.example\nEurope/Paris\nFR\n10:00-18:00\ngmail\npassword\n"
+    answers = "Tea Shop\nsupport@tea.example\nen\nEurope/Paris\nFR\n10:00-18:00\ngmail\npassword\n"
     result = run_cli("init", "--dir", str(tmp_path / "c"), input=answers)
     assert result.exit_code == 0, result.output
     assert "Sign in with (password, oauth2)" in result.output

@@ -124,7 +124,7 @@ def test_init_writes_a_config_that_passes_check(
 
 
 def test_init_asks_when_interactive(run_cli: Callable[..., Result], tmp_path: Path) -> None:
-    answers = "Tea Shop\nsupport@tea.example\nEurope/Paris\nFR\n10:00-18:00\nfastmail\n"
+    answers = "Tea Shop\nsupport@tea.example\nen\nEurope/Paris\nFR\n10:00-18:00\nfastmail\n"
     result = run_cli("init", "--dir", str(tmp_path / "c"), input=answers)
     assert result.exit_code == 0, result.output
     text = (tmp_path / "c" / "gateway.toml").read_text()
