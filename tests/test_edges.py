@@ -427,4 +427,4 @@ def test_check_connect_on_a_fresh_config(run_cli: Cli, tmp_path: Path, database_
     assert "OK      database: reachable, no schema yet — `sla-gateway run` (or `db upgrade`) creates it" in out
     assert "PROBLEM database" not in out
     assert f"PROBLEM IMAP shop (support@shop.example on 127.0.0.1:{port}): cannot connect" in out
-    assert "@127.0.0.1" not in out
+    assert "support@shop.example@" not in out  # the login, then the host: no doubled @
