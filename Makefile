@@ -1,8 +1,8 @@
 # Two commands from a fresh clone:
-#   make run    install into .venv and run the gateway on the example configuration
-#               (SQLite in var/, SMTP listener on 127.0.0.1:2525, acknowledgments written
-#               to the maildir var/outbox/new/)
-#   make test   install everything the tests need (Python packages into .venv, Debian
+#   make run    install into .venv what running needs and run the gateway on the example
+#               configuration (SQLite in var/, SMTP listener on 127.0.0.1:2525,
+#               acknowledgments written to the maildir var/outbox/new/)
+#   make test   install everything the tests need (the test tools into .venv, Debian
 #               packages such as Dovecot via scripts/install-system-deps), then lint,
 #               type-check and test
 # GATEWAY_TEST_DATABASE_URL=postgresql+psycopg://... make test  also runs the suite on PostgreSQL.
@@ -11,18 +11,30 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= config/gateway.example.toml
+# setuptools prints a notice ("Editable installation ... be careful with folders named like
+# the package") for every editable install of a project that maps a directory into its
+# package (templates/ installs as gateway.templates); it is no problem of this project's.
+PIP     = PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip
 
-.PHONY: run test install lint system-deps bench clean catalogs
+.PHONY: run test install install-test lint system-deps bench clean catalogs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# What running needs (the package and its dependencies) ...
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	touch $@
+
+# ... and, for `make test` only, the test tools on top.
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install --quiet -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 run: install
 	$(BIN)/sla-gateway --config $(CONFIG) check
@@ -31,7 +43,7 @@ run: install
 system-deps:
 	scripts/install-system-deps
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
 

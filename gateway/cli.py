@@ -5,9 +5,10 @@ opening the database engine when a command first needs it and disposing of it wh
 command ends (`_State`, on click's context), turning library errors into clean messages
 and exit codes, and formatting output.
 Exit codes: 0 success; 1 some input could not be used (the rest was processed);
-2 bad configuration or bad arguments. It holds no logic the library lacks and no SQL
-(what it reads or writes it asks of the store), and it never prints a traceback for an
-error that is the operator's or the sender's.
+2 bad configuration or bad arguments; 75 a temporary failure (nothing listening, a port
+taken, another gateway running). It holds no logic the library lacks and no SQL (what it
+reads or writes it asks of the store), and it never prints a traceback for an error that
+is the operator's or the sender's.
 
 "Now" comes from `ctx.obj["clock"]` when the caller provides one (tests do), else the
 system clock: the one place the real clock is read.
@@ -16,6 +17,7 @@ system clock: the one place the real clock is read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -31,7 +33,7 @@ from . import __version__
 from .classify import Classifier
 from .config import WEEKDAYS, Config, InboxConfig, load, locate
 from .durations import format_duration
-from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, TemporaryError
+from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, Problem, TemporaryError
 from .model import Parsed
 from .parse import parse
 
@@ -138,11 +140,12 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.pass_context
 def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
     """Validate the configuration and its templates, and summarise the policy it publishes."""
+    from .secrets import problems as secret_problems
     from .templatecheck import check_templates
 
     state = _state(ctx)
     config = state.config
-    problems = check_templates(config, state.clock())
+    problems = [*check_templates(config, state.clock()), *secret_problems(config)]
     if problems:
         raise ConfigError(problems)
     click.echo(f"{config.path}: OK")
@@ -466,6 +469,7 @@ def setup_logging(log_format: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # each migration step, its plugins
 
 
 @cli.command()
@@ -478,10 +482,14 @@ def run(ctx: click.Context, log_format: str) -> None:
     import signal
     import time
 
+    from .secrets import problems as secret_problems
     from .service import Service
 
     state = _state(ctx)
     config = state.config
+    missing = secret_problems(config)  # now, not when a poller or the sender first needs one
+    if missing:
+        raise ConfigError(missing)
     setup_logging(log_format)
     if config.listen is None and not any(i.imap for i in config.inboxes):
         click.echo(
@@ -493,7 +501,13 @@ def run(ctx: click.Context, log_format: str) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: stopping.append(number))
-    service.start()
+    try:
+        service.start()
+    except OSError as exc:  # the listener's address: taken, not ours, or a privileged port
+        service.close()
+        if config.listen is None or exc.errno not in LISTEN_ERRORS:
+            raise
+        raise _listen_error(config, exc) from None
     try:
         if config.listen is not None:
             click.echo(
@@ -509,6 +523,25 @@ def run(ctx: click.Context, log_format: str) -> None:
                 ctx.exit(1)
     finally:
         service.close()
+
+
+LISTEN_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+def _listen_error(config: Config, exc: OSError) -> GatewayError:
+    """`run` could not listen: one line saying why and what to do."""
+    assert config.listen is not None
+    where = f"{config.listen.host}:{config.listen.port}"
+    if exc.errno == errno.EADDRINUSE:  # it may pass: the other program may be stopping
+        return TemporaryError(f"cannot listen on {where}: another program (or another sla-gateway) "
+                              "is already listening there — stop it, or set another port in [listen]")  # fmt: skip
+    if exc.errno == errno.EACCES:
+        why = (f"port {config.listen.port} needs privileges" if config.listen.port < 1024
+               else "permission denied")  # fmt: skip
+        return ConfigError([Problem(str(config.path), "listen.port", f"cannot listen on {where}: {why}",
+                                    "use a port from 1024 up (2525), or grant CAP_NET_BIND_SERVICE (see README)")])  # fmt: skip
+    return ConfigError([Problem(str(config.path), "listen.host", f"cannot listen on {where}: "
+                                "the address is not one of this machine's", 'use "127.0.0.1" or "0.0.0.0"')])  # fmt: skip
 
 
 @cli.command()
@@ -543,7 +576,13 @@ def deliver(
     port = port or (listen.port if listen else 2525)
     to = recipient or config.inboxes[0].address
     failures = 0
-    with smtplib.SMTP(host, port, timeout=30) as client:
+    try:
+        client = smtplib.SMTP(host, port, timeout=30)
+    except (OSError, smtplib.SMTPException) as exc:
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
+        raise TemporaryError(f"cannot deliver to {host}:{port} ({reason}): is the gateway running? "
+                             "Start it with `sla-gateway run` (its [listen] section), or pass --host/--port") from None  # fmt: skip
+    with client:
         for path in files:
             raw = path.read_bytes()
             envelope_from = sender
@@ -567,6 +606,9 @@ def deliver(
             except smtplib.SMTPRecipientsRefused as exc:
                 failures += 1
                 click.echo(f"{path}: refused: {exc.recipients}")
+            except (OSError, smtplib.SMTPServerDisconnected) as exc:
+                raise TemporaryError(f"{path}: not delivered, the connection to {host}:{port} was lost ({exc}); "
+                                     "deliver it and the files after it again") from None  # fmt: skip
     if failures:
         ctx.exit(1)
 
@@ -617,23 +659,34 @@ def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_ri
     _print_tickets(rows, config)
 
 
+def terminal_width() -> int:
+    """The terminal's width: $COLUMNS when set, else the terminal's; 80 when output is not
+    a terminal (a pipe, a file)."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` in at most `width` characters: cut after a word (or an address's "@" or
+    "."), never inside one, and marked with "…"."""
+    if len(text) <= width:
+        return text
+    room = text[: max(width - 1, 0)]
+    cut = max(room.rfind(" "), room.rfind("@") + 1, room.rfind(".") + 1)
+    return (room[:cut] if cut > 0 else "").rstrip() + "…"
+
+
 def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=min(Console().width, 120) if sys.stdout.isatty() else 80)
-    table = Table(box=None, pad_edge=False, show_edge=False, expand=True)
-    table.add_column("Ref", no_wrap=True, min_width=9)
-    table.add_column("Pri", no_wrap=True, min_width=6)
-    table.add_column("State", no_wrap=True, min_width=14)
-    table.add_column("Due", no_wrap=True, min_width=16)
-    table.add_column("1st", no_wrap=True, justify="right", min_width=6)
-    table.add_column("Customer · subject", overflow="ellipsis", no_wrap=True, ratio=1)
     names = {
         "awaiting_team": "awaiting team",
         "awaiting_customer": "awaiting cust.",
         "breached": "BREACHED",
     }
+    cells = []
     for row in rows:
         due = datetime.fromisoformat(row["open_due_at"] or row["due_at"]).astimezone(
             config.calendar.tz
@@ -643,8 +696,28 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
         state_text = names.get(row["state"], row["state"])
         if row["breached"] and row["state"] != "breached":
             state_text += " !"
-        table.add_row(row["reference"], row["priority"], state_text, f"{due:%a %d %b %H:%M}", first,
-                      f"{row['customer']} · {row['subject']}")  # fmt: skip
+        cells.append([row["reference"], row["priority"], state_text, f"{due:%a %d %b %H:%M}", first,
+                      row["customer"] or "", row["subject"] or ""])  # fmt: skip
+    # The first five columns are never cut; customer and subject share what is left (the
+    # customer at most 2/5 of it), the customer only when both can be read, each text cut
+    # after a word. Narrower than the five columns, lines are as long as they need to be.
+    headers = ["Ref", "Pri", "State", "Due", "1st", "Customer", "Subject"]
+    width = terminal_width()
+    sizes = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers[:5])]
+    room = width - sum(sizes) - 2 * len(sizes)  # two spaces before each further column
+    longest = max([len(headers[5]), *(len(c[5]) for c in cells)])
+    customer = min(longest, room * 2 // 5) if room >= 40 else 0
+    subject = room - customer - (2 if customer else 0) if room >= 12 else 0
+    subject = min(subject, max([len(headers[6]), *(len(c[6]) for c in cells)]))
+    shown = [*headers[:5], *(["Customer"] if customer else []), *(["Subject"] if subject else [])]
+    sizes += [n for n in (customer, subject) if n]
+    console = Console(width=max(width, sum(sizes) + 2 * (len(sizes) - 1)))
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for header, size in zip(shown, sizes, strict=True):
+        table.add_column(header, no_wrap=True, width=size, justify="right" if header == "1st" else "left")
+    for c in cells:
+        table.add_row(*c[:5], *([shorten(c[5], customer)] if customer else []),
+                      *([shorten(c[6], subject)] if subject else []))  # fmt: skip
     console.print(table)
     if not rows:
         console.print("no conversations")
@@ -731,31 +804,26 @@ def _print_report(figures: dict[str, Any], since: date, until: date) -> None:
 
     from .render import duration_text
 
-    console = Console(width=min(Console().width, 120) if sys.stdout.isatty() else 80)
+    console = Console(width=terminal_width())
 
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value:.0%}"
 
     console.print(f"{since} – {until}: {figures['conversations']} conversations, "
                   f"{pct(figures['compliance'])} of first replies on time, {figures['acknowledged']} acknowledged")  # fmt: skip
+    headers = ("Priority", "Target", "Count", "Met", "Missed", "On time", "Median", "80%", "90%")
+    rows = [[name, duration_text(f["target_seconds"], "en"), str(f["count"]), str(f["met"]), str(f["breached"]),
+             pct(f["compliance"]), duration_text(f["p50_seconds"], "en"), duration_text(f["p80_seconds"], "en"),
+             duration_text(f["p90_seconds"], "en")] for name, f in figures["priorities"].items()]  # fmt: skip
+    # Every cell whole: narrower than the table (69 columns), its lines grow past the edge
+    # rather than cut a word; the sentences around it wrap between words.
+    widths = [max(len(text) for text in (h, *(r[i] for r in rows))) for i, h in enumerate(headers)]
     table = Table(box=None, pad_edge=False)
-    for column in (
-        "Priority",
-        "Target",
-        "Count",
-        "Met",
-        "Missed",
-        "On time",
-        "Median",
-        "80%",
-        "90%",
-    ):
-        table.add_column(column, justify="left" if column == "Priority" else "right", no_wrap=True)
-    for name, f in figures["priorities"].items():
-        table.add_row(name, duration_text(f["target_seconds"], "en"), str(f["count"]), str(f["met"]), str(f["breached"]),
-                      pct(f["compliance"]), duration_text(f["p50_seconds"], "en"), duration_text(f["p80_seconds"], "en"),
-                      duration_text(f["p90_seconds"], "en"))  # fmt: skip
-    console.print(table)
+    for header in headers:
+        table.add_column(header, justify="left" if header == "Priority" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(console.width, sum(widths) + 2 * (len(widths) - 1))).print(table)
     skipped = figures["not_acknowledged"]
     if skipped:
         console.print(
@@ -852,12 +920,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info))
         return
+    config = state.config
     if info["running"]:
-        click.echo(
-            f"service: running (pid {info['pid']} on {info['host']}, since {info['started_at']})"
-        )
+        click.echo(f"service: running (pid {info['pid']} on {info['host']}, "
+                   f"since {_shop_time(config, info['started_at'])})")  # fmt: skip
     elif info["last_heartbeat"]:
-        click.echo(f"service: NOT running (last seen {info['last_heartbeat']})")
+        click.echo(f"service: NOT running (last seen {_shop_time(config, info['last_heartbeat'])})")
     else:
         click.echo("service: NOT running")
     click.echo(f"outbox: {info['outbox_pending']} pending, {info['outbox_failed']} failed"
@@ -870,13 +938,24 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(line)
     for folder in info["imap"]:
         click.echo(
-            f"imap {folder['inbox']}/{folder['folder']}: last sync {folder['synced_at']} (uid {folder['last_uid']})"
+            f"imap {folder['inbox']}/{folder['folder']}: last sync {_shop_time(config, folder['synced_at'])} "
+            f"(uid {folder['last_uid']})"
         )
     for account in info["oauth"]:
         click.echo(f"oauth {account['username']}: {account['text']}")
     last = info["last_hour"]
     click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
                f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+
+
+def _shop_time(config: Config, iso: str | None) -> str:
+    """A moment `status` prints: the shop's time zone, whole seconds, its zone's name."""
+    if not iso:
+        return "?"
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:  # stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return f"{config.calendar.local(moment).replace(microsecond=0):%Y-%m-%d %H:%M:%S %Z}"
 
 
 STATUS_SET_ASIDE_SHOWN = 5  # set-aside messages `status` prints; --json lists more
@@ -911,7 +990,8 @@ def _oauth_status(config: Config, engine: Any, clock: Clock) -> list[dict[str, A
     now = clock()
     result = []
     for token in Tokens(config, engine, clock).states():
-        result.append({"username": token.username, "status": token.status, "text": token.describe(now),
+        result.append({"username": token.username, "status": token.status,
+                       "text": token.describe(now, config.calendar.tz),
                        "obtained_at": _iso(token.obtained_at), "access_expires_at": _iso(token.access_expires_at),
                        "problem": token.problem, "problem_at": _iso(token.problem_at)})  # fmt: skip
     return result
@@ -1128,6 +1208,7 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
 @click.option("--non-interactive", is_flag=True, help="Ask nothing; take the flags (and defaults).")
 @click.option("--shop", default=None, help="The shop's name.")
 @click.option("--address", default=None, help="The support address, e.g. support@shop.example.")
+@click.option("--language", default=None, help="The acknowledgments' language: en, de, fr, es or nl.")
 @click.option("--timezone", "tz_name", default=None, help="IANA time zone, e.g. Europe/Berlin.")
 @click.option("--country", default=None, help='Public holidays, e.g. "DE-BE"; "" for none.')
 @click.option("--hours", default=None, help='Weekday opening hours, e.g. "09:00-17:00".')
@@ -1147,30 +1228,52 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing gateway.toml.")
 @click.pass_context
 def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str | None, address: str | None,
-         tz_name: str | None, country: str | None, hours: str | None, provider: str | None, imap_host: str,
+         language: str | None, tz_name: str | None, country: str | None, hours: str | None, provider: str | None, imap_host: str,
          smtp_host: str, auth: str | None, force: bool) -> None:  # fmt: skip
     """Write a first, commented configuration (and the templates to customise)."""
     from .config import load as load_config
-    from .setup import PRESETS, Answers, default_auth, write
+    from .setup import ANSWER_CHECKS, PRESETS, Answers, BadAnswer, default_auth, write
 
-    def ask(value: str | None, question: str, default: str) -> str:
+    target = directory / "gateway.toml"
+    if (target.exists() and not force) or directory.is_file():  # before asking anything
+        what = f"{directory} is a file, not a directory" if directory.is_file() else \
+            f"{target} exists; use --force to overwrite it"  # fmt: skip
+        click.echo(f"error: {what}", err=True)
+        ctx.exit(2)
+
+    def checked(field: str, option: str) -> Callable[[str], str]:
+        def check(text: str) -> str:
+            if field not in ANSWER_CHECKS:
+                return text.strip()
+            try:
+                return ANSWER_CHECKS[field](text)
+            except BadAnswer as exc:  # a prompt says it and asks again; a flag ends here
+                raise click.BadParameter(str(exc), param_hint=option) from None
+        return check
+
+    def ask(field: str, value: str | None, question: str, default: str) -> str:
+        check = checked(field, f"--{field}")
         if value is not None:
-            return value
-        return default if non_interactive else str(click.prompt(question, default=default))
+            return check(value)
+        if non_interactive:
+            return check(default)
+        return str(click.prompt(question, default=default, value_proc=check))
 
     def answers_auth(chosen: str) -> str:
         preset = PRESETS.get(chosen)
         if preset is None or not preset.oauth_provider:
             return "password"
-        return ask(auth, "Sign in with (password, oauth2)", default_auth(chosen))
+        return ask("auth", auth, "Sign in with (password, oauth2)", default_auth(chosen))
 
     answers = Answers(
-        shop=ask(shop, "Shop name", "Example Shop"),
-        address=ask(address, "Support address", "support@shop.example"),
-        timezone=ask(tz_name, "Time zone", "Europe/Berlin"),
-        country=ask(country, "Country for public holidays (e.g. DE-BE, empty for none)", ""),
-        hours=ask(hours, "Opening hours Monday to Friday", "09:00-17:00"),
+        shop=ask("shop", shop, "Shop name", "Example Shop"),
+        address=ask("address", address, "Support address", "support@shop.example"),
+        language=ask("language", language, "Acknowledgment language (en, de, fr, es, nl)", "en"),
+        timezone=ask("timezone", tz_name, "Time zone", "Europe/Berlin"),
+        country=ask("country", country, "Country for public holidays (e.g. DE-BE, empty for none)", ""),
+        hours=ask("hours", hours, "Opening hours Monday to Friday", "09:00-17:00"),
         provider=ask(
+            "provider",
             provider,
             "Mail provider (gmail, fastmail, microsoft365, imap, smtp-forwarding)",
             "gmail",
@@ -1181,10 +1284,8 @@ def init(ctx: click.Context, directory: Path, non_interactive: bool, shop: str |
     answers = replace(answers, auth=answers_auth(answers.provider))
     try:
         path = write(directory, answers, force=force)
-    except FileExistsError:
-        click.echo(
-            f"error: {directory / 'gateway.toml'} exists; use --force to overwrite it", err=True
-        )
+    except FileExistsError:  # created meanwhile
+        click.echo(f"error: {target} exists; use --force to overwrite it", err=True)
         ctx.exit(2)
     load_config(path)  # what init writes must pass check
     click.echo(f"wrote {path} and {directory / 'templates'}/")

@@ -172,7 +172,7 @@ class ListenConfig:
 
     host: str = "127.0.0.1"
     port: int = 2525
-    max_message_size: int = 25 * 1024 * 1024
+    max_message_size: int = 25_000_000  # "25MB": the README states it in bytes, as EHLO SIZE does
     tls_cert: str | None = None
     tls_key: str | None = None
     require_auth: bool = False
@@ -348,11 +348,17 @@ def locate(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) 
     """Where the configuration is, by the documented lookup order."""
     if explicit:
         path = Path(explicit)
+        if path.is_dir():
+            raise ConfigError([Problem(str(path), "", "is a directory, not a configuration file",
+                                       f"pass the file itself, e.g. --config {path / 'gateway.toml'}")])  # fmt: skip
         if not path.is_file():
             raise ConfigError([Problem(str(path), "", "no such file", "check the --config path")])
         return path
     if environ.get(ENV_VAR):
         path = Path(environ[ENV_VAR])
+        if path.is_dir():
+            raise ConfigError([Problem(str(path), "", f"is a directory (from ${ENV_VAR}), not a configuration file",
+                                       f"set ${ENV_VAR} to the file itself, e.g. {path / 'gateway.toml'}")])  # fmt: skip
         if not path.is_file():
             raise ConfigError(
                 [Problem(str(path), "", f"no such file (from ${ENV_VAR})", f"fix ${ENV_VAR}")]
@@ -1309,7 +1315,7 @@ class _Reader:
         return ListenConfig(
             host=self.string(value, "host", prefix, "127.0.0.1") or "127.0.0.1",
             port=self.integer(value, "port", prefix, 2525, low=0, high=65535),
-            max_message_size=self.size(value, "max_message_size", prefix, 25 * 1024 * 1024),
+            max_message_size=self.size(value, "max_message_size", prefix, ListenConfig.max_message_size),
             tls_cert=cert,
             tls_key=key,
             require_auth=require_auth,

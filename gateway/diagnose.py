@@ -48,6 +48,9 @@ def check_database(config: Config) -> Result:
     except Exception as exc:
         return Result("database", False, f"cannot connect: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
                       " — check the database URL, that the server runs and the user may connect")  # fmt: skip
+    if current is None:  # a fresh configuration: nothing to fix, `run` creates it
+        return Result("database", True, f"reachable, no schema yet — `sla-gateway run` (or `db upgrade`) "
+                      f"creates it ({head})")  # fmt: skip
     if current != head:
         return Result(
             "database",
@@ -92,7 +95,7 @@ def check_imap(config: Config, tokens: Any = None) -> list[Result]:
         imap = inbox.imap
         if imap is None:
             continue
-        what = f"IMAP {inbox.name} ({imap.username}@{imap.host}:{imap.port})"
+        what = f"IMAP {inbox.name} ({imap.username} on {imap.host}:{imap.port})"
         source = tokens.for_imap(inbox) if imap.auth == "oauth2" and tokens is not None else None
         try:
             if imap.auth == "oauth2" and source is None:

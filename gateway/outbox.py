@@ -61,7 +61,9 @@ class Transport(Protocol):
 
 
 class MaildirTransport:
-    """Writes each message as a file into a maildir (tmp/ then new/, atomically)."""
+    """Writes each message as a file into a maildir (tmp/ then new/, atomically). Its
+    tmp/, new/ and cur/ folders are created when missing, also inside a directory that
+    already exists (an empty one, e.g. made by `check --connect`, is not yet a maildir)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -70,7 +72,9 @@ class MaildirTransport:
     def send(self, sender: str, recipient: str, raw: bytes) -> None:
         try:
             if self._box is None:
-                self._box = mailbox.Maildir(self.path, create=True)
+                for sub in ("tmp", "new", "cur"):  # Maildir(create=True) skips an existing dir
+                    (self.path / sub).mkdir(parents=True, exist_ok=True)
+                self._box = mailbox.Maildir(self.path, create=False)
             self._box.add(raw.replace(b"\r\n", b"\n"))  # maildir files use local line ends
         except OSError as exc:
             raise SendFailed(

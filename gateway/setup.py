@@ -1,15 +1,20 @@
 """`sla-gateway init`: a first, commented configuration from a few answers.
 
 Owns: the provider presets (hosts, ports, security, Sent-folder names, and for Google and
-Microsoft 365 the OAuth 2.0 sign-in with its exact scopes) and writing a
-`gateway.toml` that passes `check` as written, plus a copy of the built-in templates to
-customise. It asks nothing itself: the CLI collects the answers (prompts or flags).
+Microsoft 365 the OAuth 2.0 sign-in with its exact scopes), checking each answer the
+moment it is given (`ANSWER_CHECKS`: address, time zone with a suggestion for a near
+miss, opening hours, holidays, language), and writing a `gateway.toml` that passes
+`check` as written, plus a copy of the built-in templates to customise — nothing at all
+is written when the configuration would not load. It asks nothing itself: the CLI
+collects the answers (prompts or flags).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,108 @@ class Answers:
     imap_host: str = ""
     smtp_host: str = ""
     auth: str = ""  # "password" | "oauth2"; "" = the provider's default (see default_auth)
+    language: str = "en"  # the acknowledgments' language
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+class BadAnswer(ValueError):
+    """An answer that cannot be used; the message says why and what would do."""
+
+
+def check_address(text: str) -> str:
+    from .config import _ADDRESS  # the rule inbox.address is checked by
+
+    value = text.strip()
+    if not _ADDRESS.match(value):
+        raise BadAnswer(f'"{value}" is not an e-mail address; write e.g. support@shop.example')
+    return value
+
+
+def check_timezone(text: str) -> str:
+    """An IANA name; a near miss ("europe/berlin", "Berlin", "Europe/Berln") is refused
+    with the names it was probably meant to be."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+    value = text.strip()
+    known = available_timezones()
+    if value in known:
+        try:
+            ZoneInfo(value)
+            return value
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    by_lower = {name.lower(): name for name in known}
+    by_city = {name.rsplit("/", 1)[-1].lower().replace("_", " "): name for name in known if "/" in name}
+    key = value.lower().replace("_", " ")
+    guesses = [g for g in (by_lower.get(value.lower()), by_city.get(key)) if g]
+    guesses += [by_lower[g] for g in difflib.get_close_matches(value.lower(), list(by_lower), n=2, cutoff=0.85)]
+    guesses = list(dict.fromkeys(guesses))[:2]
+    hint = ("did you mean " + " or ".join(f'"{g}"' for g in guesses) + "?") if guesses \
+        else 'use an IANA name such as "Europe/Berlin" or "America/New_York"'  # fmt: skip
+    raise BadAnswer(f'"{value}" is not a known time zone; {hint}')
+
+
+def check_hours(text: str) -> str:
+    from .config import parse_day_hours
+
+    value = text.strip()
+    try:
+        ranges = parse_day_hours(value)
+    except ValueError as exc:
+        raise BadAnswer(f"{exc}; write e.g. 09:00-17:00 or 09:00-12:00, 13:00-17:00") from None
+    if not ranges:
+        raise BadAnswer("the shop needs opening hours on weekdays; write e.g. 09:00-17:00")
+    return value
+
+
+def check_country(text: str) -> str:
+    """A `holidays` code ("DE", "DE-BE"), or "" for no public holidays."""
+    value = text.strip().upper()
+    if not value:
+        return ""
+    import holidays as holidays_lib
+
+    supported = holidays_lib.list_supported_countries()
+    country, _, subdivision = value.partition("-")
+    if country not in supported:
+        close = difflib.get_close_matches(country, sorted(supported), n=1)
+        hint = f'did you mean "{close[0]}"?' if close else 'use a code such as "DE" or "DE-BE", or leave it empty'
+        raise BadAnswer(f'"{text.strip()}" is not a known country code; {hint}')
+    if subdivision and subdivision not in supported[country]:
+        raise BadAnswer(f'"{subdivision}" is not a subdivision of {country}; known: {", ".join(sorted(supported[country]))}')
+    return value
+
+
+def check_language(text: str) -> str:
+    from .config import LANGUAGES
+
+    value = text.strip().lower()
+    if value not in LANGUAGES:
+        raise BadAnswer(f'"{text.strip()}" is not a language the acknowledgments are written in; '
+                        f"use one of {', '.join(LANGUAGES)}")  # fmt: skip
+    return value
+
+
+def check_provider(text: str) -> str:
+    value = text.strip().lower()
+    if value not in PROVIDERS:
+        raise BadAnswer(f'"{text.strip()}" is not one of {", ".join(PROVIDERS)}')
+    return value
+
+
+def check_auth(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("password", "oauth2"):
+        raise BadAnswer(f'"{text.strip()}" is not one of password, oauth2')
+    return value
+
+
+ANSWER_CHECKS: dict[str, Callable[[str], str]] = {
+    "address": check_address, "timezone": check_timezone, "hours": check_hours, "country": check_country,
+    "language": check_language, "provider": check_provider, "auth": check_auth,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,7 +203,7 @@ def render_config(a: Answers, database: str, outbox: str, templates: str) -> str
         f'name = "{name}"',
         f"address = {_q(a.address)}",
         f"from_name = {_q(a.shop + ' Support')}",
-        'language = "en"                               # en, de, fr, es or nl',
+        f'language = "{a.language}"                               # en, de, fr, es or nl',
         "agents = []                                   # team members' addresses (BCC replies)",
     ]
     preset = PRESETS.get(a.provider)
@@ -172,13 +279,20 @@ def render_config(a: Answers, database: str, outbox: str, templates: str) -> str
 
 
 def write(directory: Path, answers: Answers, *, force: bool = False) -> Path:
-    """Write gateway.toml and a templates/ copy into `directory`; returns the config path."""
+    """Write gateway.toml and a templates/ copy into `directory`; returns the config path.
+    Raises FileExistsError, or ConfigError when the answers would not load — then having
+    written nothing."""
+    from .config import parse
     from .render import builtin_templates
 
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "gateway.toml"
     if path.exists() and not force:
         raise FileExistsError(str(path))
+    state = directory / "var"
+    # What would be written, tried first (with the built-in templates, which exist now).
+    parse(render_config(answers, f"sqlite:///{(state / 'sla-gateway.db').resolve()}", str((state / "outbox").resolve()),
+                        str(builtin_templates())), str(path))  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
     templates = directory / "templates"
     if not templates.exists():
         shutil.copytree(
@@ -186,7 +300,6 @@ def write(directory: Path, answers: Answers, *, force: bool = False) -> Path:
             templates,
             ignore=shutil.ignore_patterns("__init__.py", "__pycache__"),
         )
-    state = directory / "var"
     text = render_config(answers, f"sqlite:///{(state / 'sla-gateway.db').resolve()}", str((state / "outbox").resolve()),
                          str(templates.resolve()))  # fmt: skip
     path.write_text(text, encoding="utf-8")

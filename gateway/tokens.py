@@ -27,7 +27,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import Engine, select, update
@@ -135,26 +135,27 @@ class TokenState:
     problem: str | None = None
     problem_at: datetime | None = None
 
-    def describe(self, now: datetime) -> str:
+    def describe(self, now: datetime, tz: tzinfo = UTC) -> str:
+        """One line for `check` and `status`; its times in `tz` (the shop's, for status)."""
         if not self.stored:
             return f"no token: run `sla-gateway {login_command(self.label)}`"
         if self.status == LOGIN_REQUIRED:
-            since = f" since {_when(self.problem_at)}" if self.problem_at else ""
+            since = f" since {_when(self.problem_at, tz)}" if self.problem_at else ""
             return (f"sign-in needed{since} (refresh token refused: {self.problem}): "
                     f"run `sla-gateway {login_command(self.label)}`")  # fmt: skip
         access = "no access token yet"
         if self.access_expires_at is not None:
             verb = "valid until" if self.access_expires_at > now else "expired at"
-            access = f"access token {verb} {_when(self.access_expires_at)}"
-        return f"signed in {_when(self.obtained_at)}; {access}"
+            access = f"access token {verb} {_when(self.access_expires_at, tz)}"
+        return f"signed in {_when(self.obtained_at, tz)}; {access}"
 
 
 def login_command(label: str) -> str:
     return "login --send" if label == "--send" else f"login {label}"
 
 
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "?"
+def _when(moment: datetime | None, tz: tzinfo = UTC) -> str:
+    return f"{moment.astimezone(tz).replace(microsecond=0):%Y-%m-%d %H:%M:%S %Z}" if moment else "?"
 
 
 # ---------------------------------------------------------------------------- sources

@@ -111,3 +111,16 @@ def gateway_config(
     path = tmp_path / "gateway.toml"  # written too, for tests that drive the CLI
     path.write_text(text + append, encoding="utf-8")
     return parse(text + append, str(path))
+
+
+INIT_SECRET_FILES = ("imap-password", "smtp-password", "oauth-client-secret", "oauth-token-key")
+
+
+def init_credentials(tmp_path: Path) -> dict[str, str]:
+    """The files `init`'s configurations name, in a $CREDENTIALS_DIRECTORY (as systemd's
+    LoadCredential= provides them): the environment to pass to commands."""
+    directory = tmp_path / "credentials"
+    directory.mkdir(exist_ok=True)
+    for name in INIT_SECRET_FILES:
+        (directory / name).write_text("not-a-real-secret\n", encoding="utf-8")
+    return {"CREDENTIALS_DIRECTORY": str(directory)}

@@ -50,10 +50,8 @@ def test_problems_are_named_with_the_fix(tmp_path: Path, database_url: str, dove
     )
     assert result.exit_code == 1
     out = result.output
-    assert (
-        "PROBLEM database: schema at nothing, needs" in out
-        and "run `sla-gateway db upgrade`" in out
-    )
+    # A fresh database is no problem: `run` creates the schema (issue 14).
+    assert "OK      database: reachable, no schema yet — `sla-gateway run` (or `db upgrade`) creates it" in out
     assert "PROBLEM IMAP shop" in out and "the server refused the login" in out
     assert "PROBLEM sending (SMTP" in out and "cannot connect" in out
     assert "test message" not in out  # nothing is sent while something is wrong

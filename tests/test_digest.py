@@ -132,6 +132,7 @@ def test_report_table(seeded: Config, run_cli: Callable[..., Result]) -> None:
         "--until",
         "2026-11-23",
         now=NOW,
+        env={"COLUMNS": "80"},
     )
     assert result.exit_code == 0, result.output
     assert "7 conversations, 67% of first replies on time, 5 acknowledged" in " ".join(

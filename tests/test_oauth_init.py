@@ -10,6 +10,7 @@ import pytest
 from click.testing import Result
 
 from gateway.config import load
+from tests.mailtools import init_credentials
 
 
 @pytest.mark.parametrize(("provider", "flags", "oauth_provider"), [
@@ -25,7 +26,9 @@ def test_init_writes_an_oauth_config_that_passes_check(
     assert result.exit_code == 0, result.output
     assert "sla-gateway --config" in result.output and "login" in result.output
     path = target / "gateway.toml"
-    assert run_cli("--config", str(path), "check").exit_code == 0
+    missing = run_cli("--config", str(path), "check", env={"CREDENTIALS_DIRECTORY": None})
+    assert missing.exit_code == 2 and "oauth.token_key_file: cannot read oauth-token-key" in missing.output
+    assert run_cli("--config", str(path), "check", env=init_credentials(tmp_path)).exit_code == 0
     config = load(path)
     imap = config.inboxes[0].imap
     assert imap is not None and imap.auth == "oauth2" and imap.oauth is not None
@@ -39,7 +42,7 @@ def test_init_writes_an_oauth_config_that_passes_check(
 
 
 def test_init_asks_how_to_sign_in_for_gmail(run_cli: Callable[..., Result], tmp_path: Path) -> None:
-    answers = "Tea Shop\nsupport@tea.example\nEurope/Paris\nFR\n10:00-18:00\ngmail\npassword\n"
+    answers = "Tea Shop\nsupport@tea.example\nen\nEurope/Paris\nFR\n10:00-18:00\ngmail\npassword\n"
     result = run_cli("init", "--dir", str(tmp_path / "c"), input=answers)
     assert result.exit_code == 0, result.output
     assert "Sign in with (password, oauth2)" in result.output

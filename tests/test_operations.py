@@ -14,7 +14,7 @@ from click.testing import Result
 from gateway import store
 from gateway.pipeline import Received
 from gateway.service import Service
-from tests.mailtools import Sink, gateway_config
+from tests.mailtools import Sink, gateway_config, init_credentials
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -105,7 +105,10 @@ def test_init_writes_a_config_that_passes_check(
     assert result.exit_code == 0, result.output
     config_file = target / "gateway.toml"
     assert (target / "templates" / "ack.txt.j2").exists()
-    check = run_cli("--config", str(config_file), "check")
+    if provider != "smtp-forwarding":  # the next step init names: the password files
+        missing = run_cli("--config", str(config_file), "check", env={"CREDENTIALS_DIRECTORY": None})
+        assert missing.exit_code == 2 and "$CREDENTIALS_DIRECTORY is not set" in missing.output
+    check = run_cli("--config", str(config_file), "check", env=init_credentials(tmp_path))
     assert check.exit_code == 0, check.output
     assert (
         "inbox helpbeans: help@beans.example" in check.output
@@ -121,7 +124,7 @@ def test_init_writes_a_config_that_passes_check(
 
 
 def test_init_asks_when_interactive(run_cli: Callable[..., Result], tmp_path: Path) -> None:
-    answers = "Tea Shop\nsupport@tea.example\nEurope/Paris\nFR\n10:00-18:00\nfastmail\n"
+    answers = "Tea Shop\nsupport@tea.example\nen\nEurope/Paris\nFR\n10:00-18:00\nfastmail\n"
     result = run_cli("init", "--dir", str(tmp_path / "c"), input=answers)
     assert result.exit_code == 0, result.output
     text = (tmp_path / "c" / "gateway.toml").read_text()
@@ -130,7 +133,8 @@ def test_init_asks_when_interactive(run_cli: Callable[..., Result], tmp_path: Pa
         and 'holidays = "FR"' in text
         and 'mon = "10:00-18:00"' in text
     )
-    assert run_cli("--config", str(tmp_path / "c" / "gateway.toml"), "check").exit_code == 0
+    check = run_cli("--config", str(tmp_path / "c" / "gateway.toml"), "check", env=init_credentials(tmp_path))
+    assert check.exit_code == 0, check.output
 
 
 def test_retention_purges_bodies_and_keeps_figures(tmp_path: Path, database_url: str) -> None:

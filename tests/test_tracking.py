@@ -417,7 +417,7 @@ def test_tickets_table_fits_80_columns(
     service, config, clock = gateway
     long_subject = "A very long subject line about an order that went missing somewhere " * 3
     deliver(service, config, customer_mail(subject=long_subject.strip()), "kim@customer.example")
-    result = run_cli("--config", str(config.path), "tickets", now=clock.now)
+    result = run_cli("--config", str(config.path), "tickets", now=clock.now, env={"COLUMNS": "80"})
     assert result.exit_code == 0
     lines = result.output.rstrip("\n").splitlines()
     assert "SHOP-1001" in result.output
