@@ -36,7 +36,8 @@ from sqlalchemy import select
 from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig, ListenConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
-from .pipeline import Pipeline, Received
+from .model import Received
+from .pipeline import Pipeline
 from .secrets import read_secret
 
 if TYPE_CHECKING:

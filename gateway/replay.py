@@ -21,7 +21,8 @@ from sqlalchemy import Engine
 
 from .config import Config
 from .errors import InputError
-from .pipeline import Pipeline, Received
+from .model import Received
+from .pipeline import Pipeline
 from .scheduler import Scheduler
 
 

@@ -3,21 +3,16 @@
 Owns: the SQLAlchemy table definitions for conversations (and who takes part in them),
 messages, the outbox, events, mailbox sync state and sent digests; creating engines with durable settings (SQLite in WAL
 mode with full sync, foreign keys on); running the Alembic migrations; and every
-transaction. Nothing outside this module writes SQL. All timestamps are stored in UTC and
+transaction; and (its last section) every statement of intake, the runner and the queue. All timestamps are stored in UTC and
 come back as aware datetimes. The pure core never imports this module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import threading
-import time
-import weakref
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +34,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
+    func,
     inspect,
+    or_,
+    select,
+    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .errors import ConfigError, Problem, TemporaryError
+from .rules import AckHistory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -235,6 +236,7 @@ outbox = Table(
     Column("sent_at", UTCDateTime),
     Index(None, "status", "next_attempt_at"),
     Index(None, "recipient", "created_at"),
+    Index(None, "kind", "created_at"),  # the breaker's counts of recent acknowledgments
 )
 
 # Who may continue a conversation by its reference tag, its subject or its thread headers
@@ -372,12 +374,10 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(
             [Problem("(config)", "database", f'"{url}" is not a database URL')]
         ) from None
-    lock_path: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            lock_path = Path(database).expanduser().with_name(Path(database).name + ".lock")
     try:
         # A server connection may have gone away while pooled; a SQLite file cannot.
         engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
@@ -394,94 +394,14 @@ def make_engine(url: str) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-        _WRITE_LOCKS[engine] = WriteLock(lock_path)
     return engine
-
-
-WRITE_LOCK_TIMEOUT = 10.0  # seconds, as SQLite's busy_timeout
-
-
-class WriteLock:
-    """SQLite's writers take turns here rather than in SQLite: the threads of a process on
-    a lock, processes (the service's two, a command run beside it) on an flock of a file
-    beside the database. SQLite itself makes a waiting writer sleep and retry, 1 ms, then
-    2, 5, 10 ... 100 ms, which under load costs far more than waiting on a lock. Without
-    the file (read-only, another user's), SQLite's own retrying still keeps it correct."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._reset_after_fork()
-
-    def _reset_after_fork(self) -> None:
-        self._thread = threading.Lock()  # a fork copies locks as they were, maybe held
-        self._fd: int | None = None  # an inherited flock descriptor is shared with the parent
-        self._pid = os.getpid()
-
-    def _file(self) -> int | None:
-        if self._fd is None and self.path is not None:
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:
-                self.path = None
-        return self._fd
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """The lock, waited for at most WRITE_LOCK_TIMEOUT (like SQLite's busy timeout):
-        a holder that hangs makes writers fail with TemporaryError (SMTP: 451), not wait
-        for ever."""
-        if self._pid != os.getpid():
-            self._reset_after_fork()
-        if not self._thread.acquire(timeout=WRITE_LOCK_TIMEOUT):
-            raise TemporaryError("the database is busy (another writer in this process)")
-        try:
-            fd = self._file()
-            if fd is None:
-                yield
-                return
-            deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
-            pause = 0.0005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TemporaryError(
-                            f"the database is busy: another process holds {self.path}"
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.002)  # a short wait: holders hold briefly
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            self._thread.release()
-
-    def __del__(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-        self._fd = None
-
-
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
 def begin(engine: Engine) -> Iterator[Connection]:
-    """A write transaction. On SQLite, writers take turns on a `WriteLock`; PostgreSQL
-    needs no such thing."""
-    lock = _WRITE_LOCKS.get(engine)
-    if lock is None:
-        with engine.begin() as conn:
-            yield conn
-        return
-    with lock.held(), engine.begin() as conn:
+    """A write transaction. Writers wait for each other in the database itself (SQLite's
+    busy timeout: 10 s, then "database is locked", a temporary error)."""
+    with engine.begin() as conn:
         yield conn
 
 
@@ -574,8 +494,172 @@ def add_event(
 
 
 def latest_event(conn: Any, kinds: tuple[str, ...]) -> Any:
-    from sqlalchemy import select
-
     return conn.execute(
         select(events).where(events.c.kind.in_(kinds)).order_by(events.c.id.desc()).limit(1)
     ).first()
+
+
+# ---- runner: claim, context, apply, shunt
+# Every statement of intake, the runner and the queue: storing a raw message, claiming
+# the next stored one, reading what its decision needs, writing the plan, setting it
+# aside, and queueing outgoing mail.
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+
+
+def insert_raw(conn: Connection, values: dict[str, Any]) -> tuple[int | None, bool]:
+    """Store one raw message unless its dedup key is known: (row id, is_new)."""
+    inserted = conn.execute(insert_ignore(conn, messages).returning(messages.c.id), values).scalar()
+    if inserted is not None:
+        return int(inserted), True
+    existing = conn.execute(
+        select(messages.c.id).where(messages.c.dedup_key == values["dedup_key"])
+    ).scalar_one_or_none()
+    return (int(existing) if existing is not None else None), False
+
+
+def claim(conn: Connection, row_id: int | None = None) -> Any:
+    """The next stored message (oldest first), or the stored message `row_id`; None when
+    there is none. On PostgreSQL the row stays locked until the caller's transaction
+    ends and rows other runners hold are skipped, so several runners on one database
+    take different messages; SQLite has one writer, so a plain ordered select serves
+    (and `flip_processed` still refuses a message someone else finished meanwhile)."""
+    m = messages.c
+    query = select(messages).where(m.status == "stored")
+    query = query.where(m.id == row_id) if row_id is not None else query.order_by(m.id).limit(1)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return conn.execute(query).first()
+
+
+def ack_history(
+    conn: Connection, ack_to: str, now: datetime, *, day_start: datetime, once_per_sender: timedelta
+) -> AckHistory:
+    """What the rate limits need about one recipient, from indexed queries: its
+    acknowledgments within once_per_sender (when, for which subjects) and whether mail
+    from it was machine mail in that time, today's count (from `day_start`), and the
+    last minute's and hour's acknowledgments to anyone."""
+    from .tracker import normalize_subject
+
+    o, c, m = outbox.c, conversations.c, messages.c
+    recipient = ack_to.lower()
+    since = now - once_per_sender
+    horizon = min(since, day_start)
+    acks = [
+        (at, subject)
+        for at, subject in conn.execute(
+            select(o.created_at, c.subject)
+            .select_from(outbox.outerjoin(conversations, c.id == o.conversation_id))
+            .where(o.recipient == recipient, o.created_at > horizon, o.kind == "ack")
+        )
+    ]
+    recent = [(at, normalize_subject(subject or "")) for at, subject in acks if at > since]
+    today = sum(1 for at, _ in acks if at >= day_start)
+    hour_ago, minute_ago = now - timedelta(hours=1), now - timedelta(minutes=1)
+    hour, minute = conn.execute(
+        select(func.count(), func.count().filter(o.created_at > minute_ago))
+        .where(o.kind == "ack", o.created_at > hour_ago)
+    ).one()  # fmt: skip
+    machine_rule = None
+    if recent:  # only then can once-per-sender apply: ask what this sender sent lately
+        machine_rule = conn.execute(
+            select(m.skip_rule)
+            .where(m.received_at > since, m.direction == "machine",
+                   or_(func.lower(m.from_addr) == recipient, func.lower(m.envelope_from) == recipient))
+            .order_by(m.id.desc())
+            .limit(1)
+        ).scalar()  # fmt: skip
+    return AckHistory(
+        max((at for at, _ in recent), default=None), today, int(minute), int(hour),
+        tuple(subject for _, subject in recent), machine_rule,
+    )  # fmt: skip
+
+
+def latest_event_at(conn: Connection, kind: str) -> tuple[datetime, int] | None:
+    """When the latest event of a kind was recorded (and its id), from the (kind, at) index."""
+    e = events.c
+    row = conn.execute(
+        select(e.at, e.id).where(e.kind == kind).order_by(e.at.desc(), e.id.desc()).limit(1)
+    ).first()
+    return (row.at, row.id) if row is not None else None
+
+
+def breaker_open(conn: Connection) -> bool:
+    """Whether the circuit breaker is open: its latest event says so."""
+    opened, closed = latest_event_at(conn, "circuit-open"), latest_event_at(conn, "circuit-closed")
+    return opened is not None and (closed is None or closed < opened)
+
+
+def conversations_quoted(
+    conn: Connection, references: tuple[str, ...], message_ids: tuple[str, ...]
+) -> list[Any]:
+    """The conversations with one of these references, or for which we sent one of these
+    Message-IDs, oldest first."""
+    c, o = conversations.c, outbox.c
+    ids = select(o.conversation_id).where(o.message_id.in_(message_ids))
+    return list(
+        conn.execute(
+            select(conversations).where(c.reference.in_(references) | c.id.in_(ids)).order_by(c.id)
+        )
+    )
+
+
+def open_conversation(conn: Connection, values: dict[str, Any]) -> int:
+    key = conn.execute(conversations.insert(), values).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+# "stored" -> "processed", only if nobody else got there first; the values come as
+# parameters (one compiled statement, not one per message).
+_FLIP = update(messages).where(messages.c.id == bindparam("flip_id"), messages.c.status == "stored")
+
+
+def flip_processed(conn: Connection, row_id: int, **values: Any) -> bool:
+    """Mark a stored message processed, with what was decided; False when it was no
+    longer stored (another runner finished it first)."""
+    return bool(conn.execute(_FLIP, dict(flip_id=row_id, status="processed", **values)).rowcount == 1)
+
+
+def shunt(conn: Connection, row_id: int, error: str, now: datetime) -> None:
+    """Set a message aside with its error (and an event saying so)."""
+    conn.execute(
+        update(messages).where(messages.c.id == row_id).values(status="shunted", error=error[:2000])
+    )
+    add_event(conn, now, "shunted", {"error": error[:500]}, message_row=row_id)
+
+
+def unalerted_sign_ins(conn: Connection) -> list[tuple[int, dict[str, Any]]]:
+    """The `oauth-login-required` events after the last one an `oauth-alerted` event
+    covers (its "through"), oldest first, with their details."""
+    import json
+
+    e = events.c
+    latest = latest_event_at(conn, "oauth-alerted")
+    through = 0
+    if latest is not None:
+        detail = conn.execute(select(e.detail).where(e.id == latest[1])).scalar_one()
+        through = int(json.loads(detail).get("through", 0))
+    rows = conn.execute(
+        select(e.id, e.detail).where(e.kind == "oauth-login-required", e.id > through).order_by(e.id)
+    )
+    return [(int(i), json.loads(d)) for i, d in rows]
+
+
+def enqueue(conn: Connection, kind: str, message: Any, recipient: str, now: datetime, *,
+            sender: str, conversation_id: int | None = None, source_row: int | None = None) -> int:  # fmt: skip
+    """Write one outgoing message to the outbox (inside the caller's transaction);
+    returns its row id. The one way anything queues mail: the sender sends it."""
+    from .render import to_wire
+
+    result = conn.execute(
+        outbox.insert(), dict(
+            kind=kind, conversation_id=conversation_id, source_message_id=source_row,
+            sender=sender, recipient=recipient.lower(),
+            message_id=_MSGID.findall(str(message["Message-ID"]))[0], raw=to_wire(message),
+            status="pending", attempts=0, next_attempt_at=now, created_at=now,
+        )
+    )  # fmt: skip
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

@@ -34,7 +34,6 @@ from sqlalchemy import Engine, select, update
 
 from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig, OAuthConfig, Secret
-from .durations import format_duration
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .oauth import DeviceCode, Grant, Outcome, ServerError
 
@@ -532,9 +531,11 @@ class Tokens:
 
     def login_required(self, source: TokenSource, why: str, *, sealed: str | None = None) -> None:
         """The refresh token was refused: mark the account, and — only on the change from
-        working to broken, whichever process or thread sees it first — record an event
-        and tell the owner once. With `sealed` (the stored refresh token that was refused),
-        a sign-in stored meanwhile by `login` stays as it is."""
+        working to broken, whichever process or thread sees it first — record an
+        `oauth-login-required` event, which the running gateway turns into one alert to
+        the owner (signin.py; this store never sends mail). With `sealed` (the stored
+        refresh token that was refused), a sign-in stored meanwhile by `login` stays as
+        it is."""
         now = self.clock()
         t = store.oauth_tokens.c
         still = (t.refresh_token == sealed,) if sealed is not None else ()
@@ -545,50 +546,12 @@ class Tokens:
             ).rowcount  # fmt: skip
             if not changed:
                 return
-            store.add_event(conn, now, "oauth-login-required", {"account": source.username, "reason": why[:500]})
+            store.add_event(conn, now, "oauth-login-required", {
+                "account": source.username, "reason": why[:500],
+                "command": login_command(source.label), "sender": self.is_sender(source),
+            })  # fmt: skip
             log.error("event=oauth-login-required account=%s reason=%r fix=%r", source.username, why,
                       f"sla-gateway {login_command(source.label)}")  # fmt: skip
-            messages = self._alerts(source, why, now)
-            if not self.is_sender(source):
-                from .pipeline import Pipeline
-
-                pipeline = Pipeline(self.config, self.engine, self.clock)
-                for recipient, message in messages:
-                    pipeline.queue(conn, "alert", message, recipient, now)
-                return
-        # The broken account is the one that sends: the outbox cannot carry this alert.
-        self._deliver_elsewhere(messages)
-
-    def _alerts(self, source: TokenSource, why: str, now: datetime) -> list[tuple[str, Any]]:
-        from .render import alert_message
-
-        text = (
-            f"sla-gateway can no longer sign in to the mailbox {source.username}: the authorization "
-            f"server refused its refresh token ({why}).\n\n"
-            "This happens when the app's access is revoked, the password is changed, or the "
-            "sign-in has not been used for a long time.\n\n"
-            "Nothing is lost: mail stays in the mailbox and outgoing messages stay queued "
-            f"(for {format_duration(self.config.send.give_up_after)}; after that they are marked "
-            "failed, and `sla-gateway retry` sends them). "
-            f"To fix it, run on the server:\n\n    sla-gateway {login_command(source.label)}\n\n"
-            "and approve the sign-in in any browser. The gateway picks up the new sign-in by itself.\n"
-        )
-        return [(recipient, alert_message(self.config, recipient, subject=f"Sign-in needed for {source.username}",
-                                          text=text, now=now))
-                for recipient in self.config.alerts.to or (self.config.inboxes[0].address,)]  # fmt: skip
-
-    def _deliver_elsewhere(self, messages: list[tuple[str, Any]]) -> None:
-        """The alert about a broken sending account, written to a local maildir instead
-        (`[oauth] alert_maildir`, default the [send] path), where a local mail reader or
-        monitoring can pick it up; `status` and the log say the same."""
-        from .outbox import SendFailed, write_aside
-
-        try:
-            folder = write_aside(self.config, messages)
-        except SendFailed as exc:
-            log.error("event=oauth-alert-undeliverable error=%r", str(exc))
-            return
-        log.warning("event=oauth-alert-to-maildir path=%s", folder)
 
     # -- reading ---------------------------------------------------------------------
 
