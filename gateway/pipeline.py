@@ -19,14 +19,13 @@ from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine
-
 from . import dedup, store
 from .config import Config
 from .errors import TemporaryError
 from .model import Received
 from .render import Renderer
 from .runner import Outcome, Runner
+from .store import Engine
 
 __all__ = ["Outcome", "Pipeline", "Received"]
 

@@ -174,10 +174,6 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
                 direction, tuple(outgoing), tuple(events), skip)  # fmt: skip
 
 
-def _at(latest: tuple[datetime, int] | None) -> datetime | None:
-    return latest[0] if latest is not None else None
-
-
 def _writable(address: str) -> bool:
     """Whether an address from an SMTP envelope is text one could send to: no bytes
     that were not UTF-8 (kept as surrogate escapes) and no control characters."""
@@ -355,10 +351,10 @@ class Runner:
                     hour=0, minute=0, second=0, microsecond=0),
                 once_per_sender=ack.once_per_sender,
             )  # fmt: skip
+        latest = store.latest_events(conn, ("circuit-open", "circuit-closed", "loop-alert"))
         return Context(
             row, now, inbox, False, return_path, unusable, conversation, None, found.refused,
-            history, store.breaker_open(conn), _at(store.latest_event_at(conn, "loop-alert")),
-            self.replay,
+            history, store.breaker_open(latest), latest.get("loop-alert"), self.replay,
         )  # fmt: skip
 
     def _quoted_conversation(self, conn: Any, parsed: Parsed, return_path: str | None,

@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
-
 from . import store
 from .config import Config
 from .errors import AlreadyRunning, TemporaryError
@@ -34,6 +32,7 @@ from .outbox import OutboxSender, make_transport
 from .pipeline import Pipeline
 from .scheduler import Scheduler
 from .signin import queue_alerts as queue_sign_in_alerts
+from .store import Engine
 
 log = logging.getLogger("sla_gateway.service")
 
@@ -41,6 +40,7 @@ IDLE_TICK = 5.0  # seconds between sweeps when nothing wakes the worker
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeat rows
 SWEEP_EVERY = IDLE_TICK  # seconds between scheduler runs when no timer is due
 SWEEP_AFTER = 200  # messages processed before the timers get a turn under load
+WAKE_SENDER_EVERY = 20  # messages processed under load before the sender is woken
 
 
 def system_clock() -> datetime:
@@ -193,19 +193,13 @@ class Service:
         if not stopping and time.monotonic() - self._last_beat < HEARTBEAT_EVERY:
             return
         self._last_beat = time.monotonic()
-        h = store.heartbeats.c
         values = {"pid": self._pid, "host": socket.gethostname()[:255], "started_at": self._started_at,
                   "beat_at": self.clock() if not stopping else self._started_at}  # fmt: skip
         with store.begin(self.engine) as conn:
             if stopping:
-                conn.execute(store.heartbeats.delete().where(h.name == "service"))
-                return
-            # An upsert that a second beat (a gateway just restarted) cannot lose.
-            beat = store.heartbeats.update().where(h.name == "service").values(**values)
-            if not conn.execute(beat).rowcount and not conn.execute(
-                store.insert_ignore(conn, store.heartbeats).values(name="service", **values)
-            ).rowcount:
-                conn.execute(beat)  # the other process inserted it meanwhile
+                store.clear_beat(conn, "service")
+            else:
+                store.beat(conn, "service", values)
 
     def wake(self) -> None:
         """Tell the runner there is something to do (thread-safe)."""
@@ -226,11 +220,7 @@ class Service:
         if row.kind != "ack" or row.conversation_id is None or not self._appends:
             return
         with self.engine.connect() as conn:
-            inbox_name = conn.execute(
-                select(store.conversations.c.inbox).where(
-                    store.conversations.c.id == row.conversation_id
-                )
-            ).scalar()
+            inbox_name = store.conversation_inbox(conn, row.conversation_id)
         for inbox in self.config.inboxes:
             if inbox.name == inbox_name and inbox.imap is not None and inbox.imap.append_acks_to:
                 from .imap import append_copy
@@ -260,14 +250,18 @@ class Service:
             nonlocal known, upcoming, swept
             self.heartbeat()
             done = 0
-            # Claim, decide, apply or shunt — one message at a time; the sender hears of
-            # each (it sends while the next is decided). Now and then the timers get a turn.
+            # Claim, decide, apply or shunt — one message at a time; the sender hears when
+            # the runner has caught up, and every few messages under load (each wake-up is
+            # a commit of its own). Now and then the timers get a turn.
             while not self._stop.is_set() and done < SWEEP_AFTER:
                 outcome = self.runner.process_next()
                 if outcome is None:
                     break
                 done += 1
                 known = False  # new conversations, new timers
+                if done % WAKE_SENDER_EVERY == 0:
+                    self._wake_sender.set()  # under load: what is queued so far
+            if done:
                 self._wake_sender.set()
             if not known:
                 upcoming, known = self._next_timer(), True

@@ -24,7 +24,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
-    Engine,
     Float,
     ForeignKey,
     Index,
@@ -42,6 +41,9 @@ from sqlalchemy import (
     or_,
     select,
     update,
+)
+from sqlalchemy import (
+    Engine as Engine,  # re-exported: the type the rest of the gateway names
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -545,13 +547,16 @@ def ack_history(
     recipient = ack_to.lower()
     since = now - once_per_sender
     horizon = min(since, day_start)
+    # By the (recipient, created_at) index; the kind is checked here, or the planner may
+    # take the (kind, created_at) index and read every recent acknowledgment.
     acks = [
         (at, subject)
-        for at, subject in conn.execute(
-            select(o.created_at, c.subject)
+        for kind, at, subject in conn.execute(
+            select(o.kind, o.created_at, c.subject)
             .select_from(outbox.outerjoin(conversations, c.id == o.conversation_id))
-            .where(o.recipient == recipient, o.created_at > horizon, o.kind == "ack")
+            .where(o.recipient == recipient, o.created_at > horizon)
         )
+        if kind == "ack"
     ]
     recent = [(at, normalize_subject(subject or "")) for at, subject in acks if at > since]
     today = sum(1 for at, _ in acks if at >= day_start)
@@ -584,9 +589,17 @@ def latest_event_at(conn: Connection, kind: str) -> tuple[datetime, int] | None:
     return (row.at, row.id) if row is not None else None
 
 
-def breaker_open(conn: Connection) -> bool:
-    """Whether the circuit breaker is open: its latest event says so."""
-    opened, closed = latest_event_at(conn, "circuit-open"), latest_event_at(conn, "circuit-closed")
+def latest_events(conn: Connection, kinds: tuple[str, ...]) -> dict[str, datetime]:
+    """When the latest event of each of these kinds was recorded (kinds never recorded
+    are left out): one statement, from the (kind, at) index."""
+    e = events.c
+    rows = conn.execute(select(e.kind, func.max(e.at)).where(e.kind.in_(kinds)).group_by(e.kind))
+    return {kind: at for kind, at in rows if at is not None}
+
+
+def breaker_open(latest: dict[str, datetime]) -> bool:
+    """Whether the circuit breaker is open: its latest event (of `latest_events`) says so."""
+    opened, closed = latest.get("circuit-open"), latest.get("circuit-closed")
     return opened is not None and (closed is None or closed < opened)
 
 
@@ -627,6 +640,50 @@ def shunt(conn: Connection, row_id: int, error: str, now: datetime) -> None:
         update(messages).where(messages.c.id == row_id).values(status="shunted", error=error[:2000])
     )
     add_event(conn, now, "shunted", {"error": error[:500]}, message_row=row_id)
+
+
+def beat(conn: Connection, name: str, values: dict[str, Any]) -> None:
+    """Record a heartbeat: an upsert that a second beat (a gateway just restarted)
+    cannot lose."""
+    h = heartbeats.c
+    update_it = heartbeats.update().where(h.name == name).values(**values)
+    if not conn.execute(update_it).rowcount and not conn.execute(
+        insert_ignore(conn, heartbeats).values(name=name, **values)
+    ).rowcount:
+        conn.execute(update_it)  # another beat inserted it meanwhile
+
+
+def clear_beat(conn: Connection, name: str) -> None:
+    conn.execute(heartbeats.delete().where(heartbeats.c.name == name))
+
+
+def conversation_inbox(conn: Connection, conversation_id: int) -> str | None:
+    c = conversations.c
+    return conn.execute(select(c.inbox).where(c.id == conversation_id)).scalar()
+
+
+def token_row(conn: Connection, account: str) -> Any:
+    return conn.execute(select(oauth_tokens).where(oauth_tokens.c.account == account)).first()
+
+
+def save_tokens(conn: Connection, account: str, values: dict[str, Any], *, insert: bool) -> None:
+    """Update an account's token row; with `insert`, create it when there is none."""
+    t = oauth_tokens.c
+    if conn.execute(update(oauth_tokens).where(t.account == account).values(**values)).rowcount or not insert:
+        return
+    conn.execute(oauth_tokens.insert().values(account=account, **{"scope": "", **values}))
+
+
+def mark_login_required(conn: Connection, account: str, why: str, now: datetime, *,
+                        sealed: str | None) -> bool:  # fmt: skip
+    """An active account's sign-in refused (`sealed`: only if its refresh token is still
+    that one); False when it was not active (someone else saw it first)."""
+    t = oauth_tokens.c
+    still = (t.refresh_token == sealed,) if sealed is not None else ()
+    return bool(conn.execute(
+        update(oauth_tokens).where(t.account == account, t.status == "active", *still)
+        .values(status="login-required", problem=why[:500], problem_at=now, access_token=None)
+    ).rowcount)  # fmt: skip
 
 
 def unalerted_sign_ins(conn: Connection) -> list[tuple[int, dict[str, Any]]]:

@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
-
 from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig, OAuthConfig, Secret
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .oauth import DeviceCode, Grant, Outcome, ServerError
+from .store import Engine
 
 log = logging.getLogger("sla_gateway.oauth")
 
@@ -198,9 +197,8 @@ class TokenSource:
                           row.access_expires_at, row.problem, row.problem_at)  # fmt: skip
 
     def _row(self) -> Any:
-        t = store.oauth_tokens.c
         with self.tokens.engine.connect() as conn:
-            return conn.execute(select(store.oauth_tokens).where(t.account == self.account)).first()
+            return store.token_row(conn, self.account)
 
     def _refresh(self, refresh_token: str, now: datetime, *, sealed: str | None = None) -> str:
         """Trade the refresh token for a new access token; `sealed` is the stored form of
@@ -509,7 +507,6 @@ class Tokens:
         def seal(value: str) -> str:
             return str(fernet.encrypt(value.encode("utf-8")).decode("ascii"))
 
-        t = store.oauth_tokens.c
         values: dict[str, Any] = {"access_token": seal(grant.access_token), "access_issued_at": grant.issued_at,
                                   "access_expires_at": grant.expires_at}  # fmt: skip
         if grant.refresh_token is not None:
@@ -519,14 +516,12 @@ class Tokens:
         with store.begin(self.engine) as conn:
             if refreshed:
                 values["refreshed_at"] = now
-                conn.execute(update(store.oauth_tokens).where(t.account == source.account).values(**values))
+                store.save_tokens(conn, source.account, values, insert=False)
                 return
             values.update(obtained_at=now, refreshed_at=None, status=ACTIVE, problem=None, problem_at=None,
                           username=source.username, provider=source.oauth.provider,
                           client_id=source.oauth.client_id)  # fmt: skip
-            if not conn.execute(update(store.oauth_tokens).where(t.account == source.account).values(**values)).rowcount:
-                values.setdefault("scope", "")
-                conn.execute(store.oauth_tokens.insert().values(account=source.account, **values))
+            store.save_tokens(conn, source.account, values, insert=True)
             store.add_event(conn, now, "oauth-signed-in", {"account": source.username})
 
     def login_required(self, source: TokenSource, why: str, *, sealed: str | None = None) -> None:
@@ -537,14 +532,8 @@ class Tokens:
         refresh token that was refused), a sign-in stored meanwhile by `login` stays as
         it is."""
         now = self.clock()
-        t = store.oauth_tokens.c
-        still = (t.refresh_token == sealed,) if sealed is not None else ()
         with store.begin(self.engine) as conn:
-            changed = conn.execute(
-                update(store.oauth_tokens).where(t.account == source.account, t.status == ACTIVE, *still)
-                .values(status=LOGIN_REQUIRED, problem=why[:500], problem_at=now, access_token=None)
-            ).rowcount  # fmt: skip
-            if not changed:
+            if not store.mark_login_required(conn, source.account, why, now, sealed=sealed):
                 return
             store.add_event(conn, now, "oauth-login-required", {
                 "account": source.username, "reason": why[:500],
