@@ -2,7 +2,9 @@
 
 Owns: deciding from one message alone whether it was written by a machine, a list, a
 bounce, ourselves or a spammer, per RFC 3834, RFC 5230 and what mature helpdesks learned;
-and the sender rate limits, decided from counts the store supplies. The first rule that
+the decisions on facts the policy supplies (an unwritable return path, a follow-up, a
+promise already late, acknowledgments switched off); and the sender rate limits, decided
+from counts the store supplies. The first rule that
 fires is recorded with a reason so `inspect` and the digest can say why no
 acknowledgment went out. Human mail with none of these markers must always pass: a
 marker whose value says otherwise (`Auto-Submitted: no`) does not fire.
