@@ -496,7 +496,7 @@ def run(ctx: click.Context, log_format: str) -> None:
             "warning: neither [listen] nor any [inbox.imap] is configured; nothing will arrive",
             err=True,
         )
-    service = Service(config, clock=state.clock, worker_process=True)
+    service = Service(config, clock=state.clock)
     stopping: list[int] = []  # a signal handler must take no lock: it may interrupt one
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -518,9 +518,6 @@ def run(ctx: click.Context, log_format: str) -> None:
             )
         while not stopping:
             time.sleep(0.2)
-            if service.worker_died.is_set():
-                click.echo("error: the worker process died; see the log above", err=True)
-                ctx.exit(1)
     finally:
         service.close()
 

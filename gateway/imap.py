@@ -34,7 +34,8 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig, ListenConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
-from .pipeline import Pipeline, Received
+from .model import Received
+from .pipeline import Pipeline
 from .secrets import read_secret
 
 if TYPE_CHECKING:

@@ -11,6 +11,19 @@ from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
+class Received:
+    """One message as an intake got it, before anything is understood."""
+
+    raw: bytes
+    source: str  # "smtp", "imap", "replay"
+    received_at: datetime
+    envelope_from: str | None = None  # SMTP MAIL FROM ("" is the null path); None: unknown
+    envelope_to: tuple[str, ...] = ()
+    inbox: str | None = None  # the inbox the intake belongs to, when it knows
+    from_sent_folder: bool = False  # read from the team's Sent folder: a team reply
+
+
+@dataclass(frozen=True)
 class Address:
     """One mailbox: the bare address (as written) and its display name."""
 

@@ -4,13 +4,12 @@ Owns: which window applies (first or next reply), the season stretch for message
 inside a season, and the deadline computed by the business calendar — the single place
 deadlines are computed, so what an acknowledgment promises is what reports measure; and
 the `Decision` for an incoming message: its priority, who the customer is, where an
-acknowledgment would go, and the first rule (loop protection, follow-up, rate limits)
-that says not to send one. Pure: values in, values out.
+acknowledgment would go, and the first rule of `rules.CHAIN` (loop protection,
+follow-up, rate limits) that says not to send one. Pure: values in, values out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +17,7 @@ from .calendar import BusinessCalendar
 from .classify import Classifier
 from .config import Config, InboxConfig, PriorityConfig
 from .model import Classification, Deadline, Parsed
-from .rules import AckHistory, LoopContext, Skip, first_match, rate_limit
+from .rules import AckHistory, Limits, LoopContext, Skip, first_match
 from .tracker import normalize_subject
 
 
@@ -84,21 +83,24 @@ def decide(
     classifier: Classifier,
     received_at: datetime,
     return_path: str | None,
-    history: Callable[[str], AckHistory] | None = None,
+    history: AckHistory | None = None,
     now: datetime | None = None,
     follow_up: bool = False,
+    unwritable_return_path: bool = False,
 ) -> Decision:
-    """Classify, compute the deadline and decide whether to acknowledge.
+    """Classify, compute the deadline and decide whether to acknowledge: the first rule
+    of `rules.CHAIN` that fires is the reason not to.
 
-    `history(ack_to)` (backed by the store) enables the rate limits and is only asked
-    when every other rule passed; `follow_up` marks a message that continues a known
-    conversation, which is never acknowledged again."""
+    `history` (read by the store for `ack_to`) enables the rate limits; `follow_up`
+    marks a message that continues a known conversation, which is never acknowledged
+    again; `now` None (rebuilding history) makes nothing too late."""
     form = bool(parsed.sender) and config.is_form_sender(
         parsed.sender.addr if parsed.sender else ""
     )
     customer, ack_to = recipients(parsed, inbox=inbox, return_path=return_path, form=form)
     classification = classifier.classify(parsed, customer=customer)
     due = deadline(config.calendar, config.priority(classification.priority), received_at)
+    ack = config.acknowledge
     ctx = LoopContext(
         own_addresses=config.own_addresses,
         message_id_domain=config.message_id_domain,
@@ -108,32 +110,16 @@ def decide(
         missing_return_path_ok=inbox.ack_to == "from",
         reference_prefixes=config.reference_prefixes,
         follow_up=follow_up,
+        ack_to=ack_to,
+        subject=normalize_subject(parsed.subject),
+        unwritable_return_path=unwritable_return_path,
+        received_at=received_at,
+        due_at=due.due_at,
+        now=now,
+        enabled=ack.enabled,
+        history=history if ack_to is not None else None,
+        limits=Limits(
+            ack.once_per_sender, ack.max_per_sender_per_day, ack.max_per_minute, ack.max_per_hour
+        ),
     )
-    skip = first_match(parsed, ctx)
-    if skip is None and form and ack_to is None:
-        skip = Skip("no-return-path", "web-form mail without a Reply-To address")
-    if skip is None and ack_to is None:
-        skip = Skip("no-return-path", "no address to answer")
-    if skip is None and follow_up:
-        skip = Skip("follow-up", "continues a conversation that was already acknowledged")
-    if skip is None and now is not None and due.due_at <= now:
-        skip = Skip(
-            "too-late",
-            f"the reply was already due at {due.due_at.isoformat()}; a promise can't be made",
-        )
-    if skip is None and not config.acknowledge.enabled:
-        skip = Skip("disabled", "acknowledgments are switched off ([acknowledge] enabled = false)")
-    if skip is None and history is not None and ack_to is not None:
-        ack = config.acknowledge
-        skip = rate_limit(
-            history(ack_to),
-            now or received_at,
-            parsed=parsed,
-            subject=normalize_subject(parsed.subject),
-            received_at=received_at,
-            once_per_sender=ack.once_per_sender,
-            max_per_sender_per_day=ack.max_per_sender_per_day,
-            max_per_minute=ack.max_per_minute,
-            max_per_hour=ack.max_per_hour,
-        )
-    return Decision(classification, due, customer, ack_to, skip)
+    return Decision(classification, due, customer, ack_to, first_match(parsed, ctx))

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
-
 from .config import Config
 from .errors import InputError
-from .pipeline import Pipeline, Received
+from .model import Received
+from .pipeline import Pipeline
 from .scheduler import Scheduler
+from .store import Engine
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,24 @@
 
 Owns: deciding from one message alone whether it was written by a machine, a list, a
 bounce, ourselves or a spammer, per RFC 3834, RFC 5230 and what mature helpdesks learned;
-and the sender rate limits, decided from counts the store supplies. The first rule that
+the decisions on facts the policy supplies (an unwritable return path, a follow-up, a
+promise already late, acknowledgments switched off); and the sender rate limits, decided
+from counts the store supplies. The first rule that
 fires is recorded with a reason so `inspect` and the digest can say why no
 acknowledgment went out. Human mail with none of these markers must always pass: a
 marker whose value says otherwise (`Auto-Submitted: no`) does not fire.
 Pure: values in, values out; no I/O.
 
-Order (first match wins): own-mail, bounce, complaint, auto-submitted, auto-reply,
-suppress-header, mailing-list, precedence, spam, role-sender, no-sender, no-return-path,
-quotes-our-ack (our acknowledgment quoted by anyone but its conversation's customer),
-then the rate limits once-per-sender (a repeated subject, or a sender that
-`looks_automated`), daily-limit, circuit-breaker (per minute and per hour). Mail from configured web-form senders is
-written by a machine on a customer's behalf, so the machine-marker rules (auto-submitted
-to precedence, no-return-path) do not apply to it; the others do, on the customer address.
+The chain (`CHAIN`, first match wins) is declared once, at the end of this module:
+own-mail, bounce, complaint, auto-submitted, auto-reply, suppress-header, mailing-list,
+precedence, spam, role-sender, no-sender, no-return-path, quotes-our-ack (our
+acknowledgment quoted by anyone but its conversation's customer) — machine mail, which
+opens no conversation —, then bad-return-path, follow-up, too-late, disabled and the rate
+limits once-per-sender (a repeated subject, or a sender that `looks_automated`),
+daily-limit, circuit-breaker (per minute and per hour). Mail from configured web-form
+senders is written by a machine on a customer's behalf, so the machine-marker rules
+(auto-submitted to precedence, no-sender) do not apply to it; the others do, on the
+customer address.
 """
 
 from __future__ import annotations
@@ -52,6 +57,19 @@ class LoopContext:
     missing_return_path_ok: bool = False  # acks go to From: only a null path (<>) matters
     reference_prefixes: tuple[str, ...] = ()  # our inboxes' reference prefixes ("SHOP")
     follow_up: bool = False  # it continues a known conversation (its customer writing)
+    # What the later rules of the chain need: where an acknowledgment would go, whether
+    # the return path holds bytes one cannot write to, the promised deadline, "now" (None
+    # when rebuilding history: nothing is too late), the switch, the rate-limit counts
+    # (None: no limits) and the limits themselves.
+    ack_to: str | None = None
+    subject: str = ""  # normalised (tracker.normalize_subject), for once-per-sender
+    unwritable_return_path: bool = False
+    received_at: datetime | None = None
+    due_at: datetime | None = None
+    now: datetime | None = None
+    enabled: bool = True
+    history: AckHistory | None = None
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,7 @@ class Rule:
     name: str
     check: Callable[[Parsed, LoopContext], str | None]
     applies_to_forms: bool = True
+    machine: bool = False  # what it stops is machine mail: no conversation
 
 
 def _local(address: str | None) -> str:
@@ -316,10 +335,16 @@ def no_sender(parsed: Parsed, ctx: LoopContext) -> str | None:
 
 
 def no_return_path(parsed: Parsed, ctx: LoopContext) -> str | None:
-    if ctx.return_path is None:
-        return None if ctx.missing_return_path_ok else "no return path"
+    """No address an acknowledgment could go to: a null or missing return path, a web
+    form's mail without Reply-To, or no address at all."""
+    if ctx.form:
+        return None if ctx.ack_to else "web-form mail without a Reply-To address"
+    if ctx.return_path is None and not ctx.missing_return_path_ok:
+        return "no return path"
     if ctx.return_path == "":
         return "null return path (<>)"
+    if ctx.ack_to is None:
+        return "no address to answer"
     return None
 
 
@@ -429,50 +454,6 @@ def quotes_our_ack(parsed: Parsed, ctx: LoopContext) -> str | None:
     return f"{quote.evidence}{about}: an answer to our acknowledgment, not a new conversation"
 
 
-RULES: tuple[Rule, ...] = (
-    Rule("own-mail", own_mail),
-    Rule("bounce", bounce),
-    Rule("complaint", complaint),
-    Rule("auto-submitted", auto_submitted, applies_to_forms=False),
-    Rule("auto-reply", auto_reply, applies_to_forms=False),
-    Rule("suppress-header", suppress_header, applies_to_forms=False),
-    Rule("mailing-list", mailing_list, applies_to_forms=False),
-    Rule("precedence", precedence, applies_to_forms=False),
-    Rule("spam", spam),
-    Rule("role-sender", role_sender),
-    Rule("no-sender", no_sender, applies_to_forms=False),
-    Rule("no-return-path", no_return_path, applies_to_forms=False),
-    Rule("quotes-our-ack", quotes_our_ack),
-)
-RATE_RULES = ("once-per-sender", "daily-limit", "circuit-breaker")
-# Decided by policy.decide, after the rules above: a continuing conversation, a message
-# whose deadline has already passed when it is processed, acknowledgments switched off.
-OTHER_REASONS = ("follow-up", "too-late", "disabled")
-RULE_NAMES = (*(r.name for r in RULES), *OTHER_REASONS, *RATE_RULES)
-
-
-@dataclass(frozen=True)
-class Skip:
-    """Why no acknowledgment: the rule's name and a human reason."""
-
-    rule: str
-    reason: str
-
-
-def first_match(parsed: Parsed, ctx: LoopContext) -> Skip | None:
-    """The first rule, in declared order, that says "do not acknowledge"."""
-    for rule in RULES:
-        if ctx.form and not rule.applies_to_forms:
-            continue
-        reason = rule.check(parsed, ctx)
-        if reason is not None:
-            return Skip(rule.name, reason)
-    return None
-
-
-# ---------------------------------------------------------------------------- rate limits
-
-
 @dataclass(frozen=True)
 class AckHistory:
     """What the store knows about acknowledgments already queued, and about the sender."""
@@ -512,41 +493,132 @@ def looks_automated(parsed: Parsed, history: AckHistory, received_at: datetime) 
     return None
 
 
-def rate_limit(
-    history: AckHistory,
-    now: datetime,
-    *,
-    parsed: Parsed,
-    subject: str,
-    received_at: datetime,
-    once_per_sender: timedelta,
-    max_per_sender_per_day: int,
-    max_per_minute: int,
-    max_per_hour: int | None = None,
-) -> Skip | None:
-    """The rate limits, in order. once-per-sender: a sender acknowledged within
-    `once_per_sender` gets another acknowledgment for a new conversation (a subject not
-    acknowledged to it in that time; `subject` is normalised) unless it looks automated."""
+# ---------------------------------------------------------------------------- decision rules
+
+
+def bad_return_path(parsed: Parsed, ctx: LoopContext) -> str | None:
+    if ctx.unwritable_return_path and ctx.ack_to is not None and ctx.ack_to == ctx.return_path:
+        return f"the envelope sender {ctx.return_path!r} is no address one can write to"
+    return None
+
+
+def follow_up(parsed: Parsed, ctx: LoopContext) -> str | None:
+    if ctx.follow_up:
+        return "continues a conversation that was already acknowledged"
+    return None
+
+
+def too_late(parsed: Parsed, ctx: LoopContext) -> str | None:
+    if ctx.now is not None and ctx.due_at is not None and ctx.due_at <= ctx.now:
+        return f"the reply was already due at {ctx.due_at.isoformat()}; a promise can't be made"
+    return None
+
+
+def disabled(parsed: Parsed, ctx: LoopContext) -> str | None:
+    if not ctx.enabled:
+        return "acknowledgments are switched off ([acknowledge] enabled = false)"
+    return None
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The rate limits of `[acknowledge]`."""
+
+    once_per_sender: timedelta
+    max_per_sender_per_day: int
+    max_per_minute: int
+    max_per_hour: int | None = None
+
+
+def _rate_now(ctx: LoopContext) -> datetime | None:
+    return ctx.now or ctx.received_at
+
+
+def once_per_sender(parsed: Parsed, ctx: LoopContext) -> str | None:
+    """A sender acknowledged within `once_per_sender` gets another acknowledgment for a
+    new conversation (a subject not acknowledged to it in that time) unless it looks
+    automated."""
+    history, limits, now = ctx.history, ctx.limits, _rate_now(ctx)
+    if history is None or limits is None or now is None or ctx.received_at is None:
+        return None
     last = history.last_to_sender
-    if last is not None and now - last < once_per_sender:
-        why = (
-            "the subject repeats"
-            if subject in history.subjects_to_sender
-            else looks_automated(parsed, history, received_at)
-        )
-        if why is not None:
-            return Skip(
-                "once-per-sender",
-                f"already acknowledged this sender at {last:%Y-%m-%d %H:%M} UTC, and {why}",
-            )
-    if history.to_sender_today >= max_per_sender_per_day:
-        return Skip(
-            "daily-limit", f"{history.to_sender_today} acknowledgments to this sender today"
-        )
-    if history.in_last_minute >= max_per_minute:
-        return Skip(
-            "circuit-breaker", f"{history.in_last_minute} acknowledgments in the last minute"
-        )
-    if max_per_hour is not None and history.in_last_hour >= max_per_hour:
-        return Skip("circuit-breaker", f"{history.in_last_hour} acknowledgments in the last hour")
+    if last is None or now - last >= limits.once_per_sender:
+        return None
+    why = (
+        "the subject repeats"
+        if ctx.subject in history.subjects_to_sender
+        else looks_automated(parsed, history, ctx.received_at)
+    )
+    if why is None:
+        return None
+    return f"already acknowledged this sender at {last:%Y-%m-%d %H:%M} UTC, and {why}"
+
+
+def daily_limit(parsed: Parsed, ctx: LoopContext) -> str | None:
+    history, limits = ctx.history, ctx.limits
+    if history is None or limits is None or history.to_sender_today < limits.max_per_sender_per_day:
+        return None
+    return f"{history.to_sender_today} acknowledgments to this sender today"
+
+
+def circuit_breaker(parsed: Parsed, ctx: LoopContext) -> str | None:
+    history, limits = ctx.history, ctx.limits
+    if history is None or limits is None:
+        return None
+    if history.in_last_minute >= limits.max_per_minute:
+        return f"{history.in_last_minute} acknowledgments in the last minute"
+    if limits.max_per_hour is not None and history.in_last_hour >= limits.max_per_hour:
+        return f"{history.in_last_hour} acknowledgments in the last hour"
+    return None
+
+
+# ---------------------------------------------------------------------------- the chain
+
+# Every reason not to acknowledge, in the order they are asked; the first that fires is
+# recorded. `machine`: what it stops is machine mail, which opens no conversation.
+CHAIN: tuple[Rule, ...] = (
+    Rule("own-mail", own_mail, machine=True),
+    Rule("bounce", bounce, machine=True),
+    Rule("complaint", complaint, machine=True),
+    Rule("auto-submitted", auto_submitted, applies_to_forms=False, machine=True),
+    Rule("auto-reply", auto_reply, applies_to_forms=False, machine=True),
+    Rule("suppress-header", suppress_header, applies_to_forms=False, machine=True),
+    Rule("mailing-list", mailing_list, applies_to_forms=False, machine=True),
+    Rule("precedence", precedence, applies_to_forms=False, machine=True),
+    Rule("spam", spam, machine=True),
+    Rule("role-sender", role_sender, machine=True),
+    Rule("no-sender", no_sender, applies_to_forms=False, machine=True),
+    Rule("no-return-path", no_return_path, machine=True),
+    Rule("quotes-our-ack", quotes_our_ack, machine=True),
+    Rule("bad-return-path", bad_return_path),
+    Rule("follow-up", follow_up),
+    Rule("too-late", too_late),
+    Rule("disabled", disabled),
+    Rule("once-per-sender", once_per_sender),
+    Rule("daily-limit", daily_limit),
+    Rule("circuit-breaker", circuit_breaker),
+)
+RULE_NAMES = tuple(rule.name for rule in CHAIN)
+MACHINE_RULES = frozenset(rule.name for rule in CHAIN if rule.machine)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why no acknowledgment: the rule's name and a human reason."""
+
+    rule: str
+    reason: str
+
+
+def first_match(parsed: Parsed, ctx: LoopContext) -> Skip | None:
+    """The first rule of the chain, in declared order, that says "do not acknowledge"."""
+    for rule in CHAIN:
+        if ctx.form and not rule.applies_to_forms:
+            continue
+        reason = rule.check(parsed, ctx)
+        if reason is not None:
+            return Skip(rule.name, reason)
     return None

@@ -1,39 +1,28 @@
 """The running gateway: wires intake, processing and sending together, and stops cleanly.
 
-Owns: the threads (and, for `sla-gateway run`, the two processes) of the running gateway:
-intake — the SMTP listener (aiosmtpd's own thread) and one IMAP poller per configured
-inbox — and the workers: a processor that turns stored messages into decisions and
-outbox rows (and, between batches, runs the timers and watches the outgoing backlog),
-and a sender that drains the outbox. The workers are woken the moment an
-intake commits a message, and wake by themselves for retries and for anything left from
-before a restart, so a crash at any point is followed by reprocessing, never by loss.
-
-With `worker_process=True` the processor runs in a child process forked at start, so that
-intake and processing each have an interpreter (and a core) of their own: intake answers
-SMTP clients while the processor works; the sender, which mostly waits on the network,
-stays with intake. A pipe each way wakes the other side; the child stops when its pipe
-closes (the parent stopped or died), and when it dies the service reports it so that
-`run` exits with an error (systemd then restarts it; nothing is lost: whatever either
-side had not finished is in the database). Only one gateway runs on a SQLite database at a
-time (`InstanceLock`): a second one refuses to start. It holds no business logic.
+Owns: the threads of the running gateway, all in one process: intake — the SMTP listener
+(aiosmtpd's own thread, and its committer thread, so that 250 goes out only after the
+commit) and one IMAP poller per configured inbox — and two workers: the runner, which
+turns stored messages into decisions and outbox rows one at a time (and, between
+messages, runs the timers and watches the outgoing backlog), and the sender, which
+drains the outbox. The runner is woken the moment an intake commits a message and the
+sender the moment the runner queues one; both wake by themselves for retries and for
+anything left from before a restart, so a crash at any point is followed by
+reprocessing, never by loss. Only one gateway runs on a SQLite database at a time
+(`InstanceLock`): a second one refuses to start. It holds no business logic.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Engine, select
 
 from . import store
 from .config import Config
@@ -42,22 +31,16 @@ from .outage import OutageWatch
 from .outbox import OutboxSender, make_transport
 from .pipeline import Pipeline
 from .scheduler import Scheduler
+from .signin import queue_alerts as queue_sign_in_alerts
+from .store import Engine
 
 log = logging.getLogger("sla_gateway.service")
 
 IDLE_TICK = 5.0  # seconds between sweeps when nothing wakes the worker
-SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while others wait
 HEARTBEAT_EVERY = 30.0  # seconds between heartbeat rows
 SWEEP_EVERY = IDLE_TICK  # seconds between scheduler runs when no timer is due
-
-
-def _poke(fd: int | None, event: threading.Event) -> None:
-    """Wake a worker: in this process by its event, in the other through its pipe."""
-    if fd is None:
-        event.set()
-        return
-    with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake already
-        os.write(fd, b"!")
+SWEEP_AFTER = 200  # messages processed before the timers get a turn under load
+WAKE_SENDER_EVERY = 20  # messages processed under load before the sender is woken
 
 
 def system_clock() -> datetime:
@@ -66,7 +49,7 @@ def system_clock() -> datetime:
 
 class InstanceLock:
     """One running gateway per SQLite database: an flock on "<database>.running" beside
-    it, held from start to stop (the worker process inherits it) and released by the
+    it, held from start to stop and released by the
     kernel when the process ends, however it ends. The file holds the holder's pid, for
     the refusal's message. (PostgreSQL databases are not guarded here.)"""
 
@@ -97,7 +80,7 @@ class InstanceLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)  # the worker process, if any, has ended: the lock goes with it
+            os.close(fd)
 
 
 class Service:
@@ -109,14 +92,8 @@ class Service:
         *,
         clock: Callable[[], datetime] = system_clock,
         engine: Engine | None = None,
-        worker_process: bool = False,
     ) -> None:
         self.config = config
-        self.worker_process = worker_process
-        self.worker_died = threading.Event()  # set when the worker process ended on its own
-        self._child: int | None = None  # the worker process's pid
-        self._wake_fd: int | None = None  # the write end of the pipe that wakes it
-        self._kick_fd: int | None = None  # in the child: the pipe that wakes the parent's sender
         self._pid = os.getpid()  # the service's own pid, for `status`
         self._appends = any(i.imap is not None and i.imap.append_acks_to for i in config.inboxes)
         self.clock = clock
@@ -132,6 +109,7 @@ class Service:
         self._started_at: datetime | None = None
         self._last_beat = 0.0
         self.pipeline = Pipeline(config, self.engine, clock)
+        self.runner = self.pipeline.runner
         self.scheduler = Scheduler(config, self.engine, clock, self.pipeline)
         self.outage = OutageWatch(config, self.engine, clock, self.pipeline)  # mail stuck: tell once
         from .tokens import Tokens
@@ -148,22 +126,15 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, workers: bool = True) -> None:
-        """Start intake (listener, pollers) and, unless `workers=False`, the processor and
-        sender threads — with `worker_process`, the processor in a forked child (which
-        copies the clock as it is: real clocks only); without workers, `run_once()` does
-        their work when called (tests use this to step a fake clock deterministically)."""
-        # Intake threads wait on the GIL behind the CPU-bound processor; a short switch
-        # interval keeps an SMTP client's wait for its 250 short (default is 5 ms a turn).
-        sys.setswitchinterval(SWITCH_INTERVAL)
+        """Start intake (listener, pollers) and, unless `workers=False`, the runner and
+        sender threads; without workers, `run_once()` does their work when called (tests
+        use this to step a fake clock deterministically)."""
         self.instance.acquire()  # before anything: a second gateway starts nothing
         store.upgrade(self.engine)
         self._stop.clear()
-        self.worker_died.clear()
         self._started_at = self.clock()
         self._last_beat = 0.0
-        if workers and self.worker_process:
-            self._fork_worker()  # before any thread starts: a fork copies only its caller
-        elif workers:
+        if workers:
             self._start_workers()
         if self.config.listen is not None:
             from .smtp import IntakeHandler, make_controller
@@ -201,7 +172,6 @@ class Service:
         for worker in self._workers:
             worker.join(timeout=30)
         self._workers = []
-        self._stop_child()
         self.sender.close()
         self.instance.release()
         log.info("event=stopped")
@@ -223,128 +193,34 @@ class Service:
         if not stopping and time.monotonic() - self._last_beat < HEARTBEAT_EVERY:
             return
         self._last_beat = time.monotonic()
-        h = store.heartbeats.c
         values = {"pid": self._pid, "host": socket.gethostname()[:255], "started_at": self._started_at,
                   "beat_at": self.clock() if not stopping else self._started_at}  # fmt: skip
         with store.begin(self.engine) as conn:
             if stopping:
-                conn.execute(store.heartbeats.delete().where(h.name == "service"))
-                return
-            # Both processes beat: an upsert that neither can lose to the other.
-            beat = store.heartbeats.update().where(h.name == "service").values(**values)
-            if not conn.execute(beat).rowcount and not conn.execute(
-                store.insert_ignore(conn, store.heartbeats).values(name="service", **values)
-            ).rowcount:
-                conn.execute(beat)  # the other process inserted it meanwhile
+                store.clear_beat(conn, "service")
+            else:
+                store.beat(conn, "service", values)
 
     def wake(self) -> None:
-        """Tell the processor there is something to do (thread-safe)."""
-        _poke(self._wake_fd, self._wake)
+        """Tell the runner there is something to do (thread-safe)."""
+        self._wake.set()
 
-    # ------------------------------------------------------------------ the worker process
+    # ------------------------------------------------------------------ the workers
 
-    def _start_workers(self, *, processor: bool = True, sender: bool = True) -> None:
-        if processor:
-            self._workers.append(
-                threading.Thread(target=self._process_loop, name="sla-processor", daemon=True)
-            )
-        if sender:
-            self._workers.append(
-                threading.Thread(target=self._send_loop, name="sla-sender", daemon=True)
-            )
+    def _start_workers(self) -> None:
+        self._workers = [
+            threading.Thread(target=self._process_loop, name="sla-runner", daemon=True),
+            threading.Thread(target=self._send_loop, name="sla-sender", daemon=True),
+        ]
         for worker in self._workers:
             worker.start()
-
-    def _kick_sender(self) -> None:
-        """The processor queued something: tell the sender, in this process or the parent."""
-        _poke(self._kick_fd, self._wake_sender)
-
-    def _fork_worker(self) -> None:
-        to_child, to_parent = os.pipe(), os.pipe()
-        self.engine.dispose()  # no database connection may cross the fork (SQLite's rule)
-        pid = os.fork()
-        if pid == 0:  # the child: run the processor until told to stop, then leave at once
-            code = 1
-            try:
-                os.close(to_child[1])
-                os.close(to_parent[0])
-                os.set_blocking(to_parent[1], False)
-                self._kick_fd = to_parent[1]
-                code = self._worker_main(to_child[0])
-            except BaseException:
-                log.exception("event=worker-process-error")
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        os.close(to_child[0])
-        os.close(to_parent[1])
-        os.set_blocking(to_child[1], False)
-        self._child, self._wake_fd = pid, to_child[1]
-        self._start_workers(processor=False)
-        for target, args in ((self._watch_child, (pid,)), (self._listen_child, (to_parent[0],))):
-            threading.Thread(target=target, args=args, name="sla-watch", daemon=True).start()
-        log.info("event=worker-started pid=%s", pid)
-
-    def _worker_main(self, read_fd: int) -> int:
-        """The child's life: the processor thread, woken through the pipe (the parent
-        emptied the engine's pool before forking: every connection here is the child's)."""
-        # The parent says when to stop, by closing the pipe (also when it dies): a signal
-        # to the whole group (Ctrl-C, systemd's stop) must not cut a batch short here.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        self._start_workers(sender=False)
-        while os.read(read_fd, 4096):  # b"": the parent closed its end, stopping or gone
-            self._wake.set()
-        self._stop.set()
-        self._wake.set()
-        for worker in self._workers:
-            worker.join(timeout=30)
-        return 0
-
-    def _listen_child(self, read_fd: int) -> None:
-        """Wake the sender whenever the child says it queued something."""
-        try:
-            while os.read(read_fd, 4096):
-                self._wake_sender.set()
-        except OSError:
-            pass
-        finally:
-            os.close(read_fd)
-
-    def _watch_child(self, pid: int) -> None:
-        with contextlib.suppress(ChildProcessError):
-            _, status = os.waitpid(pid, 0)
-            if self._child == pid and not self._stop.is_set():
-                log.error("event=worker-process-died pid=%s status=%s", pid, status)
-                self.worker_died.set()
-        if self._child == pid:
-            self._child = None
-
-    def _stop_child(self) -> None:
-        pid, fd = self._child, self._wake_fd
-        self._wake_fd = None
-        if fd is not None:
-            os.close(fd)  # the child's read sees the end and it stops after its batch
-        if pid is None:
-            return
-        deadline = time.monotonic() + 30
-        while self._child == pid and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self._child == pid:
-            log.error("event=worker-process-kill pid=%s", pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
     def _copy_to_mailbox(self, row: Any) -> None:
         """`append_acks_to`: put a copy of each acknowledgment in the inbox's mailbox."""
         if row.kind != "ack" or row.conversation_id is None or not self._appends:
             return
         with self.engine.connect() as conn:
-            inbox_name = conn.execute(
-                select(store.conversations.c.inbox).where(
-                    store.conversations.c.id == row.conversation_id
-                )
-            ).scalar()
+            inbox_name = store.conversation_inbox(conn, row.conversation_id)
         for inbox in self.config.inboxes:
             if inbox.name == inbox_name and inbox.imap is not None and inbox.imap.append_acks_to:
                 from .imap import append_copy
@@ -352,7 +228,7 @@ class Service:
                 source = self.tokens.for_imap(inbox) if inbox.imap.oauth is not None else None
                 append_copy(inbox.imap, inbox.imap.append_acks_to, row.raw, self.clock(), source)
 
-    # ------------------------------------------------------------------ the worker
+    # ------------------------------------------------------------------ the runner
 
     def run_once(self) -> None:
         """Process everything stored, then send everything due (tests call this directly)."""
@@ -360,6 +236,7 @@ class Service:
             pass
         self.scheduler.run_due()
         self.sender.send_due()
+        queue_sign_in_alerts(self.pipeline, self.clock)  # a sign-in refused while sending
         self.outage.check()  # what it queues goes out with the next run
 
     def _process_loop(self) -> None:
@@ -372,11 +249,20 @@ class Service:
         def step() -> float:
             nonlocal known, upcoming, swept
             self.heartbeat()
-            while done := self.pipeline.process_pending(limit=200):
+            done = 0
+            # Claim, decide, apply or shunt — one message at a time; the sender hears when
+            # the runner has caught up, and every few messages under load (each wake-up is
+            # a commit of its own). Now and then the timers get a turn.
+            while not self._stop.is_set() and done < SWEEP_AFTER:
+                outcome = self.runner.process_next()
+                if outcome is None:
+                    break
+                done += 1
                 known = False  # new conversations, new timers
-                self._kick_sender()
-                if len(done) < 200:
-                    break  # all there was; what came meanwhile has woken us again
+                if done % WAKE_SENDER_EVERY == 0:
+                    self._wake_sender.set()  # under load: what is queued so far
+            if done:
+                self._wake_sender.set()
             if not known:
                 upcoming, known = self._next_timer(), True
             # The timers when one is due; everything else (closing quiet conversations,
@@ -387,7 +273,7 @@ class Service:
                 swept = time.monotonic()
                 queued = self.scheduler.run_due()
                 if self.outage.check() or queued:  # the backlog, watched apart from the sender
-                    self._kick_sender()
+                    self._wake_sender.set()
                 upcoming = self._next_timer()
             return self._sleep_until(upcoming)
 
@@ -404,11 +290,16 @@ class Service:
         return upcoming
 
     def _send_loop(self) -> None:
-        """Send whatever is due; sleep until the next retry or until woken."""
+        """Send whatever is due, and queue the alerts about refused sign-ins; sleep until
+        the next retry or until woken."""
 
         def step() -> float:
-            while self.sender.send_due(limit=200, stopping=self._stop):
-                pass
+            while True:
+                while self.sender.send_due(limit=200, stopping=self._stop):
+                    pass
+                # A sign-in refused (here or in a poller): the alert, from this one thread.
+                if not queue_sign_in_alerts(self.pipeline, self.clock):
+                    break
             return self._sleep_until(self.sender.next_due())
 
         self._loop(self._wake_sender, step)

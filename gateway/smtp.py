@@ -34,7 +34,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from . import store
 from .config import LOOPBACK, Config, ListenConfig
 from .errors import TemporaryError
-from .pipeline import Pipeline, Received
+from .model import Received
+from .pipeline import Pipeline
 from .secrets import read_secret
 
 log = logging.getLogger("sla_gateway.smtp")

@@ -30,13 +30,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import Engine, select, update
-
 from . import oauth, store
 from .config import Config, ImapConfig, InboxConfig, OAuthConfig, Secret
-from .durations import format_duration
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .oauth import DeviceCode, Grant, Outcome, ServerError
+from .store import Engine
 
 log = logging.getLogger("sla_gateway.oauth")
 
@@ -200,9 +198,8 @@ class TokenSource:
                           row.access_expires_at, row.problem, row.problem_at)  # fmt: skip
 
     def _row(self) -> Any:
-        t = store.oauth_tokens.c
         with self.tokens.engine.connect() as conn:
-            return conn.execute(select(store.oauth_tokens).where(t.account == self.account)).first()
+            return store.token_row(conn, self.account)
 
     def _refresh(self, refresh_token: str, now: datetime, *, sealed: str | None = None) -> str:
         """Trade the refresh token for a new access token; `sealed` is the stored form of
@@ -511,7 +508,6 @@ class Tokens:
         def seal(value: str) -> str:
             return str(fernet.encrypt(value.encode("utf-8")).decode("ascii"))
 
-        t = store.oauth_tokens.c
         values: dict[str, Any] = {"access_token": seal(grant.access_token), "access_issued_at": grant.issued_at,
                                   "access_expires_at": grant.expires_at}  # fmt: skip
         if grant.refresh_token is not None:
@@ -521,75 +517,31 @@ class Tokens:
         with store.begin(self.engine) as conn:
             if refreshed:
                 values["refreshed_at"] = now
-                conn.execute(update(store.oauth_tokens).where(t.account == source.account).values(**values))
+                store.save_tokens(conn, source.account, values, insert=False)
                 return
             values.update(obtained_at=now, refreshed_at=None, status=ACTIVE, problem=None, problem_at=None,
                           username=source.username, provider=source.oauth.provider,
                           client_id=source.oauth.client_id)  # fmt: skip
-            if not conn.execute(update(store.oauth_tokens).where(t.account == source.account).values(**values)).rowcount:
-                values.setdefault("scope", "")
-                conn.execute(store.oauth_tokens.insert().values(account=source.account, **values))
+            store.save_tokens(conn, source.account, values, insert=True)
             store.add_event(conn, now, "oauth-signed-in", {"account": source.username})
 
     def login_required(self, source: TokenSource, why: str, *, sealed: str | None = None) -> None:
         """The refresh token was refused: mark the account, and — only on the change from
-        working to broken, whichever process or thread sees it first — record an event
-        and tell the owner once. With `sealed` (the stored refresh token that was refused),
-        a sign-in stored meanwhile by `login` stays as it is."""
+        working to broken, whichever process or thread sees it first — record an
+        `oauth-login-required` event, which the running gateway turns into one alert to
+        the owner (signin.py; this store never sends mail). With `sealed` (the stored
+        refresh token that was refused), a sign-in stored meanwhile by `login` stays as
+        it is."""
         now = self.clock()
-        t = store.oauth_tokens.c
-        still = (t.refresh_token == sealed,) if sealed is not None else ()
         with store.begin(self.engine) as conn:
-            changed = conn.execute(
-                update(store.oauth_tokens).where(t.account == source.account, t.status == ACTIVE, *still)
-                .values(status=LOGIN_REQUIRED, problem=why[:500], problem_at=now, access_token=None)
-            ).rowcount  # fmt: skip
-            if not changed:
+            if not store.mark_login_required(conn, source.account, why, now, sealed=sealed):
                 return
-            store.add_event(conn, now, "oauth-login-required", {"account": source.username, "reason": why[:500]})
+            store.add_event(conn, now, "oauth-login-required", {
+                "account": source.username, "reason": why[:500],
+                "command": login_command(source.label), "sender": self.is_sender(source),
+            })  # fmt: skip
             log.error("event=oauth-login-required account=%s reason=%r fix=%r", source.username, why,
                       f"sla-gateway {login_command(source.label)}")  # fmt: skip
-            messages = self._alerts(source, why, now)
-            if not self.is_sender(source):
-                from .pipeline import Pipeline
-
-                pipeline = Pipeline(self.config, self.engine, self.clock)
-                for recipient, message in messages:
-                    pipeline.queue(conn, "alert", message, recipient, now)
-                return
-        # The broken account is the one that sends: the outbox cannot carry this alert.
-        self._deliver_elsewhere(messages)
-
-    def _alerts(self, source: TokenSource, why: str, now: datetime) -> list[tuple[str, Any]]:
-        from .render import alert_message
-
-        text = (
-            f"sla-gateway can no longer sign in to the mailbox {source.username}: the authorization "
-            f"server refused its refresh token ({why}).\n\n"
-            "This happens when the app's access is revoked, the password is changed, or the "
-            "sign-in has not been used for a long time.\n\n"
-            "Nothing is lost: mail stays in the mailbox and outgoing messages stay queued "
-            f"(for {format_duration(self.config.send.give_up_after)}; after that they are marked "
-            "failed, and `sla-gateway retry` sends them). "
-            f"To fix it, run on the server:\n\n    sla-gateway {login_command(source.label)}\n\n"
-            "and approve the sign-in in any browser. The gateway picks up the new sign-in by itself.\n"
-        )
-        return [(recipient, alert_message(self.config, recipient, subject=f"Sign-in needed for {source.username}",
-                                          text=text, now=now))
-                for recipient in self.config.alerts.to or (self.config.inboxes[0].address,)]  # fmt: skip
-
-    def _deliver_elsewhere(self, messages: list[tuple[str, Any]]) -> None:
-        """The alert about a broken sending account, written to a local maildir instead
-        (`[oauth] alert_maildir`, default the [send] path), where a local mail reader or
-        monitoring can pick it up; `status` and the log say the same."""
-        from .outbox import SendFailed, write_aside
-
-        try:
-            folder = write_aside(self.config, messages)
-        except SendFailed as exc:
-            log.error("event=oauth-alert-undeliverable error=%r", str(exc))
-            return
-        log.warning("event=oauth-alert-to-maildir path=%s", folder)
 
     # -- reading ---------------------------------------------------------------------
 

@@ -186,20 +186,25 @@ def test_the_smtp_copy_and_the_mailbox_copy_are_one_mail(
 
 
 def _hold_writes(engine: sa.Engine) -> Any:
-    """Keep every writer waiting (a real lock on the real database) until released."""
-    if engine.dialect.name == "sqlite":
-        lock = store._WRITE_LOCKS[engine]
-        return lock.held()
+    """Keep every writer waiting (a real lock on the real database) until released: on
+    SQLite a second connection's BEGIN IMMEDIATE holds the database's write lock (writers
+    wait in its busy timeout), on PostgreSQL an exclusive lock on the messages table."""
     conn = engine.connect()
-    transaction = conn.begin()
-    conn.exec_driver_sql("LOCK TABLE messages IN EXCLUSIVE MODE")
+    if engine.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.begin()
+        conn.exec_driver_sql("LOCK TABLE messages IN EXCLUSIVE MODE")
 
     class Held:
         def __enter__(self) -> None:
             return None
 
         def __exit__(self, *exc: object) -> None:
-            transaction.rollback()
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("ROLLBACK")
+            else:
+                conn.rollback()
             conn.close()
 
     return Held()

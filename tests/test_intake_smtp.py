@@ -4,7 +4,6 @@ duplicates, rate limits, the circuit breaker, restarts and the outbox's retries.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import smtplib
@@ -19,7 +18,8 @@ import sqlalchemy as sa
 
 from gateway import store
 from gateway.config import Config
-from gateway.pipeline import Pipeline, Received
+from gateway.model import Received
+from gateway.pipeline import Pipeline
 from gateway.service import Service
 from tests.conftest import DATA
 from tests.mailtools import Sink, gateway_config
@@ -514,35 +514,39 @@ def test_a_burst_decided_together_still_sees_each_decision(
         service.close()
 
 
-def test_the_worker_process_acknowledges_and_stops_with_the_service(
-    config: Config, sink: Sink
-) -> None:
-    """`run` forks the processor into its own process: mail in, acknowledgment out, and
-    both processes stop together; a worker that dies is reported, not ignored."""
-    service = Service(config, worker_process=True)  # the real clock: a fork copies the clock
-    service.start()
+def test_run_is_one_process_that_acknowledges_and_stops_cleanly(config: Config, sink: Sink) -> None:
+    """`sla-gateway run` is the production layout: one process (listener, committer,
+    runner and sender are threads; no child process), mail in, acknowledgment out, and
+    SIGTERM stops it with exit status 0."""
+    import subprocess
+    import sys
+
+    assert config.listen is not None
+    command = [str(Path(sys.executable).with_name("sla-gateway")), "--config", str(config.path), "run"]
+    gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert service._child is not None
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the gateway did not start"
+                time.sleep(0.1)
         for n in range(3):
             send(config, mail(message_id=f"p{n}@customer.example", sender=f"p{n}@customer.example"),
                  mail_from=f"p{n}@customer.example")  # fmt: skip
         acks = sink.wait_for(3)
         assert sorted(a.rcpt_tos[0] for a in acks) == [f"p{n}@customer.example" for n in range(3)]
-        child = service._child
+        tasks = Path(f"/proc/{gateway.pid}/task")
+        children = [c for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+        assert children == []  # no forked worker
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=30) == 0
     finally:
-        service.close()
-    assert service._child is None
-    with pytest.raises(ProcessLookupError):
-        os.kill(child, 0)
-
-    service = Service(config, worker_process=True)
-    service.start()
-    try:
-        assert service._child is not None
-        os.kill(service._child, signal.SIGKILL)
-        assert service.worker_died.wait(10)
-    finally:
-        service.close()
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
 
 
 def test_daily_limit_counts_the_shop_day_across_restarts(

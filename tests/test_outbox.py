@@ -139,8 +139,8 @@ class HoldingSink(Sink):
 
 
 def start_gateway(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`sla-gateway run`, the real command, in a process group of its own (intake and
-    sender, and the forked processor), so that one signal reaches both processes."""
+    """`sla-gateway run`, the real command (one process), in a process group of its own,
+    so that a signal to the group reaches everything it runs."""
     command = [str(Path(sys.executable).with_name("sla-gateway")), "--config", str(config_path), "run"]
     with log.open("ab") as err:
         return subprocess.Popen(command, cwd=config_path.parent, stdin=subprocess.DEVNULL,
@@ -148,7 +148,7 @@ def start_gateway(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def test_a_kill_9_while_sending_resends_at_most_the_one_in_flight(tmp_path: Path, database_url: str) -> None:
-    """40 acknowledgments queued; the service is killed (SIGKILL, both processes) while
+    """40 acknowledgments queued; the service is killed (SIGKILL) while
     the server has taken the 25th but not yet said 250; restarted, it sends the rest.
     Every acknowledgment arrives; only the 25th twice, both copies the stored bytes."""
     sink = HoldingSink(hold_at=25)

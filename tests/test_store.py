@@ -103,3 +103,22 @@ def test_a_value_the_index_cannot_take_is_no_passing_failure(engine: sa.Engine) 
             dedup_key="k", message_id="".join(chr(0x4E00 + i * 7919 % 20000) for i in range(990)), source="smtp", received_at=datetime.now(UTC),
             sha256="0" * 64, size=1))  # fmt: skip
     assert not store.is_temporary(info.value)
+
+
+def test_sign_ins_refused_before_the_upgrade_are_not_alerted_again(database_url: str) -> None:
+    """Before revision 0009 the token store queued its alert itself; afterwards signin.py
+    alerts what comes after the latest "oauth-alerted" event, which the migration writes
+    for what was already there — and a sign-in refused later is still alerted."""
+    engine = store.make_engine(database_url)
+    try:
+        store.upgrade(engine, "0008")
+        with store.begin(engine) as conn:
+            store.add_event(conn, datetime.now(UTC), "oauth-login-required", {"account": "old@shop.example"})
+        store.upgrade(engine)
+        with store.begin(engine) as conn:
+            assert store.unalerted_sign_ins(conn) == []
+            store.add_event(conn, datetime.now(UTC), "oauth-login-required", {"account": "new@shop.example"})
+        with engine.connect() as conn:
+            assert [d["account"] for _, d in store.unalerted_sign_ins(conn)] == ["new@shop.example"]
+    finally:
+        engine.dispose()

@@ -1,8 +1,8 @@
 """The database: engines, transactions, migrations, and every SQL statement the gateway runs.
 
 A small package; each module owns one part and nothing outside it writes SQL or imports
-SQLAlchemy (the migrations aside; until the runner rework lands, the processing core's
-modules listed in tests/test_store_owner.py still hold SQL of their own):
+SQLAlchemy (the migrations aside; conversations.py and replay.py still hold SQL of their
+own, listed in tests/test_store_owner.py):
 
   schema.py    the tables and column types
   __init__.py  engines with durable settings (SQLite in WAL mode with full sync, foreign
@@ -12,6 +12,7 @@ modules listed in tests/test_store_owner.py still hold SQL of their own):
                counts, folders), set-aside lists
   timers.py    what the scheduler reads and marks: due cycles, quiet conversations, digests
   intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
+  runner.py    the runner's claim, decision context, apply and shunt; heartbeats; tokens
 
 Callers open the transaction (`begin`, or `reading` for reads) and pass its connection.
 All timestamps are stored in UTC and come back as aware datetimes. The pure core never
@@ -20,12 +21,6 @@ imports this package.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import threading
-import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -80,12 +75,10 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(
             [Problem("(config)", "database", f'"{url}" is not a database URL')]
         ) from None
-    lock_path: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            lock_path = Path(database).expanduser().with_name(Path(database).name + ".lock")
     try:
         # A server connection may have gone away while pooled; a SQLite file cannot.
         engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
@@ -102,94 +95,14 @@ def make_engine(url: str) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-        _WRITE_LOCKS[engine] = WriteLock(lock_path)
     return engine
-
-
-WRITE_LOCK_TIMEOUT = 10.0  # seconds, as SQLite's busy_timeout
-
-
-class WriteLock:
-    """SQLite's writers take turns here rather than in SQLite: the threads of a process on
-    a lock, processes (the service's two, a command run beside it) on an flock of a file
-    beside the database. SQLite itself makes a waiting writer sleep and retry, 1 ms, then
-    2, 5, 10 ... 100 ms, which under load costs far more than waiting on a lock. Without
-    the file (read-only, another user's), SQLite's own retrying still keeps it correct."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._reset_after_fork()
-
-    def _reset_after_fork(self) -> None:
-        self._thread = threading.Lock()  # a fork copies locks as they were, maybe held
-        self._fd: int | None = None  # an inherited flock descriptor is shared with the parent
-        self._pid = os.getpid()
-
-    def _file(self) -> int | None:
-        if self._fd is None and self.path is not None:
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:
-                self.path = None
-        return self._fd
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """The lock, waited for at most WRITE_LOCK_TIMEOUT (like SQLite's busy timeout):
-        a holder that hangs makes writers fail with TemporaryError (SMTP: 451), not wait
-        for ever."""
-        if self._pid != os.getpid():
-            self._reset_after_fork()
-        if not self._thread.acquire(timeout=WRITE_LOCK_TIMEOUT):
-            raise TemporaryError("the database is busy (another writer in this process)")
-        try:
-            fd = self._file()
-            if fd is None:
-                yield
-                return
-            deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
-            pause = 0.0005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TemporaryError(
-                            f"the database is busy: another process holds {self.path}"
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.002)  # a short wait: holders hold briefly
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            self._thread.release()
-
-    def __del__(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-        self._fd = None
-
-
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
 def begin(engine: Engine) -> Iterator[Connection]:
-    """A write transaction. On SQLite, writers take turns on a `WriteLock`; PostgreSQL
-    needs no such thing."""
-    lock = _WRITE_LOCKS.get(engine)
-    if lock is None:
-        with engine.begin() as conn:
-            yield conn
-        return
-    with lock.held(), engine.begin() as conn:
+    """A write transaction. Writers wait for each other in the database itself (SQLite's
+    busy timeout: 10 s, then "database is locked", a temporary error)."""
+    with engine.begin() as conn:
         yield conn
 
 
@@ -276,3 +189,6 @@ def latest_event(conn: Any, kinds: tuple[str, ...]) -> Any:
     return conn.execute(
         select(events).where(events.c.kind.in_(kinds)).order_by(events.c.id.desc()).limit(1)
     ).first()
+
+
+from .runner import *  # noqa: E402, F403  (it uses add_event above)

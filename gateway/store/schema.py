@@ -233,6 +233,7 @@ outbox = Table(
     Column("sent_at", UTCDateTime),
     Index(None, "status", "next_attempt_at"),
     Index(None, "recipient", "created_at"),
+    Index(None, "kind", "created_at"),  # the breaker's counts of recent acknowledgments
 )
 
 # Who may continue a conversation by its reference tag, its subject or its thread headers
