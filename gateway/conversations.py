@@ -6,8 +6,9 @@ conversation and its first reply cycle; who takes part in it; a team reply closi
 open cycle (measured in business time by `tracker.measure`), moving the state and
 cancelling what was still queued for the customer (an acknowledgment, a breach notice);
 a customer follow-up starting a next-reply cycle or raising the priority; and finding
-which conversation a message belongs to. Decisions come from the pure `tracker`; this
-module only reads and writes rows.
+which conversation a message belongs to. Decisions come from the pure `tracker`; the
+rows are read and written by the store (gateway/store/threads.py), this module runs no
+SQL of its own.
 
 Which conversation (every path obeys the participant rule):
   1. thread headers — In-Reply-To/References naming a message of the conversation or
@@ -43,15 +44,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-
 from . import store
 from .config import PRIORITIES, Config
 from .model import Classification, Parsed
 from .tracker import (
     Clock,
     Event,
-    State,
     measure,
     normalize_subject,
     reply_event,
@@ -103,46 +101,28 @@ def participant_addresses(parsed: Parsed, config: Config, *, team: bool = False)
 
 
 def add_participants(conn: Any, conversation_id: int, addresses: Iterable[str]) -> None:
-    values = [
-        {"conversation_id": conversation_id, "address": a}
-        for a in sorted({a.lower()[:ADDRESS] for a in addresses if a})
-    ]
-    if values:
-        conn.execute(store.insert_ignore(conn, store.participants), values)
-
-
-def is_participant(conn: Any, conversation_id: int, address: str) -> bool:
-    p = store.participants.c
-    return (
-        conn.execute(
-            select(p.conversation_id).where(
-                p.conversation_id == conversation_id, p.address == address.lower()[:ADDRESS]
-            )
-        ).first()
-        is not None
+    store.add_participants(
+        conn, conversation_id, sorted({a.lower()[:ADDRESS] for a in addresses if a})
     )
 
 
+def is_participant(conn: Any, conversation_id: int, address: str) -> bool:
+    return store.participant(conn, conversation_id, address.lower()[:ADDRESS])
+
+
 def _conversation(conn: Any, conversation_id: int) -> Any:
-    c = store.conversations.c
-    return conn.execute(select(store.conversations).where(c.id == conversation_id)).first()
+    return store.conversation_or_none(conn, conversation_id)
 
 
 def find_by_thread(conn: Any, parsed: Parsed, *, author: str | None, team: bool = False) -> Match:
     """The conversation a message continues by its thread headers or our subject tag —
     one that `author` (the customer the message is from) takes part in, or any for the
     team (`team=True`)."""
-    m, o, c = store.messages.c, store.outbox.c, store.conversations.c
     candidates: list[tuple[int, str]] = []
     ids = thread_ids(parsed)
     if ids:
         rank = {i: n for n, i in enumerate(ids)}
-        found = [
-            *conn.execute(select(m.message_id, m.conversation_id).where(
-                m.message_id.in_(ids), m.conversation_id.isnot(None))),
-            *conn.execute(select(o.message_id, o.conversation_id).where(
-                o.message_id.in_(ids), o.conversation_id.isnot(None))),
-        ]  # fmt: skip
+        found = store.thread_owners(conn, ids)
         # A Message-ID that several conversations share (mailers reuse them; different
         # mails with one id are all kept) says nothing: the tag or the subject decides.
         owners: dict[str, set[int]] = {}
@@ -152,9 +132,9 @@ def find_by_thread(conn: Any, parsed: Parsed, *, author: str | None, team: bool 
         found.sort(key=lambda r: rank.get(r[0], len(ids)))
         candidates.extend((int(conv_id), "references") for _, conv_id in found)
     for tag in subject_tags(parsed.subject):
-        conv_id = conn.execute(select(c.id).where(c.reference == tag)).scalar()
-        if conv_id is not None:
-            candidates.append((int(conv_id), "reference-tag"))
+        tagged = store.conversation_by_reference(conn, tag)
+        if tagged is not None:
+            candidates.append((tagged, "reference-tag"))
     refused: list[int] = []
     for conv_id, how in candidates:
         if conv_id in refused:
@@ -168,8 +148,7 @@ def find_by_thread(conn: Any, parsed: Parsed, *, author: str | None, team: bool 
 def _references(conn: Any, conversation_ids: list[int]) -> tuple[str, ...]:
     if not conversation_ids:
         return ()
-    c = store.conversations.c
-    found = dict(conn.execute(select(c.id, c.reference).where(c.id.in_(conversation_ids))).all())
+    found = store.references_of(conn, conversation_ids)
     return tuple(str(found[i]) for i in conversation_ids if i in found)
 
 
@@ -184,17 +163,7 @@ def find_for_reply(conn: Any, parsed: Parsed, *, ours: frozenset[str] = frozense
     subject = normalize_subject(parsed.subject)
     if not recipients or not subject:
         return Match(None, None)
-    c, p = store.conversations.c, store.participants.c
-    candidates = conn.execute(
-        select(store.conversations)
-        .where(
-            c.id.in_(select(p.conversation_id).where(p.address.in_(recipients))),
-            c.state != State.CLOSED.value,
-        )
-        .order_by(c.received_at.desc())
-        .limit(20)
-    )
-    for row in candidates:
+    for row in store.open_conversations_of(conn, recipients, 20):
         if normalize_subject(row.subject) == subject:
             return Match(row, "subject")
     return Match(None, None)
@@ -207,10 +176,7 @@ def remember_unmatched(conn: Any, config: Config, message_row: int, parsed: Pars
     keys = {"<" + i[: KEY - 1] for i in thread_ids(parsed)[:KEPT_IDS]}
     keys |= {"@" + a.key[: KEY - 1] for a in (*parsed.to, *parsed.cc) if a.key not in ours}
     if keys:
-        conn.execute(
-            store.insert_ignore(conn, store.reply_keys),
-            [{"message_row": message_row, "key": k} for k in sorted(keys)],
-        )
+        store.add_reply_keys(conn, message_row, sorted(keys))
 
 
 def adopt_replies(
@@ -226,16 +192,15 @@ def adopt_replies(
     did."""
     from .parse import parse
 
-    m, k, p = store.messages.c, store.reply_keys.c, store.participants.c
     conversation = _conversation(conn, conversation_id)
     shared = message_id is not None and (
-        conn.execute(select(func.count()).where(m.message_id == message_id)).scalar_one() > 1
+        store.messages_with_id(conn, message_id) > 1
     )  # a reused Message-ID: a reply naming it may answer another mail; go by subject
     by_id = "<" + message_id[: KEY - 1] if message_id and not shared else None
-    people = conn.execute(select(p.address).where(p.conversation_id == conversation_id)).scalars()
+    people = store.participants_of(conn, conversation_id)
     keys = [*(["@" + a[: KEY - 1] for a in people]), *([by_id] if by_id else [])]
     hits: dict[int, str] = {}
-    for row_id, key in conn.execute(select(k.message_row, k.key).where(k.key.in_(keys))):
+    for row_id, key in store.replies_keyed(conn, keys):
         if key == by_id:
             hits[int(row_id)] = "references"
         else:
@@ -243,12 +208,7 @@ def adopt_replies(
     subject = normalize_subject(conversation.subject)
     replies: list[tuple[datetime, int, str | None, bytes | None]] = []
     if hits:
-        rows = conn.execute(
-            select(m.id, m.received_at, m.subject, m.raw).where(
-                m.id.in_(sorted(hits)), m.conversation_id.is_(None), m.direction == "team"
-            )
-        )
-        for row in rows:
+        for row in store.unmatched_team_replies(conn, sorted(hits)):
             by = hits[row.id]
             if by == "subject" and (
                 not subject or row.received_at < at or normalize_subject(row.subject or "") != subject
@@ -266,12 +226,7 @@ def adopt_replies(
             cycle = open_cycle_row(conn, conversation_id)
             if cycle is None:
                 break
-            later = conn.execute(
-                select(m.id, m.received_at, m.raw)
-                .where(m.conversation_id == conversation_id, m.direction == "team",
-                       m.received_at > cycle.started_at)
-                .order_by(m.received_at, m.id).limit(1)
-            ).first()  # fmt: skip
+            later = store.team_reply_after(conn, conversation_id, cycle.started_at)
             if later is None:
                 break
             pending = [(later.received_at, later.id, None, later.raw)]
@@ -285,12 +240,7 @@ def adopt_replies(
             conn, config, _conversation(conn, conversation_id), event, replied_at, now
         )
         if how is not None:
-            conn.execute(
-                update(store.messages)
-                .where(m.id == row_id)
-                .values(conversation_id=conversation_id, match=how)
-            )
-            conn.execute(delete(store.reply_keys).where(k.message_row == row_id))
+            store.adopt_reply(conn, row_id, conversation_id, how)
             if parsed is not None:
                 add_participants(conn, conversation_id,
                                  participant_addresses(parsed, config, team=True))  # fmt: skip
@@ -304,27 +254,12 @@ def adopt_replies(
 def cancel_moot(conn: Any, conversation_id: int, now: datetime) -> list[int]:
     """The team has replied: what is still queued for the customer (not yet handed to
     the server) is cancelled, each with an event; returns the outbox rows cancelled."""
-    o = store.outbox.c
-    rows = list(conn.execute(
-        select(o.id, o.kind, o.source_message_id)
-        .where(o.conversation_id == conversation_id, o.kind.in_(MOOT_AFTER_REPLY), o.status == "pending")
-        .order_by(o.id)
-    ))  # fmt: skip
     cancelled: list[int] = []
-    for row in rows:
-        flipped = conn.execute(
-            update(store.outbox)
-            .where(o.id == row.id, o.status == "pending")
-            .values(status="cancelled", last_error="cancelled: the team replied first")
-        ).rowcount
-        if flipped != 1:
+    for row in store.pending_for_customer(conn, conversation_id, MOOT_AFTER_REPLY):
+        if not store.cancel_pending(conn, row.id, "cancelled: the team replied first"):
             continue
         if row.kind == "ack" and row.source_message_id is not None:
-            conn.execute(
-                update(store.messages)
-                .where(store.messages.c.id == row.source_message_id)
-                .values(acknowledged=False)
-            )
+            store.mark_unacknowledged(conn, row.source_message_id)
         store.add_event(conn, now, f"{row.kind}-cancelled",
                         {"outbox": row.id, "reason": "the team replied before it was sent"},
                         conversation_id=conversation_id, message_row=row.source_message_id)  # fmt: skip
@@ -343,8 +278,8 @@ def open_cycle(
     kind: str, replay: bool, now: datetime,
 ) -> Clock:  # fmt: skip
     clock = _clock(config, priority, started_at, next_reply=kind == "next")
-    conn.execute(
-        store.cycles.insert(), dict(
+    store.add_cycle(
+        conn, dict(
             conversation_id=conversation_id,
             kind=kind,
             priority=priority,
@@ -363,13 +298,7 @@ def open_cycle(
 
 
 def open_cycle_row(conn: Any, conversation_id: int) -> Any:
-    y = store.cycles.c
-    return conn.execute(
-        select(store.cycles)
-        .where(y.conversation_id == conversation_id, y.replied_at.is_(None))
-        .order_by(y.id.desc())
-        .limit(1)
-    ).first()
+    return store.open_cycle_of(conn, conversation_id)
 
 
 def team_reply(conn: Any, config: Config, conversation: Any, event: Event, replied_at: datetime,
@@ -381,7 +310,6 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
     message came in over SMTP): a reply older than the open cycle changes nothing but
     `last_team_at`; a reply that closes a cycle while the customer has written since
     opens the next cycle from that customer message."""
-    c = store.conversations.c
     last_team = max(t for t in (conversation.last_team_at, replied_at) if t is not None)
     values: dict[str, Any] = {"last_team_at": last_team}
     detail: dict[str, Any] = {}
@@ -389,7 +317,7 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
         detail["cancelled"] = cancelled
     cycle = open_cycle_row(conn, conversation.id)
     if cycle is None or replied_at < cycle.started_at:
-        conn.execute(update(store.conversations).where(c.id == conversation.id).values(**values))
+        store.update_conversation(conn, conversation.id, **values)
         return {
             **detail,
             "state": conversation.state,
@@ -400,10 +328,8 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
     )
     result = measure(config.calendar, clock, replied_at)
     seconds = int(result.business_time.total_seconds())
-    conn.execute(
-        update(store.cycles)
-        .where(store.cycles.c.id == cycle.id)
-        .values(replied_at=replied_at, business_seconds=seconds, breached=not result.met)
+    store.update_cycle(
+        conn, cycle.id, replied_at=replied_at, business_seconds=seconds, breached=not result.met
     )
     detail.update(cycle=cycle.kind, business_seconds=seconds, met=result.met)
     if cycle.kind == "first":
@@ -426,7 +352,7 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
         values["next_due_at"] = nxt.due_at
         detail["next_due_at"] = nxt.due_at.isoformat()
     values["state"] = state.value
-    conn.execute(update(store.conversations).where(c.id == conversation.id).values(**values))
+    store.update_conversation(conn, conversation.id, **values)
     detail["state"] = state.value
     return detail
 
@@ -436,7 +362,6 @@ def customer_followup(
     replay: bool, now: datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """The customer wrote again: maybe a higher priority; maybe a new reply clock."""
-    c = store.conversations.c
     detail: dict[str, Any] = {}
     values: dict[str, Any] = {"last_customer_at": at}
     priority = conversation.priority
@@ -458,12 +383,8 @@ def customer_followup(
         cycle = open_cycle_row(conn, conversation.id)
         if cycle is not None:
             clock = _clock(config, priority, cycle.started_at, next_reply=cycle.kind == "next")
-            conn.execute(
-                update(store.cycles)
-                .where(store.cycles.c.id == cycle.id)
-                .values(priority=priority, window_seconds=int(clock.window.total_seconds()), stretch=clock.stretch,
-                        due_at=clock.due_at, warn_at=clock.warn_at)
-            )  # fmt: skip
+            store.update_cycle(conn, cycle.id, priority=priority, window_seconds=int(clock.window.total_seconds()),
+                               stretch=clock.stretch, due_at=clock.due_at, warn_at=clock.warn_at)  # fmt: skip
             if cycle.kind == "first":
                 values.update(due_at=clock.due_at, window_seconds=int(clock.window.total_seconds()))
             else:
@@ -478,6 +399,6 @@ def customer_followup(
         values["closed_at"] = None
         detail["next_due_at"] = clock.due_at.isoformat()
     values["state"] = state.value
-    conn.execute(update(store.conversations).where(c.id == conversation.id).values(**values))
+    store.update_conversation(conn, conversation.id, **values)
     detail["state"] = state.value
     return detail

@@ -1,8 +1,7 @@
 """The database: engines, transactions, migrations, and every SQL statement the gateway runs.
 
 A small package; each module owns one part and nothing outside it writes SQL or imports
-SQLAlchemy (the migrations aside; conversations.py and replay.py still hold SQL of their
-own, listed in tests/test_store_owner.py):
+SQLAlchemy (the migrations aside; tests/test_store_owner.py checks it):
 
   schema.py    the tables and column types
   __init__.py  engines with durable settings (SQLite in WAL mode with full sync, foreign
@@ -13,6 +12,8 @@ own, listed in tests/test_store_owner.py):
   timers.py    what the scheduler reads and marks: due cycles, quiet conversations, digests
   intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
   runner.py    the runner's claim, decision context, apply and shunt; heartbeats; tokens
+  threads.py   what threading and reply tracking read and write: participants, thread
+               lookups, unmatched replies, cycles, conversation state
 
 Callers open the transaction (`begin`, or `reading` for reads) and pass its connection.
 All timestamps are stored in UTC and come back as aware datetimes. The pure core never
@@ -37,6 +38,7 @@ from .outgoing import *  # noqa: F403
 from .queries import *  # noqa: F403
 from .schema import *  # noqa: F403
 from .schema import events
+from .threads import *  # noqa: F403
 from .timers import *  # noqa: F403
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"

@@ -1,0 +1,233 @@
+"""What threading and reply tracking read and write: participants, thread lookups,
+unmatched replies, cycles, conversation state.
+
+Owns every statement of gateway/conversations.py, which decides (which conversation a
+message belongs to, the participant rule, the order of adopted replies, the tracker's
+transitions) and calls these: who takes part in a conversation; which conversations a
+message's thread headers or subject tag name; the keys kept for a team reply that
+matched nothing, and adopting such a reply later; what is still queued for the customer
+and cancelling it; opening and finding reply cycles. Conversation and cycle updates are
+`update_conversation` and `update_cycle` (timers.py). Values in, rows out; no decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from ..tracker import State
+from .schema import conversations, cycles, insert_ignore, messages, outbox, participants, reply_keys
+
+__all__ = [
+    "add_cycle",
+    "add_participants",
+    "add_reply_keys",
+    "adopt_reply",
+    "cancel_pending",
+    "conversation_by_reference",
+    "conversation_or_none",
+    "mark_unacknowledged",
+    "messages_with_id",
+    "open_conversations_of",
+    "open_cycle_of",
+    "participant",
+    "participants_of",
+    "pending_for_customer",
+    "references_of",
+    "replies_keyed",
+    "team_reply_after",
+    "thread_owners",
+    "unmatched_team_replies",
+]
+
+
+# ---------------------------------------------------------------------------- participants
+
+
+def add_participants(conn: Any, conversation_id: int, addresses: Iterable[str]) -> None:
+    """Record these (already normalised) addresses as taking part; known ones are skipped."""
+    values = [{"conversation_id": conversation_id, "address": a} for a in addresses]
+    if values:
+        conn.execute(insert_ignore(conn, participants), values)
+
+
+def participant(conn: Any, conversation_id: int, address: str) -> bool:
+    """Whether `address` (already normalised) takes part in the conversation."""
+    p = participants.c
+    return (
+        conn.execute(
+            select(p.conversation_id).where(
+                p.conversation_id == conversation_id, p.address == address
+            )
+        ).first()
+        is not None
+    )
+
+
+def participants_of(conn: Any, conversation_id: int) -> list[str]:
+    """The addresses taking part in the conversation."""
+    p = participants.c
+    return list(
+        conn.execute(select(p.address).where(p.conversation_id == conversation_id)).scalars()
+    )
+
+
+# ---------------------------------------------------------------------------- lookups
+
+
+def conversation_or_none(conn: Any, conversation_id: int) -> Any:
+    """One conversation's row, or None (`timers.conversation` insists on one)."""
+    c = conversations.c
+    return conn.execute(select(conversations).where(c.id == conversation_id)).first()
+
+
+def thread_owners(conn: Any, ids: list[str]) -> list[tuple[str, int]]:
+    """(Message-ID, conversation id) of the stored messages, then of the outbox rows, with
+    one of these Message-IDs that belong to a conversation."""
+    m, o = messages.c, outbox.c
+    return [
+        (row[0], row[1])
+        for row in (
+            *conn.execute(select(m.message_id, m.conversation_id).where(
+                m.message_id.in_(ids), m.conversation_id.isnot(None))),
+            *conn.execute(select(o.message_id, o.conversation_id).where(
+                o.message_id.in_(ids), o.conversation_id.isnot(None))),
+        )
+    ]  # fmt: skip
+
+
+def conversation_by_reference(conn: Any, reference: str) -> int | None:
+    """The id of the conversation with this reference ("SHOP-1042"), or None."""
+    c = conversations.c
+    found = conn.execute(select(c.id).where(c.reference == reference)).scalar()
+    return None if found is None else int(found)
+
+
+def references_of(conn: Any, conversation_ids: list[int]) -> dict[int, str]:
+    """The references of these conversations, by id."""
+    c = conversations.c
+    return dict(conn.execute(select(c.id, c.reference).where(c.id.in_(conversation_ids))).all())
+
+
+def open_conversations_of(conn: Any, addresses: list[str], limit: int) -> list[Any]:
+    """The newest `limit` conversations not closed that one of `addresses` takes part in."""
+    c, p = conversations.c, participants.c
+    return list(conn.execute(
+        select(conversations)
+        .where(
+            c.id.in_(select(p.conversation_id).where(p.address.in_(addresses))),
+            c.state != State.CLOSED.value,
+        )
+        .order_by(c.received_at.desc())
+        .limit(limit)
+    ))  # fmt: skip
+
+
+def messages_with_id(conn: Any, message_id: str) -> int:
+    """How many stored messages carry this Message-ID."""
+    m = messages.c
+    return int(conn.execute(select(func.count()).where(m.message_id == message_id)).scalar_one())
+
+
+# ---------------------------------------------------------------------------- unmatched replies
+
+
+def add_reply_keys(conn: Any, message_row: int, keys: list[str]) -> None:
+    """Keep what could match a team reply later; known keys are skipped."""
+    conn.execute(
+        insert_ignore(conn, reply_keys), [{"message_row": message_row, "key": k} for k in keys]
+    )
+
+
+def replies_keyed(conn: Any, keys: list[str]) -> list[tuple[int, str]]:
+    """(message row, key) of the kept keys among `keys`."""
+    k = reply_keys.c
+    return [
+        (row[0], row[1])
+        for row in conn.execute(select(k.message_row, k.key).where(k.key.in_(keys)))
+    ]
+
+
+def unmatched_team_replies(conn: Any, message_rows: list[int]) -> list[Any]:
+    """Of these messages, the team's in no conversation (id, received_at, subject, raw)."""
+    m = messages.c
+    return list(conn.execute(
+        select(m.id, m.received_at, m.subject, m.raw).where(
+            m.id.in_(message_rows), m.conversation_id.is_(None), m.direction == "team"
+        )
+    ))  # fmt: skip
+
+
+def team_reply_after(conn: Any, conversation_id: int, after: datetime) -> Any:
+    """The conversation's earliest team message received after `after` (id,
+    received_at, raw), or None."""
+    m = messages.c
+    return conn.execute(
+        select(m.id, m.received_at, m.raw)
+        .where(m.conversation_id == conversation_id, m.direction == "team",
+               m.received_at > after)
+        .order_by(m.received_at, m.id).limit(1)
+    ).first()  # fmt: skip
+
+
+def adopt_reply(conn: Any, message_row: int, conversation_id: int, match: str) -> None:
+    """An unmatched reply joins the conversation (matched by `match`); its keys go."""
+    m, k = messages.c, reply_keys.c
+    conn.execute(
+        update(messages)
+        .where(m.id == message_row)
+        .values(conversation_id=conversation_id, match=match)
+    )
+    conn.execute(delete(reply_keys).where(k.message_row == message_row))
+
+
+# ---------------------------------------------------------------------------- queued for the customer
+
+
+def pending_for_customer(conn: Any, conversation_id: int, kinds: Iterable[str]) -> list[Any]:
+    """The conversation's outbox rows of these kinds still pending (id, kind,
+    source_message_id), oldest first."""
+    o = outbox.c
+    return list(conn.execute(
+        select(o.id, o.kind, o.source_message_id)
+        .where(o.conversation_id == conversation_id, o.kind.in_(list(kinds)), o.status == "pending")
+        .order_by(o.id)
+    ))  # fmt: skip
+
+
+def cancel_pending(conn: Any, outbox_id: int, reason: str) -> bool:
+    """Cancel an outbox row if it is still pending; False when it no longer was."""
+    o = outbox.c
+    flipped = conn.execute(
+        update(outbox)
+        .where(o.id == outbox_id, o.status == "pending")
+        .values(status="cancelled", last_error=reason)
+    ).rowcount
+    return bool(flipped == 1)
+
+
+def mark_unacknowledged(conn: Any, message_row: int) -> None:
+    """The customer's message has no acknowledgment after all (it was cancelled)."""
+    conn.execute(update(messages).where(messages.c.id == message_row).values(acknowledged=False))
+
+
+# ---------------------------------------------------------------------------- cycles
+
+
+def add_cycle(conn: Any, values: dict[str, Any]) -> None:
+    """A new reply cycle."""
+    conn.execute(cycles.insert(), values)
+
+
+def open_cycle_of(conn: Any, conversation_id: int) -> Any:
+    """The conversation's newest cycle without a reply, or None."""
+    y = cycles.c
+    return conn.execute(
+        select(cycles)
+        .where(y.conversation_id == conversation_id, y.replied_at.is_(None))
+        .order_by(y.id.desc())
+        .limit(1)
+    ).first()
