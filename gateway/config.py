@@ -1,8 +1,10 @@
 """TOML configuration -> one validated, typed `Config`.
 
 Owns: finding the file (`--config`, `$SLA_GATEWAY_CONFIG`, `./config/gateway.toml`,
-`/etc/sla-gateway/gateway.toml`), reading it, checking every key, and building the values
-the core needs (the business calendar, priority rules). Every problem found is collected
+`/etc/sla-gateway/gateway.toml`), reading it against the key declaration (`configkeys`:
+each key once, with its type, default and meaning), checking the rules that span
+several keys, and building the values the core needs (the business calendar with its one
+holiday table, priority rules). Every problem found is collected
 and reported together, one line each, naming the file, the key, what is wrong and what
 would be right. It never raises anything but `ConfigError` for a bad file, never reads
 the file twice, and keeps no global state: the `Config` it returns is passed down.
