@@ -48,7 +48,7 @@ from .configkeys import (
     TokenStoreKeys,
     VipKeys,
 )
-from .configtypes import KEY, parse_date_span, parse_day_hours, parse_minutes, suggest
+from .configtypes import DEFAULT, KEY, parse_date_span, parse_day_hours, parse_minutes, suggest
 from .errors import ConfigError, Problem
 from .oauth import account_key
 from .oauth import authorization_endpoint as oauth_authorization_endpoint
@@ -418,9 +418,13 @@ def _problem(file: str, loc: tuple[str | int, ...], error: Any) -> Problem:
     """One pydantic error in our words: the key, what is wrong, what would be right."""
     kind, path = error["type"], _path(loc)
     name = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    if kind == "problem":
-        return Problem(file, path, error["ctx"]["message"], error["ctx"]["hint"].replace(KEY, name))
     siblings, found = key_at(loc)
+    if kind == "problem":
+        hint = error["ctx"]["hint"].replace(KEY, name)
+        if DEFAULT in hint:
+            default = found.default if found and isinstance(found.default, int) else "a whole number"
+            hint = hint.replace(DEFAULT, str(default))
+        return Problem(file, path, error["ctx"]["message"], hint)
     if kind == "missing":
         return Problem(file, path, "is missing", found.doc.missing if found else "")
     if kind == "unexpected_keyword_argument":

@@ -26,6 +26,7 @@ from .calendar import Range
 from .durations import parse_duration
 
 KEY = "{key}"  # in a hint: replaced by the key's own name when the problem is reported
+DEFAULT = "{default}"  # in a hint: replaced by the key's declared default
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
 
@@ -108,7 +109,7 @@ def boolean(value: object) -> bool:
 def whole(low: int, high: int) -> Callable[[object], int]:
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise Bad(f"must be a whole number, got {kind_of(value)}", f"write {KEY} = {low}")
+            raise Bad(f"must be a whole number, got {kind_of(value)}", f"write {KEY} = {DEFAULT}")
         if not low <= value <= high:
             raise Bad(f"{value} is out of range", f"use {low}..{high}")
         return value

@@ -364,3 +364,8 @@ def test_never_open_is_checked_from_the_callers_today() -> None:
     assert parse(text, today=date(2026, 1, 1)).hours.closed  # open until 2031
     with pytest.raises(ConfigError, match="the shop is never open from 2031-06-01 on"):
         parse(text, "gw.toml", today=date(2031, 6, 1))
+
+
+def test_a_wrong_type_suggests_the_declared_default() -> None:
+    problems = _problems(_replace("max_per_minute = 60", 'max_per_minute = "60"'))
+    assert "gw.toml: acknowledge.max_per_minute: must be a whole number, got str; write max_per_minute = 60" in problems
