@@ -558,7 +558,8 @@ class _Reader:
             return None, None
         tz = ZoneInfo(h.timezone)
         closed = ClosedDays.of(h.closed, holiday_table(h.holidays))
-        calendar = BusinessCalendar(tz, week, closed, seasons)
+        years = (self.today.year - 2, self.today.year + 3)  # built now, once; other years per query
+        calendar = BusinessCalendar(tz, week, closed, seasons, years)
         try:  # closed days and holidays could leave no open time at all
             calendar.next_open(datetime.combine(self.today, time(), tzinfo=tz))
         except ValueError:
