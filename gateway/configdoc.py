@@ -9,6 +9,7 @@ JSON Schema editors validate `gateway.toml` with. Reads nothing but the declarat
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import types
 import typing
@@ -28,6 +29,7 @@ README_END = "<!-- end of the configuration table -->"
 
 class Key(NamedTuple):
     name: str  # as written in the file ("from", not "start")
+    attr: str  # the field's name
     type: Any  # the annotation without Annotated/Optional
     doc: Doc
     check: Check | None
@@ -64,8 +66,9 @@ def keys(table: type) -> list[Key]:
         check = next((m for m in meta if isinstance(m, Check)), None)
         alias = next((m.alias for m in meta if isinstance(m, FieldInfo) and m.alias), None)
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-        result.append(Key(alias or f.name, bare, doc, check, default))
-    return result
+        result.append(Key(alias or f.name, f.name, bare, doc, check, default))
+    own = inspect.get_annotations(table)
+    return sorted(result, key=lambda k: k.attr not in own)  # keys shared by a base table last
 
 
 def key_at(path: tuple[str | int, ...]) -> tuple[list[Key], Key | None]:
@@ -102,7 +105,7 @@ def _rows(table: type, prefix: str) -> Iterator[tuple[str, str, str]]:
     for k in keys(table):
         path = f"{prefix}.{k.name}" if prefix else k.name
         inner = element(k.type)
-        if dataclasses.is_dataclass(inner):
+        if k.check is None and dataclasses.is_dataclass(inner):
             array = typing.get_origin(k.type) is tuple
             if inner is PrioritiesKeys:
                 continue  # the four priorities share one table layout, shown once below

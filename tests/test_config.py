@@ -326,8 +326,11 @@ def test_every_declared_key_is_in_the_readme_table() -> None:
 
     table = readme_table()
     for key in ("`inbox.imap.poll_interval`", "`business_hours.season.from`", "`priority.*.first_reply`",
-                "`send.alert_after`", "`oauth.token_key_file`", "`[[form]]`", "`breach.notify_customer`"):  # fmt: skip
+                "`send.alert_after`", "`oauth.token_key_file`", "`[[form]]`", "`breach.notify_customer`",
+                "`business_hours.mon`", "`inbox.imap.client_id`"):  # fmt: skip
         assert key in table, key
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert all(len(row) == 3 and row[1] not in ("", "?") and row[2].strip(" |") for row in rows), rows
 
 
 def test_unknown_key_in_a_nested_table_names_the_known_ones() -> None:
