@@ -20,11 +20,12 @@ from pydantic import BeforeValidator, ConfigDict, Field
 from . import configtypes as t
 from .calendar import Range
 from .configtypes import Check, Doc
+from .oauth import PROVIDERS as OAUTH_PROVIDERS
 
 PRIORITIES = ("urgent", "high", "normal", "low")  # highest first
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LANGUAGES = ("en", "de", "fr", "es", "nl")
-OAUTH_PROVIDERS = ("google", "microsoft", "custom")
+
 DEFAULT_DATABASE = "sqlite:///var/sla-gateway.db"
 OAUTH_KEYS = ("provider", "client_id", "client_secret_env", "client_secret_file", "tenant",
               "token_url", "device_authorization_url", "authorization_url", "scope")  # fmt: skip
@@ -41,7 +42,6 @@ Url = Check(t.url, {"type": "string", "pattern": "^https?://"}, "string")
 Port = Check(t.whole(1, 65535), {"type": "integer", "minimum": 1, "maximum": 65535}, "integer")  # fmt: skip
 Security = Check(t.choice(("tls", "starttls", "none")), {"enum": ["tls", "starttls", "none"]}, "string")  # fmt: skip
 Auth = Check(t.choice(("password", "oauth2")), {"enum": ["password", "oauth2"]}, "string")  # fmt: skip
-Provider = Check(t.choice(OAUTH_PROVIDERS), {"enum": list(OAUTH_PROVIDERS)}, "string")  # fmt: skip
 Tenant = Check(t.pattern(r"[A-Za-z0-9.-]+", "a tenant ID or domain", 'write the Directory (tenant) ID, a domain such as "shop.example", or "organizations"'), _STR, "string")  # fmt: skip
 DayHours = Check(t.day_hours, _STR, "string")
 Day = Check(t.one_date, {"type": "string", "format": "date"}, "date")
@@ -70,7 +70,7 @@ class OAuthKeys:
     """The app registration for `auth = "oauth2"`, shared by [inbox.imap] and [send]."""
 
     __pydantic_config__ = _TABLE
-    provider: Annotated[str | None, Check(t.choice(OAUTH_PROVIDERS), {"enum": list(OAUTH_PROVIDERS)}, "string"),
+    provider: Annotated[str | None, _enum(OAUTH_PROVIDERS),
                         Doc('`oauth2`: `"google"`, `"microsoft"` or `"custom"`. The presets set the endpoints and scopes: Google `https://oauth2.googleapis.com/device/code`, `https://oauth2.googleapis.com/token`, scope `https://mail.google.com/`; Microsoft `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode` and `/token`, scopes `https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access`.')] = None  # fmt: skip
     client_id: Annotated[str | None, Check(t.string, _STR, "string"), Doc("`oauth2`: the registered app's client ID. Required.")] = None  # fmt: skip
     client_secret_env: Annotated[str | None, Check(t.string, _STR, "string"), Doc("`oauth2`: the environment variable holding the app's client secret. Required for Google (this or `client_secret_file`); not used by a Microsoft public client.")] = None  # fmt: skip
