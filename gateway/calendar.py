@@ -17,9 +17,7 @@ Definition (the tests' reference implements the same words):
 How: the open set is kept as a sorted table of merged UTC intervals (integer
 microseconds) with the cumulative open time before each one, so business time becomes a
 monotone coordinate B(t); `elapsed(s, e) = B(e) - B(s)` and `add` inverts B with two
-binary searches. The table for the calendar's `years` is built once, when the calendar is
-made, and never changes afterwards (threads share it without locks). A query outside
-those years gets a table of its own, built for it and dropped after.
+binary searches. The table is built a year at a time, lazily, as queries need it.
 """
 
 from __future__ import annotations
@@ -86,27 +84,6 @@ class Season:
             raise ValueError("a season's stretch must be positive")
 
 
-@dataclass(frozen=True)
-class _Table:
-    """Merged open intervals (UTC microseconds) with the open time before each one;
-    instants in [valid_lo, valid_hi) are described exactly."""
-
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
-    cum: tuple[int, ...]  # open time before interval i
-    cum_end: tuple[int, ...]  # open time up to the end of interval i
-    days: tuple[date, date]  # the local dates it was built from
-    valid_lo: int
-    valid_hi: int
-
-    def b(self, t: int) -> int:
-        """Business microseconds from the table's origin to t (t must be covered)."""
-        i = bisect_right(self.starts, t) - 1
-        if i < 0:
-            return 0
-        return self.cum[i] + min(t, self.ends[i]) - self.starts[i]
-
-
 def _never_closed(day: date) -> str | None:
     return None
 
@@ -130,10 +107,7 @@ class BusinessCalendar:
         week: Sequence[Sequence[Range]],
         closed: Callable[[date], str | None] = _never_closed,
         seasons: Sequence[Season] = (),
-        years: tuple[int, int] | None = None,
     ) -> None:
-        """`years` (first, last): the years whose table is built now; None: none, every
-        query builds the years it needs."""
         if len(week) != 7:
             raise ValueError("week must have 7 entries, Monday first")
         self.tz = tz
@@ -141,7 +115,14 @@ class BusinessCalendar:
         self.seasons: tuple[Season, ...] = tuple(sorted(seasons, key=lambda s: s.start))
         self._closed = closed
         self._has_hours = any(self.week)
-        self._table = None if years is None else self._build(date(years[0], 1, 1), date(years[1], 12, 31))
+        # The interval table: starts/ends in UTC microseconds, cum = open time before i.
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._cum: list[int] = []
+        self._cum_end: list[int] = []
+        self._years: tuple[int, int] | None = None
+        self._valid_lo = 0  # instants in [valid_lo, valid_hi) are described exactly
+        self._valid_hi = 0
 
     # ----------------------------------------------------------------- public API
 
@@ -158,44 +139,45 @@ class BusinessCalendar:
         if duration == timedelta(0):
             return self._from_us(s)
         d = (duration.days * 86400 + duration.seconds) * _US + duration.microseconds
-        table = self._table_for(s, s)
+        self._cover(s)
         while True:
-            target = table.b(s) + d
-            if table.cum_end and target <= table.cum_end[-1]:
-                i = bisect_left(table.cum_end, target)
-                t = table.starts[i] + (target - table.cum[i])
-                if t <= table.valid_hi:
+            target = self._b(s) + d
+            if self._cum_end and target <= self._cum_end[-1]:
+                i = bisect_left(self._cum_end, target)
+                t = self._starts[i] + (target - self._cum[i])
+                if t <= self._valid_hi:
                     return self._from_us(t)
-            table = self._further(table, s)
+            self._extend_future(s)
 
     def elapsed(self, start: datetime, end: datetime) -> timedelta:
         """Business time between two instants (negative when `end` is before `start`)."""
         _require_aware(start, "start")
         _require_aware(end, "end")
         s, e = _to_us(start), _to_us(end)
-        table = self._table_for(min(s, e), max(s, e))
-        return timedelta(microseconds=table.b(e) - table.b(s))
+        self._cover(min(s, e))
+        self._cover(max(s, e))
+        return timedelta(microseconds=self._b(e) - self._b(s))
 
     def is_open(self, at: datetime) -> bool:
         """Whether the shop is open at this instant."""
         _require_aware(at, "at")
         t = _to_us(at)
-        table = self._table_for(t, t)
-        i = bisect_right(table.starts, t) - 1
-        return i >= 0 and t < table.ends[i]
+        self._cover(t)
+        i = bisect_right(self._starts, t) - 1
+        return i >= 0 and t < self._ends[i]
 
     def next_open(self, at: datetime) -> datetime:
         """`at` itself when open, else the next opening instant (in the calendar's zone)."""
         _require_aware(at, "at")
         t = _to_us(at)
-        table = self._table_for(t, t)
+        self._cover(t)
         while True:
-            i = bisect_right(table.starts, t) - 1
-            if i >= 0 and t < table.ends[i]:
+            i = bisect_right(self._starts, t) - 1
+            if i >= 0 and t < self._ends[i]:
                 return self._from_us(t)
-            if i + 1 < len(table.starts) and table.starts[i + 1] < table.valid_hi:
-                return self._from_us(table.starts[i + 1])
-            table = self._further(table, t)
+            if i + 1 < len(self._starts) and self._starts[i + 1] < self._valid_hi:
+                return self._from_us(self._starts[i + 1])
+            self._extend_future(t)
 
     def season_at(self, at: datetime) -> Season | None:
         """The season whose dates contain `at`'s local date, if any."""
@@ -216,31 +198,44 @@ class BusinessCalendar:
     def _from_us(self, us: int) -> datetime:
         return (_EPOCH + timedelta(microseconds=us)).astimezone(self.tz)
 
-    def _table_for(self, lo: int, hi: int) -> _Table:
-        """The built table when it describes [lo, hi] exactly, else one built for them."""
-        table = self._table
-        if table is not None and table.valid_lo <= lo and hi < table.valid_hi:
-            return table
-        if not lo >= MIN_US or not hi < MAX_US:
-            raise ValueError("business-time arithmetic works between the years 1900 and 2999")
-        one = timedelta(days=1)
-        return self._build(self._from_us(lo).date() - 2 * one, self._from_us(hi).date() + one)
+    def _b(self, t: int) -> int:
+        """Business microseconds from the table's origin to t (t must be covered)."""
+        i = bisect_right(self._starts, t) - 1
+        if i < 0:
+            return 0
+        return self._cum[i] + min(t, self._ends[i]) - self._starts[i]
 
-    def _further(self, table: _Table, origin: int) -> _Table:
-        """A table twice as long as `table` (a month at least), for a query that ran off it."""
-        first, last = table.days
-        if not self._has_hours or (last - self._from_us(origin).date()).days > _MAX_YEARS_AHEAD * 366:
+    def _year_of(self, us: int) -> int:
+        return self._from_us(us).year
+
+    def _cover(self, t: int) -> None:
+        """Make sure instant t lies inside the exactly described window."""
+        if self._years is not None and self._valid_lo <= t < self._valid_hi:
+            return
+        if not MIN_US <= t < MAX_US:
+            raise ValueError("business-time arithmetic works between the years 1900 and 2999")
+        year = self._year_of(t)
+        if self._years is None:
+            self._build(year - 1, year + 1)
+        else:
+            lo, hi = self._years
+            self._build(min(lo, year - 1), max(hi, year + 1))
+
+    def _extend_future(self, origin: int) -> None:
+        assert self._years is not None
+        lo, hi = self._years
+        if not self._has_hours or hi - self._year_of(origin) > _MAX_YEARS_AHEAD:
             raise ValueError(
                 f"no business hours within {_MAX_YEARS_AHEAD} years after "
                 f"{self._from_us(origin).isoformat()}"
             )
-        return self._build(first, last + max(last - first, timedelta(days=31)))
+        self._build(lo, hi + 1)
 
-    def _build(self, first: date, last: date) -> _Table:
-        """The table of the local dates first..last."""
+    def _build(self, first_year: int, last_year: int) -> None:
         starts: list[int] = []
         ends: list[int] = []
-        day = first
+        day = date(first_year, 1, 1)
+        last = date(last_year, 12, 31)
         one = timedelta(days=1)
         while day <= last:
             ranges = self.week[day.weekday()]
@@ -264,11 +259,12 @@ class BusinessCalendar:
             cum.append(total)
             total += e - s
             cum_end.append(total)
-        # Ranges of the day before `first` may reach one day in; ranges of the day after
-        # `last` start at its midnight at the earliest.
-        return _Table(tuple(starts), tuple(ends), tuple(cum), tuple(cum_end), (first, last),
-                      self._wall_to_us(first + one, 0, end=False),
-                      self._wall_to_us(last + one, 0, end=False))  # fmt: skip
+        self._starts, self._ends, self._cum, self._cum_end = starts, ends, cum, cum_end
+        self._years = (first_year, last_year)
+        # Ranges of the day before first_year may reach one day in; ranges of the day
+        # after last_year start at its midnight at the earliest.
+        self._valid_lo = self._wall_to_us(date(first_year, 1, 2), 0, end=False)
+        self._valid_hi = self._wall_to_us(date(last_year + 1, 1, 1), 0, end=False)
 
     def _wall_to_us(self, day: date, minutes: int, *, end: bool) -> int:
         """The instant a local wall time denotes, per the module's definition."""

@@ -316,8 +316,7 @@ class _Reader:
             return None, None
         tz = ZoneInfo(h.timezone)
         closed = ClosedDays.of(h.closed, holiday_table(h.holidays))
-        years = (self.today.year - 2, self.today.year + 3)  # built now, once; other years per query
-        calendar = BusinessCalendar(tz, week, closed, seasons, years)
+        calendar = BusinessCalendar(tz, week, closed, seasons)
         try:  # closed days and holidays could leave no open time at all
             calendar.next_open(datetime.combine(self.today, time(), tzinfo=tz))
         except ValueError:

@@ -372,25 +372,3 @@ def test_never_open_is_checked_from_the_callers_today() -> None:
 def test_a_wrong_type_suggests_the_declared_default() -> None:
     problems = _problems(_replace("max_per_minute = 60", 'max_per_minute = "60"'))
     assert "gw.toml: acknowledge.max_per_minute: must be a whole number, got str; write max_per_minute = 60" in problems
-
-
-def test_the_calendar_table_is_built_once_at_load(example_config) -> None:
-    """The calendar's interval table is made when the configuration is read and never
-    replaced; a query outside its years gets a table of its own, with the same answers
-    as a calendar built for those years."""
-    from datetime import datetime
-
-    from gateway.calendar import BusinessCalendar
-
-    cal = example_config.calendar
-    table = cal._table
-    assert table is not None
-    tz = cal.tz
-    start = datetime(1999, 12, 30, 16, 0, tzinfo=tz)
-    built_for_then = BusinessCalendar(tz, cal.week, cal.closure, cal.seasons, years=(1998, 2001))
-    assert cal.add(start, timedelta(hours=9)) == built_for_then.add(start, timedelta(hours=9))
-    assert cal.elapsed(start, datetime(2000, 1, 4, tzinfo=tz)) == built_for_then.elapsed(
-        start, datetime(2000, 1, 4, tzinfo=tz)
-    )
-    assert cal.next_open(datetime(2150, 12, 25, tzinfo=tz)).year == 2150
-    assert cal._table is table  # nothing was swapped in
