@@ -83,7 +83,7 @@ class _State:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load(locate(self.config_path, os.environ))
+            self._config = load(locate(self.config_path, os.environ), today=self.clock().date())
         return self._config
 
     @property
@@ -137,12 +137,19 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     metavar="ADDRESS",
     help="With --connect: send one test message there.",
 )
+@click.option("--schema", is_flag=True, help="Print the configuration's JSON Schema and exit.")
+@click.option("--readme-table", is_flag=True, help="Print the README's configuration table and exit.")
 @click.pass_context
-def check(ctx: click.Context, connect: bool, send_test: str | None) -> None:
+def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool, readme_table: bool) -> None:
     """Validate the configuration and its templates, and summarise the policy it publishes."""
     from .secrets import problems as secret_problems
     from .templatecheck import check_templates
 
+    if schema or readme_table:  # from the key declaration alone: no configuration needed
+        from . import configdoc
+
+        click.echo(configdoc.schema_text() if schema else configdoc.readme_table())
+        return
     state = _state(ctx)
     config = state.config
     problems = [*check_templates(config, state.clock()), *secret_problems(config)]

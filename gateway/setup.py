@@ -43,7 +43,7 @@ class BadAnswer(ValueError):
 
 
 def check_address(text: str) -> str:
-    from .config import _ADDRESS  # the rule inbox.address is checked by
+    from .configtypes import _ADDRESS  # the rule inbox.address is checked by
 
     value = text.strip()
     if not _ADDRESS.match(value):

@@ -307,3 +307,68 @@ def test_due_refuses_years_out_of_range(run_cli: Callable[..., Result]) -> None:
     result = run_cli("--config", str(EXAMPLE), "due", "-p", "normal", "--at", "9999-12-31T10:00")
     assert result.exit_code == 2
     assert "outside the years 1970-2200" in result.output
+
+
+# ------------------------------------------------------------------ one declaration
+
+
+def test_readme_table_is_the_declaration() -> None:
+    """The README's configuration table is generated from the key declaration
+    (`sla-gateway check --readme-table`); editing one without the other fails here."""
+    from gateway.configdoc import readme_section, readme_table
+
+    readme = (EXAMPLE.parent.parent / "README.md").read_text(encoding="utf-8")
+    assert readme_section(readme) == readme_table()
+
+
+def test_every_declared_key_is_in_the_readme_table() -> None:
+    from gateway.configdoc import readme_table
+
+    table = readme_table()
+    for key in ("`inbox.imap.poll_interval`", "`business_hours.season.from`", "`priority.*.first_reply`",
+                "`send.alert_after`", "`oauth.token_key_file`", "`[[form]]`", "`breach.notify_customer`",
+                "`business_hours.mon`", "`inbox.imap.client_id`"):  # fmt: skip
+        assert key in table, key
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert all(len(row) == 3 and row[1] not in ("", "?") and row[2].strip(" |") for row in rows), rows
+
+
+def test_unknown_key_in_a_nested_table_names_the_known_ones() -> None:
+    problems = _problems(_replace('min_priority = "high"', 'min_prio = "high"'))
+    assert 'gw.toml: vip.min_prio: unknown key; did you mean "min_priority"?' in problems
+    problems = _problems(_replace('min_priority = "high"', 'zzz = "high"'))
+    assert "gw.toml: vip.zzz: unknown key; known keys: senders, min_priority" in problems
+
+
+def test_check_schema_prints_a_json_schema_the_example_validates_against(
+    run_cli: Callable[..., Result],
+) -> None:
+    import json
+    import tomllib
+
+    result = run_cli("check", "--schema")
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.output)
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert {"inbox", "business_hours", "priority", "send"} <= set(schema["properties"])
+    assert "description" in schema["properties"]["database"]
+    example = json.loads(json.dumps(tomllib.loads(example_text()), default=str))
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(example, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**example, "databse": "x"}, schema)
+
+
+def test_never_open_is_checked_from_the_callers_today() -> None:
+    """Closed days that cover every opening hour from today on: the probe starts at the
+    caller's `today` (the injected clock), not at a fixed date."""
+    years = ", ".join(f'"{y}-06-01..{y + 1}-05-31"' for y in range(2031, 2055))
+    text = _replace('closed = ["2026-12-24", "2026-12-31"]', f"closed = [{years}]")
+    assert parse(text, today=date(2026, 1, 1)).hours.closed  # open until 2031
+    with pytest.raises(ConfigError, match="the shop is never open from 2031-06-01 on"):
+        parse(text, "gw.toml", today=date(2031, 6, 1))
+
+
+def test_a_wrong_type_suggests_the_declared_default() -> None:
+    problems = _problems(_replace("max_per_minute = 60", 'max_per_minute = "60"'))
+    assert "gw.toml: acknowledge.max_per_minute: must be a whole number, got str; write max_per_minute = 60" in problems
