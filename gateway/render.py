@@ -43,6 +43,7 @@ from .calendar import BusinessCalendar
 from .config import Config, InboxConfig
 from .model import Deadline, Parsed
 from .rules import LOOP_HEADER
+from .tracker import without_prefixes
 
 Translations = gettext.NullTranslations
 
@@ -185,7 +186,7 @@ class Renderer:
         return {
             "language": lang,
             "customer_name": clean_header(customer_name, 80),
-            "subject": clean_header(parsed.subject, 150),
+            "subject": clean_header(without_prefixes(parsed.subject), 150),
             "reference": reference,
             "shop_name": inbox.from_name or inbox.address,
             "inbox_address": inbox.address,
@@ -502,7 +503,7 @@ def breach_context(
     return {
         "language": lang,
         "reference": reference,
-        "subject": clean_header(subject, 150),
+        "subject": clean_header(without_prefixes(subject), 150),
         "shop_name": inbox.from_name or inbox.address,
         "promised": when(cal.local(promised), lang),
         "new_due": when(cal.local(new_due), lang),

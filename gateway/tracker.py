@@ -116,6 +116,12 @@ _PREFIX = re.compile(
 _TAGS = re.compile(r"\[[^\]]*\]")
 
 
+def without_prefixes(subject: str) -> str:
+    """The subject without its reply and forward prefixes, in any language and however
+    stacked: "Re: RE: AW: Your order" -> "Your order" (our "Re: " goes in front once)."""
+    return _PREFIX.sub("", subject).strip()
+
+
 def normalize_subject(subject: str) -> str:
     """ "Re: AW: Where is my parcel? [SHOP-1001]" -> "where is my parcel?" """
     text = _TAGS.sub(" ", subject)

@@ -36,3 +36,31 @@ def test_to_wire_is_the_stdlib_generator(subject: str, name: str, refs: str | No
     assert ours == message.as_bytes(policy=STDLIB)
     assert all(len(line) <= 998 for line in ours.split(b"\r\n"))
     assert re.search(rb"(?<!\r)\n", ours) is None  # CRLF only
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("Your order #5520 has shipped", "Re: Your order #5520 has shipped [SHOP-1001]"),
+        ("Re: Re: Your order is on its way", "Re: Your order is on its way [SHOP-1001]"),
+        ("Re: RE: Your order has shipped", "Re: Your order has shipped [SHOP-1001]"),
+        ("AW: Re: Stornierung Bestellung 1234", "Re: Stornierung Bestellung 1234 [SHOP-1001]"),
+        ("Fwd: WG: Rechnung", "Re: Rechnung [SHOP-1001]"),
+        ("Re:", "Re: Your message [SHOP-1001]"),
+    ],
+)
+def test_the_acknowledgment_subject_never_stacks_prefixes(subject: str, expected: str) -> None:
+    from gateway.config import load
+    from gateway.parse import parse
+    from gateway.policy import deadline
+    from gateway.render import Renderer
+    from tests.conftest import EXAMPLE
+
+    config = load(EXAMPLE)
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    mail = parse(f"From: kim@customer.example\r\nSubject: {subject}\r\n\r\nHello\r\n".encode())
+    ack = Renderer(config).acknowledgment(
+        parsed=mail, inbox=config.inboxes[0], deadline=deadline(config.calendar, config.default_priority, now),
+        reference="SHOP-1001", ack_to="kim@customer.example", customer_name="", now=now,
+    )  # fmt: skip
+    assert str(ack["Subject"]) == expected
