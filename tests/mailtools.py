@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,7 +16,20 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from gateway.config import Config, parse
-from tests.conftest import example_text
+from tests.conftest import FIXED_NOW, example_text
+
+
+class Clock:
+    """The one thing tests fake: time. Moves only when told to."""
+
+    def __init__(self, now: datetime = FIXED_NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
 
 
 def free_port() -> int:

@@ -18,10 +18,10 @@ from gateway.parse import parse
 from gateway.service import Service
 from tests.conftest import DATA
 from tests.imapserver import Dovecot
-from tests.mailtools import Delivered, Sink, gateway_config
+from tests.mailtools import Clock, Delivered, Sink, gateway_config
 from tests.test_intake_imap import RECEIVED, imap_config
 from tests.test_intake_imap import start as start_imap
-from tests.test_intake_smtp import Clock, send
+from tests.test_intake_smtp import send
 
 CASES = {
     c["file"]: c

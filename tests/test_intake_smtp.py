@@ -22,22 +22,11 @@ from gateway.model import Received
 from gateway.pipeline import Pipeline
 from gateway.service import Service
 from tests.conftest import DATA
-from tests.mailtools import Sink, gateway_config
+from tests.mailtools import Clock, Sink, gateway_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin
 
 
-class Clock:
-    """The one thing tests fake: time. Moves only when told to."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 @pytest.fixture

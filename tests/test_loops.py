@@ -16,8 +16,8 @@ from gateway import store
 from gateway.config import Config
 from gateway.pipeline import Received
 from gateway.service import Service
-from tests.mailtools import Delivered, Sink, gateway_config
-from tests.test_intake_smtp import Clock, mail, rows, send, wait_processed
+from tests.mailtools import Clock, Delivered, Sink, gateway_config
+from tests.test_intake_smtp import mail, rows, send, wait_processed
 
 OWNER = "owner@shop.example"
 

@@ -25,23 +25,12 @@ from gateway.pipeline import Pipeline, Received
 from gateway.render import alert_message
 from gateway.service import Service
 from tests.conftest import example_text
-from tests.mailtools import Sink, free_port, gateway_config
+from tests.mailtools import Clock, Sink, free_port, gateway_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin
 DOWN = "451 4.3.0 Mail server temporarily unavailable"
 
 
-class Clock:
-    """The one thing tests fake: time. Moves only when told to."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 def queue(config: Any, engine: sa.Engine, now: datetime, count: int) -> None:

@@ -21,7 +21,7 @@ from gateway import store
 from gateway.config import Config
 from gateway.pipeline import Received
 from gateway.service import Service
-from tests.mailtools import Sink, gateway_config
+from tests.mailtools import Clock, Sink, gateway_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin, open
 # A custom template that works for the sample mail `check` renders (and for most mail)
@@ -29,15 +29,6 @@ NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin, open
 THIRD_WORD = "Hello,\n\nabout “{{ subject.split()[2] }}”: reference {{ reference }}.\n"
 
 
-class Clock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 def mail(subject: str, message_id: str, sender: str = "kim@customer.example") -> bytes:

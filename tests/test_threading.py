@@ -33,7 +33,7 @@ from gateway.pipeline import Outcome, Pipeline, Received
 from gateway.reports import status
 from gateway.service import Service
 from tests.imapserver import Dovecot
-from tests.mailtools import Sink, free_port, gateway_config
+from tests.mailtools import Clock, Sink, free_port, gateway_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 AGENTS = {"agents = [] ": 'agents = ["anna@shop.example"] '}
@@ -43,12 +43,6 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def mail(sender: str = "kim@customer.example", subject: str = "Where is my parcel?",

@@ -24,7 +24,7 @@ from gateway import store
 from gateway.config import Config
 from gateway.service import Service
 from tests.imapserver import Dovecot
-from tests.mailtools import Sink, gateway_config
+from tests.mailtools import Clock, Sink, gateway_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 AGENTS = {"agents = [] ": 'agents = ["anna@shop.example"] '}
@@ -34,12 +34,6 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def customer_mail(n: int = 1, subject: str = "Where is my parcel?", body: str = "It has not arrived yet.",
