@@ -11,7 +11,6 @@ aside; and the heartbeat and OAuth token rows. Values in, rows out; no decisions
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,11 +28,9 @@ from .schema import (
     outbox,
 )
 
-# Every statement of intake, the runner and the queue: storing a raw message, claiming
-# the next stored one, reading what its decision needs, writing the plan, setting it
-# aside, and queueing outgoing mail.
-
-_MSGID = re.compile(r"<([^<>\s]+)>")
+# Every statement of intake and the runner: storing a raw message, claiming the next
+# stored one, reading what its decision needs, writing the plan, setting it aside.
+# (Outgoing mail is queued by outgoing.enqueue.)
 
 
 def insert_raw(conn: Connection, values: dict[str, Any]) -> tuple[int | None, bool]:
