@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .calendar import BusinessCalendar, Range, Season
+from .closed import ClosedDays
 from .configkeys import PRIORITIES
 from .oauth import account_key
 
@@ -223,6 +224,7 @@ class HoursConfig:
     holidays: str | None
     closed: tuple[tuple[date, date], ...]
     seasons: tuple[Season, ...]
+    closed_days: ClosedDays = field(default_factory=ClosedDays, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

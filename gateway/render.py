@@ -40,6 +40,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from . import catalogs
 from .calendar import BusinessCalendar
+from .closed import ClosedDays
 from .config import Config, InboxConfig
 from .model import Deadline, Parsed
 from .rules import LOOP_HEADER
@@ -201,7 +202,7 @@ class Renderer:
             "timezone": self.config.hours.timezone,
             "season": deadline.season,
             "season_notice": _season_notice(cal, deadline, lang),
-            "closure": closure(cal, now, lang, self.config.hours.holidays),
+            "closure": closure(cal, now, lang, self.config.hours.closed_days),
         }
 
 
@@ -442,51 +443,13 @@ def _clock(minutes: int, language: str, t: Translations) -> str:
     return format_time(time(minutes // 60, minutes % 60), format="short", locale=language)
 
 
-def closure(
-    cal: BusinessCalendar, now: datetime, language: str, holidays_code: str | None = None
-) -> dict[str, Any] | None:
+def closure(cal: BusinessCalendar, now: datetime, language: str, closed: ClosedDays) -> dict[str, Any] | None:
     """When today is a closed day (holiday, closure): its reason, in the inbox's language
     where the holidays package knows it (else empty for a plain closure), and when we reopen."""
-    day = cal.local(now).date()
-    reason = closure_reason(cal, day, language, holidays_code)
+    reason = closed.reason(cal.local(now).date(), language)
     if reason is None:
         return None
     return {"reason": reason, "reopens": when(cal.next_open(now), language)}
-
-
-def closure_reason(
-    cal: BusinessCalendar, day: date, language: str, holidays_code: str | None
-) -> str | None:
-    """Why a day is closed, for customers: the holiday's name in their language where the
-    holidays package has it, nothing for a plain closure; None when the day is open."""
-    reason = cal.closure(day)
-    if reason is None:
-        return None
-    localized = holiday_name(holidays_code, day, language) if holidays_code else None
-    return localized or ("" if reason == "closed" else reason)
-
-
-@lru_cache(maxsize=64)
-def _holiday_table(code: str, language: str) -> Any:
-    import holidays as holidays_lib
-
-    country, _, subdivision = code.upper().partition("-")
-    cls = holidays_lib.country_holidays(country, subdiv=subdivision or None)
-    supported = getattr(cls, "supported_languages", ()) or ()
-    wanted = [lang for lang in supported if lang == language or lang.split("_")[0] == language]
-    if not wanted:
-        return None
-    choice = "en_US" if language == "en" and "en_US" in wanted else wanted[0]
-    return holidays_lib.country_holidays(country, subdiv=subdivision or None, language=choice)
-
-
-def holiday_name(code: str, day: date, language: str) -> str | None:
-    """The public holiday's name in `language`, when the holidays package has it."""
-    table = _holiday_table(code, language)
-    if table is None:
-        return None
-    name = table.get(day)
-    return str(name) if name else None
 
 
 def _season_notice(cal: BusinessCalendar, deadline: Deadline, language: str) -> str:
@@ -766,7 +729,7 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
     closures = []
     for offset in range(90):
         day = today + timedelta(days=offset)
-        reason = closure_reason(cal, day, lang, config.hours.holidays)
+        reason = config.hours.closed_days.reason(day, lang)
         if cal.week[day.weekday()] and reason is not None:
             closures.append({"date": format_date(day, format="full", locale=lang), "reason": reason})
     season = None
