@@ -103,6 +103,7 @@ class Plan:
     follows: bool = False  # it continues `context.conversation` as its customer
     direction: str = "customer"  # customer / machine / ours / team
     outgoing: tuple[Outgoing, ...] = ()
+    event: tuple[str, dict[str, Any]] = ("", {})  # the message's own: kind and detail
     events: tuple[tuple[str, dict[str, Any]], ...] = ()  # breaker and loop-alert events
     skip: Skip | None = None
 
@@ -119,7 +120,9 @@ def _alert_recipients(config: Config) -> tuple[str, ...]:
 def decide(parsed: Parsed, context: Context, config: Config, classifier: Classifier) -> Plan:
     """The decision about one message: pure, from the message and its context."""
     if context.team:
-        return Plan(context, parsed, direction="team")
+        found = context.conversation is not None
+        return Plan(context, parsed, direction="team", event=(
+            "team-reply" if found else "team-reply-unmatched", {"match": context.match}))  # fmt: skip
     row = context.row
     decision = policy_decide(
         parsed, config=config, inbox=context.inbox, classifier=classifier,
@@ -170,8 +173,17 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
         )) for r in _alert_recipients(config))  # fmt: skip
     elif acknowledging and context.breaker_open:
         events.append(("circuit-closed", {}))
+    acknowledged = any(out.kind == "ack" for out in outgoing)
+    event = ("acknowledged" if acknowledged else "not-acknowledged", {
+        "rule": skip.rule if skip else None,
+        "reason": skip.reason if skip else None,
+        "priority": decision.classification.priority,
+        "matched": [str(x) for x in decision.classification.matches],
+    })  # fmt: skip
+    if context.refused:
+        event[1]["not_joined"] = list(context.refused)  # the sender takes no part in them
     return Plan(context, parsed, decision, opens, context.conversation is not None and not machine,
-                direction, tuple(outgoing), tuple(events), skip)  # fmt: skip
+                direction, tuple(outgoing), event, tuple(events), skip)  # fmt: skip
 
 
 def _writable(address: str) -> bool:
@@ -412,25 +424,21 @@ class Runner:
         conversation_id: int | None = (
             context.conversation.id if context.conversation is not None else None
         )
-        detail: dict[str, Any] = {}
+        kind, detail = plan.event[0], dict(plan.event[1])
         if plan.opens is not None:
             conversation_id = self._open_conversation(conn, parsed, inbox, decision, row, plan.opens, now)
         elif plan.follows:
-            detail = conversations.customer_followup(
+            detail.update(conversations.customer_followup(
                 conn, self.config, context.conversation, decision.classification, row.received_at,
                 replay=self.replay, now=now,
-            )  # fmt: skip
-        if context.refused:
-            detail["not_joined"] = list(context.refused)  # the sender takes no part in them
-        for kind, event in plan.events:
-            store.add_event(conn, now, kind, event, message_row=row.id if kind == "loop-alert" else None)
-        acknowledged = False
+            ))  # fmt: skip
+        for side, event in plan.events:
+            store.add_event(conn, now, side, event, message_row=row.id if side == "loop-alert" else None)
         ack_row: int | None = None
         for out in plan.outgoing:
             assert out.message is not None
             if out.kind == "ack":
                 ack_row = self.enqueue(conn, "ack", out.message, out.recipient, now, conversation_id, row.id)
-                acknowledged = True
             else:
                 self.enqueue(conn, out.kind, out.message, out.recipient, now)
         if conversation_id is not None and plan.direction == "customer":
@@ -447,8 +455,9 @@ class Runner:
             if late:
                 detail["late_replies"] = late
                 if ack_row is not None and any(ack_row in r.get("cancelled", ()) for r in late):
-                    acknowledged = False
+                    kind = "not-acknowledged"
                     detail["ack_cancelled"] = "the team had replied before it was processed"
+        acknowledged = kind == "acknowledged"
         if not store.flip_processed(
             conn, row.id, inbox=inbox.name, conversation_id=conversation_id,
             direction=plan.direction, from_addr=parsed.sender.addr if parsed.sender else None,
@@ -456,13 +465,7 @@ class Runner:
             skip_reason=skip.reason[:500] if skip else None, acknowledged=acknowledged,
         ):  # fmt: skip
             raise _AlreadyDone()  # another runner processed it meanwhile: undo everything
-        store.add_event(conn, now, "acknowledged" if acknowledged else "not-acknowledged", {
-            "rule": skip.rule if skip else None,
-            "reason": skip.reason if skip else None,
-            "priority": decision.classification.priority,
-            "matched": [str(x) for x in decision.classification.matches],
-            **detail,
-        }, conversation_id=conversation_id, message_row=row.id)  # fmt: skip
+        store.add_event(conn, now, kind, detail, conversation_id=conversation_id, message_row=row.id)
         log.info(
             "event=processed message=%s reference=%s priority=%s ack=%s rule=%s",
             row.id, plan.reference, decision.classification.priority, acknowledged,
@@ -501,7 +504,7 @@ class Runner:
         """A reply written by the team: measure it against its conversation's clock."""
         context, parsed = plan.context, plan.parsed
         row, now, conversation = context.row, context.now, context.conversation
-        detail: dict[str, Any] = {"match": context.match}
+        kind, detail = plan.event[0], dict(plan.event[1])
         if conversation is not None:
             detail.update(
                 conversations.team_reply(
@@ -521,7 +524,6 @@ class Runner:
             subject=parsed.subject[:2000], match=context.match, acknowledged=False,
         ):  # fmt: skip
             raise _AlreadyDone()
-        kind = "team-reply" if conversation is not None else "team-reply-unmatched"
         store.add_event(conn, now, kind, detail, conversation_id=conv_id, message_row=row.id)
         log.info("event=%s message=%s reference=%s match=%s", kind, row.id,
                  conversation.reference if conversation is not None else "-", context.match)  # fmt: skip
