@@ -169,12 +169,11 @@ def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool
     if send_test and all(r.ok for r in results):
         from . import store
         from .outbox import OutboxSender
-        from .render import alert_message
+        from .render import Alert, Renderer, alert_message
 
         engine = state.engine
         now = state.clock()
-        message = alert_message(config, send_test, subject="Test message",
-                                text="sla-gateway can send mail. Nothing else to do.\n", now=now)  # fmt: skip
+        message = alert_message(Renderer(config), send_test, Alert("test"), now=now)
         with store.begin(engine) as conn:
             row_id = store.enqueue(conn, "alert", message, send_test, now)
         sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock)

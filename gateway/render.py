@@ -16,7 +16,7 @@ from __future__ import annotations
 import gettext
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from email.charset import QP, Charset
 from email.header import Header
@@ -28,10 +28,11 @@ from email.utils import format_datetime, formataddr, make_msgid
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from babel import Locale
 from babel.dates import format_date, format_time, get_day_names
+from babel.dates import format_datetime as format_datetime_babel
 from babel.lists import format_list
 from babel.numbers import format_decimal, format_percent
 from babel.units import format_unit
@@ -206,11 +207,44 @@ class Renderer:
         }
 
 
-def alert_message(
-    config: Config, recipient: str, *, subject: str, text: str, now: datetime
-) -> Message:
-    """A short operational notice to the owner (never a customer)."""
+@dataclass(frozen=True)
+class Alert:
+    """An alert to the owner as values: which one (its template is `alert-KIND.txt.j2`)
+    and what it shows. Dates in `values` are aware datetimes (shown in the shop's time
+    zone), durations seconds, counts numbers; the template formats them in the shop's
+    language."""
+
+    kind: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+# Every alert the gateway sends to the owner, by kind (templates/alert-KIND.txt.j2).
+ALERTS = ("loop", "breaker", "replies", "set-aside", "too-large", "outage", "sign-in", "test")
+
+
+def alert_template(kind: str) -> str:
+    return f"alert-{kind}.txt.j2"
+
+
+def render_alert(renderer: Renderer, alert: Alert) -> tuple[str, str]:
+    """(subject, text) of an alert, in the first inbox's language: the template's
+    `{% set subject %}` block and its body."""
+    config = renderer.config
+    lang = config.inboxes[0].language
+    name = alert_template(alert.kind)
+    template = renderer.environment(lang).select_template([f"{lang}/{name}", name])
+    context = {"language": lang, "shop_name": config.inboxes[0].from_name or config.inboxes[0].address,
+               "timezone": config.hours.timezone, **alert.values}  # fmt: skip
+    module = template.make_module(context)
+    subject = clean_header(str(getattr(module, "subject", "")))
+    return subject, str(module).lstrip("\n")
+
+
+def alert_message(renderer: Renderer, recipient: str, alert: Alert, *, now: datetime) -> Message:
+    """A short operational notice to the owner (never a customer), from its template."""
+    config = renderer.config
     inbox = config.inboxes[0]
+    subject, text = render_alert(renderer, alert)
     return build_message(
         from_name="sla-gateway",
         from_addr=inbox.address,
@@ -226,6 +260,11 @@ def alert_message(
         ],
         text=text,
     )
+
+
+def alert_recipients(config: Config) -> tuple[str, ...]:
+    """Who gets the owner's alerts: `alerts.to`, else the first inbox's address."""
+    return config.alerts.to or (config.inboxes[0].address,)
 
 
 class _WirePolicy(Compat32):
@@ -353,6 +392,13 @@ def _when(moment: datetime, zone: Any, language: str) -> When:
         zone=_zone_name(moment),
         iso=moment.isoformat(),
     )
+
+
+def short_moment(moment: datetime, language: str) -> str:
+    """A moment in an alert's list, in its own zone: "Mon 23 Nov 10:00 CET" (Babel's
+    day and month names, as the digest's day columns)."""
+    return (format_datetime_babel(moment, "EEE d MMM HH:mm", tzinfo=moment.tzinfo, locale=language)
+            + " " + _zone_name(moment))  # fmt: skip
 
 
 def sender_time(due: datetime, sender_date: datetime | None, language: str) -> When | None:
@@ -550,10 +596,12 @@ def _counted(table: dict[str, Callable[[Translations, int], str]], key: str, n: 
     return phrase % {"num": format_decimal(n, locale=language)}
 
 
-def duration_text(seconds: float | None, language: str) -> str:
+def duration_text(
+    seconds: float | None, language: str, length: Literal["short", "narrow"] = "short"
+) -> str:
     """Business time for people, through Babel's units: "45 min", "1 hr 30 min", "26 hr",
     "4 days 21 hr" in English, "4 Tg., 21 Std." in German; the two largest units, days
-    from 48 hours on."""
+    from 48 hours on. `length="narrow"`: "16m", "1h 30m" (the alerts' spans of clock time)."""
     if seconds is None:
         return "—"
     minutes = round(seconds / 60)
@@ -562,9 +610,9 @@ def duration_text(seconds: float | None, language: str) -> str:
     units = [(days, "duration-day"), (hours, "duration-hour"), (minutes, "duration-minute")]
     while len(units) > 1 and units[0][0] == 0:
         units.pop(0)
-    shown = [format_unit(v, unit, length="short", locale=language) for v, unit in units[:2] if v]
+    shown = [format_unit(v, unit, length=length, locale=language) for v, unit in units[:2] if v]
     if not shown:
-        return format_unit(0, "duration-minute", length="short", locale=language)
+        return format_unit(0, "duration-minute", length=length, locale=language)
     return _unit_list(shown, language)
 
 
@@ -622,6 +670,7 @@ def digest_filters(language: str, t: Translations) -> dict[str, Callable[..., st
     return {
         "pct": lambda v: "—" if v is None else format_percent(v, locale=language),
         "dur": lambda v: duration_text(v, language),
+        "span": lambda v: duration_text(v, language, "narrow"),
         "num": lambda v: format_decimal(v or 0, locale=language),
         "longdate": lambda d: format_date(d, format="full", locale=language),
         "shortdate": lambda d: format_date(d, format="short", locale=language),
@@ -635,6 +684,9 @@ def digest_filters(language: str, t: Translations) -> dict[str, Callable[..., st
         ),
         "note": lambda s: suggestion_note(s, language, t),
         "hours": hours,
+        "moment": lambda m: short_moment(m, language),
+        "stamp": lambda m: format_datetime_babel(m, "yyyy-MM-dd HH:mm:ss", tzinfo=m.tzinfo,
+                                                 locale=language) + " " + _zone_name(m),
     }
 
 

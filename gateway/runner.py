@@ -34,7 +34,7 @@ from .model import Parsed
 from .parse import parse
 from .policy import Decision, recipients
 from .policy import decide as policy_decide
-from .render import Renderer, template_line
+from .render import Alert, Renderer, alert_message, alert_recipients, template_line
 from .rules import LOOP_HEADER, MACHINE_RULES, AckHistory, LoopContext, Skip, quoted_ack
 from .tracker import Author, author, reply_event
 
@@ -87,8 +87,7 @@ class Outgoing:
 
     kind: str  # "ack" or "alert"
     recipient: str
-    subject: str = ""  # alerts: the subject and text to render
-    text: str = ""
+    alert: Alert | None = None  # alerts: what the template shows
     message: Message | None = None
 
 
@@ -111,10 +110,6 @@ class Plan:
     def reference(self) -> str | None:
         conversation = self.context.conversation
         return self.opens or (conversation.reference if conversation is not None else None)
-
-
-def _alert_recipients(config: Config) -> tuple[str, ...]:
-    return config.alerts.to or (config.inboxes[0].address,)
 
 
 def decide(parsed: Parsed, context: Context, config: Config, classifier: Classifier) -> Plan:
@@ -152,25 +147,18 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
         if last is None or now - last >= LOOP_ALERT_EVERY:
             sender = parsed.sender.addr if parsed.sender else "(no From)"
             events.append(("loop-alert", {"from": sender, "reason": skip.reason}))
-            outgoing.extend(Outgoing("alert", r, "Someone answers our acknowledgments", (
-                f"A mail from {sender} answers one of our acknowledgments, but {sender} "
-                f"is not the customer of that conversation: {skip.reason}.\n\n"
-                "It was not acknowledged and opened no conversation, so that a system "
-                "which answers every mail (a ticket desk, a CRM) cannot keep a mail loop "
-                "going. If a person wrote it, please answer them yourself. Further mail "
-                "like this within the hour is recorded (rule quotes-our-ack, see "
-                "`sla-gateway inspect`) without another alert.\n"
-            )) for r in _alert_recipients(config))  # fmt: skip
+            alert = Alert("loop", {"sender": sender, "reason": skip.reason})
+            outgoing.extend(Outgoing("alert", r, alert) for r in alert_recipients(config))
     if skip is not None and skip.rule == "circuit-breaker" and not context.breaker_open:
         events.append(("circuit-open", {"reason": skip.reason}))
-        outgoing.extend(Outgoing("alert", r, "Acknowledgments paused: unusual volume", (
-            f"sla-gateway stopped sending acknowledgments: {skip.reason} "
-            f"(limits: {config.acknowledge.max_per_minute} per minute, "
-            f"{config.acknowledge.max_per_hour} per hour).\n\n"
-            "Incoming mail is still stored and measured. Acknowledgments resume by "
-            "themselves when the rate falls. If this is a mail loop or a flood, check "
-            "the messages with `sla-gateway status` and the mail server's logs.\n"
-        )) for r in _alert_recipients(config))  # fmt: skip
+        history = context.history
+        alert = Alert("breaker", {
+            "in_last_minute": history.in_last_minute if history else 0,
+            "in_last_hour": history.in_last_hour if history else 0,
+            "max_per_minute": config.acknowledge.max_per_minute,
+            "max_per_hour": config.acknowledge.max_per_hour,
+        })  # fmt: skip
+        outgoing.extend(Outgoing("alert", r, alert) for r in alert_recipients(config))
     elif acknowledging and context.breaker_open:
         events.append(("circuit-closed", {}))
     acknowledged = any(out.kind == "ack" for out in outgoing)
@@ -390,7 +378,6 @@ class Runner:
         """The Plan's messages, rendered (templates are pure enough to run here)."""
         if not plan.outgoing:
             return plan
-        from .render import alert_message
 
         rendered: list[Outgoing] = []
         now = plan.context.now
@@ -407,8 +394,8 @@ class Runner:
                     reference=plan.reference, ack_to=out.recipient, customer_name=name, now=now,
                 )  # fmt: skip
             else:
-                message = alert_message(self.config, out.recipient, subject=out.subject,
-                                        text=out.text, now=now)  # fmt: skip
+                assert out.alert is not None
+                message = alert_message(self.renderer, out.recipient, out.alert, now=now)
             rendered.append(replace(out, message=message))
         return replace(plan, outgoing=tuple(rendered))
 

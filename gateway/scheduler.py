@@ -21,9 +21,8 @@ from typing import Any
 
 from . import store
 from .config import Config
-from .durations import format_duration
 from .pipeline import Pipeline
-from .render import alert_message, breach_notice
+from .render import Alert, alert_message, alert_recipients, breach_notice
 from .store import Engine
 from .tracker import PAUSED, Event, State, transition
 
@@ -163,15 +162,20 @@ class Scheduler:
             store.update_cycle(conn, w.id, warned_at=now)
         if not warnings and not breaches:
             return 0
-        text = self._alert_text(warnings, breaches, now)
-        parts = []
-        if breaches:
-            parts.append(f"{len(breaches)} missed")
-        if warnings:
-            parts.append(f"{len(warnings)} due soon")
-        subject = "Reply promises: " + ", ".join(parts)
-        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
-            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+        cal = self.config.calendar
+
+        def conversation(row: Any, **extra: Any) -> dict[str, Any]:
+            return {"reference": row.reference, "priority": row.priority, "customer": row.customer,
+                    "subject": row.subject, "due": cal.local(row.due_at), **extra}  # fmt: skip
+
+        alert = Alert("replies", {
+            "breaches": [conversation(b, late=cal.elapsed(b.due_at, now).total_seconds())
+                         for b in breaches],
+            "warnings": [conversation(w, left=cal.elapsed(now, w.due_at).total_seconds())
+                         for w in warnings],
+        })  # fmt: skip
+        for recipient in alert_recipients(self.config):
+            message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
             store.enqueue(conn, "alert", message, recipient, now)
         for w in warnings:
             store.update_cycle(conn, w.id, warned_at=now)
@@ -181,31 +185,6 @@ class Scheduler:
                                              "breaches": [b.reference for b in breaches]})  # fmt: skip
         log.info("event=alert warnings=%s breaches=%s", len(warnings), len(breaches))
         return 1
-
-    def _alert_text(self, warnings: list[Any], breaches: list[Any], now: datetime) -> str:
-        cal = self.config.calendar
-        lines = []
-
-        def describe(row: Any) -> str:
-            due = cal.local(row.due_at)
-            return f"  {row.reference}  {row.priority:<6}  {row.customer}  “{row.subject[:60]}”\n      due {due:%a %d %b %H:%M %Z}"
-
-        if breaches:
-            lines.append("Missed — the promised reply time has passed:")
-            for row in breaches:
-                late = cal.elapsed(row.due_at, now)
-                lines.append(describe(row) + f" (late by {format_duration(late)} business time)")
-            lines.append("")
-        if warnings:
-            lines.append("Due soon — answer these first:")
-            for row in warnings:
-                left = cal.elapsed(now, row.due_at)
-                lines.append(describe(row) + f" ({format_duration(left)} business time left)")
-            lines.append("")
-        lines.append(
-            "Answer from your usual mail client; sla-gateway sees the reply and stops the clock."
-        )
-        return "\n".join(lines) + "\n"
 
     def _set_aside_news(self, conn: Any) -> tuple[Any, list[Any]]:
         """The last set-aside alert's event (or None) and the "shunted" events after it
@@ -234,37 +213,21 @@ class Scheduler:
         if not rows:
             return 0
         count = len(rows)
-        subject = f"{count} message{'' if count == 1 else 's'} set aside, not acknowledged"
-        text = self._set_aside_text(rows)
-        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
-            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+        alert = Alert("set-aside", {
+            "rows": [{"id": row["id"], "received": self.config.calendar.local(datetime.fromisoformat(row["received_at"])),
+                      "from": row["from"], "subject": row["subject"],
+                      "error": (row["error"].splitlines() or [""])[0][:200]}
+                     for row in rows[:SET_ASIDE_SHOWN]],
+            "more": max(0, count - SET_ASIDE_SHOWN),
+            "every": SET_ASIDE_EVERY.total_seconds(),
+        })  # fmt: skip
+        for recipient in alert_recipients(self.config):
+            message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
             store.enqueue(conn, "alert", message, recipient, now)
         store.add_event(conn, now, "set-aside-alert",
                         {"through": max(n.id for n in news), "messages": ids})  # fmt: skip
         log.info("event=set-aside-alert messages=%s", count)
         return 1
-
-    def _set_aside_text(self, rows: list[dict[str, Any]]) -> str:
-        lines = [
-            "sla-gateway could not process these messages and set them aside: their senders",
-            "got no acknowledgment and no reply promise is being measured for them.",
-            "",
-        ]
-        for row in rows[:SET_ASIDE_SHOWN]:
-            received = self.config.calendar.local(datetime.fromisoformat(row["received_at"]))
-            error = (row["error"].splitlines() or [""])[0][:200]
-            lines.append(f"  #{row['id']}  received {received:%a %d %b %H:%M %Z}  "
-                         f"{row['from'] or '(no sender)'}  “{row['subject'][:60]}”")  # fmt: skip
-            lines.append(f"      {error}")
-        if len(rows) > SET_ASIDE_SHOWN:
-            lines.append(f"  and {len(rows) - SET_ASIDE_SHOWN} more")
-        lines += [
-            "",
-            "Fix the cause (often a custom template: run `sla-gateway check`), then run",
-            "`sla-gateway retry`; `sla-gateway status` lists every set-aside message with its",
-            f"error. At most one such alert is sent every {format_duration(SET_ASIDE_EVERY)}.",
-        ]
-        return "\n".join(lines) + "\n"
 
     def _close_quiet(self, conn: Any, now: datetime) -> None:
         limit = now - self.config.tracking.close_after
