@@ -484,7 +484,8 @@ def setup_logging(log_format: str) -> None:
 )
 @click.pass_context
 def run(ctx: click.Context, log_format: str) -> None:
-    """Run the gateway: listen, poll, acknowledge, send — until stopped (SIGTERM/Ctrl-C)."""
+    """Run the gateway: listen, poll, acknowledge, send — until stopped (SIGTERM/Ctrl-C);
+    SIGHUP reloads the configuration and templates."""
     import signal
     import time
 
@@ -504,9 +505,11 @@ def run(ctx: click.Context, log_format: str) -> None:
         )
     service = Service(config, clock=state.clock)
     stopping: list[int] = []  # a signal handler must take no lock: it may interrupt one
+    reloads: list[int] = []  # SIGHUP (`systemctl reload`): read the configuration again
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: stopping.append(number))
+    signal.signal(signal.SIGHUP, lambda number, _frame: reloads.append(number))
     try:
         service.start()
     except OSError as exc:  # the listener's address: taken, not ours, or a privileged port
@@ -523,6 +526,9 @@ def run(ctx: click.Context, log_format: str) -> None:
                 err=True,
             )
         while not stopping:
+            if reloads:
+                reloads.clear()
+                service.reload()
             time.sleep(0.2)
     finally:
         service.close()

@@ -320,8 +320,9 @@ class FolderSync:
                         t.inbox, t.folder, t.uid, t.size, t.limit, t.sender)  # fmt: skip
         if not fresh:
             return
-        alert = too_large_alert(self.config, self.imap, fresh, sent=self.sent)
-        for recipient in alert_recipients(self.config):
+        config = self.pipeline.config  # the running configuration, also after a reload
+        alert = too_large_alert(config, self.imap, fresh, sent=self.sent)
+        for recipient in alert_recipients(config):
             message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
             store.enqueue(conn, "alert", message, recipient, now)
 

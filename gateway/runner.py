@@ -214,6 +214,12 @@ class Runner:
     def __post_init__(self) -> None:
         self.classifier = Classifier.from_config(self.config)
 
+    def reconfigure(self, config: Config, renderer: Renderer) -> None:
+        """A reloaded configuration for the messages claimed from now on (between two
+        messages: the service holds its reload lock while the runner works)."""
+        self.classifier = Classifier.from_config(config)
+        self.config, self.renderer = config, renderer
+
     # ------------------------------------------------------------------ the loop
 
     def process_pending(self, limit: int = 100) -> list[Outcome]:
