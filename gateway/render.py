@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from babel import Locale
-from babel.dates import format_date, format_time, get_day_names
+from babel.dates import DateTimeFormat, format_date, format_time, get_day_names
 from babel.dates import format_datetime as format_datetime_babel
 from babel.lists import format_list
 from babel.numbers import format_decimal, format_percent
@@ -387,11 +387,39 @@ def _when(moment: datetime, zone: Any, language: str) -> When:
     """`when`, cached by instant, zone (equal instants in two zones read differently) and
     language."""
     return When(
-        date=format_date(moment, format="full", locale=language),
+        date=long_date(moment, "full", language),
         time=format_time(moment, format="short", tzinfo=moment.tzinfo, locale=language),
         zone=_zone_name(moment),
         iso=moment.isoformat(),
     )
+
+
+def long_date(value: date, length: Literal["full", "long"], language: str) -> str:
+    """Babel's full or long date, with the first day of a month written as the language
+    writes it in dates ("mardi 1er décembre 2026"): the catalog's translation of the day
+    number "1" in the context "first day of a month, in dates" (most languages keep "1")."""
+    first = _first_day(language)
+    if value.day != 1 or first == "1":
+        return format_date(value, format=length, locale=language)
+    locale = Locale.parse(language)
+    day = value.date() if isinstance(value, datetime) else value
+    fields = _FirstDay(DateTimeFormat(day, locale=locale), first)
+    return str(locale.date_formats[length].format % fields)
+
+
+@lru_cache(maxsize=32)
+def _first_day(language: str) -> str:
+    return catalogs.translations(language).pgettext("first day of a month, in dates", "1")
+
+
+class _FirstDay:
+    """Babel's date fields, the day of the month ("d") replaced."""
+
+    def __init__(self, fields: DateTimeFormat, first: str) -> None:
+        self.fields, self.first = fields, first
+
+    def __getitem__(self, name: str) -> str:
+        return self.first if name == "d" else str(self.fields[name])
 
 
 def short_moment(moment: datetime, language: str) -> str:
@@ -672,7 +700,7 @@ def digest_filters(language: str, t: Translations) -> dict[str, Callable[..., st
         "dur": lambda v: duration_text(v, language),
         "span": lambda v: duration_text(v, language, "narrow"),
         "num": lambda v: format_decimal(v or 0, locale=language),
-        "longdate": lambda d: format_date(d, format="full", locale=language),
+        "longdate": lambda d: long_date(d, "full", language),
         "shortdate": lambda d: format_date(d, format="short", locale=language),
         "dayname": lambda d: format_date(d, format="EEE d MMM", locale=language),
         "period": lambda p, day: period_label(p, day, language, t),
@@ -783,12 +811,12 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
         day = today + timedelta(days=offset)
         reason = config.hours.closed_days.reason(day, lang)
         if cal.week[day.weekday()] and reason is not None:
-            closures.append({"date": format_date(day, format="full", locale=lang), "reason": reason})
+            closures.append({"date": long_date(day, "full", lang), "reason": reason})
     season = None
     for s in cal.seasons:
         if s.end >= today and (s.start - today).days <= 60:
-            season = {"name": s.name, "start": format_date(s.start, format="long", locale=lang),
-                      "end": format_date(s.end, format="long", locale=lang), "notice": s.notice_for(lang),
+            season = {"name": s.name, "start": long_date(s.start, "long", lang),
+                      "end": long_date(s.end, "long", lang), "notice": s.notice_for(lang),
                       "stretch": format_decimal(s.stretch, locale=lang)}  # fmt: skip
             break
     return {

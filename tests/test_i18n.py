@@ -34,9 +34,11 @@ from gateway.render import (
     breach_notice,
     business_time,
     duration_text,
+    long_date,
     render_alert,
     render_digest,
     render_policy,
+    when,
 )
 from gateway.templatecheck import _digest, _renderings, sample_alerts
 from tests.conftest import EXAMPLE, example_text
@@ -315,6 +317,18 @@ def test_the_german_alerts_read_as_german() -> None:
     message = alert_message(renderer, "owner@shop.example", Alert("test"), now=NOW)
     assert str(message["Subject"]) == "[sla-gateway] Testnachricht"
     assert message.get_payload(decode=True).decode() == "sla-gateway kann Post verschicken. Sonst ist nichts zu tun.\n"
+
+
+def test_french_dates_write_the_first_of_the_month_as_1er() -> None:
+    """Through the catalog (the day number "1" in its date context), not a table."""
+    first, second = datetime(2026, 12, 1, 9, 0, tzinfo=UTC), datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    assert long_date(first.date(), "full", "fr") == "mardi 1er décembre 2026"
+    assert long_date(first.date(), "long", "fr") == "1er décembre 2026"
+    assert long_date(second.date(), "full", "fr") == "mercredi 2 décembre 2026"
+    assert when(first, "fr").date == "mardi 1er décembre 2026"
+    assert long_date(first.date(), "full", "de") == "Dienstag, 1. Dezember 2026"
+    assert long_date(first.date(), "full", "en") == "Tuesday, December 1, 2026"
+    assert "1er décembre 2026" in render_policy(Renderer(config_in("fr")), "text", NOW)  # the season's end
 
 
 # ------------------------------------------------------------------ durations through Babel
