@@ -712,6 +712,7 @@ def digest_filters(language: str, t: Translations) -> dict[str, Callable[..., st
         ),
         "note": lambda s: suggestion_note(s, language, t),
         "hours": hours,
+        "priority": lambda name: priority_name(name, t),
         "moment": lambda m: short_moment(m, language),
         "stamp": lambda m: format_datetime_babel(m, "yyyy-MM-dd HH:mm:ss", tzinfo=m.tzinfo,
                                                  locale=language) + " " + _zone_name(m),
@@ -776,6 +777,21 @@ _PRIORITY_NAMES: dict[str, Callable[[Translations], str]] = {
     "high": lambda t: t.gettext("High"),
     "low": lambda t: t.gettext("Low"),
 }
+
+
+# The default priorities' names where the owner reads them (digest, alerts): lower case,
+# as configured; an owner's own names show as written.
+_PRIORITY_WORDS: dict[str, Callable[[Translations], str]] = {
+    "urgent": lambda t: t.pgettext("priority", "urgent"),
+    "high": lambda t: t.pgettext("priority", "high"),
+    "normal": lambda t: t.pgettext("priority", "normal"),
+    "low": lambda t: t.pgettext("priority", "low"),
+}
+
+
+def priority_name(name: str, t: Translations) -> str:
+    """A priority's name in the owner's language ("dringend"), or as configured."""
+    return _PRIORITY_WORDS[name](t) if name in _PRIORITY_WORDS else name
 
 
 def priority_label(name: str, keywords: tuple[str, ...], t: Translations) -> str:

@@ -279,6 +279,7 @@ def test_the_german_digest_reads_as_german() -> None:
     assert "Bestätigt 11; nicht bestätigt 4: 3 Abwesenheitsnotizen, 1 Unzustellbarkeitsmeldung" in text
     assert "zu wenige Daten: 3 der 20 Erstantworten, die ein Vorschlag braucht (letzte 90 Tage)" in text
     assert "30 Min. zu spät" in text
+    assert "  dringend Ziel 30 Min.: 83\u00a0%" in text and "  niedrig " in text  # the default priorities
     assert ">83\u00a0% der Erstantworten pünktlich</h1>" in page
     assert "Bestätigt am Sa. 21 Nov.: 11." in page
 
