@@ -4,7 +4,7 @@ not by a customer's mail.
 
 Owns: the sample values (a sample customer mail, deadline, breach, digest and policy, each
 once with every optional value present and once with the optional values empty, as real
-mail has them), rendering through the same functions the running gateway uses (so the
+mail has them, and every alert to the owner with its variants), rendering through the same functions the running gateway uses (so the
 templates see exactly the variables they see at run time), turning a Jinja2 error into
 one `Problem` naming the template file, its line and what to do, and naming an inbox
 language that has no message catalog (its messages would be English). It reads template

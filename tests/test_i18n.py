@@ -426,3 +426,12 @@ def test_check_names_a_language_without_a_catalog(tmp_path: Path, run_cli: Cli) 
     assert len(lines) == 1, lines
     assert lines[0].startswith(f'error: {path}: inbox[0].language: "pl" has no message catalog')
     assert "LC_MESSAGES/messages.po" in lines[0] and "en, de, fr, es, nl" in lines[0]
+
+
+def test_an_owner_overrides_an_alert_template(tmp_path: Path) -> None:
+    config = _owner_config(tmp_path, "de", "Hallo,")
+    assert config.templates is not None
+    (Path(config.templates) / "alert-test.txt.j2").write_text(
+        "{% set subject %}Probe{% endset %}{% trans %}Hello,{% endtrans %} {{ shop_name }}\n")
+    subject, text = render_alert(Renderer(config), Alert("test"))
+    assert (subject, text) == ("Probe", "Hallo, Example Shop Support\n")
