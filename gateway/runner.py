@@ -147,7 +147,7 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
         if last is None or now - last >= LOOP_ALERT_EVERY:
             sender = parsed.sender.addr if parsed.sender else "(no From)"
             events.append(("loop-alert", {"from": sender, "reason": skip.reason}))
-            alert = Alert("loop", {"sender": sender, "reason": skip.reason})
+            alert = Alert("loop", {"sender": parsed.sender.addr if parsed.sender else "", "reason": skip.reason})
             outgoing.extend(Outgoing("alert", r, alert) for r in alert_recipients(config))
     if skip is not None and skip.rule == "circuit-breaker" and not context.breaker_open:
         events.append(("circuit-open", {"reason": skip.reason}))
