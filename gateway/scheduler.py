@@ -21,10 +21,11 @@ from typing import Any
 
 from . import store
 from .config import Config
+from .conversations import resolve_quiet
 from .pipeline import Pipeline
 from .render import Alert, alert_message, alert_recipients, breach_notice
 from .store import Engine
-from .tracker import PAUSED, Event, State, transition
+from .tracker import QUIET, Event, transition
 
 log = logging.getLogger("sla_gateway.scheduler")
 
@@ -57,6 +58,7 @@ class Scheduler:
         now = self.clock()
         with store.begin(self.engine) as conn:
             self._mark_breaches(conn, now)
+            self._mark_resolution_breaches(conn, now)
             queued = self._customer_notices(conn, now)
             if not self.config.alerts.only_in_business_hours or self.config.calendar.is_open(now):
                 queued += self._alerts(conn, now)
@@ -129,6 +131,12 @@ class Scheduler:
             store.add_event(conn, now, "breached", {"cycle": cycle.kind, "due_at": cycle.due_at},
                             conversation_id=conversation.id)  # fmt: skip
 
+    def _mark_resolution_breaches(self, conn: Any, now: datetime) -> None:
+        for conv in store.resolutions_past_due(conn, now):
+            store.update_conversation(conn, conv.id, resolution_breached=True)
+            store.add_event(conn, now, "resolution-breached", {"due_at": conv.resolve_due_at},
+                            conversation_id=conv.id)  # fmt: skip
+
     def _customer_notices(self, conn: Any, now: datetime) -> int:
         """`[breach] notify_customer`: one honest message per conversation, at the breach."""
         if not self.config.tracking.notify_customer_on_breach:
@@ -140,7 +148,7 @@ class Scheduler:
                 store.update_conversation(conn, conv.id, customer_notified_at=now)
                 continue
             window = timedelta(seconds=conv.cycle_window) * conv.cycle_stretch
-            new_due = self.config.calendar.add(now, window)
+            new_due = self.config.clock_for(conv.priority).add(now, window)
             inbox = self.config.inbox_named(conv.inbox)
             message = breach_notice(self.pipeline.renderer, inbox=inbox, reference=conv.reference,
                                     subject=conv.subject, to=recipient, promised=conv.cycle_due,
@@ -160,19 +168,30 @@ class Scheduler:
         warnings = [w for w in warnings if w not in late_warnings]
         for w in late_warnings:
             store.update_cycle(conn, w.id, warned_at=now)
-        if not warnings and not breaches:
+        # The resolution promise, in the same mail: warned once, alerted once.
+        unresolved = store.resolutions_breached_unalerted(conn)
+        overdue_ids = {u.id for u in unresolved}
+        resolving = [r for r in store.resolutions_to_warn(conn, now)
+                     if r.id not in overdue_ids and r.resolve_due_at > now]  # fmt: skip
+        if not warnings and not breaches and not unresolved and not resolving:
             return 0
         cal = self.config.calendar
 
-        def conversation(row: Any, **extra: Any) -> dict[str, Any]:
+        def conversation(row: Any, due: datetime, **extra: Any) -> dict[str, Any]:
             return {"reference": row.reference, "priority": row.priority, "customer": row.customer,
-                    "subject": row.subject, "due": cal.local(row.due_at), **extra}  # fmt: skip
+                    "subject": row.subject, "due": cal.local(due), **extra}  # fmt: skip
+
+        def late(row: Any, due: datetime) -> float:
+            return self.config.clock_for(row.priority).elapsed(due, now).total_seconds()
 
         alert = Alert("replies", {
-            "breaches": [conversation(b, late=cal.elapsed(b.due_at, now).total_seconds())
-                         for b in breaches],
-            "warnings": [conversation(w, left=cal.elapsed(now, w.due_at).total_seconds())
-                         for w in warnings],
+            "breaches": [conversation(b, b.due_at, late=late(b, b.due_at)) for b in breaches],
+            "warnings": [conversation(w, w.due_at, left=-late(w, w.due_at)) for w in warnings],
+            "unresolved": [conversation(u, u.resolve_due_at, late=late(u, u.resolve_due_at))
+                           for u in unresolved],
+            "resolving": [conversation(r, r.resolve_due_at, left=-late(r, r.resolve_due_at))
+                          for r in resolving],
+            "resolved_address": self._resolved_address(),
         })  # fmt: skip
         for recipient in alert_recipients(self.config):
             message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
@@ -181,10 +200,21 @@ class Scheduler:
             store.update_cycle(conn, w.id, warned_at=now)
         for b in breaches:
             store.update_cycle(conn, b.id, breach_alerted_at=now, warned_at=b.warned_at or now)
+        for r in resolving:
+            store.update_conversation(conn, r.id, resolve_warned_at=now)
+        for u in unresolved:
+            store.update_conversation(conn, u.id, resolve_alerted_at=now,
+                                      resolve_warned_at=u.resolve_warned_at or now)  # fmt: skip
         store.add_event(conn, now, "alert", {"warnings": [w.reference for w in warnings],
-                                             "breaches": [b.reference for b in breaches]})  # fmt: skip
+                                             "breaches": [b.reference for b in breaches],
+                                             "resolution_warnings": [r.reference for r in resolving],
+                                             "resolution_breaches": [u.reference for u in unresolved]})  # fmt: skip
         log.info("event=alert warnings=%s breaches=%s", len(warnings), len(breaches))
         return 1
+
+    def _resolved_address(self) -> str:
+        local, _, domain = self.config.inboxes[0].address.partition("@")
+        return f"{local}+resolved@{domain}"
 
     def _set_aside_news(self, conn: Any) -> tuple[Any, list[Any]]:
         """The last set-aside alert's event (or None) and the "shunted" events after it
@@ -230,10 +260,7 @@ class Scheduler:
         return 1
 
     def _close_quiet(self, conn: Any, now: datetime) -> None:
+        """Resolve conversations that waited for the customer longer than close_after."""
         limit = now - self.config.tracking.close_after
-        for row in store.quiet_conversations(conn, [s.value for s in PAUSED], limit):
-            state, _ = transition(row.state, Event.IDLE_TIMEOUT)
-            if state == State.CLOSED:
-                store.update_conversation(conn, row.id, state=state.value, closed_at=now)
-                store.add_event(conn, now, "closed", {"after": str(self.config.tracking.close_after)},
-                                conversation_id=row.id)  # fmt: skip
+        for row in store.quiet_conversations(conn, [s.value for s in QUIET], limit):
+            resolve_quiet(conn, self.config, row, now)
