@@ -82,6 +82,7 @@ class ImapConfig:
     sent_folder: str | None = None  # None: find it by SPECIAL-USE \\Sent; "": don't watch
     auth: str = "password"  # "password" | "oauth2"
     oauth: OAuthConfig | None = None  # set when auth = "oauth2"
+    resolve_on_archive: bool = False  # a conversation whose customer mail all left is resolved
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class InboxConfig:
     reference_prefix: str = ""
     imap: ImapConfig | None = None
     agents: tuple[str, ...] = ()  # team members whose mail (e.g. BCC copies) counts as replies
+    command_delimiter: str = "+"  # support+resolved@: local part, delimiter, command
 
     @property
     def prefix(self) -> str:
@@ -105,6 +107,24 @@ class InboxConfig:
     @property
     def addresses(self) -> tuple[str, ...]:
         return (self.address, *self.aliases)
+
+    def suffix_of(self, address: str) -> str | None:
+        """What follows the delimiter when `address` is one of this inbox's addresses or
+        aliases with a suffix (`support+resolved@shop.example` gives "resolved"), "" for
+        the address itself, None for any other address. Case-insensitive; the suffix
+        comes back lower-cased."""
+        local, at, domain = address.strip().lower().rpartition("@")
+        if not at:
+            return None
+        for own in self.addresses:
+            own_local, _, own_domain = own.lower().rpartition("@")
+            if domain != own_domain:
+                continue
+            if local == own_local:
+                return ""
+            if local.startswith(own_local + self.command_delimiter):
+                return local[len(own_local) + 1 :]
+        return None
 
 
 @dataclass(frozen=True)
@@ -300,8 +320,10 @@ class Config:
         return self.inboxes[0]
 
     def inbox_for(self, address: str) -> InboxConfig | None:
-        wanted = address.lower()
+        """The inbox this address reaches: one of its addresses or aliases, also with a
+        suffix after the inbox's delimiter (`support+resolved@`); None for any other."""
+        exact = address.lower()
         for inbox in self.inboxes:
-            if wanted in (a.lower() for a in inbox.addresses):
+            if exact in (a.lower() for a in inbox.addresses):
                 return inbox
-        return None
+        return next((i for i in self.inboxes if i.suffix_of(address) is not None), None)

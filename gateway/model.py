@@ -64,6 +64,7 @@ class Parsed:
     html_only: bool
     size: int
     defects: tuple[str, ...] = ()
+    delivered_to: tuple[Address, ...] = ()  # Delivered-To and X-Original-To (raw headers)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""

@@ -1,0 +1,51 @@
+"""Commands by address: `support+resolved@shop.example` marks the conversation a mail answers.
+
+Owns: which commands exist (`COMMANDS`), the addresses a message was delivered or copied
+to (`addressed_to`: the SMTP envelope, Delivered-To, X-Original-To, To and Cc), and the
+commands among them (`commands_in`): `<local part><delimiter><command>@<domain>` of an
+inbox address or alias, with that inbox's `command_delimiter`, compared case-insensitively.
+An unknown command, a suffix on an address that is not ours, or a foreign domain gives
+nothing. Addresses are read from the raw header values (`parse` does that), never from
+decoded text, so an encoded-word display name cannot smuggle one in.
+
+Pure: values in, values out. It decides neither who may give a command (the runner does:
+only the team) nor what a command changes (`conversations.apply_command`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .configmodel import Config
+from .model import Parsed
+
+# The state commands first, then the priorities (configkeys.PRIORITIES, highest first).
+COMMANDS = ("resolved", "pending", "open", "urgent", "high", "normal", "low")
+
+
+def commands_in(addresses: Iterable[str], config: Config) -> tuple[str, ...]:
+    """The commands these addresses carry, each once, in the order first seen."""
+    found: dict[str, None] = {}
+    for address in addresses:
+        for inbox in config.inboxes:
+            suffix = inbox.suffix_of(address)
+            if suffix is None:
+                continue
+            if suffix in COMMANDS:
+                found[suffix] = None
+            break  # the first inbox that owns the address decides
+    return tuple(found)
+
+
+def addressed_to(parsed: Parsed, envelope_to: Sequence[str]) -> list[str]:
+    """Every address the message was delivered or copied to: the envelope recipients as
+    the SMTP client gave them, then Delivered-To and X-Original-To (where the receiving
+    servers delivered it; that is where a Bcc shows), then To and Cc. Each once (compared
+    case-insensitively), in that order."""
+    seen: dict[str, str] = {}
+    envelope = (a.strip() for a in envelope_to)
+    headers = (a.addr for a in (*parsed.delivered_to, *parsed.to, *parsed.cc))
+    for address in (*envelope, *headers):
+        if address and "@" in address:
+            seen.setdefault(address.lower(), address)
+    return list(seen.values())
