@@ -4,16 +4,24 @@ and Postfix deliver it (tests/data/commands/, expectations in tests/data/cases.t
 
 from __future__ import annotations
 
+import smtplib
 import tomllib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from gateway import store
 from gateway.commands import COMMANDS, addressed_to, commands_in
 from gateway.config import Config, ConfigError, parse
 from gateway.configkeys import PRIORITIES
 from gateway.parse import parse as parse_mail
+from gateway.service import Service
 from tests.conftest import DATA, example_text
+from tests.mailtools import Clock, Sink, gateway_config
+from tests.test_intake_smtp import wait_processed
 
 CASES = [
     c
@@ -143,3 +151,50 @@ def test_a_bad_delimiter_is_one_clear_line(value: str, expected: str) -> None:
     line = next(p for p in problems if "command_delimiter" in p)
     assert line.startswith("gw.toml: inbox[0].command_delimiter: ") and expected in line, problems
     assert "never \"@\"" in line or "must be a string" in line
+
+
+# ------------------------------------------------------------------ the listener
+
+
+@pytest.fixture
+def listener(tmp_path: Path, database_url: str, sink: Sink) -> Iterator[tuple[Config, Service]]:
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port, append=B2B)
+    service = Service(config, clock=Clock())
+    service.start()
+    yield config, service
+    service.close()
+
+
+B2B = '\n[[inbox]]\nname = "b2b"\naddress = "sales@b2b.example"\ncommand_delimiter = "-"\n'
+
+
+def _send(config: Config, to: list[str], message_id: str) -> dict[str, tuple[int, bytes]]:
+    assert config.listen is not None
+    raw = (f"From: Kim <kim@customer.example>\r\nTo: {to[0]}\r\nSubject: Where is my parcel?\r\n"
+           f"Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMessage-ID: <{message_id}>\r\n\r\nHello\r\n")  # fmt: skip
+    with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+        return client.sendmail("kim@customer.example", to, raw.encode())  # type: ignore[no-any-return]
+
+
+def test_the_listener_accepts_plus_addresses_of_every_inbox(listener: tuple[Config, Service]) -> None:
+    config, service = listener
+    refused = _send(config, ["Support+Resolved@shop.example", "help+anything@shop.example",
+                             "support+resolved@evil.example", "supportx+resolved@shop.example",
+                             "support-resolved@shop.example"], "p1@customer.example")  # fmt: skip
+    assert sorted(refused) == ["support+resolved@evil.example", "support-resolved@shop.example",
+                               "supportx+resolved@shop.example"]  # fmt: skip
+    assert all(code == 550 for code, _ in refused.values())
+    assert _send(config, ["sales-pending@b2b.example"], "p2@customer.example") == {}
+    with pytest.raises(smtplib.SMTPRecipientsRefused):  # b2b's delimiter is "-", not "+"
+        _send(config, ["sales+pending@b2b.example"], "p3@customer.example")
+    wait_processed(service.engine, 2)
+    with service.engine.connect() as conn:
+        stored = list(conn.execute(sa.select(store.messages).order_by(store.messages.c.id)))
+        opened = [tuple(r) for r in conn.execute(
+            sa.select(store.conversations.c.inbox, store.conversations.c.reference)
+            .order_by(store.conversations.c.id))]  # fmt: skip
+    # The envelope is stored as the client sent it: the runner reads the commands from it.
+    assert [m.envelope_to for m in stored] == ["Support+Resolved@shop.example, help+anything@shop.example",
+                                               "sales-pending@b2b.example"]  # fmt: skip
+    assert [inbox for inbox, _ in opened] == ["shop", "b2b"]  # each routed to its inbox
+    assert opened[1][1].startswith("B2B-")
