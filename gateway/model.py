@@ -21,6 +21,7 @@ class Received:
     envelope_to: tuple[str, ...] = ()
     inbox: str | None = None  # the inbox the intake belongs to, when it knows
     from_sent_folder: bool = False  # read from the team's Sent folder: a team reply
+    folder_uid: tuple[str, int, int] | None = None  # IMAP: (folder, UIDVALIDITY, UID) read from
 
 
 @dataclass(frozen=True)
