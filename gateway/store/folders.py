@@ -53,7 +53,8 @@ def mark_left(conn: Any, inbox: str, folder: str, uidvalidity: int, uids: Iterab
         where = and_(f.inbox == inbox, f.folder == folder, f.uidvalidity == uidvalidity,
                      f.uid.in_(chunk), f.left_at.is_(None))  # fmt: skip
         query = (select(m.conversation_id).distinct().join(folder_uids, f.message_row == m.id)
-                 .where(where, m.direction == "customer", m.conversation_id.is_not(None)))  # fmt: skip
+                 .where(where, m.direction == "customer", m.conversation_id.is_not(None))
+                 .order_by(m.conversation_id))  # fmt: skip
         affected.update((int(c), None) for c in conn.execute(query).scalars())
         conn.execute(update(folder_uids).where(where).values(left_at=at))
     return list(affected)
