@@ -1,7 +1,7 @@
 """Commands by address: `support+resolved@shop.example` marks the conversation a mail answers.
 
 Owns: which commands exist (`COMMANDS`), the addresses a message was delivered or copied
-to (`addressed_to`: the SMTP envelope, Delivered-To, X-Original-To, To and Cc), and the
+to (`addressed_to`: the SMTP envelope, Delivered-To, X-Original-To, To, Cc and Bcc), and the
 commands among them (`commands_in`): `<local part><delimiter><command>@<domain>` of an
 inbox address or alias, with that inbox's `command_delimiter`, compared case-insensitively.
 An unknown command, a suffix on an address that is not ours, or a foreign domain gives
@@ -40,11 +40,15 @@ def commands_in(addresses: Iterable[str], config: Config) -> tuple[str, ...]:
 def addressed_to(parsed: Parsed, envelope_to: Sequence[str]) -> list[str]:
     """Every address the message was delivered or copied to: the envelope recipients as
     the SMTP client gave them, then Delivered-To and X-Original-To (where the receiving
-    servers delivered it; that is where a Bcc shows), then To and Cc. Each once (compared
-    case-insensitively), in that order."""
+    servers delivered it; that is where a Bcc shows), then To, Cc and Bcc. Each once
+    (compared case-insensitively), in that order.
+
+    Bcc is there for the writer's own copy in a Sent folder, which keeps it (Gmail,
+    Outlook, Thunderbird, Apple Mail): the copy delivered to `support+resolved@` and the
+    Sent copy are one message to the dedup, and the one stored may be the Sent copy."""
     seen: dict[str, str] = {}
     envelope = (a.strip() for a in envelope_to)
-    headers = (a.addr for a in (*parsed.delivered_to, *parsed.to, *parsed.cc))
+    headers = (a.addr for a in (*parsed.delivered_to, *parsed.to, *parsed.cc, *parsed.bcc))
     for address in (*envelope, *headers):
         if address and "@" in address:
             seen.setdefault(address.lower(), address)

@@ -66,6 +66,7 @@ class Parsed:
     size: int
     defects: tuple[str, ...] = ()
     delivered_to: tuple[Address, ...] = ()  # Delivered-To and X-Original-To (raw headers)
+    bcc: tuple[Address, ...] = ()  # kept only in the writer's own copy (a Sent folder's)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""

@@ -172,6 +172,7 @@ def _read(raw: bytes, message: Message, body: bytes, defects: list[str]) -> Pars
         size=len(raw),
         defects=tuple(dict.fromkeys(defects))[:_MAX_DEFECTS],
         delivered_to=delivered_to,
+        bcc=_bounded(lambda: addresses("bcc"), none, defects, "Bcc"),
     )
 
 

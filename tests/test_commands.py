@@ -42,7 +42,7 @@ def _config(append: str = "", delimiter: str = "+") -> Config:
 
 def test_every_commands_fixture_has_a_case() -> None:
     files = {p.relative_to(DATA).as_posix() for p in (DATA / "commands").glob("*.eml")}
-    assert files == {c["file"] for c in CASES} and len(files) >= 7
+    assert files == {c["file"] for c in CASES} and len(files) >= 8
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["file"])
