@@ -4,23 +4,28 @@ and Postfix deliver it (tests/data/commands/, expectations in tests/data/cases.t
 
 from __future__ import annotations
 
+import json
 import smtplib
+import time
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from gateway import store
+from gateway import conversations, store
 from gateway.commands import COMMANDS, addressed_to, commands_in
 from gateway.config import Config, ConfigError, parse
 from gateway.configkeys import PRIORITIES
 from gateway.parse import parse as parse_mail
 from gateway.service import Service
 from tests.conftest import DATA, example_text
+from tests.imapserver import Dovecot
 from tests.mailtools import Clock, Sink, gateway_config
+from tests.test_intake_imap import imap_config, wait_until
 from tests.test_intake_smtp import wait_processed
 
 CASES = [
@@ -198,3 +203,126 @@ def test_the_listener_accepts_plus_addresses_of_every_inbox(listener: tuple[Conf
                                                "sales-pending@b2b.example"]  # fmt: skip
     assert [inbox for inbox, _ in opened] == ["shop", "b2b"]  # each routed to its inbox
     assert opened[1][1].startswith("B2B-")
+
+
+# ------------------------------------------------------------------ end to end
+
+needs_core = pytest.mark.skipif(not hasattr(conversations, "apply_command"),
+                                reason="conversations.apply_command comes with the core of issue 15")  # fmt: skip
+AGENT = {"agents = [] ": 'agents = ["anna@shop.example"] '}
+
+
+def _customer_mail(to: str = "support@shop.example") -> bytes:
+    return (f"Return-Path: <kim@customer.example>\r\nFrom: Kim <kim@customer.example>\r\nTo: {to}\r\n"
+            "Subject: Where is my parcel?\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n"
+            "Message-ID: <m1@customer.example>\r\n\r\nHello, my parcel has not arrived yet.\r\n").encode()  # fmt: skip
+
+
+def _reply(extra: str = "", message_id: str = "r1@shop.example") -> bytes:
+    """Anna's answer to Kim, as her mail program writes it."""
+    return ("From: Anna Schmidt <anna@shop.example>\r\nTo: Kim <kim@customer.example>\r\n" + extra +
+            "Subject: Re: Where is my parcel? [SHOP-1001]\r\nDate: Mon, 23 Nov 2026 10:20:00 +0100\r\n"
+            f"Message-ID: <{message_id}>\r\nIn-Reply-To: <m1@customer.example>\r\n"
+            "References: <m1@customer.example>\r\n\r\nYour parcel left this morning.\r\n").encode()  # fmt: skip
+
+
+def _smtp(config: Config, raw: bytes, mail_from: str, to: list[str]) -> None:
+    assert config.listen is not None
+    with smtplib.SMTP("127.0.0.1", config.listen.port, timeout=10) as client:
+        client.sendmail(mail_from, to, raw)
+
+
+def _events(engine: sa.Engine, kind: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        e = store.events.c
+        return [json.loads(d) for d in conn.execute(sa.select(e.detail).where(e.kind == kind).order_by(e.id)).scalars()]
+
+
+def _conversation(engine: sa.Engine) -> Any:
+    with engine.connect() as conn:
+        [row] = conn.execute(sa.select(store.conversations)).all()
+    return row
+
+
+@pytest.fixture
+def agent_gateway(tmp_path: Path, database_url: str, sink: Sink) -> Iterator[tuple[Config, Service]]:
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port, extra=AGENT)
+    service = Service(config, clock=Clock())
+    service.start()
+    yield config, service
+    service.close()
+
+
+@needs_core
+def test_a_bcc_to_support_resolved_on_a_reply_resolves_once(agent_gateway: tuple[Config, Service],
+                                                            sink: Sink) -> None:  # fmt: skip
+    config, service = agent_gateway
+    _smtp(config, _customer_mail(), "kim@customer.example", ["support@shop.example"])
+    sink.wait_for(1)  # acknowledged
+    reply = _reply()
+    for _ in range(2):  # the same copy twice (a retry, a second route): one message
+        _smtp(config, reply, "anna@shop.example", ["support+resolved@shop.example"])
+    wait_processed(service.engine, 2)
+    row = _conversation(service.engine)
+    assert (row.state, row.resolved_by) == ("resolved", "anna@shop.example")
+    assert row.first_reply_at is not None  # to Kim as well: a reply, not only a command
+    [command] = _events(service.engine, "command")
+    assert (command["command"], command["via"], command["state"]) == ("resolved", "address", "resolved")
+    service.stop()
+    assert len(sink.received) == 1  # command mail is never acknowledged
+
+
+@needs_core
+def test_a_customer_writing_to_support_resolved_is_acknowledged_as_usual(
+    agent_gateway: tuple[Config, Service], sink: Sink
+) -> None:
+    config, service = agent_gateway
+    _smtp(config, _customer_mail(to="support+resolved@shop.example"), "kim@customer.example",
+          ["support+resolved@shop.example"])  # fmt: skip
+    [ack] = sink.wait_for(1)
+    assert ack.rcpt_tos == ["kim@customer.example"]
+    wait_processed(service.engine, 1)
+    row = _conversation(service.engine)
+    assert row.state == "awaiting_team" and row.resolved_at is None
+    assert _events(service.engine, "command") == []
+    [acknowledged] = _events(service.engine, "acknowledged")
+    assert acknowledged["ignored_commands"] == ["resolved"]
+
+
+@needs_core
+def test_a_cc_to_support_pending_seen_in_sent_and_inbox_changes_the_state_once(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    config = imap_config(tmp_path, database_url, sink, dovecot, extra=AGENT)
+    service = Service(config, clock=lambda: IMAP_NOW)
+    service.start()
+    try:
+        wait_until(lambda: _folders_synced(service.engine) == 2)  # INBOX and Sent
+        dovecot.append("INBOX", _customer_mail(), internaldate=IMAP_RECEIVED)
+        sink.wait_for(1)
+        reply = _reply("Cc: Support <support+pending@shop.example>\r\n", message_id="r2@shop.example")
+        dovecot.append("Sent", reply, internaldate=IMAP_RECEIVED, flags=("\\Seen",))
+        # The copy delivered to the plus-address, as the mail server files it in INBOX.
+        delivered = b"Delivered-To: support+pending@shop.example\r\nX-Original-To: support+pending@shop.example\r\n" + reply
+        dovecot.append("INBOX", delivered, internaldate=IMAP_RECEIVED)
+        wait_until(lambda: _conversation(service.engine).state == "pending")
+        time.sleep(1.5)  # both copies synced (the second is a duplicate)
+        wait_processed(service.engine, 2)
+        with service.engine.connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(store.messages)).scalar_one()
+        assert count == 2  # the customer's mail and one reply: the two copies are one message
+        [command] = _events(service.engine, "command")
+        assert (command["command"], command["by"], command["state"]) == ("pending", "anna@shop.example", "pending")
+        service.stop()
+        assert len(sink.received) == 1
+    finally:
+        service.close()
+
+
+IMAP_RECEIVED = datetime(2026, 11, 2, 8, 59, tzinfo=UTC)  # as tests/test_intake_imap.py
+IMAP_NOW = IMAP_RECEIVED + timedelta(minutes=1)
+
+
+def _folders_synced(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(store.sync_state)).scalar_one())
