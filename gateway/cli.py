@@ -31,7 +31,7 @@ import click
 
 from . import __version__
 from .classify import Classifier
-from .config import WEEKDAYS, Config, InboxConfig, load, locate
+from .config import PRIORITIES, WEEKDAYS, Config, InboxConfig, load, locate
 from .durations import format_duration
 from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, Problem, TemporaryError
 from .model import Parsed
@@ -330,7 +330,7 @@ def due(
     for text in _instants(at_values):
         received = _parse_instant(text, config)
         out.write(
-            deadline(config.calendar, priority, received, next_reply=next_reply).due_at.isoformat()
+            deadline(config.clock_for(priority.name), priority, received, next_reply=next_reply).due_at.isoformat()
         )
         out.write("\n")
 
@@ -661,6 +661,47 @@ def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_ri
             click.echo(json.dumps(row, ensure_ascii=False))
         return
     _print_tickets(rows, config)
+
+
+@cli.command("set")
+@click.argument("reference")
+@click.option("--resolved", "state_command", flag_value="resolved", help="The case is settled.")
+@click.option("--pending", "state_command", flag_value="pending",
+              help="Waiting for the customer: the resolution clock pauses.")  # fmt: skip
+@click.option("--open", "state_command", flag_value="open", help="Reopen it.")
+@click.option("--priority", type=click.Choice(PRIORITIES), help="Set the priority (recorded as the team's).")
+@click.option("--note", metavar="TEXT", help="A note for the conversation's timeline.")
+@click.pass_context
+def set_(ctx: click.Context, reference: str, state_command: str | None, priority: str | None,
+         note: str | None) -> None:  # fmt: skip
+    """Mark conversation REFERENCE (e.g. SHOP-1042) as the mail client's plus-addresses
+    do: --resolved, --pending, --open, --priority; with a --note for its timeline."""
+    from .conversations import set_by_reference
+
+    commands = [c for c in (state_command, priority) if c]
+    if not commands and not note:
+        raise click.UsageError("nothing to set: give --resolved, --pending, --open, --priority or --note")
+    state = _state(ctx)
+    by = "cli:" + (os.environ.get("SUDO_USER") or os.environ.get("USER") or "owner")
+    done = set_by_reference(state.engine, state.config, reference, commands, by=by, note=note,
+                            now=state.clock())  # fmt: skip
+    if done is None:
+        raise click.BadParameter(f"no conversation {reference.strip().upper()}; "
+                                 "`sla-gateway tickets` lists them", param_hint="REFERENCE")  # fmt: skip
+    for result in done:
+        what = result["command"]
+        change = result.get("change")
+        line = f"{reference.strip().upper()}: {what}"
+        if change == "none":
+            line += f" (no change: already {result['state']})"
+        elif change:
+            line += f" ({change})"
+        else:
+            line += f" → {result['state']}"
+        if "resolution_business_seconds" in result:
+            spent = format_duration(timedelta(seconds=result["resolution_business_seconds"]))
+            line += f"; resolution time {spent} on the clock"
+        click.echo(line)
 
 
 def terminal_width() -> int:

@@ -249,7 +249,7 @@ class _Reader:
                                   a.max_per_hour, a.message_id_domain.lower()),
             forms=tuple(forms), alerts=AlertsConfig(**dataclasses.asdict(v["alerts"])),
             templates=v["templates"],
-            tracking=TrackingConfig(t.close_after, b.notify_customer),
+            tracking=TrackingConfig(t.close_after, b.notify_customer, t.question_means_pending),
             digest=DigestConfig(d.to, d.at, d.skip_empty), retention_days=v["retention_days"], oauth=oauth,
         )  # fmt: skip
 
@@ -334,7 +334,7 @@ class _Reader:
     def priorities(self, p: PrioritiesKeys) -> tuple[PriorityConfig, ...]:
         if p.normal is None:
             self.problem("priority.normal", "is missing", 'add [priority.normal] with first_reply = "4h"')
-        return tuple(PriorityConfig(name, k.first_reply, k.next_reply or k.first_reply, k.keywords, k.patterns)
+        return tuple(PriorityConfig(name, k.first_reply, k.next_reply or k.first_reply, k.keywords, k.patterns, k.resolve, k.clock)
                      for name in PRIORITIES if (k := getattr(p, name)) is not None)  # fmt: skip
 
     def secret(self, prefix: str, env: str | None, file: str | None, env_key: str, file_key: str) -> Secret:

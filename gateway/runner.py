@@ -28,6 +28,7 @@ from typing import Any
 
 from . import conversations, store
 from .classify import Classifier
+from .commands import addressed_to, commands_in
 from .config import Config, InboxConfig
 from .errors import InputError, TemporaryError
 from .model import Parsed
@@ -79,6 +80,8 @@ class Context:
     breaker_open: bool = False  # the latest breaker event says open
     last_loop_alert: datetime | None = None
     replay: bool = False  # rebuilding history: nothing is too late, nothing goes out
+    commands: tuple[str, ...] = ()  # addressed to support+resolved@ and the like
+    to_others: bool = True  # team mail: written to someone besides our own addresses
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,14 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
     """The decision about one message: pure, from the message and its context."""
     if context.team:
         found = context.conversation is not None
-        return Plan(context, parsed, direction="team", event=(
-            "team-reply" if found else "team-reply-unmatched", {"match": context.match}))  # fmt: skip
+        detail: dict[str, Any] = {"match": context.match}
+        if context.commands:
+            detail["commands"] = list(context.commands)
+        if context.commands and not context.to_others:  # a note to support+resolved@ only
+            kind = "team-command" if found else "team-command-unmatched"
+        else:
+            kind = "team-reply" if found else "team-reply-unmatched"
+        return Plan(context, parsed, direction="team", event=(kind, detail))
     row = context.row
     decision = policy_decide(
         parsed, config=config, inbox=context.inbox, classifier=classifier,
@@ -182,8 +191,18 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
     })  # fmt: skip
     if context.refused:
         event[1]["not_joined"] = list(context.refused)  # the sender takes no part in them
+    if context.commands:  # only the team commands; this is the customer's own mail
+        event[1]["ignored_commands"] = list(context.commands)
     return Plan(context, parsed, decision, opens, context.conversation is not None and not machine,
                 direction, tuple(outgoing), event, tuple(events), skip)  # fmt: skip
+
+
+def _set_by(decision: Decision) -> str:
+    """"vip" when the sender's VIP entry decided the priority, else "keywords"."""
+    c = decision.classification
+    vip = any(m.where == "sender" and m.priority == c.priority for m in c.matches)
+    keywords = any(m.where != "sender" and m.priority == c.priority for m in c.matches)
+    return "vip" if vip and not keywords else "keywords"
 
 
 def _writable(address: str) -> bool:
@@ -338,11 +357,16 @@ class Runner:
         who = author(parsed, own_addresses=cfg.own_addresses, agents=cfg.agent_addresses,
                      message_id_domain=cfg.message_id_domain, loop_header=LOOP_HEADER,
                      from_sent_folder=row.direction == "team")  # fmt: skip
+        envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
+        commands = commands_in(addressed_to(parsed, envelope), cfg)
         if who == Author.TEAM:
             ours = self.config.own_addresses | self.config.agent_addresses
             match = conversations.find_for_reply(conn, parsed, ours=ours)
+            others = [a.addr for a in (*parsed.to, *parsed.cc)
+                      if a.key not in cfg.own_addresses and not commands_in([a.addr], cfg)]  # fmt: skip
             return Context(row, now, inbox, True, None, conversation=match.conversation,
-                           match=match.how, replay=self.replay)  # fmt: skip
+                           match=match.how, replay=self.replay, commands=commands,
+                           to_others=bool(others) or not commands)  # fmt: skip
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
         if row.source == "replay" and return_path is None and parsed.sender is not None:
             return_path = parsed.sender.addr  # exports often drop the envelope; nothing is sent
@@ -367,7 +391,7 @@ class Runner:
         latest = store.latest_events(conn, ("circuit-open", "circuit-closed", "loop-alert"))
         return Context(
             row, now, inbox, False, return_path, unusable, conversation, None, found.refused,
-            history, store.breaker_open(latest), latest.get("loop-alert"), self.replay,
+            history, store.breaker_open(latest), latest.get("loop-alert"), self.replay, commands,
         )  # fmt: skip
 
     def _quoted_conversation(self, conn: Any, parsed: Parsed, return_path: str | None,
@@ -493,6 +517,11 @@ class Runner:
             last_customer_at=row.received_at,
             created_at=now,
             source="replay" if self.replay else None,
+            priority_set_by=_set_by(decision),
+            # Rebuilt history raises no alarms: its resolution warnings are long past.
+            resolve_warned_at=now if self.replay else None,
+            resolve_alerted_at=now if self.replay else None,
+            **conversations.new_resolution(self.config, decision.classification.priority, row.received_at),
         ))  # fmt: skip
         conversations.open_cycle(
             conn, self.config, conv_id, decision.classification.priority, row.received_at,
@@ -505,18 +534,26 @@ class Runner:
         context, parsed = plan.context, plan.parsed
         row, now, conversation = context.row, context.now, context.conversation
         kind, detail = plan.event[0], dict(plan.event[1])
-        if conversation is not None:
+        replied = kind in ("team-reply", "team-reply-unmatched")
+        if conversation is not None and replied:
+            event = reply_event(parsed, question_means_pending=self.config.tracking.question_means_pending)
             detail.update(
-                conversations.team_reply(
-                    conn, self.config, conversation, reply_event(parsed), row.received_at, now
-                )
+                conversations.team_reply(conn, self.config, conversation, event, row.received_at, now)
             )
             conversations.add_participants(
                 conn, conversation.id,
                 conversations.participant_addresses(parsed, self.config, team=True),
             )  # fmt: skip
-        else:  # the customer's mail may still come: keep what could match it then
+        elif replied:  # the customer's mail may still come: keep what could match it then
             conversations.remember_unmatched(conn, self.config, row.id, parsed)
+        if conversation is not None:
+            by = parsed.sender.key if parsed.sender else "the Sent folder"
+            for command in context.commands:
+                done = conversations.apply_command(
+                    conn, self.config, conversation, command, by=by, via="address",
+                    at=row.received_at, now=now,
+                )  # fmt: skip
+                detail["state"] = done["state"]
         conv_id = conversation.id if conversation is not None else None
         if not store.flip_processed(
             conn, row.id, inbox=context.inbox.name, direction="team", conversation_id=conv_id,

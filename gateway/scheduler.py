@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import store
 from .config import Config
+from .conversations import resolve_quiet
 from .durations import format_duration
 from .pipeline import Pipeline
 from .render import alert_message, breach_notice
 from .store import Engine
-from .tracker import PAUSED, Event, State, transition
+from .tracker import QUIET, Event, transition
 
 log = logging.getLogger("sla_gateway.scheduler")
 
@@ -58,6 +59,7 @@ class Scheduler:
         now = self.clock()
         with store.begin(self.engine) as conn:
             self._mark_breaches(conn, now)
+            self._mark_resolution_breaches(conn, now)
             queued = self._customer_notices(conn, now)
             if not self.config.alerts.only_in_business_hours or self.config.calendar.is_open(now):
                 queued += self._alerts(conn, now)
@@ -130,6 +132,12 @@ class Scheduler:
             store.add_event(conn, now, "breached", {"cycle": cycle.kind, "due_at": cycle.due_at},
                             conversation_id=conversation.id)  # fmt: skip
 
+    def _mark_resolution_breaches(self, conn: Any, now: datetime) -> None:
+        for conv in store.resolutions_past_due(conn, now):
+            store.update_conversation(conn, conv.id, resolution_breached=True)
+            store.add_event(conn, now, "resolution-breached", {"due_at": conv.resolve_due_at},
+                            conversation_id=conv.id)  # fmt: skip
+
     def _customer_notices(self, conn: Any, now: datetime) -> int:
         """`[breach] notify_customer`: one honest message per conversation, at the breach."""
         if not self.config.tracking.notify_customer_on_breach:
@@ -141,7 +149,7 @@ class Scheduler:
                 store.update_conversation(conn, conv.id, customer_notified_at=now)
                 continue
             window = timedelta(seconds=conv.cycle_window) * conv.cycle_stretch
-            new_due = self.config.calendar.add(now, window)
+            new_due = self.config.clock_for(conv.priority).add(now, window)
             inbox = self.config.inbox_named(conv.inbox)
             message = breach_notice(self.pipeline.renderer, inbox=inbox, reference=conv.reference,
                                     subject=conv.subject, to=recipient, promised=conv.cycle_due,
@@ -161,14 +169,19 @@ class Scheduler:
         warnings = [w for w in warnings if w not in late_warnings]
         for w in late_warnings:
             store.update_cycle(conn, w.id, warned_at=now)
-        if not warnings and not breaches:
+        # The resolution promise, in the same mail: warned once, alerted once.
+        unresolved = store.resolutions_breached_unalerted(conn)
+        overdue_ids = {u.id for u in unresolved}
+        resolving = [r for r in store.resolutions_to_warn(conn, now)
+                     if r.id not in overdue_ids and r.resolve_due_at > now]  # fmt: skip
+        if not warnings and not breaches and not unresolved and not resolving:
             return 0
-        text = self._alert_text(warnings, breaches, now)
+        text = self._alert_text(warnings, breaches, now, unresolved, resolving)
         parts = []
-        if breaches:
-            parts.append(f"{len(breaches)} missed")
-        if warnings:
-            parts.append(f"{len(warnings)} due soon")
+        if breaches or unresolved:
+            parts.append(f"{len(breaches) + len(unresolved)} missed")
+        if warnings or resolving:
+            parts.append(f"{len(warnings) + len(resolving)} due soon")
         subject = "Reply promises: " + ", ".join(parts)
         for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
             message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
@@ -177,35 +190,66 @@ class Scheduler:
             store.update_cycle(conn, w.id, warned_at=now)
         for b in breaches:
             store.update_cycle(conn, b.id, breach_alerted_at=now, warned_at=b.warned_at or now)
+        for r in resolving:
+            store.update_conversation(conn, r.id, resolve_warned_at=now)
+        for u in unresolved:
+            store.update_conversation(conn, u.id, resolve_alerted_at=now,
+                                      resolve_warned_at=u.resolve_warned_at or now)  # fmt: skip
         store.add_event(conn, now, "alert", {"warnings": [w.reference for w in warnings],
-                                             "breaches": [b.reference for b in breaches]})  # fmt: skip
+                                             "breaches": [b.reference for b in breaches],
+                                             "resolution_warnings": [r.reference for r in resolving],
+                                             "resolution_breaches": [u.reference for u in unresolved]})  # fmt: skip
         log.info("event=alert warnings=%s breaches=%s", len(warnings), len(breaches))
         return 1
 
-    def _alert_text(self, warnings: list[Any], breaches: list[Any], now: datetime) -> str:
-        cal = self.config.calendar
+    def _alert_text(self, warnings: list[Any], breaches: list[Any], now: datetime,
+                    unresolved: Sequence[Any] = (), resolving: Sequence[Any] = ()) -> str:  # fmt: skip
         lines = []
 
         def describe(row: Any) -> str:
-            due = cal.local(row.due_at)
+            due = self.config.calendar.local(row.due_at)
             return f"  {row.reference}  {row.priority:<6}  {row.customer}  “{row.subject[:60]}”\n      due {due:%a %d %b %H:%M %Z}"
 
         if breaches:
             lines.append("Missed — the promised reply time has passed:")
             for row in breaches:
-                late = cal.elapsed(row.due_at, now)
+                late = self.config.clock_for(row.priority).elapsed(row.due_at, now)
                 lines.append(describe(row) + f" (late by {format_duration(late)} business time)")
             lines.append("")
         if warnings:
             lines.append("Due soon — answer these first:")
             for row in warnings:
-                left = cal.elapsed(now, row.due_at)
+                left = self.config.clock_for(row.priority).elapsed(now, row.due_at)
                 lines.append(describe(row) + f" ({format_duration(left)} business time left)")
+            lines.append("")
+        def describe_resolution(row: Any) -> str:
+            due = self.config.calendar.local(row.resolve_due_at)
+            return (f"  {row.reference}  {row.priority:<6}  {row.customer}  “{row.subject[:60]}”\n"
+                    f"      to be resolved by {due:%a %d %b %H:%M %Z}")  # fmt: skip
+
+        if unresolved:
+            lines.append("Not resolved in time — the promised resolution time has passed:")
+            for row in unresolved:
+                late = self.config.clock_for(row.priority).elapsed(row.resolve_due_at, now)
+                lines.append(describe_resolution(row) + f" (late by {format_duration(late)})")
+            lines.append("")
+        if resolving:
+            lines.append("To be resolved soon:")
+            for row in resolving:
+                left = self.config.clock_for(row.priority).elapsed(now, row.resolve_due_at)
+                lines.append(describe_resolution(row) + f" ({format_duration(left)} left)")
             lines.append("")
         lines.append(
             "Answer from your usual mail client; sla-gateway sees the reply and stops the clock."
         )
+        if unresolved or resolving:
+            lines.append("When a case is settled, Bcc your reply to the inbox's +resolved address"
+                         f" ({self._resolved_address()}) or run `sla-gateway set REF --resolved`.")  # fmt: skip
         return "\n".join(lines) + "\n"
+
+    def _resolved_address(self) -> str:
+        local, _, domain = self.config.inboxes[0].address.partition("@")
+        return f"{local}+resolved@{domain}"
 
     def _set_aside_news(self, conn: Any) -> tuple[Any, list[Any]]:
         """The last set-aside alert's event (or None) and the "shunted" events after it
@@ -267,10 +311,7 @@ class Scheduler:
         return "\n".join(lines) + "\n"
 
     def _close_quiet(self, conn: Any, now: datetime) -> None:
+        """Resolve conversations that waited for the customer longer than close_after."""
         limit = now - self.config.tracking.close_after
-        for row in store.quiet_conversations(conn, [s.value for s in PAUSED], limit):
-            state, _ = transition(row.state, Event.IDLE_TIMEOUT)
-            if state == State.CLOSED:
-                store.update_conversation(conn, row.id, state=state.value, closed_at=now)
-                store.add_event(conn, now, "closed", {"after": str(self.config.tracking.close_after)},
-                                conversation_id=row.id)  # fmt: skip
+        for row in store.quiet_conversations(conn, [s.value for s in QUIET], limit):
+            resolve_quiet(conn, self.config, row, now)

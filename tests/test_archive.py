@@ -14,15 +14,13 @@ import pytest
 import sqlalchemy as sa
 from imapclient import IMAPClient
 
-from gateway import conversations, store
+from gateway import store
 from gateway.service import Service
 from tests.imapserver import Dovecot
 from tests.mailtools import Sink
 from tests.test_intake_imap import NOW, RECEIVED, imap_config, mail, wait_until
 
 ARCHIVE = {"# resolve_on_archive = false ": "resolve_on_archive = true "}
-needs_core = pytest.mark.skipif(not hasattr(conversations, "apply_command"),
-                                reason="conversations.apply_command comes with the core of issue 15")  # fmt: skip
 
 
 def followup(n: int, sender: str = "kim@customer.example") -> bytes:
@@ -101,7 +99,6 @@ def test_each_message_has_its_uid_and_leaving_is_recorded(service: Service, dove
     assert conversation(service.engine).state == "awaiting_team"  # nothing resolved
 
 
-@needs_core
 def test_archiving_the_customer_mail_resolves_the_conversation(service: Service, dovecot: Dovecot,
                                                                sink: Sink) -> None:  # fmt: skip
     uid = dovecot.append("INBOX", mail(1), internaldate=RECEIVED)
@@ -114,7 +111,6 @@ def test_archiving_the_customer_mail_resolves_the_conversation(service: Service,
     assert event.conversation_id == row.id
 
 
-@needs_core
 def test_a_conversation_stays_open_while_one_customer_message_is_left(
     service: Service, dovecot: Dovecot, sink: Sink
 ) -> None:
@@ -145,9 +141,8 @@ def test_a_renumbered_folder_resolves_nothing_by_itself(service: Service, doveco
     assert (new.uidvalidity, new.uid, new.left_at) == (after, dovecot.uids("INBOX")[0], None)
     assert conversation(service.engine).state != "resolved"
     assert not archive_events(service.engine)
-    if hasattr(conversations, "apply_command"):
-        move(dovecot, dovecot.uids("INBOX"))  # archived under its new number: that counts
-        wait_until(lambda: conversation(service.engine).state == "resolved")
+    move(dovecot, dovecot.uids("INBOX"))  # archived under its new number: that counts
+    wait_until(lambda: conversation(service.engine).state == "resolved")
 
 
 def _processed(engine: sa.Engine) -> int:

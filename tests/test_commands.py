@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway import conversations, store
+from gateway import store
 from gateway.commands import COMMANDS, addressed_to, commands_in
 from gateway.config import Config, ConfigError, parse
 from gateway.configkeys import PRIORITIES
@@ -207,8 +207,6 @@ def test_the_listener_accepts_plus_addresses_of_every_inbox(listener: tuple[Conf
 
 # ------------------------------------------------------------------ end to end
 
-needs_core = pytest.mark.skipif(not hasattr(conversations, "apply_command"),
-                                reason="conversations.apply_command comes with the core of issue 15")  # fmt: skip
 AGENT = {"agents = [] ": 'agents = ["anna@shop.example"] '}
 
 
@@ -253,7 +251,6 @@ def agent_gateway(tmp_path: Path, database_url: str, sink: Sink) -> Iterator[tup
     service.close()
 
 
-@needs_core
 def test_a_bcc_to_support_resolved_on_a_reply_resolves_once(agent_gateway: tuple[Config, Service],
                                                             sink: Sink) -> None:  # fmt: skip
     config, service = agent_gateway
@@ -272,7 +269,6 @@ def test_a_bcc_to_support_resolved_on_a_reply_resolves_once(agent_gateway: tuple
     assert len(sink.received) == 1  # command mail is never acknowledged
 
 
-@needs_core
 def test_a_customer_writing_to_support_resolved_is_acknowledged_as_usual(
     agent_gateway: tuple[Config, Service], sink: Sink
 ) -> None:
@@ -289,7 +285,6 @@ def test_a_customer_writing_to_support_resolved_is_acknowledged_as_usual(
     assert acknowledged["ignored_commands"] == ["resolved"]
 
 
-@needs_core
 def test_a_cc_to_support_pending_seen_in_sent_and_inbox_changes_the_state_once(
     tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
 ) -> None:

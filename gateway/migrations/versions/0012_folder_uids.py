@@ -1,7 +1,7 @@
 """folder_uids: the UID of each message read over IMAP in its watched folder, and when it left
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-02
 
 Rows start with the messages stored after this revision: nothing is known of where older
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
