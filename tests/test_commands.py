@@ -321,3 +321,33 @@ IMAP_NOW = IMAP_RECEIVED + timedelta(minutes=1)
 def _folders_synced(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(store.sync_state)).scalar_one())
+
+
+@pytest.mark.parametrize("first", ["Sent", "INBOX"])
+def test_a_bcc_to_support_resolved_over_imap_resolves_once_whichever_copy_comes_first(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot, first: str
+) -> None:
+    """Gmail's gesture read over IMAP: the Sent copy keeps the Bcc header, the copy
+    delivered to the plus-address has it only in Delivered-To. The dedup keeps whichever
+    is stored first; either carries the command."""
+    config = imap_config(tmp_path, database_url, sink, dovecot, extra=AGENT)
+    service = Service(config, clock=lambda: IMAP_NOW)
+    service.start()
+    try:
+        wait_until(lambda: _folders_synced(service.engine) == 2)
+        dovecot.append("INBOX", _customer_mail(), internaldate=IMAP_RECEIVED)
+        sink.wait_for(1)
+        sent = _reply("Bcc: support+resolved@shop.example\r\n", message_id="r3@shop.example")
+        delivered = b"Delivered-To: support+resolved@shop.example\r\n" + sent.replace(
+            b"Bcc: support+resolved@shop.example\r\n", b"")  # fmt: skip
+        copies = {"Sent": sent, "INBOX": delivered}
+        for folder in (first, *(f for f in copies if f != first)):
+            dovecot.append(folder, copies[folder], internaldate=IMAP_RECEIVED)
+            wait_until(lambda: _conversation(service.engine).state == "resolved")
+        time.sleep(1.5)  # the second copy synced too
+        wait_processed(service.engine, 2)
+        [command] = _events(service.engine, "command")
+        assert (command["command"], command["by"]) == ("resolved", "anna@shop.example")
+        assert _conversation(service.engine).first_reply_at is not None
+    finally:
+        service.close()
