@@ -27,13 +27,9 @@ def commands_in(addresses: Iterable[str], config: Config) -> tuple[str, ...]:
     """The commands these addresses carry, each once, in the order first seen."""
     found: dict[str, None] = {}
     for address in addresses:
-        for inbox in config.inboxes:
-            suffix = inbox.suffix_of(address)
-            if suffix is None:
-                continue
-            if suffix in COMMANDS:
-                found[suffix] = None
-            break  # the first inbox that owns the address decides
+        ours = config.suffix_for(address)  # the inbox whose address fits it most closely
+        if ours is not None and ours[1] in COMMANDS:
+            found[ours[1]] = None
     return tuple(found)
 
 

@@ -112,10 +112,12 @@ class InboxConfig:
         """What follows the delimiter when `address` is one of this inbox's addresses or
         aliases with a suffix (`support+resolved@shop.example` gives "resolved"), "" for
         the address itself, None for any other address. Case-insensitive; the suffix
-        comes back lower-cased."""
+        comes back lower-cased. The longest own local part that fits wins (the shortest
+        suffix)."""
         local, at, domain = address.strip().lower().rpartition("@")
         if not at:
             return None
+        found: str | None = None
         for own in self.addresses:
             own_local, _, own_domain = own.lower().rpartition("@")
             if domain != own_domain:
@@ -123,8 +125,10 @@ class InboxConfig:
             if local == own_local:
                 return ""
             if local.startswith(own_local + self.command_delimiter):
-                return local[len(own_local) + 1 :]
-        return None
+                suffix = local[len(own_local) + len(self.command_delimiter) :]
+                if found is None or len(suffix) < len(found):
+                    found = suffix
+        return found
 
 
 @dataclass(frozen=True)
@@ -336,8 +340,16 @@ class Config:
     def inbox_for(self, address: str) -> InboxConfig | None:
         """The inbox this address reaches: one of its addresses or aliases, also with a
         suffix after the inbox's delimiter (`support+resolved@`); None for any other."""
-        exact = address.lower()
+        found = self.suffix_for(address)
+        return found[0] if found is not None else None
+
+    def suffix_for(self, address: str) -> tuple[InboxConfig, str] | None:
+        """The inbox an address reaches and the suffix after its delimiter ("" for the
+        address itself): the inbox whose own address fits it most closely, so that an
+        inbox `support+vip@` is not taken for `support@` with the suffix "vip"."""
+        best: tuple[InboxConfig, str] | None = None
         for inbox in self.inboxes:
-            if exact in (a.lower() for a in inbox.addresses):
-                return inbox
-        return next((i for i in self.inboxes if i.suffix_of(address) is not None), None)
+            suffix = inbox.suffix_of(address)
+            if suffix is not None and (best is None or len(suffix) < len(best[1])):
+                best = (inbox, suffix)
+        return best

@@ -126,6 +126,9 @@ def test_an_address_that_looks_like_another_inboxs_plus_address_is_that_inbox() 
     shop, vip = config.inboxes
     assert config.inbox_for("support+vip@shop.example") is vip  # its own address first
     assert config.inbox_for("support+resolved@shop.example") is shop
+    assert config.inbox_for("Support+VIP+pending@shop.example") is vip  # the closer fit
+    assert commands_in(["support+vip+pending@shop.example"], config) == ("pending",)
+    assert commands_in(["support+vip@shop.example"], config) == ()
 
 
 def test_addressed_to_keeps_the_envelope_first_and_each_address_once() -> None:
