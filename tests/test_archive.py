@@ -5,6 +5,7 @@ left is resolved then. With a real Dovecot; the store's part on SQLite and Postg
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,3 +214,59 @@ def test_a_renumbering_carries_the_known_messages_over(engine: sa.Engine) -> Non
         assert store.present_uids(conn, "shop", "INBOX", 8) == {40}
         assert store.present_uids(conn, "shop", "INBOX", 7) == set()
         assert store.emptied_conversations(conn, [c], "shop", ["INBOX"]) == []
+
+
+def test_idle_wakes_for_an_archived_message(tmp_path: Path, database_url: str, sink: Sink,
+                                            dovecot: Dovecot) -> None:  # fmt: skip
+    """IDLE renewed only every minute: the expunge wakes the poller (Dovecot reports
+    RECENT with it as well; a server that reports only the EXPUNGE, or a VANISHED, wakes it
+    too, see below)."""
+    dovecot.create_folder("Archive")
+    config = imap_config(tmp_path, database_url, sink, dovecot, poll_interval="60s", extra=ARCHIVE)
+    service = Service(config, clock=lambda: NOW)
+    service.start()
+    try:
+        wait_until(lambda: _synced(service.engine))
+        uid = dovecot.append("INBOX", mail(1), internaldate=RECEIVED)  # EXISTS wakes it too
+        sink.wait_for(1)
+        time.sleep(1)  # back in IDLE
+        started = time.monotonic()
+        move(dovecot, [uid])
+        wait_until(lambda: conversation(service.engine).state == "resolved", timeout=30)
+        assert time.monotonic() - started < 30  # well before the renewal at 60 s
+    finally:
+        service.close()
+
+
+def test_mail_archived_while_the_gateway_was_stopped_resolves_at_the_next_start(
+    tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot
+) -> None:
+    dovecot.create_folder("Archive")
+    config = imap_config(tmp_path, database_url, sink, dovecot, extra=ARCHIVE)
+    service = Service(config, clock=lambda: NOW)
+    service.start()
+    try:
+        wait_until(lambda: _synced(service.engine))
+        uid = dovecot.append("INBOX", mail(1), internaldate=RECEIVED)
+        sink.wait_for(1)
+    finally:
+        service.close()
+    move(dovecot, [uid])
+    later = NOW + timedelta(hours=2)
+    service = Service(config, clock=lambda: later)
+    service.start()
+    try:
+        wait_until(lambda: conversation(service.engine).state == "resolved")
+        assert conversation(service.engine).resolved_at == later  # when it was seen gone
+    finally:
+        service.close()
+
+
+def test_an_expunge_is_news_to_idle_only_when_archiving_resolves() -> None:
+    from gateway.imap import _is_news
+
+    for response in ((3, b"EXPUNGE"), (b"VANISHED", [3])):
+        assert _is_news(response, departures=True)
+        assert not _is_news(response, departures=False)
+    assert _is_news((4, b"EXISTS")) and _is_news((4, b"EXISTS"), departures=True)
+    assert not _is_news((4, b"FETCH"), departures=True)
