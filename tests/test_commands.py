@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -299,16 +298,14 @@ def test_a_cc_to_support_pending_seen_in_sent_and_inbox_changes_the_state_once(
         dovecot.append("INBOX", _customer_mail(), internaldate=IMAP_RECEIVED)
         sink.wait_for(1)
         reply = _reply("Cc: Support <support+pending@shop.example>\r\n", message_id="r2@shop.example")
-        dovecot.append("Sent", reply, internaldate=IMAP_RECEIVED, flags=("\\Seen",))
+        sent_uid = dovecot.append("Sent", reply, internaldate=IMAP_RECEIVED, flags=("\\Seen",))
         # The copy delivered to the plus-address, as the mail server files it in INBOX.
         delivered = b"Delivered-To: support+pending@shop.example\r\nX-Original-To: support+pending@shop.example\r\n" + reply
-        dovecot.append("INBOX", delivered, internaldate=IMAP_RECEIVED)
+        inbox_uid = dovecot.append("INBOX", delivered, internaldate=IMAP_RECEIVED)
         wait_until(lambda: _conversation(service.engine).state == "pending")
-        time.sleep(1.5)  # both copies synced (the second is a duplicate)
+        wait_until(lambda: _synced_past(service.engine, {"Sent": sent_uid, "INBOX": inbox_uid}))
         wait_processed(service.engine, 2)
-        with service.engine.connect() as conn:
-            count = conn.execute(sa.select(sa.func.count()).select_from(store.messages)).scalar_one()
-        assert count == 2  # the customer's mail and one reply: the two copies are one message
+        assert _message_count(service.engine) == 2  # Kim's mail and one reply: the copies are one
         [command] = _events(service.engine, "command")
         assert (command["command"], command["by"], command["state"]) == ("pending", "anna@shop.example", "pending")
         service.stop()
@@ -344,13 +341,27 @@ def test_a_bcc_to_support_resolved_over_imap_resolves_once_whichever_copy_comes_
         delivered = b"Delivered-To: support+resolved@shop.example\r\n" + sent.replace(
             b"Bcc: support+resolved@shop.example\r\n", b"")  # fmt: skip
         copies = {"Sent": sent, "INBOX": delivered}
+        uids = {}
         for folder in (first, *(f for f in copies if f != first)):
-            dovecot.append(folder, copies[folder], internaldate=IMAP_RECEIVED)
+            uids[folder] = dovecot.append(folder, copies[folder], internaldate=IMAP_RECEIVED)
             wait_until(lambda: _conversation(service.engine).state == "resolved")
-        time.sleep(1.5)  # the second copy synced too
+        wait_until(lambda: _synced_past(service.engine, uids))  # the second copy too
         wait_processed(service.engine, 2)
+        assert _message_count(service.engine) == 2  # the two copies are one message
         [command] = _events(service.engine, "command")
         assert (command["command"], command["by"]) == ("resolved", "anna@shop.example")
         assert _conversation(service.engine).first_reply_at is not None
     finally:
         service.close()
+
+
+def _synced_past(engine: sa.Engine, uids: dict[str, int]) -> bool:
+    """Whether each folder's sync has taken care of the message with that UID."""
+    with engine.connect() as conn:
+        last = dict(conn.execute(sa.select(store.sync_state.c.folder, store.sync_state.c.last_uid)).all())
+    return all(last.get(folder, 0) >= uid for folder, uid in uids.items())
+
+
+def _message_count(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(store.messages)).scalar_one())
