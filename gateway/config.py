@@ -293,7 +293,7 @@ class _Reader:
                 seen.add(addr.lower())
             imap = self.imap(i.imap, f"{prefix}.imap") if i.imap else None
             result.append(InboxConfig(i.name, i.address, i.aliases, i.from_name, i.language, i.ack_to,
-                                      i.reference_prefix, imap, i.agents))  # fmt: skip
+                                      i.reference_prefix, imap, i.agents, i.command_delimiter))  # fmt: skip
         return tuple(result)
 
     def hours(self, h: HoursKeys) -> tuple[HoursConfig | None, BusinessCalendar | None]:
@@ -361,6 +361,7 @@ class _Reader:
             username=k.username, password=self.password(prefix, k, required=k.auth == "password"),
             folders=k.folders or ("INBOX",), idle=k.idle, poll_interval=k.poll_interval, mark_seen=k.mark_seen,
             append_acks_to=k.append_acks_to, timeout=k.timeout, sent_folder=k.sent_folder, auth=k.auth, oauth=oauth,
+            resolve_on_archive=k.resolve_on_archive,
         )  # fmt: skip
 
     def listen(self, k: ListenKeys) -> ListenConfig:

@@ -100,6 +100,7 @@ class ImapKeys(OAuthKeys):
     timeout: Annotated[timedelta, Duration, Doc("Network timeout.")] = "30s"  # type: ignore[assignment]
     sent_folder: Annotated[str | None, Check(t.string, _STR, "string"), Doc('The folder with the team\'s sent replies, watched for reply tracking. Not set: the folder the server marks `\\Sent` (SPECIAL-USE); `""` to watch none.')] = None  # fmt: skip
     auth: Annotated[str, Auth, Doc('`"password"` (`password_env`/`password_file`) or `"oauth2"`: SASL XOAUTH2 (OAUTHBEARER when the server offers only that) with an access token, after a one-time `sla-gateway login INBOX`. With `oauth2` no password keys are allowed.')] = "password"  # fmt: skip
+    resolve_on_archive: Annotated[bool, Bool, Doc("Archive = resolved: when every customer message of a conversation has left the watched folders (archived, moved to another folder, deleted), the conversation is resolved at that time. Works with Gmail's archive (the message leaves INBOX) and Outlook's Archive folder. A renumbering of the folder (a UIDVALIDITY change) never resolves anything by itself.")] = False  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class InboxKeys:
                                 Doc("Prefix of conversation references (`SHOP-1001`); 1–16 capitals/digits. `\"\"`: the inbox name in capitals.")] = ""  # fmt: skip
     imap: Annotated[ImapKeys | None, Doc("Read this inbox's mailbox over IMAP (written below its `[[inbox]]`). Optional.")] = None  # fmt: skip
     agents: Annotated[tuple[str, ...], LowerAddresses, Doc("Team members' addresses: their mail arriving at the listener (e.g. BCC copies of their replies) counts as a team reply, like mail from the inbox's own addresses.")] = ()  # fmt: skip
+    command_delimiter: Annotated[str, Check(t.delimiter, {"type": "string", "minLength": 1, "maxLength": 1}, "string"),
+                                 Doc('The character between the local part and a command in the inbox\'s plus-addresses: a team member\'s mail to `support+resolved@shop.example` (To, Cc or Bcc) marks the conversation it answers. The listener accepts `<local part><delimiter><anything>@<domain>` for the address and every alias. One character, not `"@"`.')] = "+"  # fmt: skip
 
 
 # --------------------------------------------------------------------- the calendar

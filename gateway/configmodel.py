@@ -82,6 +82,7 @@ class ImapConfig:
     sent_folder: str | None = None  # None: find it by SPECIAL-USE \\Sent; "": don't watch
     auth: str = "password"  # "password" | "oauth2"
     oauth: OAuthConfig | None = None  # set when auth = "oauth2"
+    resolve_on_archive: bool = False  # a conversation whose customer mail all left is resolved
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class InboxConfig:
     reference_prefix: str = ""
     imap: ImapConfig | None = None
     agents: tuple[str, ...] = ()  # team members whose mail (e.g. BCC copies) counts as replies
+    command_delimiter: str = "+"  # support+resolved@: local part, delimiter, command
 
     @property
     def prefix(self) -> str:
@@ -105,6 +107,28 @@ class InboxConfig:
     @property
     def addresses(self) -> tuple[str, ...]:
         return (self.address, *self.aliases)
+
+    def suffix_of(self, address: str) -> str | None:
+        """What follows the delimiter when `address` is one of this inbox's addresses or
+        aliases with a suffix (`support+resolved@shop.example` gives "resolved"), "" for
+        the address itself, None for any other address. Case-insensitive; the suffix
+        comes back lower-cased. The longest own local part that fits wins (the shortest
+        suffix)."""
+        local, at, domain = address.strip().lower().rpartition("@")
+        if not at:
+            return None
+        found: str | None = None
+        for own in self.addresses:
+            own_local, _, own_domain = own.lower().rpartition("@")
+            if domain != own_domain:
+                continue
+            if local == own_local:
+                return ""
+            if local.startswith(own_local + self.command_delimiter):
+                suffix = local[len(own_local) + len(self.command_delimiter) :]
+                if found is None or len(suffix) < len(found):
+                    found = suffix
+        return found
 
 
 @dataclass(frozen=True)
@@ -314,8 +338,18 @@ class Config:
         return self.inboxes[0]
 
     def inbox_for(self, address: str) -> InboxConfig | None:
-        wanted = address.lower()
+        """The inbox this address reaches: one of its addresses or aliases, also with a
+        suffix after the inbox's delimiter (`support+resolved@`); None for any other."""
+        found = self.suffix_for(address)
+        return found[0] if found is not None else None
+
+    def suffix_for(self, address: str) -> tuple[InboxConfig, str] | None:
+        """The inbox an address reaches and the suffix after its delimiter ("" for the
+        address itself): the inbox whose own address fits it most closely, so that an
+        inbox `support+vip@` is not taken for `support@` with the suffix "vip"."""
+        best: tuple[InboxConfig, str] | None = None
         for inbox in self.inboxes:
-            if wanted in (a.lower() for a in inbox.addresses):
-                return inbox
-        return None
+            suffix = inbox.suffix_of(address)
+            if suffix is not None and (best is None or len(suffix) < len(best[1])):
+                best = (inbox, suffix)
+        return best

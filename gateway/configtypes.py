@@ -188,6 +188,22 @@ def pattern(regex: str, what: str, hint: str) -> Callable[[object], str]:
     return check
 
 
+# Characters that cannot separate a command from an address's local part: "@" ends the
+# local part, the others need quoting in an address.
+_NOT_DELIMITERS = '@"(),.:;<>[]\\'
+
+
+def delimiter(value: object) -> str:
+    """One character between an address's local part and a suffix (`support+resolved`)."""
+    text = string(value)
+    if len(text) != 1 or text in _NOT_DELIMITERS or not text.isprintable() or text.isspace():
+        shown = f'"{text}"' if text else "empty"
+        raise Bad(f"{shown} is not one character that can separate a command from the local part",
+                  f'write {KEY} = "+" (Gmail, Google Workspace, Fastmail, Microsoft 365) or the '
+                  "character of Postfix's recipient_delimiter, e.g. \"-\"; never \"@\"")  # fmt: skip
+    return text
+
+
 def duration(value: object) -> timedelta:
     if not isinstance(value, str):
         raise Bad(f"must be a duration string, got {kind_of(value)}",

@@ -38,6 +38,7 @@ __all__ = [
     "cycles",
     "digests",
     "events",
+    "folder_uids",
     "heartbeats",
     "insert_ignore",
     "messages",
@@ -325,6 +326,23 @@ sync_state = Table(
     # history at the first sync): after a UIDVALIDITY change, only later ones may be new.
     # NULL in rows from before it was kept: then `updated_at` serves.
     Column("seen_before", UTCDateTime),
+)
+
+# Where each message read over IMAP sits in a watched folder: its UID there (under the
+# folder's UIDVALIDITY), written in the transaction that stored it, and when the poller
+# found it gone from the folder (archived, moved, deleted): `[inbox.imap]
+# resolve_on_archive` resolves a conversation once none of its customer messages is left.
+folder_uids = Table(
+    "folder_uids",
+    metadata,
+    Column("inbox", String(64), primary_key=True),
+    Column("folder", String(255), primary_key=True),
+    Column("uidvalidity", BigInteger, primary_key=True),
+    Column("uid", BigInteger, primary_key=True),
+    Column("message_row", Integer, ForeignKey("messages.id"), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("left_at", UTCDateTime),  # NULL while the message is in the folder
+    Index(None, "message_row"),
 )
 
 # One row per running service: `status` tells from it whether the gateway is alive.
