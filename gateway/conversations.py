@@ -102,6 +102,7 @@ def participant_addresses(parsed: Parsed, config: Config, *, team: bool = False)
         a.key[:ADDRESS]
         for a in found
         if "@" in a.key and a.key not in ours and not config.is_form_sender(a.key)
+        and config.inbox_for(a.key) is None  # support+pending@ is ours too
     }
 
 

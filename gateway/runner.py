@@ -356,8 +356,7 @@ class Runner:
         if who == Author.TEAM:
             ours = self.config.own_addresses | self.config.agent_addresses
             match = conversations.find_for_reply(conn, parsed, ours=ours)
-            others = [a.addr for a in (*parsed.to, *parsed.cc)
-                      if a.key not in cfg.own_addresses and not commands_in([a.addr], cfg)]  # fmt: skip
+            others = [a.addr for a in (*parsed.to, *parsed.cc) if cfg.inbox_for(a.addr) is None]
             return Context(row, now, inbox, True, None, conversation=match.conversation,
                            match=match.how, replay=self.replay, commands=commands,
                            to_others=bool(others) or not commands)  # fmt: skip
