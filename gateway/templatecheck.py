@@ -33,11 +33,13 @@ from .errors import Problem
 from .parse import parse
 from .policy import deadline
 from .render import (
+    FOLLOW_UP,
     POLICY_TEMPLATES,
     Renderer,
     alert_message,
     breach_context,
     builtin_templates,
+    follow_up_context,
     policy_context,
     render_digest,
     template_line,
@@ -46,6 +48,7 @@ from .render import (
 
 ACK = ("ack.subject.j2", "ack.txt.j2", "ack.html.j2")
 BREACH = ("breach.subject.j2", "breach.txt.j2", "breach.html.j2")
+SAMPLE_NOTICE = "Our courier is on strike; replies are slower this week."
 SPARSE = " without optional values"
 
 _SAMPLE_MAIL = (
@@ -177,19 +180,28 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
             season=full["season"] or "sample season",
             season_notice=full["season_notice"] or "We are busier than usual.",
             closure=full["closure"] or {"reason": "Sample holiday", "reopens": later},
+            notice=SAMPLE_NOTICE,
         )
         sparse = dict(full, customer_name="", due_sender=None, season=None, season_notice="",
-                      closure=None)  # fmt: skip
+                      closure=None, notice="")  # fmt: skip
         for label, context in (("", full), (SPARSE, sparse)):
             for name in ACK:
                 yield (f"{name} (acknowledgment, {lang}){label}", list(context),
                        _render(renderer, name, lang, context))  # fmt: skip
         breach = breach_context(config, inbox=inbox, reference=f"{inbox.prefix}-1042",
                                 subject=parsed.subject, promised=due.due_at,
-                                new_due=due.due_at + timedelta(hours=4))  # fmt: skip
-        for name in BREACH:
-            yield (f"{name} (breach notice, {lang})", list(breach),
-                   _render(renderer, name, lang, breach))  # fmt: skip
+                                new_due=due.due_at + timedelta(hours=4), notice=SAMPLE_NOTICE,
+                                remedy="We refund your shipping costs.", code="SORRY-1042")  # fmt: skip
+        bare = dict(breach, notice="", remedy="", code="")
+        for label, context in (("", breach), (SPARSE, bare)):
+            for name in BREACH:
+                yield (f"{name} (breach notice, {lang}){label}", list(context),
+                       _render(renderer, name, lang, context))  # fmt: skip
+        follow = follow_up_context(config, inbox=inbox, reference=f"{inbox.prefix}-1042",
+                                   subject=parsed.subject, since=now - timedelta(days=1))  # fmt: skip
+        for kind, what in (("reminder", "reminder"), ("closed", "closing notice")):
+            for name in FOLLOW_UP[kind]:
+                yield (f"{name} ({what}, {lang})", list(follow), _render(renderer, name, lang, follow))
     lang = config.inboxes[0].language
     for label, data in (("", _digest(config, now, filled=True)),
                         (SPARSE, _digest(config, now, filled=False))):  # fmt: skip

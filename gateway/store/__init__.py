@@ -10,6 +10,8 @@ SQLAlchemy (the migrations aside; tests/test_store_owner.py checks it):
   queries.py   the reports: tickets, report and digest figures, status (heartbeat,
                counts, folders), set-aside lists
   timers.py    what the scheduler reads and marks: due cycles, quiet conversations, digests
+  followup.py  what the customer hears after the acknowledgment: the exception notice,
+               coupon codes given, reminders, what we sent a customer today
   intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
   runner.py    the runner's claim, decision context, apply and shunt; heartbeats; tokens
   threads.py   what threading and reply tracking read and write: participants, thread
@@ -33,6 +35,7 @@ from sqlalchemy import Engine as Engine  # the type callers annotate with
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError, Problem, TemporaryError
+from .followup import *  # noqa: F403
 from .intake import *  # noqa: F403
 from .outgoing import *  # noqa: F403
 from .queries import *  # noqa: F403
