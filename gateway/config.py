@@ -239,7 +239,7 @@ class _Reader:
                 self.problem(f"form[{index}].sender", "is missing", 'write sender = ["mailer@shopify.com"]')
             forms.append(FormConfig(tuple(s.lower() for s in f.sender), f.name))
         a, t, b, d = v["acknowledge"], v["tracking"], v["breach"], v["digest"]
-        remedies = self.remedies(b.remedy)
+        remedies = self.remedies(b.remedy) if b is not None else ()
         reported = [p.key for p in self.problems[:found]]  # a rule over a key already wrong adds nothing
         self.problems[found:] = [p for p in self.problems[found:] if p.key not in reported]
         if self.problems:

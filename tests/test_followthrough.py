@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from click.testing import Result
 
 from gateway import store
-from gateway.config import Config
+from gateway.config import Config, ConfigError, parse
 from gateway.rules import LOOP_HEADER
 from gateway.service import Service
+from tests.conftest import example_text
 from tests.mailtools import Clock, Delivered, Sink, gateway_config
 from tests.test_resolution import conversation, events, reply_copied_to, send
 from tests.test_tracking import AGENTS, at, customer_mail, team_mail
@@ -288,3 +289,61 @@ def test_notice_from_the_shell(tmp_path: Path, database_url: str, run_cli: Calla
     assert later.exit_code == 0 and "until Wed 09 Dec 2026 18:00 CET" in later.output
     assert run_cli(*cli, "clear", now=now).output.strip() == "notice cleared"
     assert run_cli(*cli, "clear", now=now).output.strip() == "no notice was set"
+
+
+def test_a_reminder_queued_when_the_team_writes_is_cancelled_and_the_limits_hold_the_rest(
+    reminding: tuple[Service, Config, Clock], sink: Sink
+) -> None:
+    service, config, clock = reminding
+    send(service, config, customer_mail(), "kim@customer.example")
+    clock.now = at(2026, 12, 23, 10, 0)
+    send(service, config, reply_copied_to(1, "pending", "Which size did you order"), "anna@shop.example")
+    clock.now = at(2026, 12, 28, 10, 0)
+    service.scheduler.run_due()  # queued ...
+    clock.now = at(2026, 12, 28, 10, 1)  # ... and the team writes again, still waiting
+    send(service, config, reply_copied_to(2, "pending", "Or the colour, maybe"), "anna@shop.example")
+    assert [r.status for r in outbox(service, "reminder")] == ["cancelled"]
+    assert len(to_customer(sink)) == 1
+    # While the circuit breaker is open nothing more goes to customers; what it holds is
+    # recorded and never sent later.
+    with store.begin(service.engine) as conn:
+        store.add_event(conn, clock.now, "circuit-open", {"reason": "a test flood"})
+    # The same pause goes on (a team message while pending does not restart it): step two.
+    run_at(service, clock, at(2026, 12, 29, 10, 0))
+    assert [e.kind for e in events(service, "reminder-held")] == ["reminder-held"]
+    assert '"why": "circuit-breaker"' in events(service, "reminder-held")[0].detail
+    with store.begin(service.engine) as conn:
+        store.add_event(conn, clock.now, "circuit-closed", {})
+    run_at(service, clock, at(2026, 12, 29, 10, 30))
+    assert len(to_customer(sink)) == 1 and service.scheduler.next_due() is None
+
+
+@pytest.mark.parametrize(
+    ("append", "expected"),
+    [
+        ('[[breach.remedy]]\nlate_by = "4"\ntext = "Free shipping."\n',
+         'gw.toml: breach.remedy[0].late_by: "4" has no unit'),
+        ('[[breach.remedy]]\nlate_by = "4h"\ntext = "Free shipping."\ncodes_file = "/nonexistent/coupons.txt"\n',
+         'gw.toml: breach.remedy[0].codes_file: file "/nonexistent/coupons.txt" cannot be read: No such file or directory; export the file there (one code per line) or correct the path'),
+        ('[[breach.remedy]]\nlate_by = "4h"\n',
+         "gw.toml: breach.remedy[0].text: is missing"),
+        ('[[breach.remedy]]\nlate_by = "4h"\ntext = "A"\n[[breach.remedy]]\nlate_by = "240m"\ntext = "B"\n',
+         "gw.toml: breach.remedy[1].late_by: is the same as breach.remedy[0]'s; give each remedy its own late_by, or merge the two"),
+    ],
+)  # fmt: skip
+def test_remedy_keys_are_checked_in_one_line_each(append: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(example_text() + append, "gw.toml")
+    problems = [str(p) for p in info.value.problems]
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_remind_after_must_grow() -> None:
+    text = example_text().replace("remind_after = []", 'remind_after = ["2d", "1d"]')
+    with pytest.raises(ConfigError) as info:
+        parse(text, "gw.toml")
+    assert [str(p) for p in info.value.problems] == [
+        'gw.toml: tracking.remind_after: each duration must be longer than the one before; write them in order, e.g. ["1d", "2d"]'
+    ]
+    config = parse(example_text().replace("remind_after = []", 'remind_after = ["8h", "1d"]'), "gw.toml")
+    assert config.tracking.remind_after == (timedelta(hours=8), timedelta(days=1))
