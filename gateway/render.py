@@ -808,4 +808,9 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
         "hours": opening_hours(cal, lang, t),
         "closures": closures,
         "season": season,
+        # What the shop does when it misses ([[breach.remedy]]), smallest lateness first.
+        "remedies": [
+            {"late_by": business_time(r.late_by.total_seconds(), lang, t), "text": r.text_for(lang)}
+            for r in config.tracking.remedies
+        ],
     }

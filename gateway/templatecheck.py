@@ -39,6 +39,7 @@ from .render import (
     alert_message,
     breach_context,
     builtin_templates,
+    business_time,
     follow_up_context,
     policy_context,
     render_digest,
@@ -211,9 +212,12 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
     sample_season = {"name": "Sample season", "start": "1 December", "end": "24 December",
                      "notice": "We are busier than usual.", "stretch": "2"}  # fmt: skip
     sample_closure = [{"date": "Friday, 25 December", "reason": "Sample holiday"}]
+    late = business_time(4 * 3600, lang, renderer.translations(lang))
+    sample_remedies = [{"late_by": late, "text": "We refund your shipping costs."}]
     variants = (("", dict(policy, season=policy["season"] or sample_season,
-                          closures=policy["closures"] or sample_closure)),
-                (SPARSE, dict(policy, season=None, closures=[])))  # fmt: skip
+                          closures=policy["closures"] or sample_closure,
+                          remedies=policy["remedies"] or sample_remedies)),
+                (SPARSE, dict(policy, season=None, closures=[], remedies=[])))  # fmt: skip
     for label, context in variants:
         for name in POLICY_TEMPLATES.values():
             yield (f"{name} (policy page, {lang}){label}", list(context),

@@ -347,3 +347,19 @@ def test_remind_after_must_grow() -> None:
     ]
     config = parse(example_text().replace("remind_after = []", 'remind_after = ["8h", "1d"]'), "gw.toml")
     assert config.tracking.remind_after == (timedelta(hours=8), timedelta(days=1))
+
+
+def test_the_policy_page_says_what_the_shop_does_when_it_is_late(
+    tmp_path: Path, database_url: str, run_cli: Callable[..., Result]
+) -> None:
+    codes = tmp_path / "coupons.txt"
+    codes.write_text("SORRY-1\n", encoding="utf-8")
+    config = gateway_config(tmp_path, database_url, append=REMEDIES.format(codes=codes))
+    text = run_cli("--config", str(config.path), "policy", "--format", "text").output
+    assert "When we are late:" in text
+    assert "If our answer is 2 business hours late or more: We refund your shipping costs." in text
+    assert "If our answer is 4 business hours late or more: Your next order ships free" in text
+    german = gateway_config(tmp_path, database_url, append=REMEDIES.format(codes=codes),
+                            extra={'language = "en"': 'language = "de"'})  # fmt: skip
+    html = run_cli("--config", str(german.path), "policy", "--format", "html").output
+    assert "Wenn wir zu spät sind:" in html and "Ihre nächste Bestellung ist versandkostenfrei." in html
