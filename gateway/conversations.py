@@ -4,8 +4,9 @@ team replies, moving their state.
 Owns: the writes that reply tracking makes inside the pipeline's transaction — a new
 conversation and its first reply cycle; who takes part in it; a team reply closing the
 open cycle (measured in business time by `tracker.measure`), moving the state and
-cancelling what was still queued for the customer (an acknowledgment, a breach notice);
-a customer follow-up starting a next-reply cycle or raising the priority; and finding
+cancelling what was still queued for the customer (an acknowledgment, a breach notice, a
+reminder, a closing notice); a customer follow-up starting a next-reply cycle or raising
+the priority (and cancelling a reminder or closing notice still queued); and finding
 which conversation a message belongs to. Decisions come from the pure `tracker`; the
 rows are read and written by the store (gateway/store/threads.py), this module runs no
 SQL of its own.
