@@ -363,3 +363,33 @@ def test_the_policy_page_says_what_the_shop_does_when_it_is_late(
                             extra={'language = "en"': 'language = "de"'})  # fmt: skip
     html = run_cli("--config", str(german.path), "policy", "--format", "html").output
     assert "Wenn wir zu spät sind:" in html and "Ihre nächste Bestellung ist versandkostenfrei." in html
+
+
+def test_the_upgrade_counts_every_breach_already_there_as_notified(database_url: str) -> None:
+    """Revision 0013 moves the one breach notice to the reply clock: clocks breached
+    before it (notified or not) need none, so the upgrade sends no old news."""
+    engine = store.make_engine(database_url)
+    try:
+        store.upgrade(engine, "0011")
+        when = at(2026, 11, 23, 9, 0)
+        with store.begin(engine) as conn:
+            for n, notified in ((1, at(2026, 11, 23, 13, 1)), (2, None)):
+                conn.execute(sa.text(
+                    "INSERT INTO conversations (id, reference, inbox, customer, subject, priority,"
+                    " priority_reason, state, received_at, window_seconds, stretch, due_at, breached,"
+                    " created_at, customer_notified_at) VALUES (:id, :ref, 'shop', 'kim@customer.example',"
+                    " '', 'normal', '', 'breached', :at, 14400, 1.0, :due, :yes, :at, :notified)"),
+                    dict(id=n, ref=f"SHOP-100{n}", at=when, due=when + timedelta(hours=4), yes=True,
+                         notified=notified))  # fmt: skip
+                conn.execute(sa.text(
+                    "INSERT INTO cycles (conversation_id, kind, priority, started_at, window_seconds,"
+                    " stretch, due_at, breached) VALUES (:id, 'first', 'normal', :at, 14400, 1.0, :due, :yes)"),
+                    dict(id=n, at=when, due=when + timedelta(hours=4), yes=True))  # fmt: skip
+        store.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(store.cycles)
+                                .where(store.cycles.c.customer_notified_at.is_(None))).all() == []  # fmt: skip
+            assert store.breached_unnotified(conn) == []
+            assert {r.reminders_sent for r in conn.execute(sa.select(store.conversations))} == {0}
+    finally:
+        engine.dispose()
