@@ -1048,7 +1048,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"oauth {account['username']}: {account['text']}")
     last = info["last_hour"]
     click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
-               f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+               f"{last['breach_notices']} breach notices, {last['reminders']} reminders, "
+               f"{last['closing_notices']} closing notices, {last['digests']} digests")  # fmt: skip
 
 
 def _shop_time(config: Config, iso: str | None) -> str:

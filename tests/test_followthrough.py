@@ -19,6 +19,7 @@ from click.testing import Result
 
 from gateway import store
 from gateway.config import Config, ConfigError, parse
+from gateway.reports import status
 from gateway.rules import LOOP_HEADER
 from gateway.service import Service
 from tests.conftest import example_text
@@ -118,6 +119,9 @@ def test_reminders_then_the_closing_notice_each_once_across_christmas_and_a_week
     assert len(to_customer(sink)) == 4
     assert [e.kind for e in events(service, "reminder")] == ["reminder", "reminder"]
     assert len(events(service, "closed")) == 1
+    last_hour = status(service.engine, clock.now)["last_hour"]
+    assert (last_hour["reminders"], last_hour["closing_notices"]) == (0, 0)  # sent days ago
+    assert status(service.engine, at(2026, 12, 30, 10, 30))["last_hour"]["closing_notices"] == 1
 
 
 def test_a_customer_who_writes_stops_the_reminders_and_a_new_pause_starts_again(
