@@ -20,7 +20,7 @@ from click.testing import Result
 from gateway import store
 from gateway.config import Config, ConfigError, parse
 from gateway.reports import status
-from gateway.rules import LOOP_HEADER
+from gateway.rules import LOOP_HEADER, is_our_message_id
 from gateway.service import Service
 from tests.conftest import example_text
 from tests.mailtools import Clock, Delivered, Sink, gateway_config
@@ -122,6 +122,15 @@ def test_reminders_then_the_closing_notice_each_once_across_christmas_and_a_week
     last_hour = status(service.engine, clock.now)["last_hour"]
     assert (last_hour["reminders"], last_hour["closing_notices"]) == (0, 0)  # sent days ago
     assert status(service.engine, at(2026, 12, 30, 10, 30))["last_hour"]["closing_notices"] == 1
+    # Ours in loop detection; and "just reply and it reopens": an answer to the closing
+    # notice (naming only its Message-ID) joins the conversation and reopens it.
+    closed_id = closed.message["Message-ID"].strip("<>")
+    assert is_our_message_id(closed_id, config.message_id_domain)
+    answer = customer_mail(9, subject=closed.message["Subject"], body="It came back damaged.",
+                           extra=f"In-Reply-To: <{closed_id}>\r\n")  # fmt: skip
+    send(service, config, answer, "kim@customer.example")
+    c = conversation(service)  # still the one conversation
+    assert (c.state, c.resolved_at) == ("awaiting_team", None)
 
 
 def test_a_customer_who_writes_stops_the_reminders_and_a_new_pause_starts_again(
