@@ -406,3 +406,32 @@ def test_the_upgrade_counts_every_breach_already_there_as_notified(database_url:
             assert {r.reminders_sent for r in conn.execute(sa.select(store.conversations))} == {0}
     finally:
         engine.dispose()
+
+
+def test_the_daily_limit_holds_a_breach_notice_for_good(tmp_path: Path, database_url: str, sink: Sink) -> None:
+    extra = {**NOTIFY, "max_per_sender_per_day = 5 ": "max_per_sender_per_day = 1 "}
+    service, config, clock = start(tmp_path, database_url, sink, at(2026, 11, 23, 9, 0), extra)
+    try:
+        send(service, config, customer_mail(), "kim@customer.example")  # the day's one message
+        run_at(service, clock, at(2026, 11, 23, 13, 1))
+        [held] = events(service, "breach-held")
+        assert '"why": "daily-limit"' in held.detail
+        run_at(service, clock, at(2026, 11, 24, 9, 30))  # a new day: still nothing, never late
+        assert len(to_customer(sink)) == 1 and outbox(service, "breach") == []
+    finally:
+        service.close()
+
+
+def test_the_largest_late_by_reached_wins() -> None:
+    codes_free = REMEDIES.split("codes_file")[0]
+    config = parse(example_text() + codes_free.format(codes=""), "gw.toml")
+    pick = config.tracking.remedy_for
+    assert pick(timedelta(hours=1, minutes=59)) is None
+    found = pick(timedelta(hours=2))
+    assert found is not None and found.text == "We refund your shipping costs."
+    found = pick(timedelta(hours=3, minutes=59))
+    assert found is not None and found.late_by == timedelta(hours=2)
+    found = pick(timedelta(days=3))
+    assert found is not None and found.late_by == timedelta(hours=4)
+    assert found.text_for("de") == "Ihre nächste Bestellung ist versandkostenfrei."
+    assert found.text_for("fr") == found.text == "Your next order ships free: use the code below."

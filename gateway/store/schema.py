@@ -241,7 +241,7 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("kind", String(16), nullable=False),  # ack / alert / breach / digest / notice
+    Column("kind", String(16), nullable=False),  # ack / alert / breach / reminder / closed / digest / notice
     Column("conversation_id", Integer, ForeignKey("conversations.id")),
     Column("source_message_id", Integer, ForeignKey("messages.id")),
     Column("sender", String(998), nullable=False),
