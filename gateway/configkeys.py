@@ -218,7 +218,7 @@ class SendKeys(OAuthKeys):
     timeout: Annotated[timedelta, Duration, Doc("Network timeout.")] = "30s"  # type: ignore[assignment]
     give_up_after: Annotated[timedelta, Duration, Doc("Temporary failures (4xx, connection trouble) are retried with exponential backoff (30 s, 1 min, 2 min, 4 min, then every 5 min) this long, then marked failed. A 5xx answer fails at once.")] = "2d"  # type: ignore[assignment]  # fmt: skip
     alert_after: Annotated[timedelta, Duration, Doc('When outgoing mail has waited this long (the server is down or answers 4xx), the owner is alerted once per outage: through the outbox (it arrives when sending works again, or at once when only some mail is held up) and, for `"smtp"`, also written to the `oauth.alert_maildir` maildir (default `send.path`). The outage is over (and the next one alerts again) when no mail that failed is still waiting.')] = "15m"  # type: ignore[assignment]  # fmt: skip
-    null_sender: Annotated[bool, Bool, Doc("Send acknowledgments with an empty envelope sender (RFC 3834); many submission servers refuse it.")] = False  # fmt: skip
+    null_sender: Annotated[bool, Bool, Doc("Send acknowledgments (and breach notices, reminders and closing notices) with an empty envelope sender (RFC 3834); many submission servers refuse it.")] = False  # fmt: skip
     auth: Annotated[str, Auth, Doc('`"password"` or `"oauth2"` (SASL XOAUTH2, or OAUTHBEARER when only that is offered), with `send.username` and the same OAuth keys as `[inbox.imap]`. When they name the same mailbox and app as an inbox, that inbox\'s `login` serves both.')] = "password"  # fmt: skip
 
 

@@ -337,7 +337,7 @@ class Scheduler:
             log.info("event=%s-held reference=%s why=%s", kind, conv.reference, held)
             return 0
         message = compose(recipient, store.customer_message_ids(conn, conv.id))
-        store.enqueue(conn, kind, message, recipient, now, conv.id)
+        self.pipeline.queue(conn, kind, message, recipient, now, conv.id)
         store.add_event(conn, now, kind, detail, conversation_id=conv.id)
         log.info("event=%s reference=%s", kind, conv.reference)
         return 1

@@ -27,7 +27,8 @@ from tests.mailtools import Clock, Delivered, Sink, gateway_config
 from tests.test_resolution import conversation, events, reply_copied_to, send
 from tests.test_tracking import AGENTS, at, customer_mail, team_mail
 
-REMIND = {"remind_after = []": 'remind_after = ["8h", "16h"]', "close_notice = false": "close_notice = true"}
+REMIND = {"remind_after = []": 'remind_after = ["8h", "16h"]', "close_notice = false": "close_notice = true",
+          "# null_sender = false ": "null_sender = true "}
 NOTIFY = {"notify_customer = false": "notify_customer = true"}
 
 
@@ -94,8 +95,9 @@ def test_reminders_then_the_closing_notice_each_once_across_christmas_and_a_week
     run_at(service, clock, first - timedelta(minutes=1))
     assert len(to_customer(sink)) == 1  # the acknowledgment only
     run_at(service, clock, first)
-    [_, reminder] = to_customer(sink)
+    [ack, reminder] = to_customer(sink)
     assert_made_like_the_acknowledgment(reminder, "reminder")
+    assert ack.mail_from == reminder.mail_from == "<>"  # [send] null_sender: like the ack
     assert "still waiting for your answer about SHOP-1001" in text_of(reminder)
     assert "Wednesday, December 23, 2026" in text_of(reminder)  # when the team wrote
     second = at(2026, 12, 29, 10, 0)  # 16 h: the rest of Monday and one hour on Tuesday
