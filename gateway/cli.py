@@ -802,6 +802,64 @@ def replay(ctx: click.Context, source: Path) -> None:
                f"({counts['unmatched']} matched to no conversation), {counts['machine']} machine messages")  # fmt: skip
 
 
+# ---------------------------------------------------------------------------- notice
+
+
+@cli.group(cls=_Group, invoke_without_command=True)
+@click.pass_context
+def notice(ctx: click.Context) -> None:
+    """The current exception told to customers in acknowledgments and breach notices
+    ("Our courier is on strike; replies are slower this week"). Without a subcommand:
+    show the one in force."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .notices import current
+
+    state = _state(ctx)
+    found = current(state.engine, state.clock())
+    if found is None:
+        click.echo("no notice: acknowledgments and breach notices carry none")
+        return
+    cal = state.config.calendar
+    until = f"until {cal.local(found.until):%a %d %b %Y %H:%M %Z}" if found.until else "until cleared"
+    click.echo(f"{found.text}\n  set {cal.local(found.set_at):%a %d %b %Y %H:%M %Z} by {found.set_by}, {until}")
+
+
+def _who() -> str:
+    return "cli:" + (os.environ.get("SUDO_USER") or os.environ.get("USER") or "owner")
+
+
+@notice.command("set")
+@click.argument("text")
+@click.option("--until", "until_text", metavar="DATE", help="Last day (shop-local) or moment; default: until cleared.")
+@click.pass_context
+def notice_set(ctx: click.Context, text: str, until_text: str | None) -> None:
+    """Tell customers TEXT in every acknowledgment and breach notice from now on."""
+    from .notices import NoticeError, clean_text, parse_until, set_notice
+
+    state = _state(ctx)
+    now = state.clock()
+    try:
+        cleaned = clean_text(text)
+        until = parse_until(until_text, state.config.calendar.tz, now) if until_text is not None else None
+    except NoticeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    set_notice(state.engine, cleaned, until, now, _who())
+    shown = f"until {state.config.calendar.local(until):%a %d %b %Y %H:%M %Z}" if until else "until `notice clear`"
+    click.echo(f"notice set, {shown}: {cleaned}")
+
+
+@notice.command("clear")
+@click.pass_context
+def notice_clear(ctx: click.Context) -> None:
+    """End the current notice now."""
+    from .notices import clear_notice
+
+    state = _state(ctx)
+    click.echo("notice cleared" if clear_notice(state.engine, state.clock(), _who()) else "no notice was set")
+
+
 # ---------------------------------------------------------------------------- reports
 
 
@@ -995,7 +1053,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"oauth {account['username']}: {account['text']}")
     last = info["last_hour"]
     click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
-               f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+               f"{last['breach_notices']} breach notices, {last['reminders']} reminders, "
+               f"{last['closing_notices']} closing notices, {last['digests']} digests")  # fmt: skip
 
 
 def _shop_time(config: Config, iso: str | None) -> str:

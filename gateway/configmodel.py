@@ -234,12 +234,34 @@ class DigestConfig:
 
 
 @dataclass(frozen=True)
+class RemedyConfig:
+    """`[[breach.remedy]]`: what the shop offers when a reply is at least `late_by` late."""
+
+    late_by: timedelta
+    text: str
+    texts: tuple[tuple[str, str], ...] = ()  # (language, text) translations
+    codes_file: str | None = None
+
+    def text_for(self, language: str) -> str:
+        """The text in `language` when one was written for it, else the default one."""
+        return next((text for lang, text in self.texts if lang == language), self.text)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
-    """Reply tracking: when quiet conversations close; the breach notice to customers."""
+    """Reply tracking: when quiet conversations close; what the customer hears meanwhile
+    (breach notices and their remedies, reminders while we wait, the closing notice)."""
 
     close_after: timedelta = timedelta(days=7)
     notify_customer_on_breach: bool = False
     question_means_pending: bool = True
+    remind_after: tuple[timedelta, ...] = ()  # business time after the pause began
+    close_notice: bool = False
+    remedies: tuple[RemedyConfig, ...] = ()  # by late_by, smallest first
+
+    def remedy_for(self, late: timedelta) -> RemedyConfig | None:
+        """The remedy with the largest `late_by` that `late` reaches (None: none does)."""
+        return next((r for r in reversed(self.remedies) if late >= r.late_by), None)
 
 
 @dataclass(frozen=True)

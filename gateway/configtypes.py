@@ -217,6 +217,30 @@ def duration(value: object) -> timedelta:
     return result
 
 
+def durations(value: object) -> tuple[timedelta, ...]:
+    """A list of durations, each longer than the one before (`remind_after`)."""
+    if not isinstance(value, list):
+        raise Bad(f"must be a list of durations, got {kind_of(value)}", 'write ["1d", "2d"]')
+    found = tuple(duration(v) for v in value)
+    if any(b <= a for a, b in pairwise(found)):
+        raise Bad("each duration must be longer than the one before", 'write them in order, e.g. ["1d", "2d"]')
+    return found
+
+
+def readable_file(value: object) -> str:
+    """A file that exists and can be read now (a relative name: from the working directory)."""
+    text = string(value)
+    path = Path(text)
+    where = f" (relative to {Path.cwd()})" if not path.is_absolute() else ""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise Bad(f'file "{text}"{where} cannot be read: {exc.strerror or exc}',
+                  "export the file there (one code per line) or correct the path") from None  # fmt: skip
+    return text
+
+
 def url(value: object) -> str:
     text = string(value)
     local = re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/", text)

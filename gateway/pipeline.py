@@ -30,6 +30,9 @@ from .store import Engine
 __all__ = ["Outcome", "Pipeline", "Received"]
 
 
+# What we send customers on our own: with `[send] null_sender`, with an empty envelope sender.
+AUTO_REPLIES = ("ack", "breach", "reminder", "closed")
+
 class Pipeline:
     """Accepts and processes messages for one configuration, against one database."""
 
@@ -103,7 +106,7 @@ class Pipeline:
     ) -> int:
         """Write one outgoing message to the outbox (inside the caller's transaction);
         returns its row id."""
-        null = self.config.send.null_sender and kind == "ack"
+        null = self.config.send.null_sender and kind in AUTO_REPLIES
         return store.enqueue(conn, kind, message, recipient, now, conversation_id, source_row,
                              null_sender=null)  # fmt: skip
 

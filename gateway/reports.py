@@ -252,7 +252,8 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
         "messages_waiting": int(stored),
         "messages_set_aside": int(shunted),
         "last_hour": {"acknowledgments": int(recent.get("ack", 0)), "alerts": int(recent.get("alert", 0)),
-                      "breach_notices": int(recent.get("breach", 0)), "digests": int(recent.get("digest", 0))},
+                      "breach_notices": int(recent.get("breach", 0)), "digests": int(recent.get("digest", 0)),
+                      "reminders": int(recent.get("reminder", 0)), "closing_notices": int(recent.get("closed", 0))},
         "imap": folders,
     }  # fmt: skip
 

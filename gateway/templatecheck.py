@@ -33,6 +33,7 @@ from .errors import Problem
 from .parse import parse
 from .policy import deadline
 from .render import (
+    FOLLOW_UP,
     POLICY_TEMPLATES,
     Alert,
     Renderer,
@@ -41,6 +42,8 @@ from .render import (
     alert_template,
     breach_context,
     builtin_templates,
+    business_time,
+    follow_up_context,
     policy_context,
     render_digest,
     template_line,
@@ -49,6 +52,7 @@ from .render import (
 
 ACK = ("ack.subject.j2", "ack.txt.j2", "ack.html.j2")
 BREACH = ("breach.subject.j2", "breach.txt.j2", "breach.html.j2")
+SAMPLE_NOTICE = "Our courier is on strike; replies are slower this week."
 SPARSE = " without optional values"
 
 _SAMPLE_MAIL = (
@@ -180,19 +184,28 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
             season=full["season"] or "sample season",
             season_notice=full["season_notice"] or "We are busier than usual.",
             closure=full["closure"] or {"reason": "Sample holiday", "reopens": later},
+            notice=SAMPLE_NOTICE,
         )
         sparse = dict(full, customer_name="", due_sender=None, season=None, season_notice="",
-                      closure=None)  # fmt: skip
+                      closure=None, notice="")  # fmt: skip
         for label, context in (("", full), (SPARSE, sparse)):
             for name in ACK:
                 yield (f"{name} (acknowledgment, {lang}){label}", list(context),
                        _render(renderer, name, lang, context))  # fmt: skip
         breach = breach_context(config, inbox=inbox, reference=f"{inbox.prefix}-1042",
                                 subject=parsed.subject, promised=due.due_at,
-                                new_due=due.due_at + timedelta(hours=4))  # fmt: skip
-        for name in BREACH:
-            yield (f"{name} (breach notice, {lang})", list(breach),
-                   _render(renderer, name, lang, breach))  # fmt: skip
+                                new_due=due.due_at + timedelta(hours=4), notice=SAMPLE_NOTICE,
+                                remedy="We refund your shipping costs.", code="SORRY-1042")  # fmt: skip
+        bare = dict(breach, notice="", remedy="", code="")
+        for label, context in (("", breach), (SPARSE, bare)):
+            for name in BREACH:
+                yield (f"{name} (breach notice, {lang}){label}", list(context),
+                       _render(renderer, name, lang, context))  # fmt: skip
+        follow = follow_up_context(config, inbox=inbox, reference=f"{inbox.prefix}-1042",
+                                   subject=parsed.subject, since=now - timedelta(days=1))  # fmt: skip
+        for kind, what in (("reminder", "reminder"), ("closed", "closing notice")):
+            for name in FOLLOW_UP[kind]:
+                yield (f"{name} ({what}, {lang})", list(follow), _render(renderer, name, lang, follow))
     lang = config.inboxes[0].language
     for label, data in (("", _digest(config, now, filled=True)),
                         (SPARSE, _digest(config, now, filled=False))):  # fmt: skip
@@ -202,9 +215,12 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
     sample_season = {"name": "Sample season", "start": "1 December", "end": "24 December",
                      "notice": "We are busier than usual.", "stretch": "2"}  # fmt: skip
     sample_closure = [{"date": "Friday, 25 December", "reason": "Sample holiday"}]
+    late = business_time(4 * 3600, lang, renderer.translations(lang))
+    sample_remedies = [{"late_by": late, "text": "We refund your shipping costs."}]
     variants = (("", dict(policy, season=policy["season"] or sample_season,
-                          closures=policy["closures"] or sample_closure)),
-                (SPARSE, dict(policy, season=None, closures=[])))  # fmt: skip
+                          closures=policy["closures"] or sample_closure,
+                          remedies=policy["remedies"] or sample_remedies)),
+                (SPARSE, dict(policy, season=None, closures=[], remedies=[])))  # fmt: skip
     for label, context in variants:
         for name in POLICY_TEMPLATES.values():
             yield (f"{name} (policy page, {lang}){label}", list(context),
@@ -256,6 +272,8 @@ def sample_alerts(config: Config, now: datetime) -> list[tuple[str, Alert]]:
         (" (resolutions)", Alert("replies", {"breaches": [], "warnings": [],
                                              "unresolved": [dict(conversation, late=7200.0)],
                                              "resolving": [dict(conversation, left=1800.0)], **resolved})),
+        ("", Alert("codes", {"file": "/etc/sla-gateway/coupons.txt", "given": 200, "unreadable": False})),
+        (" (unreadable)", Alert("codes", {"file": "/etc/sla-gateway/coupons.txt", "given": 0, "unreadable": True})),
         ("", Alert("set-aside", {"rows": [set_aside], "more": 0, "every": 3600.0})),
         (" (many)", Alert("set-aside", {"rows": [set_aside, dict(set_aside, id=8, **{"from": ""})],
                                         "more": 3, "every": 3600.0})),

@@ -38,6 +38,7 @@ __all__ = [
     "cycles",
     "digests",
     "events",
+    "exception_notices",
     "folder_uids",
     "heartbeats",
     "insert_ignore",
@@ -46,6 +47,7 @@ __all__ = [
     "oauth_tokens",
     "outbox",
     "participants",
+    "remedy_codes",
     "reply_keys",
     "sync_state",
 ]
@@ -183,6 +185,10 @@ conversations = Table(
     Column("resolved_at", UTCDateTime),
     Column("resolved_by", String(320)),  # a team address, "cli", "archive", "close_after"
     Column("priority_set_by", String(16), nullable=False, default="keywords"),  # / vip / agent
+    # `remind_after`: how many reminders went out in the pause that began at `reminded_pause`
+    # (another pause — a different waiting_since — starts again from none).
+    Column("reminders_sent", Integer, nullable=False, default=0),
+    Column("reminded_pause", UTCDateTime),
     Index(None, "received_at"),
     # Covers every column the report and digest aggregate, so figures over a million
     # conversations are read from the index alone.
@@ -236,7 +242,7 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("kind", String(16), nullable=False),  # ack / alert / breach / digest / notice
+    Column("kind", String(16), nullable=False),  # ack / alert / breach / reminder / closed / digest / notice
     Column("conversation_id", Integer, ForeignKey("conversations.id")),
     Column("source_message_id", Integer, ForeignKey("messages.id")),
     Column("sender", String(998), nullable=False),
@@ -309,6 +315,7 @@ cycles = Table(
     Column("breached", Boolean, nullable=False, default=False),
     Column("warned_at", UTCDateTime),  # warning queued (or not needed)
     Column("breach_alerted_at", UTCDateTime),  # breach alert queued (or not needed)
+    Column("customer_notified_at", UTCDateTime),  # its one breach notice queued (or not needed)
     Index(None, "conversation_id"),
     Index(None, "replied_at", "due_at"),
     Index(None, "started_at"),
@@ -384,6 +391,32 @@ digests = Table(
     Column("day", Date, primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("outbox_id", Integer, ForeignKey("outbox.id")),
+)
+
+
+# `sla-gateway notice set`: the current exception ("our courier is on strike"), told in
+# acknowledgments and breach notices until `until` or until cleared. The newest uncleared
+# row is the one in force; older ones stay as history.
+exception_notices = Table(
+    "exception_notices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("until", UTCDateTime),  # NULL: until cleared
+    Column("set_at", UTCDateTime, nullable=False),
+    Column("set_by", String(320), nullable=False, default=""),
+    Column("cleared_at", UTCDateTime),
+)
+
+# `[[breach.remedy]] codes_file`: every coupon code given, so none is ever given twice.
+remedy_codes = Table(
+    "remedy_codes",
+    metadata,
+    Column("code", String(255), primary_key=True),
+    Column("codes_file", Text, nullable=False),
+    Column("conversation_id", Integer, ForeignKey("conversations.id"), nullable=False),
+    Column("given_at", UTCDateTime, nullable=False),
+    Index(None, "conversation_id"),
 )
 
 
