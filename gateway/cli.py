@@ -925,6 +925,18 @@ def _print_report(figures: dict[str, Any], since: date, until: date) -> None:
             "not acknowledged: "
             + ", ".join(f"{n} {rule}" for rule, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
         )
+    r = figures["resolution"]
+    if r["count"]:
+        console.print(f"resolution: {pct(r['compliance'])} of {r['count']} cases within their target "
+                      f"({r['met']} met, {r['breached']} missed); median {duration_text(r['p50_seconds'], 'en')}, "
+                      f"80% {duration_text(r['p80_seconds'], 'en')}, 90% {duration_text(r['p90_seconds'], 'en')}")  # fmt: skip
+        console.print("  by priority: " + ", ".join(f"{name} {pct(f['compliance'])} of {f['count']}"
+                                                   for name, f in r["priorities"].items()))  # fmt: skip
+    else:
+        console.print("resolution: no case with a resolution target was resolved or overdue")
+    b = figures["backlog"]
+    console.print(f"backlog: {b['open_at_start']} open at the start, {b['opened']} opened, "
+                  f"{b['resolved']} resolved, {b['open_at_end']} open at the end")  # fmt: skip
 
 
 @cli.command()

@@ -20,6 +20,7 @@ from .store import (
     intake_figures,
     next_reply_figures,
     oldest_unanswered,
+    oldest_unresolved,
     open_clocks,
     refusals,
     resolution_figures,
@@ -133,9 +134,12 @@ def _period(conn: Any, label: str, start: datetime, end: datetime, now: datetime
     intake = intake_figures(conn, start, end)
     priorities = tuple((name, Figures.of(figures.get(name))) for name in ("urgent", "high", "normal", "low")
                        if name in figures)  # fmt: skip
+    backlog = backlog_figures(conn, start, end)
     return Period(label, start, end, Figures.of(figures.get("*")), priorities,
                   Figures.of(next_reply_figures(conn, start, end, now)), intake["acknowledged"],
-                  tuple(sorted(intake["not_acknowledged"].items(), key=lambda kv: -kv[1])))  # fmt: skip
+                  tuple(sorted(intake["not_acknowledged"].items(), key=lambda kv: -kv[1])),
+                  Figures.of(resolution_figures(conn, start, end, now).get("*")),
+                  backlog["opened"], backlog["resolved"])  # fmt: skip
 
 
 def report(
@@ -196,7 +200,15 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
     """Everything the digest shows for local date `day`, aggregated in SQL."""
     from datetime import timedelta
 
-    from .digest import DigestData, Item, local_volume, opening_grid, previous_business_day, suggest
+    from .digest import (
+        DigestData,
+        Item,
+        Unresolved,
+        local_volume,
+        opening_grid,
+        previous_business_day,
+        suggest,
+    )
 
     cal = config.calendar
     tz = cal.tz
@@ -228,6 +240,13 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
         if oldest_row is not None:
             oldest = Item(oldest_row.reference, oldest_row.customer, oldest_row.subject, oldest_row.priority,
                           oldest_row.due_at, int(cal.elapsed(oldest_row.started_at, now).total_seconds()))  # fmt: skip
+        unresolved_row = oldest_unresolved(conn)
+        unresolved = None
+        if unresolved_row is not None:
+            spent, _, _ = _resolution_now(config, unresolved_row, now)
+            unresolved = Unresolved(unresolved_row.reference, unresolved_row.customer, unresolved_row.subject,
+                                    unresolved_row.priority, cal.local(unresolved_row.received_at), spent,
+                                    unresolved_row.state == "pending")  # fmt: skip
         by_hour, by_weekday = local_volume(
             cal, hourly_volume(conn, midnight(day - timedelta(days=29)), day_end)
         )
@@ -272,7 +291,7 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
         shop=inbox.from_name or inbox.address, day=day, timezone=config.hours.timezone,
         periods=tuple(periods), breaches=tuple(breaches), at_risk=tuple(at_risk[:10]), oldest=oldest,
         by_hour=by_hour, by_weekday=by_weekday, open_hours=open_hours, open_days=open_days,
-        trend=tuple(trend), suggestions=tuple(suggestions), refused=refused,
+        trend=tuple(trend), suggestions=tuple(suggestions), refused=refused, oldest_unresolved=unresolved,
     )  # fmt: skip
 
 
