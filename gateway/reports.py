@@ -50,12 +50,14 @@ def _iso(config: Config, moment: datetime | None) -> str | None:
 
 def _resolution_now(config: Config, row: Any, now: datetime) -> tuple[int, int, bool]:
     """(Resolution business seconds, customer waiting business seconds, breached) of a
-    conversation at `now`: final once resolved, counted up to `now` while open; breached
-    also when a running clock is past its due time (the scheduler may not have run)."""
+    conversation at `now`: final once resolved (breached: more than the target), counted
+    up to `now` while open (breached: marked so, or a running clock past its due time,
+    whether or not the scheduler has run since)."""
     clock = config.clock_for(row.priority)
     r = resolution_of(row)
-    if row.state == "resolved":
-        return int(r.spent.total_seconds()), int(r.wait.total_seconds()), bool(row.resolution_breached)
+    if row.state == "resolved":  # judged by the final time (close_after resolves in the past)
+        late = r.target is not None and r.spent > r.target
+        return int(r.spent.total_seconds()), int(r.wait.total_seconds()), late
     spent = int(r.spent_at(clock, now).total_seconds())
     wait = int(r.wait_at(clock, now).total_seconds())
     overdue = row.resolve_due_at is not None and row.resolve_due_at <= now
@@ -539,7 +541,7 @@ def _entries(config: Config, row: Any, found: list[Any], queued: list[Any], cycl
             add(at, "command", text, command=command, by=by, via=detail.get("via"),
                 note=detail.get("note"), state=detail.get("state"))  # fmt: skip
             if command == "resolved" and change != "none":
-                add(at, "resolved", _resolved_text(by, detail), by=by,
+                add(at, "resolved", _resolved_text(by, detail) + _against(row, detail.get("resolution_business_seconds")), by=by,
                     resolution_business_seconds=detail.get("resolution_business_seconds"),
                     customer_wait_business_seconds=detail.get("customer_wait_business_seconds"))  # fmt: skip
             moved(at, detail.get("state"), f"+{command}")
@@ -551,6 +553,7 @@ def _entries(config: Config, row: Any, found: list[Any], queued: list[Any], cycl
             spent = detail.get("resolution_business_seconds")
             text = (f"resolved by close_after ({detail.get('after', '')} without a word from the customer),"
                     f" at the team's last reply: {in_words(spent)} of business time on the clock")  # fmt: skip
+            text += _against(row, spent)
             add(resolved_at, "resolved", text, by="close_after", resolution_business_seconds=spent)
             moved(resolved_at, "resolved", "close_after")
         elif kind == "breached":
@@ -590,6 +593,16 @@ def _entries(config: Config, row: Any, found: list[Any], queued: list[Any], cycl
             add(when, "notice", f"{what} to {q.recipient}: {status}", notice=q.kind, recipient=q.recipient,
                 status=status)  # fmt: skip
     return out
+
+
+def _against(row: Any, spent: Any) -> str:
+    """ "; target 8 hours, met" (or missed by how much); nothing without a target."""
+    target = row.resolve_window_seconds
+    if target is None or spent is None:
+        return ""
+    if int(spent) <= target:
+        return f"; target {in_words(target)}, met"
+    return f"; target {in_words(target)}, missed by {in_words(int(spent) - target)}"
 
 
 def _resolved_text(by: str, detail: dict[str, Any]) -> str:

@@ -92,6 +92,7 @@ def test_the_timeline_of_a_conversation_paused_and_resolved_by_address(
     assert resolved["resolution_business_seconds"] == 3600 + 90 * 60
     assert resolved["customer_wait_business_seconds"] == 9 * 3600
     assert "2 hours 30 minutes of business time" in resolved["text"] and "9 hours waiting" in resolved["text"]
+    assert resolved["text"].endswith("; target 8 hours, met")
 
     text = run_cli("--config", str(config.path), "tickets", "SHOP-1001", now=at(2026, 11, 24, 13, 0))
     assert text.exit_code == 0, text.output

@@ -260,7 +260,9 @@ def resolution_figures(conn: Any, start: datetime, end: datetime, now: datetime)
         c.resolved_at.is_(None), c.received_at >= start, c.received_at < end,
         c.resolution_breached.is_(True) | and_(c.resolve_due_at.isnot(None), c.resolve_due_at <= now),
     )  # fmt: skip
-    late = (c.resolution_breached.is_(True)) | (c.resolution_business_seconds > c.resolve_window_seconds)
+    # A resolved case is judged by its final business time (close_after resolves at the
+    # team's last reply, after the running clock may have been flagged).
+    late = c.resolution_business_seconds > c.resolve_window_seconds
     met = case((and_(resolved, ~late), 1), else_=0)
     breached = case((and_(resolved, late), 1), (overdue, 1), else_=0)
     out: dict[str, dict[str, Any]] = {}
