@@ -816,6 +816,8 @@ def _print_conversation(view: dict[str, Any], config: Config) -> None:
     click.echo("")
     for entry in view["timeline"]:
         click.echo(f"  {when(entry['at'])}  {entry['text']}")
+    if not view["timeline"]:
+        click.echo("  (nothing recorded)")
 
 
 @cli.command()
