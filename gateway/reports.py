@@ -480,8 +480,9 @@ def _entries(config: Config, row: Any, found: list[Any], queued: list[Any], cycl
             who = event.from_addr or row.customer
             if first:
                 first = False
+                decided = row.priority_reason.split("; raised: ")[0].split("; set by ")[0]  # not later changes
                 text = (f"received from {who}: priority {detail.get('priority') or row.priority}"
-                        f" ({row.priority_reason or 'no rule matched'})")  # fmt: skip
+                        f" ({decided or 'no rule matched'})")  # fmt: skip
                 add(at, "received", text, **{"from": who, "priority": detail.get("priority") or row.priority})
             else:
                 text = f"{who} wrote again"
@@ -522,6 +523,9 @@ def _entries(config: Config, row: Any, found: list[Any], queued: list[Any], cycl
                   else "the team replied")  # fmt: skip
         elif kind == "team-command":
             add(at, "command-mail", f"mail from {event.from_addr or 'the team'} to a command address only: no reply")
+        elif kind == "command" and detail.get("command") == "note":  # `set --note` alone
+            add(at, "note", f"note by {detail.get('by', '')}: {detail.get('note', '')}",
+                by=detail.get("by"), note=detail.get("note"))  # fmt: skip
         elif kind == "command":
             command = str(detail.get("command", ""))
             by = detail.get("by", "")

@@ -143,3 +143,40 @@ def test_an_unknown_reference_is_one_line(gateway: tuple[Service, Config, Clock]
     assert result.output.strip().splitlines() == ["error: no conversation SHOP-9; `sla-gateway tickets` lists them"]
     both = run_cli("--config", str(config.path), "tickets", "SHOP-9", "--open")
     assert both.exit_code == 2 and "Traceback" not in both.output
+
+
+def test_commands_from_the_shell_and_a_reopening_are_on_the_timeline(
+    gateway: tuple[Service, Config, Clock], sink: Sink, run_cli: Callable[..., Result]
+) -> None:
+    service, config, clock = gateway
+    send(service, config, customer_mail(), "kim@customer.example")  # normal
+    cli = ("--config", str(config.path), "set", "SHOP-1001")
+    assert run_cli(*cli, "--priority", "urgent", "--note", "a payment problem", now=at(2026, 11, 23, 9, 10)).exit_code == 0
+    assert run_cli(*cli, "--note", "called the bank", now=at(2026, 11, 23, 9, 20)).exit_code == 0
+    assert run_cli(*cli, "--resolved", now=at(2026, 11, 23, 11, 0)).exit_code == 0
+    clock.now = at(2026, 11, 24, 10, 0)  # the customer writes again: open again
+    again = customer_mail(2, subject="Re: Where is my parcel?", body="Still nothing.",
+                          extra="In-Reply-To: <c1@customer.example>\r\n")  # fmt: skip
+    send(service, config, again, "kim@customer.example")
+    value = view(run_cli, config, "SHOP-1001", at(2026, 11, 24, 10, 30))
+    kinds = [e["kind"] for e in value["timeline"]]
+    assert kinds[kinds.index("received") + 1:] == [
+        "acknowledgment", "command", "note", "note", "command", "resolved",
+        "customer-message", "not-acknowledged", "resumed",
+        # the first reply, never sent, was due Monday 09:30; the scheduler runs now
+        "breached", "alert", "notice",
+    ], kinds
+    assert "priority normal (nothing matched" in entries(value, "received")[0]["text"]  # as it was decided
+    priority, note, later, resolve, resolved = (e for e in value["timeline"] if e["kind"] in ("command", "note", "resolved"))
+    assert (priority["command"], priority["via"], priority["by"].startswith("cli:")) == ("urgent", "cli", True)
+    assert "priority set to urgent (was normal)" in priority["text"] and "from the command line" in priority["text"]
+    assert (note["note"], later["note"]) == ("a payment problem", "called the bank")
+    assert resolve["command"] == "resolved"
+    assert resolved["resolution_business_seconds"] == 2 * 3600  # Mon 09:00-11:00
+    assert "; target 24 hours, met" in resolved["text"]  # urgent: resolve within 1d
+    reopened = entries(value, "customer-message")[0]
+    assert "open again" in reopened["text"]
+    resumed = entries(value, "resumed")[0]
+    assert resumed["waited_business_seconds"] == 7 * 3600  # Mon 11-17, Tue 9-10
+    assert (value["state"], value["resolved_at"], value["priority_set_by"]) == ("breached", None, "agent")
+    assert value["resolution_business_seconds"] == 2 * 3600 + 30 * 60  # running again since 10:00
