@@ -304,21 +304,19 @@ def resolution_figures(conn: Any, start: datetime, end: datetime, now: datetime)
 
 def backlog_figures(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
     """Conversations open (not resolved) at `start`, opened and resolved in [start, end),
-    and open at `end`."""
+    and open at `end` — each a count over one indexed column (received_at, resolved_at):
+    open at a moment = received before it - resolved before it."""
     c = conversations.c
 
-    def open_at(moment: datetime) -> Any:
-        return case((and_(c.received_at < moment,
-                          c.resolved_at.is_(None) | (c.resolved_at >= moment)), 1), else_=0)  # fmt: skip
+    def count(*where: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(conversations).where(*where)).scalar_one())
 
-    opened = case((and_(c.received_at >= start, c.received_at < end), 1), else_=0)
-    resolved = case((and_(c.resolved_at.isnot(None), c.resolved_at >= start, c.resolved_at < end), 1), else_=0)
-    row = conn.execute(
-        select(func.sum(open_at(start)), func.sum(opened), func.sum(resolved), func.sum(open_at(end)))
-        .where(c.received_at < end)
-    ).one()
-    return {"open_at_start": int(row[0] or 0), "opened": int(row[1] or 0),
-            "resolved": int(row[2] or 0), "open_at_end": int(row[3] or 0)}  # fmt: skip
+    received_before_start, resolved_before_start = count(c.received_at < start), count(c.resolved_at < start)
+    opened = count(c.received_at >= start, c.received_at < end)
+    resolved = count(c.resolved_at >= start, c.resolved_at < end)
+    return {"open_at_start": received_before_start - resolved_before_start, "opened": opened,
+            "resolved": resolved,
+            "open_at_end": received_before_start + opened - resolved_before_start - resolved}  # fmt: skip
 
 
 def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
