@@ -1,12 +1,14 @@
-"""The operator's read-only views: tickets, report and digest figures, status and the
-set-aside messages. Owns turning the store's rows and figures (gateway/store/queries.py)
-into plain dicts and digest values for output; it writes nothing and holds no SQL."""
+"""The operator's read-only views: tickets, one conversation's timeline (`tickets REF`),
+report and digest figures, status and the set-aside messages. Owns turning the store's
+rows and figures (gateway/store/queries.py) into plain dicts and digest values for
+output; it writes nothing and holds no SQL."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
 
 from . import store
 from .config import Config
@@ -403,7 +405,7 @@ def _headline(raw: bytes | None) -> tuple[str, str]:
 # ---------------------------------------------------------------------------- one conversation
 
 COMMAND_WORDS = {"resolved": "resolved", "pending": "set pending (waiting for the customer)",
-                 "open": "reopened", "note": "a note"}  # fmt: skip
+                 "open": "reopened"}  # fmt: skip
 VIA_WORDS = {"address": "by address", "cli": "from the command line", "archive": "by archiving"}
 MAIL_KINDS = frozenset({"received", "customer-message", "reply", "command-mail"})
 CYCLE_WORDS = {"first": "first reply", "next": "next reply"}
@@ -432,171 +434,207 @@ def conversation_view(engine: Engine, config: Config, reference: str, now: datet
     view = _ticket(config, row, now, open_due, open_cycle.kind if open_cycle is not None else None,
                    bool(row.breached) or overdue, state)  # fmt: skip
     view["priority_reason"] = row.priority_reason
-    view["timeline"] = [entry for _, _, entry in sorted(
-        _entries(config, row, found, queued, cycles, alerts), key=lambda e: (e[0], e[1]))]  # fmt: skip
+    view["timeline"] = _Timeline(config, row, cycles).build(found, alerts, queued)
     return view
 
 
-def _entries(config: Config, row: Any, found: list[Any], queued: list[Any], cycles: list[Any],
-             alerts: list[Any]) -> list[tuple[datetime, int, dict[str, Any]]]:  # fmt: skip
-    """(time, order, entry) for every step of the conversation."""
-    clock = config.clock_for(row.priority)
-    out: list[tuple[datetime, int, dict[str, Any]]] = []
-    order = 0
+class _Timeline:
+    """One conversation's events, alerts and queued mail -> timeline entries, oldest
+    first. Each event kind has its handler (`HANDLERS`); the state is followed along so
+    that pauses of the resolution clock and the waiting before each resumption show."""
 
-    def add(at: datetime, kind: str, text: str, **fields: Any) -> None:
-        nonlocal order
-        order += 1  # at one instant: the mail itself first, then what it caused
-        rank = order if kind not in MAIL_KINDS else order - 1_000_000
-        out.append((at, rank, {"at": _iso(config, at), "kind": kind, "text": text, **fields}))
+    PAUSED: ClassVar[tuple[str, ...]] = ("pending", "resolved")
 
-    state = "awaiting_team"
-    paused_at: datetime | None = None
-    first = True
+    def __init__(self, config: Config, row: Any, cycles: list[Any]) -> None:
+        self.config, self.row, self.cycles = config, row, cycles
+        self.clock = config.clock_for(row.priority)
+        self.entries: list[tuple[datetime, bool, int, dict[str, Any]]] = []
+        self.state = "awaiting_team"
+        self.paused_at: datetime | None = None
+        self.received = False
 
-    def moved(at: datetime, new: str | None, why: str) -> None:
+    def build(self, found: list[Any], alerts: list[Any], queued: list[Any]) -> list[dict[str, Any]]:
+        for event in found:
+            handler = self.HANDLERS.get(event.kind)
+            if handler is None and (event.kind.endswith("-cancelled") or event.kind.endswith("-sent-after-cancel")):
+                handler = _Timeline.cancelled
+            (handler or _Timeline.other)(self, event, event.message_at or event.at, _detail(event.detail))
+        for alert in alerts:
+            self.alert(alert.at, _detail(alert.detail))
+        for q in queued:
+            self.queued(q)
+        # At one instant: the mail itself first, then what it caused, in recorded order.
+        return [entry for *_, entry in sorted(self.entries, key=lambda e: (e[0], e[1], e[2]))]
+
+    def add(self, at: datetime, kind: str, text: str, **fields: Any) -> None:
+        entry = {"at": _iso(self.config, at), "kind": kind, "text": text, **fields}
+        self.entries.append((at, kind not in MAIL_KINDS, len(self.entries), entry))
+
+    def moved(self, at: datetime, new: str | None, why: str) -> None:
         """A pause or resumption of the resolution clock when the state changes."""
-        nonlocal state, paused_at
-        if not new or new == state:
+        if not new or new == self.state:
             return
-        was_paused, now_paused = state in ("pending", "resolved"), new in ("pending", "resolved")
+        was_paused, now_paused = self.state in self.PAUSED, new in self.PAUSED
         if new == "pending":
-            add(at, "paused", f"waiting for the customer ({why}): the resolution clock stops")
-        if was_paused and not now_paused and paused_at is not None:
-            waited = int(clock.elapsed(paused_at, at).total_seconds())
-            add(at, "resumed", f"the resolution clock runs again ({why}) after waiting "
-                f"{in_words(waited)} of business time", waited_business_seconds=waited)  # fmt: skip
-        if now_paused and not was_paused:
-            paused_at = at
-        elif was_paused and not now_paused:
-            paused_at = None
-        state = new
+            self.add(at, "paused", f"waiting for the customer ({why}): the resolution clock stops")
+        if was_paused and not now_paused and self.paused_at is not None:
+            waited = int(self.clock.elapsed(self.paused_at, at).total_seconds())
+            self.add(at, "resumed", f"the resolution clock runs again ({why}) after waiting "
+                     f"{in_words(waited)} of business time", waited_business_seconds=waited)  # fmt: skip
+        if now_paused != was_paused:
+            self.paused_at = at if now_paused else None
+        self.state = new
 
-    for event in found:
-        detail = _detail(event.detail)
-        at = event.message_at or event.at
-        kind = event.kind
-        if kind in ("acknowledged", "not-acknowledged"):
-            who = event.from_addr or row.customer
-            if first:
-                first = False
-                decided = row.priority_reason.split("; raised: ")[0].split("; set by ")[0]  # not later changes
-                text = (f"received from {who}: priority {detail.get('priority') or row.priority}"
-                        f" ({decided or 'no rule matched'})")  # fmt: skip
-                add(at, "received", text, **{"from": who, "priority": detail.get("priority") or row.priority})
-            else:
-                text = f"{who} wrote again"
-                if detail.get("reopened"):
-                    text += "; the conversation is open again"
-                raised = detail.get("raised")
-                if raised:
-                    text += f"; priority raised from {raised.get('from')} to {raised.get('to')}"
-                add(at, "customer-message", text, **{"from": who})
-            if kind == "not-acknowledged":
-                rule = detail.get("rule") or "-"
-                reason = detail.get("reason") or ""
-                add(at, "not-acknowledged", f"not acknowledged: rule {rule}" + (f" ({reason})" if reason else ""),
-                    rule=rule, reason=reason)  # fmt: skip
-            if detail.get("ignored_commands"):
-                add(at, "ignored-commands", "commands in a customer's mail ignored: "
-                    + ", ".join("+" + c for c in detail["ignored_commands"]), commands=detail["ignored_commands"])  # fmt: skip
-            moved(at, detail.get("state"), "the customer wrote")
-        elif kind == "team-reply":
-            who = event.from_addr or "the team"
-            cycle_kind = detail.get("cycle")
-            if cycle_kind and detail.get("business_seconds") is not None:
-                seconds = int(detail["business_seconds"])
-                cycle = next((c for c in cycles if c.replied_at == event.message_at and c.kind == cycle_kind), None)
-                target = int(timedelta(seconds=cycle.window_seconds * cycle.stretch).total_seconds()) if cycle else None
-                met = bool(detail.get("met"))
-                verdict = "on time" if met else (
-                    f"late by {in_words(seconds - target)}" if target is not None else "late")  # fmt: skip
-                promise = f" (promised within {in_words(target)})" if target is not None else ""
-                text = (f"reply from {who}: {CYCLE_WORDS.get(cycle_kind, cycle_kind)} in {in_words(seconds)}"
-                        f" of business time, {verdict}{promise}")  # fmt: skip
-                add(at, "reply", text, by=who, cycle=cycle_kind, business_seconds=seconds,
-                    target_seconds=target, met=met)  # fmt: skip
-            else:
-                add(at, "reply", f"reply from {who}" + (f" ({detail['note']})" if detail.get("note") else ""),
-                    by=who, cycle=None, business_seconds=None, target_seconds=None, met=None)  # fmt: skip
-            moved(at, detail.get("state"), "the team asked a question" if detail.get("state") == "pending"
-                  else "the team replied")  # fmt: skip
-        elif kind == "team-command":
-            add(at, "command-mail", f"mail from {event.from_addr or 'the team'} to a command address only: no reply")
-        elif kind == "command" and detail.get("command") == "note":  # `set --note` alone
-            add(at, "note", f"note by {detail.get('by', '')}: {detail.get('note', '')}",
-                by=detail.get("by"), note=detail.get("note"))  # fmt: skip
-        elif kind == "command":
-            command = str(detail.get("command", ""))
-            by = detail.get("by", "")
-            via = VIA_WORDS.get(str(detail.get("via", "")), str(detail.get("via", "")))
-            change = detail.get("change")
-            if command in PRIORITY_ORDER:
-                what = f"priority set to {command}" + (f" (was {detail['from']})" if detail.get("from") else "")
-            else:
-                what = COMMAND_WORDS.get(command, command)
-            text = f"+{command}: {what}, by {by} {via}"
-            if change == "none":
-                text += " (no change)"
-            elif change and change != "confirmed":
-                text += f" ({change})"
-            if detail.get("note"):
-                text += f"; note: {detail['note']}"
-            add(at, "command", text, command=command, by=by, via=detail.get("via"),
-                note=detail.get("note"), state=detail.get("state"))  # fmt: skip
-            if command == "resolved" and change != "none":
-                add(at, "resolved", _resolved_text(by, detail) + _against(row, detail.get("resolution_business_seconds")), by=by,
-                    resolution_business_seconds=detail.get("resolution_business_seconds"),
-                    customer_wait_business_seconds=detail.get("customer_wait_business_seconds"))  # fmt: skip
-            moved(at, detail.get("state"), f"+{command}")
-        elif kind == "note":
-            add(at, "note", f"note by {detail.get('by', '')}: {detail.get('note', '')}",
-                by=detail.get("by"), note=detail.get("note"))  # fmt: skip
-        elif kind == "resolved":  # close_after
-            resolved_at = _instant(detail.get("resolved_at")) or at
-            spent = detail.get("resolution_business_seconds")
-            text = (f"resolved by close_after ({detail.get('after', '')} without a word from the customer),"
-                    f" at the team's last reply: {in_words(spent)} of business time on the clock")  # fmt: skip
-            text += _against(row, spent)
-            add(resolved_at, "resolved", text, by="close_after", resolution_business_seconds=spent)
-            moved(resolved_at, "resolved", "close_after")
-        elif kind == "breached":
-            cycle_kind = detail.get("cycle", "first")
-            due = _instant(detail.get("due_at"))
-            add(at, "breached", f"{CYCLE_WORDS.get(cycle_kind, cycle_kind)} promise missed"
-                + (f" (due {_when(config, due)})" if due else ""), cycle=cycle_kind)  # fmt: skip
-        elif kind == "resolution-breached":
-            due = _instant(detail.get("due_at"))
-            add(at, "resolution-breached", "resolution promise missed"
-                + (f" (due {_when(config, due)})" if due else ""))  # fmt: skip
-        elif kind.endswith("-cancelled") or kind.endswith("-sent-after-cancel"):
-            what = NOTICE_WORDS.get(kind.split("-")[0], "acknowledgment" if kind.startswith("ack") else kind)
-            reason = detail.get("reason", "")
-            verb = "cancelled" if kind.endswith("-cancelled") else "sent anyway"
-            add(at, kind, f"{what} {verb}" + (f": {reason}" if reason else ""))
-        elif kind == "send-failed":
-            add(at, kind, f"sending failed: {detail.get('error', '')}")
+    # ------------------------------------------------------------------ event kinds
+
+    def customer(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        """A customer's mail (acknowledged or not): the first opens the conversation."""
+        who = event.from_addr or self.row.customer
+        if not self.received:
+            self.received = True
+            priority = detail.get("priority") or self.row.priority
+            decided = self.row.priority_reason.split("; raised: ")[0].split("; set by ")[0]  # not later changes
+            self.add(at, "received", f"received from {who}: priority {priority} ({decided or 'no rule matched'})",
+                     **{"from": who, "priority": priority})  # fmt: skip
         else:
-            add(at, kind, kind.replace("-", " "), detail=detail)
-    for alert in alerts:
-        detail = _detail(alert.detail)
+            text = f"{who} wrote again"
+            if detail.get("reopened"):
+                text += "; the conversation is open again"
+            if raised := detail.get("raised"):
+                text += f"; priority raised from {raised.get('from')} to {raised.get('to')}"
+            self.add(at, "customer-message", text, **{"from": who})
+        if event.kind == "not-acknowledged":
+            rule, reason = detail.get("rule") or "-", detail.get("reason") or ""
+            self.add(at, "not-acknowledged", f"not acknowledged: rule {rule}" + (f" ({reason})" if reason else ""),
+                     rule=rule, reason=reason)  # fmt: skip
+        if ignored := detail.get("ignored_commands"):
+            self.add(at, "ignored-commands", "commands in a customer's mail ignored: "
+                     + ", ".join("+" + c for c in ignored), commands=ignored)  # fmt: skip
+        self.moved(at, detail.get("state"), "the customer wrote")
+
+    def reply(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        """A team reply, measured against its cycle's promise when it closed one."""
+        who = event.from_addr or "the team"
+        kind = detail.get("cycle")
+        if kind and detail.get("business_seconds") is not None:
+            seconds, met = int(detail["business_seconds"]), bool(detail.get("met"))
+            cycle = next((c for c in self.cycles if c.replied_at == event.message_at and c.kind == kind), None)
+            target = round(cycle.window_seconds * cycle.stretch) if cycle is not None else None
+            verdict = "on time" if met else (f"late by {in_words(seconds - target)}" if target is not None else "late")
+            promise = f" (promised within {in_words(target)})" if target is not None else ""
+            self.add(at, "reply", f"reply from {who}: {CYCLE_WORDS.get(kind, kind)} in {in_words(seconds)}"
+                     f" of business time, {verdict}{promise}", by=who, cycle=kind, business_seconds=seconds,
+                     target_seconds=target, met=met)  # fmt: skip
+        else:
+            self.add(at, "reply", f"reply from {who}" + (f" ({detail['note']})" if detail.get("note") else ""),
+                     by=who, cycle=None, business_seconds=None, target_seconds=None, met=None)  # fmt: skip
+        pending = detail.get("state") == "pending"
+        self.moved(at, detail.get("state"), "the team asked a question" if pending else "the team replied")
+
+    def command_mail(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        self.add(at, "command-mail", f"mail from {event.from_addr or 'the team'} to a command address only: no reply")
+
+    def command(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        """+resolved, +pending, +open, a priority — by address, from the shell, by archiving."""
+        command, by = str(detail.get("command", "")), str(detail.get("by", ""))
+        if command == "note":  # `set --note` alone
+            self.note(event, at, detail)
+            return
+        via = VIA_WORDS.get(str(detail.get("via", "")), str(detail.get("via", "")))
+        change = detail.get("change")
+        if command in PRIORITY_ORDER:
+            what = f"priority set to {command}" + (f" (was {detail['from']})" if detail.get("from") else "")
+        else:
+            what = COMMAND_WORDS.get(command, command)
+        text = f"+{command}: {what}, by {by} {via}"
+        if change == "none":
+            text += " (no change)"
+        elif change and change != "confirmed":
+            text += f" ({change})"
+        if detail.get("note"):
+            text += f"; note: {detail['note']}"
+        self.add(at, "command", text, command=command, by=by, via=detail.get("via"), note=detail.get("note"),
+                 state=detail.get("state"))  # fmt: skip
+        if command == "resolved" and change != "none":
+            spent, wait = detail.get("resolution_business_seconds"), detail.get("customer_wait_business_seconds")
+            text = f"resolved by {by}: {in_words(spent)} of business time on the clock"
+            if wait:
+                text += f", {in_words(wait)} waiting for the customer"
+            self.add(at, "resolved", text + _against(self.row, spent), by=by, resolution_business_seconds=spent,
+                     customer_wait_business_seconds=wait)  # fmt: skip
+        self.moved(at, detail.get("state"), f"+{command}")
+
+    def note(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        self.add(at, "note", f"note by {detail.get('by', '')}: {detail.get('note', '')}",
+                 by=detail.get("by"), note=detail.get("note"))  # fmt: skip
+
+    def closed_quiet(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        """close_after resolved it, at the team's last reply."""
+        resolved_at = _instant(detail.get("resolved_at")) or at
+        spent = detail.get("resolution_business_seconds")
+        text = (f"resolved by close_after ({detail.get('after', '')} without a word from the customer),"
+                f" at the team's last reply: {in_words(spent)} of business time on the clock")  # fmt: skip
+        self.add(resolved_at, "resolved", text + _against(self.row, spent), by="close_after",
+                 resolution_business_seconds=spent)  # fmt: skip
+        self.moved(resolved_at, "resolved", "close_after")
+
+    def breached(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        kind, due = detail.get("cycle", "first"), _instant(detail.get("due_at"))
+        self.add(at, "breached", f"{CYCLE_WORDS.get(kind, kind)} promise missed"
+                 + (f" (due {_when(self.config, due)})" if due else ""), cycle=kind)  # fmt: skip
+
+    def resolution_breached(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        due = _instant(detail.get("due_at"))
+        self.add(at, "resolution-breached", "resolution promise missed"
+                 + (f" (due {_when(self.config, due)})" if due else ""))  # fmt: skip
+
+    def cancelled(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        """An acknowledgment or notice made moot by the team's reply (or sent all the same)."""
+        what = "acknowledgment" if event.kind.startswith("ack") else NOTICE_WORDS.get(
+            event.kind.split("-")[0], event.kind.split("-")[0])  # fmt: skip
+        verb = "cancelled" if event.kind.endswith("-cancelled") else "sent anyway"
+        reason = detail.get("reason", "")
+        self.add(at, event.kind, f"{what} {verb}" + (f": {reason}" if reason else ""))
+
+    def send_failed(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        self.add(at, "send-failed", f"sending failed: {detail.get('error', '')}")
+
+    def other(self, event: Any, at: datetime, detail: dict[str, Any]) -> None:
+        self.add(at, event.kind, event.kind.replace("-", " "), detail=detail)
+
+    HANDLERS: ClassVar[dict[str, Callable[[_Timeline, Any, datetime, dict[str, Any]], None]]] = {
+        "acknowledged": customer,
+        "not-acknowledged": customer,
+        "team-reply": reply,
+        "team-command": command_mail,
+        "command": command,
+        "note": note,
+        "resolved": closed_quiet,
+        "breached": breached,
+        "resolution-breached": resolution_breached,
+        "send-failed": send_failed,
+    }
+
+    # ------------------------------------------------------------------ not events
+
+    def alert(self, at: datetime, detail: dict[str, Any]) -> None:
+        """An alert mail to the owner that named this conversation (warnings and breaches)."""
         for key, text in (("warnings", "warning to the owner: the reply is due soon"),
                           ("breaches", "alert to the owner: the reply promise was missed"),
                           ("resolution_warnings", "warning to the owner: the resolution is due soon"),
                           ("resolution_breaches", "alert to the owner: the resolution promise was missed")):  # fmt: skip
-            if row.reference in detail.get(key, ()):
-                add(alert.at, "warning" if key.endswith("warnings") else "alert", text, about=key)
-    for q in queued:
-        status = q.status
-        when = q.sent_at if status == "sent" and q.sent_at is not None else q.created_at
+            if self.row.reference in detail.get(key, ()):
+                self.add(at, "warning" if key.endswith("warnings") else "alert", text, about=key)
+
+    def queued(self, q: Any) -> None:
+        """The acknowledgment or a notice to the customer: when sent (else queued), and how it went."""
+        when = q.sent_at if q.status == "sent" and q.sent_at is not None else q.created_at
         if q.kind == "ack":
-            text = f"acknowledgment to {q.recipient}: {status}"
-            add(when, "acknowledgment", text, recipient=q.recipient, status=status)
+            self.add(when, "acknowledgment", f"acknowledgment to {q.recipient}: {q.status}",
+                     recipient=q.recipient, status=q.status)  # fmt: skip
         else:
-            what = NOTICE_WORDS.get(q.kind, q.kind)
-            add(when, "notice", f"{what} to {q.recipient}: {status}", notice=q.kind, recipient=q.recipient,
-                status=status)  # fmt: skip
-    return out
+            self.add(when, "notice", f"{NOTICE_WORDS.get(q.kind, q.kind)} to {q.recipient}: {q.status}",
+                     notice=q.kind, recipient=q.recipient, status=q.status)  # fmt: skip
 
 
 def _against(row: Any, spent: Any) -> str:
@@ -607,15 +645,6 @@ def _against(row: Any, spent: Any) -> str:
     if int(spent) <= target:
         return f"; target {in_words(target)}, met"
     return f"; target {in_words(target)}, missed by {in_words(int(spent) - target)}"
-
-
-def _resolved_text(by: str, detail: dict[str, Any]) -> str:
-    spent = detail.get("resolution_business_seconds")
-    wait = detail.get("customer_wait_business_seconds")
-    text = f"resolved by {by}: {in_words(spent)} of business time on the clock"
-    if wait:
-        text += f", {in_words(wait)} waiting for the customer"
-    return text
 
 
 def _detail(text: str | None) -> dict[str, Any]:
