@@ -180,3 +180,12 @@ def test_commands_from_the_shell_and_a_reopening_are_on_the_timeline(
     assert resumed["waited_business_seconds"] == 7 * 3600  # Mon 11-17, Tue 9-10
     assert (value["state"], value["resolved_at"], value["priority_set_by"]) == ("breached", None, "agent")
     assert value["resolution_business_seconds"] == 2 * 3600 + 30 * 60  # running again since 10:00
+
+
+def test_durations_in_words() -> None:
+    from gateway.reports import in_words
+
+    assert [in_words(s) for s in (None, 0, 1, 59, 60, 90, 3600, 5400, 26 * 3600 + 60)] == [
+        "—", "0 seconds", "1 second", "59 seconds", "1 minute", "2 minutes", "1 hour",
+        "1 hour 30 minutes", "26 hours 1 minute",
+    ]  # fmt: skip
