@@ -143,3 +143,13 @@ def test_digest_shows_resolution_and_the_oldest_unresolved(seeded: Config, run_c
     html = run_cli("--config", str(seeded.path), "digest", now=NOW).output
     assert 'id="resolution"' in html and "60%" in html and "6 / 5" in html
     assert "SHOP-1007" in html
+
+
+def test_tickets_table_names_pending_and_resolved(seeded: Config, run_cli: Callable[..., Result]) -> None:
+    result = run_cli("--config", str(seeded.path), "tickets", now=NOW, env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:] if line.strip()}
+    assert "pending (cust.) !" in lines["SHOP-1007"]  # waiting for the customer, resolution missed
+    assert "resolved !" in lines["SHOP-1003"] and "resolved !" not in lines["SHOP-1002"]
+    assert "answered !" in lines["SHOP-1004"]  # open past its resolution time
+    assert "awaiting cust" not in result.output
