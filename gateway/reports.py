@@ -504,9 +504,14 @@ class _Timeline:
                 text += f"; priority raised from {raised.get('from')} to {raised.get('to')}"
             self.add(at, "customer-message", text, **{"from": who})
         if event.kind == "not-acknowledged":
-            rule, reason = detail.get("rule") or "-", detail.get("reason") or ""
-            self.add(at, "not-acknowledged", f"not acknowledged: rule {rule}" + (f" ({reason})" if reason else ""),
-                     rule=rule, reason=reason)  # fmt: skip
+            rule, reason = detail.get("rule"), detail.get("reason") or ""
+            if rule:
+                text = f"not acknowledged: rule {rule}" + (f" ({reason})" if reason else "")
+            elif self.row.source == "replay":
+                text = "not acknowledged: replayed from saved mail, nothing is sent"
+            else:
+                text = "not acknowledged"
+            self.add(at, "not-acknowledged", text, rule=rule, reason=reason)
         if ignored := detail.get("ignored_commands"):
             self.add(at, "ignored-commands", "commands in a customer's mail ignored: "
                      + ", ".join("+" + c for c in ignored), commands=ignored)  # fmt: skip

@@ -83,6 +83,7 @@ def test_replay_counts_commands_and_close_after(
     kinds = [e["kind"] for e in timeline["timeline"]]
     assert kinds.count("command") == 2 and kinds[-1] == "resolved", kinds
     assert "paused" in kinds and "resumed" in kinds
+    assert timeline["timeline"][1]["text"] == "not acknowledged: replayed from saved mail, nothing is sent"
     quiet = json.loads(run_cli("--config", str(config.path), "tickets", lee["reference"], "--json", now=now).output)
     [resolved] = [e for e in quiet["timeline"] if e["kind"] == "resolved"]
     assert resolved["at"] == "2026-11-23T15:00:00+01:00" and resolved["by"] == "close_after"
