@@ -81,6 +81,13 @@ class Scheduler:
         self.purge(now)
         return queued
 
+    def close_quiet(self, now: datetime) -> None:
+        """Only the close_after step, in its own transaction (`replay` runs it before the
+        rest: a conversation it resolves at the team's last reply was resolved then, not
+        breached while nobody looked)."""
+        with store.begin(self.engine) as conn:
+            self._close_quiet(conn, now)
+
     def purge(self, now: datetime, *, force: bool = False) -> int:
         """`retention_days`: drop stored message bodies (ours and customers') older than
         that, keeping every row and figure. At most once an hour; returns rows emptied."""

@@ -303,7 +303,7 @@ def _render_digest(renderer: Renderer, data: Any) -> Callable[[], object]:
 def _digest(config: Config, now: datetime, *, filled: bool) -> Any:
     """A sample `DigestData`: a busy day with a breach, risks and suggestions, or a day
     with no mail at all."""
-    from .digest import DigestData, Figures, Item, Period, opening_grid, suggest
+    from .digest import DigestData, Figures, Item, Period, Unresolved, opening_grid, suggest
 
     cal = config.calendar
     day = cal.local(now).date() - timedelta(days=1)
@@ -313,7 +313,9 @@ def _digest(config: Config, now: datetime, *, filled: bool) -> Any:
     periods = tuple(
         Period(label, start - timedelta(days=days - 1), start + timedelta(days=1), figures,
                tuple((n, figures) for n in names), figures if filled else Figures(),
-               11 if filled else 0, (("auto-reply", 3), ("bounce", 1)) if filled else ())
+               11 if filled else 0, (("auto-reply", 3), ("bounce", 1)) if filled else (),
+               Figures(5, 4, 1, 0.8, 7200, 14400, 28800) if filled else Figures(),
+               12 if filled else 0, 9 if filled else 0)
         for label, days in (("day", 1), ("7 days", 7), ("30 days", 30))
     )  # fmt: skip
     item = Item("SHOP-1042", "kim@customer.example", "Where is my order 1042?",
@@ -339,4 +341,6 @@ def _digest(config: Config, now: datetime, *, filled: bool) -> Any:
         by_hour=tuple((h % 5) if filled else 0 for h in range(24)),
         by_weekday=tuple((d + 1) if filled else 0 for d in range(7)),
         open_hours=hours, open_days=days_open, trend=trend, suggestions=suggestions,
+        oldest_unresolved=Unresolved("SHOP-1001", "lee@customer.example", "My refund", names[0],
+                                     cal.local(now) - timedelta(days=3), 5 * 3600, True) if filled else None,
     )  # fmt: skip
