@@ -538,6 +538,7 @@ def apply_command(
             values.update(_resolved_values(old, state, at, by))
             values["state"] = state.value
             if state == State.RESOLVED:
+                values.update(_settle(conn, config, conversation, at, now, detail))
                 detail["resolution_business_seconds"] = _seconds(clock.spent)
                 detail["customer_wait_business_seconds"] = _seconds(clock.wait_at(
                     config.clock_for(conversation.priority), at))
@@ -552,6 +553,29 @@ def apply_command(
     detail["state"] = values.get("state", conversation.state)
     store.add_event(conn, now, "command", detail, conversation_id=conversation.id)
     return detail
+
+
+def _settle(conn: Any, config: Config, conversation: Any, at: datetime, now: datetime,
+            detail: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Resolved: nothing is owed any more. A reply clock still open ends at `at` (the case
+    was settled without a mail — by phone, in the shop system — and the team's answer is
+    measured then), and what is still queued for the customer is cancelled."""
+    values: dict[str, Any] = {}
+    if cancelled := cancel_moot(conn, conversation.id, now):
+        detail["cancelled"] = cancelled
+    cycle = open_cycle_row(conn, conversation.id)
+    if cycle is None or at < cycle.started_at:
+        return values
+    clock = Clock(cycle.started_at, timedelta(seconds=cycle.window_seconds), cycle.stretch, cycle.due_at, None)
+    result = measure(config.clock_for(cycle.priority), clock, at)
+    seconds = _seconds(result.business_time)
+    store.update_cycle(conn, cycle.id, replied_at=at, business_seconds=seconds, breached=not result.met)
+    detail["settled_cycle"] = {"cycle": cycle.kind, "business_seconds": seconds, "met": result.met}
+    values["next_due_at"] = None
+    if cycle.kind == "first":
+        values.update(first_reply_at=at, first_reply_business_seconds=seconds,
+                      breached=bool(conversation.breached or not result.met))  # fmt: skip
+    return values
 
 
 def _set_priority(conn: Any, config: Config, conversation: Any, priority: str, by: str,
@@ -594,6 +618,8 @@ def resolve_quiet(conn: Any, config: Config, conversation: Any, now: datetime) -
     clock = _moved(config, conversation.priority, resolution_of(conversation), old, state, at)
     values = {**resolution_columns(clock), **_resolved_values(old, state, at, "close_after"),
               "state": state.value, "closed_at": now}  # fmt: skip
+    if clock.target is not None:  # judged by where it ended: at the team's last reply
+        values["resolution_breached"] = clock.spent > clock.target
     store.update_conversation(conn, conversation.id, **values)
     detail = {"after": str(config.tracking.close_after), "resolved_at": at.isoformat(),
               "resolution_business_seconds": _seconds(clock.spent)}  # fmt: skip

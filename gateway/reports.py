@@ -561,6 +561,13 @@ class _Timeline:
             text += f"; note: {detail['note']}"
         self.add(at, "command", text, command=command, by=by, via=detail.get("via"), note=detail.get("note"),
                  state=detail.get("state"))  # fmt: skip
+        settled = detail.get("settled_cycle")
+        if isinstance(settled, dict):  # resolved before any reply: the reply clock ends here
+            seconds, met = settled.get("business_seconds"), bool(settled.get("met"))
+            which = CYCLE_WORDS.get(str(settled.get("cycle")), "reply")
+            self.add(at, "settled", f"{which} clock ended by the resolution, without a mail: "
+                     f"{in_words(seconds)} of business time, {'met' if met else 'missed'}",
+                     cycle=settled.get("cycle"), business_seconds=seconds, met=met)  # fmt: skip
         if command == "resolved" and change != "none":
             spent, wait = detail.get("resolution_business_seconds"), detail.get("customer_wait_business_seconds")
             text = f"resolved by {by}: {in_words(spent)} of business time on the clock"
