@@ -12,6 +12,7 @@ SQLAlchemy (the migrations aside; tests/test_store_owner.py checks it):
   timers.py    what the scheduler reads and marks: due cycles, quiet conversations, digests
   intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
   runner.py    the runner's claim, decision context, apply and shunt; heartbeats; tokens
+  bulk.py      loading history in bulk (benchmarks and tests)
   threads.py   what threading and reply tracking read and write: participants, thread
                lookups, unmatched replies, cycles, conversation state
 
@@ -33,6 +34,7 @@ from sqlalchemy import Engine as Engine  # the type callers annotate with
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError, Problem, TemporaryError
+from .bulk import *  # noqa: F403
 from .intake import *  # noqa: F403
 from .outgoing import *  # noqa: F403
 from .queries import *  # noqa: F403

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from .schema import messages, outbox
 
 __all__ = [
+    "KINDS",
     "enqueue",
     "mark_acknowledged",
     "next_send_at",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+
+# Every kind of outgoing mail. Closed, so that what reads old rows of all kinds (the
+# retention purge) can do so through the (kind, created_at) index.
+KINDS = ("ack", "alert", "breach", "digest", "notice")
 
 
 def enqueue(
@@ -53,6 +58,8 @@ def enqueue(
     acknowledgments, so that nothing bounces back into the inbox)."""
     from ..render import to_wire
 
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind of outgoing mail: {kind!r}")
     sender = "" if null_sender else parseaddr(str(message["From"]))[1]
     result = conn.execute(
         outbox.insert(),

@@ -234,6 +234,7 @@ outbox = Table(
     Index(None, "status", "next_attempt_at"),
     Index(None, "recipient", "created_at"),
     Index(None, "kind", "created_at"),  # the breaker's counts of recent acknowledgments
+    Index(None, "message_id"),  # threading: a reply naming the Message-ID of our mail
 )
 
 # Who may continue a conversation by its reference tag, its subject or its thread headers
@@ -348,6 +349,7 @@ digests = Table(
     Column("day", Date, primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("outbox_id", Integer, ForeignKey("outbox.id")),
+    Index(None, "outbox_id"),  # retention deletes outbox rows: the key's check reads it
 )
 
 
