@@ -190,9 +190,15 @@ def add_event(
 def latest_event(conn: Any, kinds: tuple[str, ...]) -> Any:
     from sqlalchemy import select
 
-    return conn.execute(
-        select(events).where(events.c.kind.in_(kinds)).order_by(events.c.id.desc()).limit(1)
-    ).first()
+    e = events.c
+    # The latest of each kind by the (kind, at) index, then the latest of those: ordered
+    # by id, or over several kinds at once, PostgreSQL reads every event since.
+    found = [
+        row for kind in kinds
+        if (row := conn.execute(select(events).where(e.kind == kind)
+                                .order_by(e.at.desc(), e.id.desc()).limit(1)).first()) is not None
+    ]  # fmt: skip
+    return max(found, key=lambda row: (row.at, row.id), default=None)
 
 
 from .runner import *  # noqa: E402, F403  (it uses add_event above)

@@ -95,7 +95,7 @@ def ack_history(
             select(m.skip_rule)
             .where(m.received_at > since, m.direction == "machine",
                    or_(func.lower(m.from_addr) == recipient, func.lower(m.envelope_from) == recipient))
-            .order_by(m.id.desc())
+            .order_by(m.received_at.desc(), m.id.desc())  # by the (direction, received_at) index
             .limit(1)
         ).scalar()  # fmt: skip
     return AckHistory(
@@ -133,7 +133,11 @@ def conversations_quoted(
     """The conversations with one of these references, or for which we sent one of these
     Message-IDs, oldest first."""
     c, o = conversations.c, outbox.c
-    ids = select(o.conversation_id).where(o.message_id.in_(message_ids))
+    # Two statements: an OR over a subquery would read every conversation on PostgreSQL.
+    ids = [i for i in conn.execute(select(o.conversation_id).where(o.message_id.in_(message_ids)))
+           .scalars() if i is not None] if message_ids else []  # fmt: skip
+    if not references and not ids:
+        return []
     return list(
         conn.execute(
             select(conversations).where(c.reference.in_(references) | c.id.in_(ids)).order_by(c.id)

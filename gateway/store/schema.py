@@ -211,6 +211,7 @@ messages = Table(
     Index(None, "status"),
     Index(None, "conversation_id"),
     Index(None, "received_at"),
+    Index(None, "direction", "received_at"),  # the rate limits: a sender's recent machine mail
 )
 
 outbox = Table(
