@@ -415,15 +415,16 @@ def cpu_main(args: argparse.Namespace) -> None:
         prefilled = workdir / "history.db"
         counts = build_history(f"sqlite:///{prefilled}", conversations) if conversations else {}
         results: dict[str, list[dict[str, float]]] = {"empty": [], args.history: []}
+        labels = list(results) if conversations else ["empty"]
         for run in range(args.repeat):
-            for label in results if conversations else ("empty",):
+            for label in labels:
                 database = workdir / f"run-{label}-{run}.db"
                 if label != "empty":
                     for suffix in ("", "-wal", "-shm"):  # a copy of the year, per run
                         if Path(f"{prefilled}{suffix}").exists():
                             shutil.copy(f"{prefilled}{suffix}", f"{database}{suffix}")
                 measured = cpu_run(args.n, args.c, args.wave, database, workdir,
-                                   profile if label != "empty" and run == 0 else None)  # fmt: skip
+                                   profile if run == 0 and label == labels[-1] else None)  # fmt: skip
                 results[label].append(measured)
                 print(f"  run {run + 1} {label:>5}: " + describe(measured), file=sys.stderr)
                 for suffix in ("", "-wal", "-shm"):
@@ -473,7 +474,7 @@ def main() -> None:
     parser.add_argument("--history", default="1y", help="--cpu: history to compare with (0, 1m ... 1y, 2y)")
     parser.add_argument("--repeat", type=int, default=3, help="--cpu: runs of each")
     parser.add_argument("--wave", type=int, default=200, help="--cpu: messages delivered per wave")
-    parser.add_argument("--cprofile", default="", help="--cpu: cProfile of processing and sending at the history")
+    parser.add_argument("--cprofile", default="", help="--cpu: cProfile of processing and sending (the first run at the history)")
     parser.add_argument("--tmp", default=None, help="--cpu: where the databases go")
     args = parser.parse_args()
     if args.cpu:
