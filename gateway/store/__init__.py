@@ -167,6 +167,9 @@ def is_temporary(exc: BaseException) -> bool:
 
 
 
+_EVENT = events.insert()
+
+
 def add_event(
     conn: Any,
     at: datetime,
@@ -178,7 +181,7 @@ def add_event(
     import json
 
     conn.execute(
-        events.insert(), dict(
+        _EVENT, dict(
             at=at,
             kind=kind,
             conversation_id=conversation_id,
