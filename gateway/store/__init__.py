@@ -5,7 +5,7 @@ SQLAlchemy (the migrations aside; tests/test_store_owner.py checks it):
 
   schema.py    the tables and column types
   __init__.py  engines with durable settings (SQLite in WAL mode with full sync, foreign
-               keys on, a 16 MiB page cache), write transactions, the Alembic migrations, events
+               keys on), write transactions, the Alembic migrations, events
   outgoing.py  the outbox: enqueue (every outgoing mail), the sender's claim and record
   queries.py   the reports: tickets, report and digest figures, status (heartbeat,
                counts, folders), set-aside lists
@@ -68,7 +68,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss: 250 means stored
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA cache_size=-16384")  # 16 MiB: the indexes a message touches stay in memory
     cursor.close()
 
 
