@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from .outgoing import KINDS
 from .schema import (
     conversations,
     cycles,
@@ -166,6 +165,9 @@ def claim_digest(conn: Any, day: date, now: datetime) -> bool:
     return claimed is not None
 
 
+DONE = ("sent", "failed", "cancelled")  # the outbox rows no longer waiting to go out
+
+
 def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[str, int]:
     """`retention_days`: what no figure needs any more, from before `cutoff` — the raw
     bodies of messages (processed or set aside) and of outbox rows (no longer pending);
@@ -173,9 +175,11 @@ def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[
     figures count acknowledged messages, and the rate limits look back no further); the
     reply keys of team replies that matched nothing before `cutoff` (their body is gone,
     so adopting one could measure nothing). Returns how many rows each step changed;
-    every statement reads by an index (received_at, (kind, created_at), the key's row)."""
+    every statement reads by an index (received_at, (kind, created_at), (status,
+    next_attempt_at), the key's row). An outbox row's last attempt is never before it
+    was queued, so rows last tried before `cutoff` were all queued before it (one
+    retried past it is emptied when its last attempt is that old)."""
     m, o, k = messages.c, outbox.c, reply_keys.c
-    old = (o.kind.in_(KINDS), o.created_at < cutoff)
     done = {
         "messages_emptied": conn.execute(
             update(messages).where(m.received_at < cutoff, m.raw.isnot(None), m.status != "stored")
@@ -186,7 +190,8 @@ def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[
                                  o.status.in_(("sent", "cancelled")))
         ).rowcount,
         "outbox_emptied": conn.execute(
-            update(outbox).where(*old, o.status != "pending", func.length(o.raw) > 0).values(raw=b"")
+            update(outbox).where(o.status.in_(DONE), o.next_attempt_at < cutoff, func.length(o.raw) > 0)
+            .values(raw=b"")
         ).rowcount,
         "reply_keys_deleted": conn.execute(
             delete(reply_keys).where(k.message_row.in_(
