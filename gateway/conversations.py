@@ -202,20 +202,21 @@ def adopt_replies(
     did."""
     from .parse import parse
 
-    conversation = _conversation(conn, conversation_id)
-    shared = message_id is not None and (
-        store.messages_with_id(conn, message_id) > 1
-    )  # a reused Message-ID: a reply naming it may answer another mail; go by subject
-    by_id = "<" + message_id[: KEY - 1] if message_id and not shared else None
+    by_id = "<" + message_id[: KEY - 1] if message_id else None
     people = store.participants_of(conn, conversation_id)
     keys = [*(["@" + a[: KEY - 1] for a in people]), *([by_id] if by_id else [])]
+    found = store.replies_keyed(conn, keys)
+    if message_id is not None and by_id is not None and any(key == by_id for _, key in found) and (
+        store.messages_with_id(conn, message_id) > 1
+    ):  # a reused Message-ID: a reply naming it may answer another mail; go by subject
+        found = [(row_id, key) for row_id, key in found if key != by_id]
     hits: dict[int, str] = {}
-    for row_id, key in store.replies_keyed(conn, keys):
+    for row_id, key in found:
         if key == by_id:
             hits[int(row_id)] = "references"
         else:
             hits.setdefault(int(row_id), "subject")
-    subject = normalize_subject(conversation.subject)
+    subject = normalize_subject(_conversation(conn, conversation_id).subject) if hits else ""
     replies: list[tuple[datetime, int, str | None, bytes | None]] = []
     if hits:
         for row in store.unmatched_team_replies(conn, sorted(hits)):

@@ -320,20 +320,21 @@ def backlog_figures(conn: Any, start: datetime, end: datetime) -> dict[str, int]
 
 
 def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
-    """Acknowledgments sent, and messages not acknowledged by the rule that stopped them."""
-    o, m = outbox.c, messages.c
-    acks = conn.execute(
-        select(func.count()).where(o.kind == "ack", o.status != "cancelled",
-                                   o.created_at >= start, o.created_at < end)
-    ).scalar_one()  # fmt: skip
-    rules = {
-        row[0]: row[1]
-        for row in conn.execute(
-            select(m.skip_rule, func.count())
-            .where(m.skip_rule.isnot(None), m.received_at >= start, m.received_at < end)
-            .group_by(m.skip_rule)
-        )
-    }
+    """Messages received in [start, end) that were acknowledged (their acknowledgment
+    queued and not cancelled: `messages.acknowledged`, which outlives the outbox rows
+    retention deletes), and those not acknowledged by the rule that stopped them; one
+    pass over the period's messages."""
+    m = messages.c
+    acks = 0
+    rules: dict[str, int] = {}
+    for rule, count, acknowledged in conn.execute(
+        select(m.skip_rule, func.count(), func.count().filter(m.acknowledged.is_(True)))
+        .where(m.received_at >= start, m.received_at < end)
+        .group_by(m.skip_rule)
+    ):  # fmt: skip
+        acks += int(acknowledged)
+        if rule is not None:
+            rules[str(rule)] = int(count)
     return {"acknowledged": acks, "not_acknowledged": rules}
 
 
