@@ -400,24 +400,7 @@ def customer_followup(
             "why": classification.reason,
         }
         priority = classification.priority
-        values.update(
-            priority=priority,
-            priority_reason=f"{conversation.priority_reason}; raised: {classification.reason}"[
-                :2000
-            ],
-        )
-        cycle = open_cycle_row(conn, conversation.id)
-        if cycle is not None:
-            clock = _clock(config, priority, cycle.started_at, next_reply=cycle.kind == "next")
-            store.update_cycle(conn, cycle.id, priority=priority, window_seconds=int(clock.window.total_seconds()),
-                               stretch=clock.stretch, due_at=clock.due_at, warn_at=clock.warn_at)  # fmt: skip
-            if cycle.kind == "first":
-                values.update(due_at=clock.due_at, window_seconds=int(clock.window.total_seconds()))
-            else:
-                values["next_due_at"] = clock.due_at
-            detail["due_at"] = clock.due_at.isoformat()
-        resolution = _retargeted(config, priority, resolution_of(conversation))
-        values.update(resolution_columns(resolution))
+        values.update(_reprioritized(conn, config, conversation, priority, f"raised: {classification.reason}", detail))
     state, new_clock = transition(conversation.state, Event.CUSTOMER_MESSAGE)
     resolution = _moved(config, priority, resolution_of_values(conversation, values), conversation.state,
                         state, at)  # fmt: skip
@@ -591,8 +574,16 @@ def _set_priority(conn: Any, config: Config, conversation: Any, priority: str, b
         detail["change"] = "none" if conversation.priority_set_by == "agent" else "confirmed"
         return values
     detail["from"] = conversation.priority
-    values.update(priority=priority,
-                  priority_reason=f"{conversation.priority_reason}; set by {by}: {priority}"[:2000])  # fmt: skip
+    values.update(_reprioritized(conn, config, conversation, priority, f"set by {by}: {priority}", detail))
+    return values
+
+
+def _reprioritized(conn: Any, config: Config, conversation: Any, priority: str, why: str,
+                   detail: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """A new priority: the open reply clock's deadline recomputed from its start (the
+    first reply's from the receipt), the resolution target changed, the reason kept."""
+    values: dict[str, Any] = {"priority": priority,
+                              "priority_reason": f"{conversation.priority_reason}; {why}"[:2000]}  # fmt: skip
     cycle = open_cycle_row(conn, conversation.id)
     if cycle is not None:
         clock = _clock(config, priority, cycle.started_at, next_reply=cycle.kind == "next")
