@@ -217,12 +217,13 @@ def claim_digest(conn: Any, day: date, now: datetime) -> bool:
     return claimed is not None
 
 
-DONE = ("sent", "failed", "cancelled")  # the outbox rows no longer waiting to go out
+DONE = ("sent", "cancelled")  # outbox rows that will never go out again (failed ones can: `retry`)
 
 
 def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[str, int]:
     """`retention_days`: what no figure needs any more, from before `cutoff` — the raw
-    bodies of messages (processed or set aside) and of outbox rows (no longer pending);
+    bodies of messages (processed or set aside) and of outbox rows sent or cancelled (a
+    failed one keeps its body: `retry` sends it again);
     the outbox rows of acknowledgments sent or cancelled before `acks_before` (the
     figures count acknowledged messages, and the rate limits look back no further); the
     reply keys of team replies that matched nothing before `cutoff` (their body is gone,
