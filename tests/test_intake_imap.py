@@ -294,7 +294,7 @@ def test_a_burst_arriving_during_a_fetch_does_not_wait_for_the_idle_renewal(
     monkeypatch.setattr(service.pipeline, "accept", accept_while_a_burst_arrives)
     service.start()
     try:
-        acks = sink.wait_for(7, timeout=10)
+        acks = sink.wait_for(7, timeout=60)  # well under the 5-minute renewal it must not wait for
         assert customers(acks) == [f"c{n}@customer.example" for n in range(1, 8)]
     finally:
         service.close()
@@ -320,7 +320,7 @@ def test_bursts_arriving_while_syncing_are_acknowledged_before_the_idle_renewal(
             appender.start()  # in quick succession, while the poller syncs the first ones
             appender.join()
             expected = sorted([*expected, *senders])
-            acks = sink.wait_for(len(expected), timeout=10)
+            acks = sink.wait_for(len(expected), timeout=60)  # well under the 5-minute renewal
             assert customers(acks) == expected
     finally:
         service.close()
