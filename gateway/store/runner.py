@@ -26,6 +26,7 @@ from .schema import (
     messages,
     oauth_tokens,
     outbox,
+    reference_counters,
 )
 
 # Every statement of intake and the runner: storing a raw message, claiming the next
@@ -139,6 +140,35 @@ def conversations_quoted(
             select(conversations).where(c.reference.in_(references) | c.id.in_(ids)).order_by(c.id)
         )
     )
+
+
+FIRST_NUMBER = 1001  # a prefix's first conversation is PREFIX-1001
+
+
+def next_reference(conn: Connection, prefix: str) -> str:
+    """The next reference of `prefix` ("SHOP-1043"), counted in the caller's transaction:
+    rolled back with it (a message set aside gives its number back), so references have no
+    gaps. On PostgreSQL the counter row stays locked until that transaction ends, so two
+    runners never get the same number; SQLite has one writer."""
+    r = reference_counters.c
+    bump = (
+        update(reference_counters).where(r.prefix == prefix)
+        .values(last_number=r.last_number + 1).returning(r.last_number)
+    )  # fmt: skip
+    number = conn.execute(bump).scalar()
+    if number is None:  # the prefix's first conversation (or one from before the counters)
+        start = _highest_number(conn, prefix) or FIRST_NUMBER - 1
+        conn.execute(insert_ignore(conn, reference_counters).values(prefix=prefix, last_number=start))
+        number = conn.execute(bump).scalar_one()
+    return f"{prefix}-{number}"
+
+
+def _highest_number(conn: Connection, prefix: str) -> int | None:
+    """The highest number a stored conversation of `prefix` has (None: none has one)."""
+    c = conversations.c
+    found = conn.execute(select(c.reference).where(c.reference.like(f"{prefix}-%")))
+    numbers = [int(n) for (ref,) in found if (n := ref[len(prefix) + 1 :]).isdigit()]
+    return max(numbers, default=None)
 
 
 def open_conversation(conn: Connection, values: dict[str, Any]) -> int:
