@@ -43,6 +43,7 @@ from .calendar import BusinessCalendar
 from .config import Config, InboxConfig
 from .model import Deadline, Parsed
 from .rules import LOOP_HEADER
+from .senderinfo import customer_date, greeting_name
 from .tracker import without_prefixes
 
 Translations = gettext.NullTranslations
@@ -183,9 +184,10 @@ class Renderer:
         cal = self.config.calendar
         lang = inbox.language
         t = self.translations(lang)
+        form = parsed.sender is not None and self.config.is_form_sender(parsed.sender.addr)
         return {
             "language": lang,
-            "customer_name": clean_header(customer_name, 80),
+            "customer_name": clean_header(greeting_name(customer_name, parsed.header("from") or ""), 80),
             "subject": clean_header(without_prefixes(parsed.subject), 150),
             "reference": reference,
             "shop_name": inbox.from_name or inbox.address,
@@ -194,7 +196,7 @@ class Renderer:
             "window": window_values(deadline.effective_window, lang, t),
             "published_window": window_values(deadline.window, lang, t),
             "due": when(deadline.due_at, lang),
-            "due_sender": sender_time(deadline.due_at, parsed.date, lang),
+            "due_sender": sender_time(deadline.due_at, customer_date(parsed, form=form), lang),
             "opening_hours": self._hours.get(lang) or self._hours.setdefault(
                 lang, opening_hours(cal, lang, t)
             ),
