@@ -32,7 +32,7 @@ import click
 from . import __version__
 from .classify import Classifier
 from .config import WEEKDAYS, Config, InboxConfig, load, locate
-from .durations import format_duration
+from .durations import format_duration, parse_duration
 from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, Problem, TemporaryError
 from .model import Parsed
 from .parse import parse
@@ -187,6 +187,19 @@ def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool
         ctx.exit(1)
 
 
+def _count(n: int, thing: str) -> str:
+    """ "1 digest", "2 digests": a count with its noun (the CLI speaks English)."""
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _words(value: timedelta, length: str = "long") -> str:
+    """A duration for people: "30 minutes", "1 hour 30 minutes", "4 days 21 hours" (not
+    "1h30m"); `length="short"`: "1 hr 30 min"."""
+    from .render import duration_text
+
+    return duration_text(value.total_seconds(), "en", length)
+
+
 def _format_week(config: Config) -> str:
     groups: list[tuple[list[str], str]] = []
     for day, ranges in zip(WEEKDAYS, config.hours.week, strict=True):
@@ -206,6 +219,8 @@ def _range_text(start: int, end: int) -> str:
     def hhmm(m: int) -> str:
         return f"{m // 60:02d}:{m % 60:02d}"
 
+    if (start, end) == (0, 24 * 60):
+        return "around the clock"
     if end > 24 * 60:
         return f"{hhmm(start)}–{hhmm(end - 24 * 60)} (next day)"
     return f"{hhmm(start)}–{hhmm(end)}"
@@ -240,7 +255,7 @@ def policy_summary(config: Config, now: datetime) -> list[str]:
     lines.append("response windows (business time):")
     for p in config.priorities:
         nxt = (
-            f", next reply {format_duration(p.next_reply)}" if p.next_reply != p.first_reply else ""
+            f", next reply {_words(p.next_reply)}" if p.next_reply != p.first_reply else ""
         )
         what = []
         if p.keywords:
@@ -250,7 +265,7 @@ def policy_summary(config: Config, now: datetime) -> list[str]:
         if p.name == "normal":
             what.append("the default")
         lines.append(
-            f"  {p.name:<7} first reply {format_duration(p.first_reply)}{nxt}; " + "; ".join(what)
+            f"  {p.name:<7} first reply {_words(p.first_reply)}{nxt}; " + "; ".join(what)
         )
     if config.vip.senders:
         lines.append(
@@ -435,7 +450,8 @@ def _print_inspection(r: dict[str, Any]) -> None:
     why = "; ".join(r["matched"]) or "nothing matched (default)"
     click.echo(f"  priority:   {r['priority']} — {why}")
     stretch = f" × {r['stretch']:g} ({r['season']})" if r["season"] else ""
-    click.echo(f"  due:        {r['due']} ({r['window']} business time{stretch})")
+    window = _words(parse_duration(r["window"]))
+    click.echo(f"  due:        {r['due']} ({window} of business time{stretch})")
     if r["acknowledge"]:
         click.echo(f"  acknowledge: yes, to {r['ack_to']}")
     else:
@@ -696,7 +712,7 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
             config.calendar.tz
         )
         seconds = row["first_reply_business_seconds"]
-        first = format_duration(timedelta(seconds=seconds)) if seconds is not None else "—"
+        first = _words(timedelta(seconds=seconds), "short") if seconds is not None else "—"
         state_text = names.get(row["state"], row["state"])
         if row["breached"] and row["state"] != "breached":
             state_text += " !"
@@ -948,8 +964,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     for account in info["oauth"]:
         click.echo(f"oauth {account['username']}: {account['text']}")
     last = info["last_hour"]
-    click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
-               f"{last['breach_notices']} breach notices, {last['digests']} digests")  # fmt: skip
+    click.echo(f"last hour: {_count(last['acknowledgments'], 'acknowledgment')}, "
+               f"{_count(last['alerts'], 'alert')}, {_count(last['breach_notices'], 'breach notice')}, "
+               f"{_count(last['digests'], 'digest')}")  # fmt: skip
 
 
 def _shop_time(config: Config, iso: str | None) -> str:
@@ -1016,10 +1033,10 @@ def _backlog_status(config: Config, engine: Any, now: datetime) -> dict[str, Any
     age = timedelta(seconds=int(waiting.waiting(now).total_seconds()))
     text = ""
     if oldest is not None and next_try is not None:
-        tried = (f"{waiting.attempts} attempts, last error: {waiting.last_error}" if waiting.attempts
+        tried = (f"{_count(waiting.attempts, 'attempt')}, last error: {waiting.last_error}" if waiting.attempts
                  else "not tried yet")  # fmt: skip
         text = (f"{waiting.pending} waiting, the oldest since {oldest:%Y-%m-%d %H:%M:%S %Z} "
-                f"({format_duration(age)}); {tried}; next try {next_try:%Y-%m-%d %H:%M:%S %Z}")  # fmt: skip
+                f"({_words(age)}); {tried}; next try {next_try:%Y-%m-%d %H:%M:%S %Z}")  # fmt: skip
     return {"pending": waiting.pending, "oldest_at": oldest.isoformat() if oldest else None,
             "waiting_seconds": int(age.total_seconds()), "attempts": waiting.attempts,
             "last_error": waiting.last_error, "next_try_at": next_try.isoformat() if next_try else None,

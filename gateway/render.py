@@ -379,13 +379,12 @@ def _plural_n(value: float, language: str) -> int:
 
 
 def business_time(seconds: float, language: str, t: Translations) -> str:
-    """A response window for customers: "30 minutes (business time)", "4 business hours",
+    """A response window for customers: "30 business minutes", "4 business hours",
     "1 Stunde Geschäftszeit", "2 heures ouvrées" (the number through Babel, the words
     from the catalog)."""
     minutes = round(seconds / 60)
     if minutes < 60:
-        text = t.ngettext("%(num)s minute (business time)", "%(num)s minutes (business time)",
-                          minutes)  # fmt: skip
+        text = t.ngettext("%(num)s business minute", "%(num)s business minutes", minutes)
         return text % {"num": format_decimal(minutes, locale=language)}
     hours = round(minutes / 60, 2)
     text = t.ngettext("%(num)s business hour", "%(num)s business hours",
@@ -417,6 +416,8 @@ def opening_hours(cal: BusinessCalendar, language: str, t: Translations) -> list
     for index, ranges in enumerate(cal.week):
         if not ranges:
             text = ""
+        elif [(r.start, r.end) for r in ranges] == [(0, 24 * 60)]:
+            text = t.gettext("open around the clock")
         else:
             text = ", ".join(
                 t.gettext("%(start)s–%(end)s")
@@ -431,7 +432,10 @@ def opening_hours(cal: BusinessCalendar, language: str, t: Translations) -> list
     for days, text in groups:
         if not text:
             continue
-        label = str(names[days[0]] if len(days) == 1 else f"{names[days[0]]}–{names[days[-1]]}")
+        if len(days) == 7:
+            label = t.gettext("Every day")
+        else:
+            label = str(names[days[0]] if len(days) == 1 else f"{names[days[0]]}–{names[days[-1]]}")
         # Day names are lower case in French, Spanish and Dutch; these start a line.
         result.append({"days": label[:1].upper() + label[1:], "hours": text})
     return result
@@ -589,10 +593,10 @@ def _counted(table: dict[str, Callable[[Translations, int], str]], key: str, n: 
     return phrase % {"num": format_decimal(n, locale=language)}
 
 
-def duration_text(seconds: float | None, language: str) -> str:
+def duration_text(seconds: float | None, language: str, length: str = "short") -> str:
     """Business time for people, through Babel's units: "45 min", "1 hr 30 min", "26 hr",
-    "4 days 21 hr" in English, "4 Tg., 21 Std." in German; the two largest units, days
-    from 48 hours on."""
+    "4 days 21 hr" in English, "4 Tg., 21 Std." in German (`length="long"`: "1 hour 30
+    minutes"); the two largest units, days from 48 hours on."""
     if seconds is None:
         return "—"
     minutes = round(seconds / 60)
@@ -601,9 +605,9 @@ def duration_text(seconds: float | None, language: str) -> str:
     units = [(days, "duration-day"), (hours, "duration-hour"), (minutes, "duration-minute")]
     while len(units) > 1 and units[0][0] == 0:
         units.pop(0)
-    shown = [format_unit(v, unit, length="short", locale=language) for v, unit in units[:2] if v]
+    shown = [format_unit(v, unit, length=length, locale=language) for v, unit in units[:2] if v]  # type: ignore[arg-type]
     if not shown:
-        return format_unit(0, "duration-minute", length="short", locale=language)
+        return format_unit(0, "duration-minute", length=length, locale=language)  # type: ignore[arg-type]
     return _unit_list(shown, language)
 
 
@@ -713,18 +717,34 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
         else [],
         "outside_share": closed_share if sum(data.by_hour) else None,
     }
+    kind, headline, short = digest_headline(data, lang, t)
+    context.update(headline=headline, headline_kind=kind)
     html = renderer.render("digest.html.j2", lang, context)
     text = renderer.render("digest.txt.j2", lang, context)
-    day = data.periods[0].overall
-    if day.compliance is not None:
-        headline = t.gettext("%(pct)s on time") % {"pct": format_percent(day.compliance, locale=lang)}
-    else:
-        headline = t.gettext("no replies were due")
     subject = t.gettext("%(shop)s: customer service on %(day)s — %(headline)s") % {
         "shop": data.shop, "day": format_date(data.day, format="medium", locale=lang),
-        "headline": headline,
+        "headline": short,
     }  # fmt: skip
     return html, text, subject
+
+
+def digest_headline(data: Any, language: str, t: Translations) -> tuple[str, str, str]:
+    """(kind, headline, its short form for the subject). The day's share on time; on a
+    day no first reply fell due, what is at risk now (never "nothing was due" above a list
+    of replies about to fall due); else that no mail came, or that nothing fell due."""
+    day = data.periods[0].overall
+    if day.compliance is not None:
+        pct = format_percent(day.compliance, locale=language)
+        return ("on-time", t.gettext("%(pct)s of first replies on time") % {"pct": pct},
+                t.gettext("%(pct)s on time") % {"pct": pct})  # fmt: skip
+    risky = len(data.at_risk) + data.at_risk_more
+    if risky:
+        num = {"num": format_decimal(risky, locale=language)}
+        return ("at-risk", t.ngettext("%(num)s reply at risk now", "%(num)s replies at risk now", risky) % num,
+                t.ngettext("%(num)s reply at risk", "%(num)s replies at risk", risky) % num)  # fmt: skip
+    if data.empty:
+        return ("no-mail", t.gettext("No customer mail arrived that day"), t.gettext("no customer mail"))
+    return ("none-due", t.gettext("No first reply fell due that day"), t.gettext("no first reply was due"))
 
 
 # ---------------------------------------------------------------------------- the published policy
@@ -747,6 +767,28 @@ def priority_label(name: str, keywords: tuple[str, ...], t: Translations) -> str
         return shown
     return t.gettext("%(priority)s, e.g. %(keywords)s") % {
         "priority": shown, "keywords": ", ".join(keywords[:4])
+    }
+
+
+def policy_order(config: Config) -> list[Any]:
+    """The priorities as customers read them: highest first, "Everything else" (the
+    default priority, which no keyword chooses) last."""
+    default = config.default_priority
+    return [p for p in config.priorities if p.name != default.name] + [default]
+
+
+def stretch_sentence(stretch: float, language: str, t: Translations) -> str:
+    """How a season changes reply times, in words: "twice as long", "1.5 times as long"."""
+    if stretch == 1:
+        return ""
+    if stretch == 2:
+        return t.gettext("Reply times are twice as long.")
+    if stretch == 3:
+        return t.gettext("Reply times are three times as long.")
+    if stretch < 1:
+        return t.gettext("Reply times are shorter.")
+    return t.gettext("Reply times are %(stretch)s times as long.") % {
+        "stretch": format_decimal(stretch, locale=language)
     }
 
 
@@ -776,7 +818,8 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
         if s.end >= today and (s.start - today).days <= 60:
             season = {"name": s.name, "start": format_date(s.start, format="long", locale=lang),
                       "end": format_date(s.end, format="long", locale=lang), "notice": s.notice_for(lang),
-                      "stretch": format_decimal(s.stretch, locale=lang)}  # fmt: skip
+                      "stretch": format_decimal(s.stretch, locale=lang),
+                      "longer": stretch_sentence(s.stretch, lang, t)}  # fmt: skip
             break
     return {
         "language": lang,
@@ -788,7 +831,7 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
                 "label": priority_label(p.name, p.keywords, t),
                 "window": business_time(p.first_reply.total_seconds(), lang, t),
             }
-            for p in config.priorities
+            for p in policy_order(config)
         ],
         "hours": opening_hours(cal, lang, t),
         "closures": closures,

@@ -40,6 +40,7 @@ from .render import (
     builtin_templates,
     policy_context,
     render_digest,
+    stretch_sentence,
     template_line,
     when,
 )
@@ -197,7 +198,8 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
                _render_digest(renderer, data))  # fmt: skip
     policy = policy_context(config, now)
     sample_season = {"name": "Sample season", "start": "1 December", "end": "24 December",
-                     "notice": "We are busier than usual.", "stretch": "2"}  # fmt: skip
+                     "notice": "We are busier than usual.", "stretch": "2",
+                     "longer": stretch_sentence(2.0, lang, renderer.translations(lang))}  # fmt: skip
     sample_closure = [{"date": "Friday, 25 December", "reason": "Sample holiday"}]
     variants = (("", dict(policy, season=policy["season"] or sample_season,
                           closures=policy["closures"] or sample_closure)),

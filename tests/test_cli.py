@@ -119,7 +119,7 @@ def test_inspect_text_output(run_cli: Cli, tmp_path: Path) -> None:
     result = run_cli("--config", str(EXAMPLE), "inspect", str(good))
     assert result.exit_code == 0
     assert "priority:   urgent — subject: 'charged twice' → urgent" in result.output
-    assert "due:        2026-11-21T10:10:00+01:00 (30m business time)" in result.output
+    assert "due:        2026-11-21T10:10:00+01:00 (30 minutes of business time)" in result.output
 
 
 def test_db_upgrade(run_cli: Cli, write_config: Callable[[str], Path], database_url: str) -> None:
