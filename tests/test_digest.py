@@ -189,7 +189,9 @@ def test_digest_is_sent_once_per_day(
     assert b"multipart/alternative" in raw and b"text/html" in raw and b"text/plain" in raw
 
 
-def test_service_sends_the_digest_at_the_configured_time(seeded: Config, tmp_path: Path) -> None:
+def test_service_sends_the_digest_at_the_configured_time(
+    seeded: Config, tmp_path: Path, run_cli: Callable[..., Result]
+) -> None:
     from gateway.service import Service
 
     now = {"t": at(2026, 11, 24, 7, 59)}
@@ -203,6 +205,35 @@ def test_service_sends_the_digest_at_the_configured_time(seeded: Config, tmp_pat
         service.close()
     files = list((tmp_path / "outbox" / "new").iterdir())
     assert len(files) == 1
+    status = run_cli("--config", str(seeded.path), "status", now=at(2026, 11, 24, 8, 10)).output
+    assert ", 1 digest\n" in status  # one, not "1 digests"
+
+
+def test_the_first_start_mails_no_digest_for_the_day_before(tmp_path: Path, database_url: str) -> None:
+    """A gateway started for the first time on Tuesday 8:30 (after `[digest] at`, 8:00)
+    sends no digest about Monday, when it did not exist; on Wednesday it sends Tuesday's,
+    even though no mail came (it was running), and a restart changes neither."""
+    from gateway.service import Service
+
+    config = gateway_config(
+        tmp_path, database_url,
+        extra={"to = []  # who gets it": 'to = ["owner@shop.example"]  # who gets it'},
+    )  # fmt: skip
+    outbox = tmp_path / "outbox" / "new"
+    now = {"t": at(2026, 11, 24, 8, 30)}
+    for _ in range(2):  # the second time round: a restart the same morning
+        service = Service(config, clock=lambda: now["t"])
+        service.start(workers=False)
+        service.run_once()
+        service.close()
+        assert not outbox.exists() or not list(outbox.iterdir())
+    now["t"] = at(2026, 11, 25, 8, 30)
+    service = Service(config, clock=lambda: now["t"])
+    service.start(workers=False)
+    service.run_once()
+    service.close()
+    [mail] = list(outbox.iterdir())
+    assert b"Tuesday, November 24, 2026" in mail.read_bytes().replace(b"=\r\n", b"")
 
 
 def test_previous_business_day_and_suggestions(example_config: Config) -> None:
