@@ -135,6 +135,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     "--send-test",
     "send_test",
     metavar="ADDRESS",
+    callback=lambda _ctx, _param, value: _address(value, "--send-test"),
     help="With --connect: send one test message there.",
 )
 @click.option("--schema", is_flag=True, help="Print the configuration's JSON Schema and exit.")
@@ -150,6 +151,8 @@ def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool
 
         click.echo(configdoc.schema_text() if schema else configdoc.readme_table())
         return
+    if send_test and not connect:
+        raise click.UsageError("--send-test sends through the connections --connect tries: give both")
     state = _state(ctx)
     config = state.config
     problems = [*check_templates(config, state.clock()), *secret_problems(config)]
@@ -185,6 +188,29 @@ def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool
         )
     if not all(r.ok for r in results):
         ctx.exit(1)
+
+
+def _address(value: str | None, option: str) -> str | None:
+    """An e-mail address given as an option, checked as `init` checks its answers."""
+    from .setup import BadAnswer, check_address
+
+    if value is None:
+        return None
+    try:
+        return check_address(value)
+    except BadAnswer as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _write_out(out: Path, text: str) -> None:
+    """Write `--out`, or say in one line why it cannot be written."""
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write {out}: {exc.strerror or exc}; give a file in a folder that exists "
+            "and that you may write to", param_hint="--out",
+        ) from None
 
 
 def _count(n: int, thing: str) -> str:
@@ -566,7 +592,8 @@ def _listen_error(config: Config, exc: OSError) -> GatewayError:
 
 @cli.command()
 @click.option("--host", default=None, help="Listener host (default: [listen] host).")
-@click.option("--port", type=int, default=None, help="Listener port (default: [listen] port).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Listener port (default: [listen] port).")  # fmt: skip
 @click.option(
     "--from", "sender", default=None, help="Envelope sender (default: the message's From)."
 )
@@ -700,6 +727,10 @@ def shorten(text: str, width: int) -> str:
 def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    if not rows:
+        click.echo("no conversations to show")
+        return
 
     names = {
         "awaiting_team": "awaiting team",
@@ -914,7 +945,7 @@ def digest(
     if as_text:
         click.echo(text, nl=False)
     elif out is not None:
-        out.write_text(html, encoding="utf-8")
+        _write_out(out, html)
         click.echo(f"wrote {out}")
     else:
         click.echo(html, nl=False)
@@ -1211,7 +1242,7 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
     state = _state(ctx)
     text = render_policy(Renderer(state.config), fmt, state.clock())
     if out is not None:
-        out.write_text(text, encoding="utf-8")
+        _write_out(out, text)
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)

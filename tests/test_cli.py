@@ -156,3 +156,31 @@ def test_each_command_closes_the_database_it_opened(
         assert result.exit_code == 0, result.output
         assert database.exists()
         assert not wal.exists(), f"{args}: the database is still open"
+
+
+def test_bad_arguments_found_in_the_day_one_review(
+    run_cli: Cli, write_config: Callable[[str], Path], database_url: str, tmp_path: Path
+) -> None:
+    """Each one line saying what is wrong (exit 2), never a traceback: an --out in a
+    folder that does not exist, a --send-test that is no address (or without --connect),
+    a port that cannot be; and `tickets` with nothing to list says so."""
+    config = str(write_config(EXAMPLE.read_text().replace(
+        'database = "sqlite:///var/sla-gateway.db"', f'database = "{database_url}"')))  # fmt: skip
+    assert run_cli("--config", config, "db", "upgrade").exit_code == 0
+    missing = tmp_path / "no-such-folder" / "page.html"
+    for args in (("digest", "--out", str(missing)), ("policy", "--format", "html", "--out", str(missing))):
+        result = run_cli("--config", config, *args)
+        assert result.exit_code == 2, result.output
+        assert f"cannot write {missing}: No such file or directory" in result.output
+        assert not missing.parent.exists()
+    result = run_cli("--config", config, "check", "--connect", "--send-test", "notanaddress")
+    assert result.exit_code == 2 and '"notanaddress" is not an e-mail address' in result.output
+    result = run_cli("--config", config, "check", "--send-test", "owner@shop.example")
+    assert result.exit_code == 2 and "give both" in result.output
+    result = run_cli("--config", config, "deliver", "--port", "99999", str(DATA / "customer" / "vip_normal.eml"))
+    assert result.exit_code == 2 and "99999 is not in the range" in result.output
+    for args in (("tickets",), ("tickets", "--open", "--breached")):
+        result = run_cli("--config", config, *args)
+        assert result.exit_code == 0 and result.output == "no conversations to show\n"
+    for result in (run_cli("--config", config, *a) for a in (("report",), ("status",), ("digest", "--text"))):
+        assert result.exit_code == 0 and "Traceback" not in result.output
