@@ -712,9 +712,8 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
         "weekday_names": [
             str(get_day_names("abbreviated", locale=lang)[i]) for i in range(7)
         ],  # Monday first
-        "busiest_hours": sorted(range(24), key=lambda h: -data.by_hour[h])[:3]
-        if sum(data.by_hour)
-        else [],
+        "busiest_hours": [h for h in sorted(range(24), key=lambda h: -data.by_hour[h])[:3]
+                          if data.by_hour[h]],  # hours without mail are no busiest hours
         "outside_share": closed_share if sum(data.by_hour) else None,
     }
     kind, headline, short = digest_headline(data, lang, t)

@@ -389,6 +389,7 @@ def test_many_at_risk_on_a_day_nothing_fell_due(tmp_path: Path, database_url: st
     listed = [line for line in text.splitlines() if line.startswith("  SHOP-")]
     assert len(listed) == 10 and listed[0].startswith("  SHOP-1001")
     assert "  and 2 more" in text
+    assert "busiest hours: 4:00\u202fPM; 0% of mail" in text  # not hours without any mail
     html = run_cli("--config", str(config.path), "digest", now=NOW).output
     assert ">12 replies at risk now</h1>" in html and "and 2 more" in html
 

@@ -250,7 +250,7 @@ def test_the_german_acknowledgment_reads_as_german() -> None:
     assert "Unsere Antwortzeit beträgt 4 Stunden Geschäftszeit." in text
     assert "Montag–Freitag: 09:00–17:00 Uhr" in text
     html_text = renderer.render("ack.html.j2", "de", context)
-    assert "Vorgangsnummer <strong>SHOP-1042</strong> erfasst." in html_text
+    assert "Vorgangsnummer <strong style=\"white-space:nowrap;\">SHOP-1042</strong> erfasst." in html_text
     assert '<html lang="de">' in html_text
     assert renderer.render("ack.subject.j2", "de", dict(context, subject="")).strip() == (
         "Re: Ihre Nachricht [SHOP-1042]"
