@@ -184,3 +184,13 @@ def test_bad_arguments_found_in_the_day_one_review(
         assert result.exit_code == 0 and result.output == "no conversations to show\n"
     for result in (run_cli("--config", config, *a) for a in (("report",), ("status",), ("digest", "--text"))):
         assert result.exit_code == 0 and "Traceback" not in result.output
+
+
+def test_an_unreachable_database_server_is_one_line(run_cli: Cli, write_config: Callable[[str], Path]) -> None:
+    config = str(write_config(EXAMPLE.read_text().replace(
+        'database = "sqlite:///var/sla-gateway.db"', 'database = "postgresql+psycopg://nobody@127.0.0.1:1/x"')))  # fmt: skip
+    result = run_cli("--config", config, "status")
+    assert result.exit_code == 75
+    [line] = result.output.splitlines()
+    assert line.startswith("error (temporary, try again): cannot migrate the database: connection failed")
+    assert line.endswith("is the database server running and reachable?")
