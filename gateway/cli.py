@@ -795,6 +795,11 @@ def replay(ctx: click.Context, source: Path) -> None:
             progress.update(task, completed=done, total=total)
 
         summary = run_replay(config, engine, source, now=state.clock(), progress=tick)
+    if not summary.read:
+        kind = "folder" if source.is_dir() else "file"
+        raise click.BadParameter(f"{source}: this {kind} holds no mail; give an mbox file (its messages "
+                                 "start with a 'From ' line), a maildir or a folder of .eml files",
+                                 param_hint="SOURCE")  # fmt: skip
     counts = replay_counts(engine)
     click.echo(
         f"{summary.read} messages read, {summary.new} new, {summary.unreadable} set aside as unreadable"
@@ -860,8 +865,12 @@ def _print_report(figures: dict[str, Any], since: date, until: date) -> None:
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value:.0%}"
 
-    console.print(f"{since} – {until}: {figures['conversations']} conversations, "
-                  f"{pct(figures['compliance'])} of first replies on time, {figures['acknowledged']} acknowledged")  # fmt: skip
+    on_time = ("no first reply was due" if figures["compliance"] is None
+               else f"{pct(figures['compliance'])} of first replies on time")  # fmt: skip
+    console.print(f"{since} – {until}: {_count(figures['conversations'], 'conversation')}, {on_time}, "
+                  f"{figures['acknowledged']} acknowledged")  # fmt: skip
+    if not figures["priorities"]:
+        return  # no table of nothing
     headers = ("Priority", "Target", "Count", "Met", "Missed", "On time", "Median", "80%", "90%")
     rows = [[name, duration_text(f["target_seconds"], "en"), str(f["count"]), str(f["met"]), str(f["breached"]),
              pct(f["compliance"]), duration_text(f["p50_seconds"], "en"), duration_text(f["p80_seconds"], "en"),

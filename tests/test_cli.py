@@ -184,6 +184,13 @@ def test_bad_arguments_found_in_the_day_one_review(
         assert result.exit_code == 0 and result.output == "no conversations to show\n"
     for result in (run_cli("--config", config, *a) for a in (("report",), ("status",), ("digest", "--text"))):
         assert result.exit_code == 0 and "Traceback" not in result.output
+    report = run_cli("--config", config, "report").output
+    assert "0 conversations, no first reply was due, 0 acknowledged" in " ".join(report.split())
+    assert "—" not in report
+    junk = tmp_path / "notes.txt"
+    junk.write_text("just some notes\n")
+    result = run_cli("--config", config, "replay", str(junk))
+    assert result.exit_code == 2 and f"{junk}: this file holds no mail" in result.output
 
 
 def test_an_unreachable_database_server_is_one_line(run_cli: Cli, write_config: Callable[[str], Path]) -> None:
