@@ -17,7 +17,11 @@ Definition (the tests' reference implements the same words):
 How: the open set is kept as a sorted table of merged UTC intervals (integer
 microseconds) with the cumulative open time before each one, so business time becomes a
 monotone coordinate B(t); `elapsed(s, e) = B(e) - B(s)` and `add` inverts B with two
-binary searches. The table is built a year at a time, lazily, as queries need it.
+binary searches. The table covers the years around the day the configuration was read
+(built then) and grows by whole years when a query reaches further (a replay of old mail,
+a deadline across a long closure). Growing never changes an answer: the table is a memo
+of the definition above. It is one immutable value, replaced in a single assignment under
+a lock, so the runner, the scheduler and the CLI threads can share one calendar.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from threading import Lock
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = 1_000_000
@@ -84,6 +89,35 @@ class Season:
             raise ValueError("a season's stretch must be positive")
 
 
+@dataclass(frozen=True)
+class _Table:
+    """Merged open intervals of whole years `first`..`last` (UTC microseconds), with the
+    open time before each one (`cum`) and up to its end (`cum_end`). Instants in
+    [valid_lo, valid_hi) are described exactly."""
+
+    starts: list[int]
+    ends: list[int]
+    cum: list[int]
+    cum_end: list[int]
+    first: int
+    last: int
+    valid_lo: int
+    valid_hi: int
+
+    def covers(self, t: int) -> bool:
+        return self.valid_lo <= t < self.valid_hi
+
+    def b(self, t: int) -> int:
+        """Business microseconds from the table's origin to t (t must be covered)."""
+        i = bisect_right(self.starts, t) - 1
+        if i < 0:
+            return 0
+        return self.cum[i] + min(t, self.ends[i]) - self.starts[i]
+
+
+_EMPTY = _Table([], [], [], [], 0, -1, 0, 0)
+
+
 def _never_closed(day: date) -> str | None:
     return None
 
@@ -115,14 +149,8 @@ class BusinessCalendar:
         self.seasons: tuple[Season, ...] = tuple(sorted(seasons, key=lambda s: s.start))
         self._closed = closed
         self._has_hours = any(self.week)
-        # The interval table: starts/ends in UTC microseconds, cum = open time before i.
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        self._cum: list[int] = []
-        self._cum_end: list[int] = []
-        self._years: tuple[int, int] | None = None
-        self._valid_lo = 0  # instants in [valid_lo, valid_hi) are described exactly
-        self._valid_hi = 0
+        self._table = _EMPTY  # replaced whole, never changed in place
+        self._growing = Lock()
 
     # ----------------------------------------------------------------- public API
 
@@ -139,15 +167,15 @@ class BusinessCalendar:
         if duration == timedelta(0):
             return self._from_us(s)
         d = (duration.days * 86400 + duration.seconds) * _US + duration.microseconds
-        self._cover(s)
+        tab = self._cover(s)
         while True:
-            target = self._b(s) + d
-            if self._cum_end and target <= self._cum_end[-1]:
-                i = bisect_left(self._cum_end, target)
-                t = self._starts[i] + (target - self._cum[i])
-                if t <= self._valid_hi:
+            target = tab.b(s) + d
+            if tab.cum_end and target <= tab.cum_end[-1]:
+                i = bisect_left(tab.cum_end, target)
+                t = tab.starts[i] + (target - tab.cum[i])
+                if t <= tab.valid_hi:
                     return self._from_us(t)
-            self._extend_future(s)
+            tab = self._extend_future(tab, s)
 
     def elapsed(self, start: datetime, end: datetime) -> timedelta:
         """Business time between two instants (negative when `end` is before `start`)."""
@@ -155,29 +183,29 @@ class BusinessCalendar:
         _require_aware(end, "end")
         s, e = _to_us(start), _to_us(end)
         self._cover(min(s, e))
-        self._cover(max(s, e))
-        return timedelta(microseconds=self._b(e) - self._b(s))
+        tab = self._cover(max(s, e))
+        return timedelta(microseconds=tab.b(e) - tab.b(s))
 
     def is_open(self, at: datetime) -> bool:
         """Whether the shop is open at this instant."""
         _require_aware(at, "at")
         t = _to_us(at)
-        self._cover(t)
-        i = bisect_right(self._starts, t) - 1
-        return i >= 0 and t < self._ends[i]
+        tab = self._cover(t)
+        i = bisect_right(tab.starts, t) - 1
+        return i >= 0 and t < tab.ends[i]
 
     def next_open(self, at: datetime) -> datetime:
         """`at` itself when open, else the next opening instant (in the calendar's zone)."""
         _require_aware(at, "at")
         t = _to_us(at)
-        self._cover(t)
+        tab = self._cover(t)
         while True:
-            i = bisect_right(self._starts, t) - 1
-            if i >= 0 and t < self._ends[i]:
+            i = bisect_right(tab.starts, t) - 1
+            if i >= 0 and t < tab.ends[i]:
                 return self._from_us(t)
-            if i + 1 < len(self._starts) and self._starts[i + 1] < self._valid_hi:
-                return self._from_us(self._starts[i + 1])
-            self._extend_future(t)
+            if i + 1 < len(tab.starts) and tab.starts[i + 1] < tab.valid_hi:
+                return self._from_us(tab.starts[i + 1])
+            tab = self._extend_future(tab, t)
 
     def season_at(self, at: datetime) -> Season | None:
         """The season whose dates contain `at`'s local date, if any."""
@@ -198,40 +226,43 @@ class BusinessCalendar:
     def _from_us(self, us: int) -> datetime:
         return (_EPOCH + timedelta(microseconds=us)).astimezone(self.tz)
 
-    def _b(self, t: int) -> int:
-        """Business microseconds from the table's origin to t (t must be covered)."""
-        i = bisect_right(self._starts, t) - 1
-        if i < 0:
-            return 0
-        return self._cum[i] + min(t, self._ends[i]) - self._starts[i]
-
     def _year_of(self, us: int) -> int:
         return self._from_us(us).year
 
-    def _cover(self, t: int) -> None:
-        """Make sure instant t lies inside the exactly described window."""
-        if self._years is not None and self._valid_lo <= t < self._valid_hi:
-            return
+    def _cover(self, t: int) -> _Table:
+        """The table, grown if need be so that instant t lies in its exact window. Every
+        query holds on to the table this returns (or a larger one), never `self._table`
+        read twice, so a table grown by another thread meanwhile cannot mix in."""
+        tab = self._table
+        if tab.covers(t):
+            return tab
         if not MIN_US <= t < MAX_US:
             raise ValueError("business-time arithmetic works between the years 1900 and 2999")
         year = self._year_of(t)
-        if self._years is None:
-            self._build(year - 1, year + 1)
-        else:
-            lo, hi = self._years
-            self._build(min(lo, year - 1), max(hi, year + 1))
+        if tab is _EMPTY:
+            return self._grow(year - 1, year + 1)
+        return self._grow(min(tab.first, year - 1), max(tab.last, year + 1))
 
-    def _extend_future(self, origin: int) -> None:
-        assert self._years is not None
-        lo, hi = self._years
-        if not self._has_hours or hi - self._year_of(origin) > _MAX_YEARS_AHEAD:
+    def _extend_future(self, tab: _Table, origin: int) -> _Table:
+        if not self._has_hours or tab.last - self._year_of(origin) > _MAX_YEARS_AHEAD:
             raise ValueError(
                 f"no business hours within {_MAX_YEARS_AHEAD} years after "
                 f"{self._from_us(origin).isoformat()}"
             )
-        self._build(lo, hi + 1)
+        return self._grow(tab.first, tab.last + 1)
 
-    def _build(self, first_year: int, last_year: int) -> None:
+    def _grow(self, first_year: int, last_year: int) -> _Table:
+        """A table of at least these years, built under the lock and then published."""
+        with self._growing:
+            current = self._table
+            if current is not _EMPTY:  # another thread may have grown it meanwhile
+                first_year, last_year = min(first_year, current.first), max(last_year, current.last)
+                if (first_year, last_year) == (current.first, current.last):
+                    return current
+            self._table = self._build(first_year, last_year)
+            return self._table
+
+    def _build(self, first_year: int, last_year: int) -> _Table:
         starts: list[int] = []
         ends: list[int] = []
         day = date(first_year, 1, 1)
@@ -259,12 +290,11 @@ class BusinessCalendar:
             cum.append(total)
             total += e - s
             cum_end.append(total)
-        self._starts, self._ends, self._cum, self._cum_end = starts, ends, cum, cum_end
-        self._years = (first_year, last_year)
         # Ranges of the day before first_year may reach one day in; ranges of the day
         # after last_year start at its midnight at the earliest.
-        self._valid_lo = self._wall_to_us(date(first_year, 1, 2), 0, end=False)
-        self._valid_hi = self._wall_to_us(date(last_year + 1, 1, 1), 0, end=False)
+        valid_lo = self._wall_to_us(date(first_year, 1, 2), 0, end=False)
+        valid_hi = self._wall_to_us(date(last_year + 1, 1, 1), 0, end=False)
+        return _Table(starts, ends, cum, cum_end, first_year, last_year, valid_lo, valid_hi)
 
     def _wall_to_us(self, day: date, minutes: int, *, end: bool) -> int:
         """The instant a local wall time denotes, per the module's definition."""

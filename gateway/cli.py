@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import click
 
 from . import __version__
 from .classify import Classifier
-from .config import WEEKDAYS, Config, InboxConfig, load, locate
+from .config import PRIORITIES, WEEKDAYS, Config, InboxConfig, load, locate
 from .durations import format_duration, parse_duration
 from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, Problem, TemporaryError
 from .model import Parsed
@@ -172,12 +172,11 @@ def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool
     if send_test and all(r.ok for r in results):
         from . import store
         from .outbox import OutboxSender
-        from .render import alert_message
+        from .render import Alert, Renderer, alert_message
 
         engine = state.engine
         now = state.clock()
-        message = alert_message(config, send_test, subject="Test message",
-                                text="sla-gateway can send mail. Nothing else to do.\n", now=now)  # fmt: skip
+        message = alert_message(Renderer(config), send_test, Alert("test"), now=now)
         with store.begin(engine) as conn:
             row_id = store.enqueue(conn, "alert", message, send_test, now)
         sender = OutboxSender(engine, _transport(config, engine, state.clock), state.clock)
@@ -218,7 +217,7 @@ def _count(n: int, thing: str) -> str:
     return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
-def _words(value: timedelta, length: str = "long") -> str:
+def _words(value: timedelta, length: Literal["short", "long"] = "long") -> str:
     """A duration for people: "30 minutes", "1 hour 30 minutes", "4 days 21 hours" (not
     "1h30m"); `length="short"`: "1 hr 30 min"."""
     from .render import duration_text
@@ -371,7 +370,7 @@ def due(
     for text in _instants(at_values):
         received = _parse_instant(text, config)
         out.write(
-            deadline(config.calendar, priority, received, next_reply=next_reply).due_at.isoformat()
+            deadline(config.clock_for(priority.name), priority, received, next_reply=next_reply).due_at.isoformat()
         )
         out.write("\n")
 
@@ -527,7 +526,8 @@ def setup_logging(log_format: str) -> None:
 )
 @click.pass_context
 def run(ctx: click.Context, log_format: str) -> None:
-    """Run the gateway: listen, poll, acknowledge, send — until stopped (SIGTERM/Ctrl-C)."""
+    """Run the gateway: listen, poll, acknowledge, send — until stopped (SIGTERM/Ctrl-C);
+    SIGHUP reloads the configuration and templates."""
     import signal
     import time
 
@@ -547,9 +547,11 @@ def run(ctx: click.Context, log_format: str) -> None:
         )
     service = Service(config, clock=state.clock)
     stopping: list[int] = []  # a signal handler must take no lock: it may interrupt one
+    reloads: list[int] = []  # SIGHUP (`systemctl reload`): read the configuration again
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: stopping.append(number))
+    signal.signal(signal.SIGHUP, lambda number, _frame: reloads.append(number))
     try:
         service.start()
     except OSError as exc:  # the listener's address: taken, not ours, or a privileged port
@@ -566,6 +568,9 @@ def run(ctx: click.Context, log_format: str) -> None:
                 err=True,
             )
         while not stopping:
+            if reloads:
+                reloads.clear()
+                service.reload()
             time.sleep(0.2)
     finally:
         service.close()
@@ -704,6 +709,47 @@ def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_ri
             click.echo(json.dumps(row, ensure_ascii=False))
         return
     _print_tickets(rows, config)
+
+
+@cli.command("set")
+@click.argument("reference")
+@click.option("--resolved", "state_command", flag_value="resolved", help="The case is settled.")
+@click.option("--pending", "state_command", flag_value="pending",
+              help="Waiting for the customer: the resolution clock pauses.")  # fmt: skip
+@click.option("--open", "state_command", flag_value="open", help="Reopen it.")
+@click.option("--priority", type=click.Choice(PRIORITIES), help="Set the priority (recorded as the team's).")
+@click.option("--note", metavar="TEXT", help="A note for the conversation's timeline.")
+@click.pass_context
+def set_(ctx: click.Context, reference: str, state_command: str | None, priority: str | None,
+         note: str | None) -> None:  # fmt: skip
+    """Mark conversation REFERENCE (e.g. SHOP-1042) as the mail client's plus-addresses
+    do: --resolved, --pending, --open, --priority; with a --note for its timeline."""
+    from .conversations import set_by_reference
+
+    commands = [c for c in (state_command, priority) if c]
+    if not commands and not note:
+        raise click.UsageError("nothing to set: give --resolved, --pending, --open, --priority or --note")
+    state = _state(ctx)
+    by = "cli:" + (os.environ.get("SUDO_USER") or os.environ.get("USER") or "owner")
+    done = set_by_reference(state.engine, state.config, reference, commands, by=by, note=note,
+                            now=state.clock())  # fmt: skip
+    if done is None:
+        raise click.BadParameter(f"no conversation {reference.strip().upper()}; "
+                                 "`sla-gateway tickets` lists them", param_hint="REFERENCE")  # fmt: skip
+    for result in done:
+        what = result["command"]
+        change = result.get("change")
+        line = f"{reference.strip().upper()}: {what}"
+        if change == "none":
+            line += f" (no change: already {result['state']})"
+        elif change:
+            line += f" ({change})"
+        else:
+            line += f" → {result['state']}"
+        if "resolution_business_seconds" in result:
+            spent = format_duration(timedelta(seconds=result["resolution_business_seconds"]))
+            line += f"; resolution time {spent} on the clock"
+        click.echo(line)
 
 
 def terminal_width() -> int:

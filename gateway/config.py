@@ -19,8 +19,7 @@ import os
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from zoneinfo import ZoneInfo
 from pydantic import TypeAdapter, ValidationError
 
 from .calendar import BusinessCalendar, Season
+from .closed import ClosedDays
 from .configdoc import key_at, keys
 from .configkeys import (
     LANGUAGES,
@@ -249,7 +249,7 @@ class _Reader:
                                   a.max_per_hour, a.message_id_domain.lower()),
             forms=tuple(forms), alerts=AlertsConfig(**dataclasses.asdict(v["alerts"])),
             templates=v["templates"],
-            tracking=TrackingConfig(t.close_after, b.notify_customer),
+            tracking=TrackingConfig(t.close_after, b.notify_customer, t.question_means_pending),
             digest=DigestConfig(d.to, d.at, d.skip_empty), retention_days=v["retention_days"], oauth=oauth,
         )  # fmt: skip
 
@@ -321,7 +321,7 @@ class _Reader:
         if self.problems:
             return None, None
         tz = ZoneInfo(h.timezone)
-        closed = ClosedDays.of(h.closed, holiday_table(h.holidays))
+        closed = ClosedDays.of(h.closed, h.holidays)
         calendar = BusinessCalendar(tz, week, closed, seasons)
         try:  # closed days and holidays could leave no open time at all
             calendar.next_open(datetime.combine(self.today, time(), tzinfo=tz))
@@ -329,12 +329,12 @@ class _Reader:
             self.problem(prefix, f"the shop is never open from {self.today} on (closed days cover every opening hour)",
                          "check business_hours.closed")  # fmt: skip
             return None, None
-        return HoursConfig(h.timezone, tuple(week), h.holidays, h.closed, tuple(seasons)), calendar
+        return HoursConfig(h.timezone, tuple(week), h.holidays, h.closed, tuple(seasons), closed), calendar
 
     def priorities(self, p: PrioritiesKeys) -> tuple[PriorityConfig, ...]:
         if p.normal is None:
             self.problem("priority.normal", "is missing", 'add [priority.normal] with first_reply = "4h"')
-        return tuple(PriorityConfig(name, k.first_reply, k.next_reply or k.first_reply, k.keywords, k.patterns)
+        return tuple(PriorityConfig(name, k.first_reply, k.next_reply or k.first_reply, k.keywords, k.patterns, k.resolve, k.clock)
                      for name in PRIORITIES if (k := getattr(p, name)) is not None)  # fmt: skip
 
     def secret(self, prefix: str, env: str | None, file: str | None, env_key: str, file_key: str) -> Secret:
@@ -466,33 +466,3 @@ def _drop(data: Any, loc: Sequence[str | int]) -> bool:
 @functools.cache
 def _adapter(name: str, annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
-
-
-def holiday_table(code: str | None) -> Mapping[date, str]:
-    """The public holidays of `code` ("DE-BE"), names in English: the one table the
-    calendar and every message asking "why closed?" use. Years fill in as asked."""
-    if not code:
-        return {}
-    import holidays as holidays_lib  # imported here: loading it is slow and optional
-
-    country, _, subdivision = code.strip().upper().partition("-")
-    return holidays_lib.country_holidays(country, subdiv=subdivision or None)
-
-
-@dataclass(frozen=True)
-class ClosedDays:
-    """Why a date is closed: a listed span ("closed"), else the holiday's name."""
-
-    listed: frozenset[date]
-    holidays: Mapping[date, str]
-
-    @classmethod
-    def of(cls, spans: Sequence[tuple[date, date]], holidays: Mapping[date, str]) -> ClosedDays:
-        days = {first + timedelta(days=n) for first, last in spans for n in range((last - first).days + 1)}
-        return cls(frozenset(days), holidays)
-
-    def __call__(self, day: date) -> str | None:
-        if day in self.listed:
-            return "closed"
-        name = self.holidays.get(day)
-        return str(name) if name else None

@@ -165,6 +165,8 @@ class PriorityKeys:
     __pydantic_config__ = _TABLE
     first_reply: Annotated[timedelta, Duration, Doc("Published window for the team's first reply, business time. Required.", missing='write first_reply = "4h" (business time)')]  # fmt: skip
     next_reply: Annotated[timedelta | None, Duration, Doc("Window for later replies after the customer writes again. Not set: `first_reply`.")] = None  # fmt: skip
+    resolve: Annotated[timedelta | None, Duration, Doc("Resolution target: from receipt to resolved, paused while the conversation waits for the customer (`+pending`, a team question) and while it is resolved. Not set: no resolution promise for this priority.")] = None  # fmt: skip
+    clock: Annotated[str, _enum(("business", "24/7")), Doc('Which time this priority\'s windows count: `"business"` (the opening hours) or `"24/7"` (every hour of every day, e.g. for payment failures). The acknowledgment, the policy page and the measurement all use it.')] = "business"  # fmt: skip
     keywords: Annotated[tuple[str, ...], Check(t.keywords, {"type": "array", "items": _STR}, "list of strings"),
                         Doc("Whole words or phrases, matched case- and accent-insensitively in the subject and in the customer's own new text (quoted earlier mail and signatures below `-- ` are ignored; HTML-only mail is read as text; only the first 64 Ki characters of each are examined).")] = ()  # fmt: skip
     patterns: Annotated[tuple[Any, ...], Check(t.patterns, {"type": "array", "items": _STR}, "list of strings"),
@@ -269,7 +271,8 @@ class TrackingKeys:
     """`[tracking]`"""
 
     __pydantic_config__ = _TABLE
-    close_after: Annotated[timedelta, Duration, Doc("A conversation waiting for the customer this long (real time) closes itself.")] = "7d"  # type: ignore[assignment]  # fmt: skip
+    close_after: Annotated[timedelta, Duration, Doc("A conversation the team answered (or marked pending) with no word from the customer for this long (real time) is resolved, at the team's last reply.")] = "7d"  # type: ignore[assignment]  # fmt: skip
+    question_means_pending: Annotated[bool, Bool, Doc("A team reply whose new text asks a question (`?`) sets the conversation pending (waiting for the customer; the resolution clock pauses). `+pending` always does.")] = True  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .calendar import BusinessCalendar, Range, Season
+from .closed import ClosedDays
 from .configkeys import PRIORITIES
 from .oauth import account_key
 
@@ -115,6 +116,8 @@ class PriorityConfig:
     next_reply: timedelta
     keywords: tuple[str, ...] = ()
     patterns: tuple[re.Pattern[str], ...] = ()
+    resolve: timedelta | None = None  # the resolution target; None: no promise
+    clock: str = "business"  # or "24/7": which time its windows count
 
     @property
     def rank(self) -> int:
@@ -212,6 +215,7 @@ class TrackingConfig:
 
     close_after: timedelta = timedelta(days=7)
     notify_customer_on_breach: bool = False
+    question_means_pending: bool = True
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,7 @@ class HoursConfig:
     holidays: str | None
     closed: tuple[tuple[date, date], ...]
     seasons: tuple[Season, ...]
+    closed_days: ClosedDays = field(default_factory=ClosedDays, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,17 @@ class Config:
         return (
             self.acknowledge.message_id_domain or self.inboxes[0].address.rpartition("@")[2].lower()
         )
+
+    @cached_property  # the clock of "24/7" priorities: every hour, closed days included
+    def round_the_clock(self) -> BusinessCalendar:
+        always = [[Range(0, 24 * 60)]] * 7
+        return BusinessCalendar(self.calendar.tz, always, seasons=self.calendar.seasons)
+
+    def clock_for(self, priority: str) -> BusinessCalendar:
+        """The calendar a priority's windows count on: the opening hours, or every hour
+        for a `clock = "24/7"` priority (a priority no longer configured: the hours)."""
+        found = next((p for p in self.priorities if p.name == priority), None)
+        return self.round_the_clock if found is not None and found.clock == "24/7" else self.calendar
 
     def is_form_sender(self, address: str) -> bool:
         wanted = address.lower()

@@ -50,10 +50,15 @@ from .model import Classification, Parsed
 from .tracker import (
     Clock,
     Event,
+    Resolution,
+    State,
+    follow,
     measure,
     normalize_subject,
     reply_event,
+    retarget,
     start_clock,
+    start_resolution,
     transition,
 )
 
@@ -235,7 +240,8 @@ def adopt_replies(
             parsed = parse(raw) if raw else None
         except Exception:  # it was processed once; its text only tells question or answer
             parsed = None
-        event = reply_event(parsed) if parsed is not None else Event.TEAM_REPLY
+        event = (reply_event(parsed, question_means_pending=config.tracking.question_means_pending)
+                 if parsed is not None else Event.TEAM_REPLY)  # fmt: skip
         detail = team_reply(
             conn, config, _conversation(conn, conversation_id), event, replied_at, now
         )
@@ -270,7 +276,7 @@ def cancel_moot(conn: Any, conversation_id: int, now: datetime) -> list[int]:
 def _clock(config: Config, priority: str, started_at: datetime, *, next_reply: bool) -> Clock:
     p = config.priority(priority)
     window = p.next_reply if next_reply else p.first_reply
-    return start_clock(config.calendar, started_at, window, config.alerts.warn_at)
+    return start_clock(config.clock_for(priority), started_at, window, config.alerts.warn_at)
 
 
 def open_cycle(
@@ -326,7 +332,7 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
     clock = Clock(
         cycle.started_at, timedelta(seconds=cycle.window_seconds), cycle.stretch, cycle.due_at, None
     )
-    result = measure(config.calendar, clock, replied_at)
+    result = measure(config.clock_for(cycle.priority), clock, replied_at)
     seconds = int(result.business_time.total_seconds())
     store.update_cycle(
         conn, cycle.id, replied_at=replied_at, business_seconds=seconds, breached=not result.met
@@ -339,6 +345,8 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
         )  # fmt: skip
     values["next_due_at"] = None
     state, _ = transition(conversation.state, event)
+    resolution = _moved(config, conversation.priority, resolution_of(conversation),
+                        conversation.state, state, replied_at)  # fmt: skip
     customer_since = conversation.last_customer_at
     if (
         customer_since is not None
@@ -346,11 +354,15 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
         and customer_since > cycle.started_at
     ):
         # The customer wrote after this reply: the team owes the next answer already.
+        before = state
         state, _ = transition(state, Event.CUSTOMER_MESSAGE)
+        resolution = _moved(config, conversation.priority, resolution, before, state, customer_since)
         nxt = open_cycle(conn, config, conversation.id, conversation.priority, customer_since,
                          kind="next", replay=conversation.source == "replay", now=now)  # fmt: skip
         values["next_due_at"] = nxt.due_at
         detail["next_due_at"] = nxt.due_at.isoformat()
+    values.update(resolution_columns(resolution))
+    values.update(_resolved_values(conversation.state, state, replied_at, None))
     values["state"] = state.value
     store.update_conversation(conn, conversation.id, **values)
     detail["state"] = state.value
@@ -366,7 +378,9 @@ def customer_followup(
     values: dict[str, Any] = {"last_customer_at": at}
     priority = conversation.priority
     rank = {name: i for i, name in enumerate(PRIORITIES)}
-    if rank[classification.priority] < rank[priority]:
+    if rank[classification.priority] < rank[priority] and conversation.priority_set_by == "agent":
+        detail["not_raised"] = {"to": classification.priority, "why": "the team set the priority"}
+    elif rank[classification.priority] < rank[priority]:
         # Raised: the promise is recomputed from the original receipt.
         detail["raised"] = {
             "from": priority,
@@ -390,15 +404,209 @@ def customer_followup(
             else:
                 values["next_due_at"] = clock.due_at
             detail["due_at"] = clock.due_at.isoformat()
+        resolution = _retargeted(config, priority, resolution_of(conversation))
+        values.update(resolution_columns(resolution))
     state, new_clock = transition(conversation.state, Event.CUSTOMER_MESSAGE)
+    resolution = _moved(config, priority, resolution_of_values(conversation, values), conversation.state,
+                        state, at)  # fmt: skip
+    values.update(resolution_columns(resolution))
+    if conversation.state == State.RESOLVED.value and state != State.RESOLVED:
+        values.update(resolved_at=None, resolved_by=None)
+        detail["reopened"] = True
     if new_clock:
-        clock = open_cycle(
+        nxt = open_cycle(
             conn, config, conversation.id, priority, at, kind="next", replay=replay, now=now
         )
-        values["next_due_at"] = clock.due_at
+        values["next_due_at"] = nxt.due_at
         values["closed_at"] = None
-        detail["next_due_at"] = clock.due_at.isoformat()
+        detail["next_due_at"] = nxt.due_at.isoformat()
     values["state"] = state.value
     store.update_conversation(conn, conversation.id, **values)
     detail["state"] = state.value
     return detail
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+def _seconds(value: timedelta) -> int:
+    return int(value.total_seconds())
+
+
+def resolution_of(row: Any) -> Resolution:
+    """A conversation row's resolution clock."""
+    return resolution_of_values(row, {})
+
+
+def resolution_of_values(row: Any, values: dict[str, Any]) -> Resolution:
+    """The resolution clock of a row with `values` about to be written over it."""
+
+    def get(name: str) -> Any:
+        return values[name] if name in values else getattr(row, name)
+
+    window = get("resolve_window_seconds")
+    return Resolution(
+        timedelta(seconds=window) if window is not None else None,
+        timedelta(seconds=get("resolution_business_seconds") or 0),
+        get("resolution_running_since"),
+        get("waiting_since"),
+        timedelta(seconds=get("customer_wait_business_seconds") or 0),
+        get("resolve_due_at"),
+        get("resolve_warn_at"),
+    )
+
+
+def resolution_columns(r: Resolution) -> dict[str, Any]:
+    """The columns that store a resolution clock."""
+    return {
+        "resolve_window_seconds": _seconds(r.target) if r.target is not None else None,
+        "resolution_business_seconds": _seconds(r.spent),
+        "resolution_running_since": r.running_since,
+        "customer_wait_business_seconds": _seconds(r.wait),
+        "waiting_since": r.waiting_since,
+        "resolve_due_at": r.due_at,
+        "resolve_warn_at": r.warn_at,
+    }
+
+
+def new_resolution(config: Config, priority: str, received_at: datetime) -> dict[str, Any]:
+    """The resolution columns of a conversation received at `received_at`: running."""
+    target = config.priority(priority).resolve
+    clock = start_resolution(config.clock_for(priority), received_at, target, config.alerts.warn_at)
+    return resolution_columns(clock)
+
+
+def _moved(config: Config, priority: str, r: Resolution, old: State | str, new: State | str,
+           at: datetime) -> Resolution:  # fmt: skip
+    """The clock after the state went from `old` to `new` at `at`: it stands still while
+    the conversation is pending or resolved, and runs otherwise."""
+    return follow(config.clock_for(priority), r, old, new, at, config.alerts.warn_at)
+
+
+def _retargeted(config: Config, priority: str, r: Resolution) -> Resolution:
+    p = config.priority(priority)
+    return retarget(config.clock_for(priority), r, p.resolve, config.alerts.warn_at)
+
+
+def _resolved_values(old: State | str, new: State, at: datetime, by: str | None) -> dict[str, Any]:
+    if new == State.RESOLVED and State(old) != State.RESOLVED:
+        return {"resolved_at": at, "resolved_by": (by or "")[:ADDRESS] or None}
+    if new != State.RESOLVED and State(old) == State.RESOLVED:
+        return {"resolved_at": None, "resolved_by": None}
+    return {}
+
+
+COMMAND_EVENTS = {"resolved": Event.RESOLVE, "pending": Event.PEND, "open": Event.REOPEN}
+
+
+def apply_command(
+    conn: Any, config: Config, conversation: Any, command: str, *, by: str, via: str,
+    at: datetime, now: datetime, note: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Apply a team's command to a conversation at `at`: resolve it, set it pending,
+    reopen it, or set its priority (the reply deadline of the open cycle and the
+    resolution target are recomputed from their starts; the priority is the team's from
+    then on). Records a `command` event; a command that changes nothing says so."""
+    conversation = _conversation(conn, conversation.id)  # the latest, in this transaction
+    old = State(conversation.state)
+    values: dict[str, Any] = {}
+    detail: dict[str, Any] = {"command": command, "by": by, "via": via}
+    if note:
+        detail["note"] = note[:2000]
+    if command in COMMAND_EVENTS:
+        state, _ = transition(old, COMMAND_EVENTS[command])
+        if command == "open" and state == State.ANSWERED and old != State.ANSWERED:
+            cycle = open_cycle_row(conn, conversation.id)
+            if cycle is not None:  # the team still owes a reply
+                state = State.BREACHED if cycle.breached else State.AWAITING_TEAM
+        if state == old:
+            detail["change"] = "none"
+        else:
+            clock = _moved(config, conversation.priority, resolution_of(conversation), old, state, at)
+            values.update(resolution_columns(clock))
+            values.update(_resolved_values(old, state, at, by))
+            values["state"] = state.value
+            if state == State.RESOLVED:
+                detail["resolution_business_seconds"] = _seconds(clock.spent)
+                detail["customer_wait_business_seconds"] = _seconds(clock.wait_at(
+                    config.clock_for(conversation.priority), at))
+    elif command in PRIORITIES:
+        values.update(_set_priority(conn, config, conversation, command, by, detail))
+    elif command == "note":
+        detail.setdefault("note", "")
+    else:
+        detail["change"] = "unknown command"
+    if values:
+        store.update_conversation(conn, conversation.id, **values)
+    detail["state"] = values.get("state", conversation.state)
+    store.add_event(conn, now, "command", detail, conversation_id=conversation.id)
+    return detail
+
+
+def _set_priority(conn: Any, config: Config, conversation: Any, priority: str, by: str,
+                  detail: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The team sets the priority: deadlines recomputed from receipt (the open cycle's
+    from its start), and kept through the customer's later keywords."""
+    if not any(p.name == priority for p in config.priorities):
+        detail["change"] = f"no [priority.{priority}] is configured"
+        return {}
+    values: dict[str, Any] = {"priority_set_by": "agent"}
+    if priority == conversation.priority:
+        detail["change"] = "none" if conversation.priority_set_by == "agent" else "confirmed"
+        return values
+    detail["from"] = conversation.priority
+    values.update(priority=priority,
+                  priority_reason=f"{conversation.priority_reason}; set by {by}: {priority}"[:2000])  # fmt: skip
+    cycle = open_cycle_row(conn, conversation.id)
+    if cycle is not None:
+        clock = _clock(config, priority, cycle.started_at, next_reply=cycle.kind == "next")
+        store.update_cycle(conn, cycle.id, priority=priority, window_seconds=int(clock.window.total_seconds()),
+                           stretch=clock.stretch, due_at=clock.due_at, warn_at=clock.warn_at)  # fmt: skip
+        if cycle.kind == "first":
+            values.update(due_at=clock.due_at, window_seconds=int(clock.window.total_seconds()),
+                          warn_at=clock.warn_at)  # fmt: skip
+        else:
+            values["next_due_at"] = clock.due_at
+        detail["due_at"] = clock.due_at.isoformat()
+    values.update(resolution_columns(_retargeted(config, priority, resolution_of(conversation))))
+    return values
+
+
+def resolve_quiet(conn: Any, config: Config, conversation: Any, now: datetime) -> dict[str, Any]:
+    """`close_after` passed with no word from the customer: resolved at the team's last
+    reply (when the work was done), not at the moment we noticed."""
+    old = State(conversation.state)
+    state, _ = transition(old, Event.IDLE_TIMEOUT)
+    if state != State.RESOLVED:
+        return {}
+    at = conversation.last_team_at or conversation.waiting_since or now
+    clock = _moved(config, conversation.priority, resolution_of(conversation), old, state, at)
+    values = {**resolution_columns(clock), **_resolved_values(old, state, at, "close_after"),
+              "state": state.value, "closed_at": now}  # fmt: skip
+    store.update_conversation(conn, conversation.id, **values)
+    detail = {"after": str(config.tracking.close_after), "resolved_at": at.isoformat(),
+              "resolution_business_seconds": _seconds(clock.spent)}  # fmt: skip
+    store.add_event(conn, now, "resolved", detail, conversation_id=conversation.id)
+    return detail
+
+
+def set_by_reference(
+    engine: Any, config: Config, reference: str, commands: Iterable[str], *, by: str,
+    note: str | None, now: datetime,
+) -> list[dict[str, Any]] | None:  # fmt: skip
+    """`sla-gateway set`: apply commands (and a note) to the conversation `reference`,
+    in one transaction, at `now`. None when no conversation has that reference."""
+    with store.begin(engine) as conn:
+        found = store.conversation_by_reference(conn, reference.strip().upper())
+        if found is None:
+            return None
+        conversation = _conversation(conn, found)
+        done = [apply_command(conn, config, conversation, c, by=by, via="cli", at=now, now=now)
+                for c in commands]  # fmt: skip
+        if note and not done:
+            done.append(apply_command(conn, config, conversation, "note", by=by, via="cli",
+                                      at=now, now=now, note=note))  # fmt: skip
+        elif note:
+            store.add_event(conn, now, "note", {"by": by, "note": note[:2000]},
+                            conversation_id=conversation.id)  # fmt: skip
+    return done

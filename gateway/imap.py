@@ -36,6 +36,7 @@ from .config import Config, ImapConfig, InboxConfig, ListenConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .model import Received
 from .pipeline import Pipeline
+from .render import Alert, alert_message, alert_recipients
 from .secrets import read_secret
 
 if TYPE_CHECKING:
@@ -319,11 +320,10 @@ class FolderSync:
                         t.inbox, t.folder, t.uid, t.size, t.limit, t.sender)  # fmt: skip
         if not fresh:
             return
-        from .render import alert_message
-
-        subject, text = too_large_alert(self.config, self.imap, fresh, sent=self.sent)
-        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
-            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+        config = self.pipeline.config  # the running configuration, also after a reload
+        alert = too_large_alert(config, self.imap, fresh, sent=self.sent)
+        for recipient in alert_recipients(config):
+            message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
             store.enqueue(conn, "alert", message, recipient, now)
 
 
@@ -363,32 +363,15 @@ class TooLarge:
 
 def too_large_alert(
     config: Config, imap: ImapConfig, refused: list[TooLarge], *, sent: bool = False
-) -> tuple[str, str]:
-    """The owner's alert about messages not fetched for their size: subject and text."""
-    folder = refused[0].folder
-    count = "A message" if len(refused) == 1 else f"{len(refused)} messages"
-    lines = [
-        f"{count} in the mailbox {imap.username}, folder {folder}, "
-        f"{'is' if len(refused) == 1 else 'are'} larger than the limit of {refused[0].limit:,} bytes "
-        "(listen.max_message_size), so sla-gateway did not download "
-        f"{'it' if len(refused) == 1 else 'them'}:",
-        "",
-    ]
-    for t in refused:
-        sender = f"{t.sender_name} <{t.sender}>" if t.sender_name else (t.sender or "(unknown)")
-        received = config.calendar.local(t.received_at).strftime("%Y-%m-%d %H:%M")
-        lines += [f"  From: {sender}", f"  Subject: {t.subject or '(none)'}",
-                  f"  Received: {received}", f"  Size: {t.size:,} bytes", ""]  # fmt: skip
-    lines.append(
-        "These are the team's sent replies: the conversations they answer still wait for a reply."
-        if sent
-        else "No acknowledgment was sent and no reply time is measured. The mail is still in the "
-        "mailbox: please answer it from your mail program."
-    )
-    subject = (
-        f"Too large to fetch: {len(refused)} message{'s' if len(refused) != 1 else ''} in {folder}"
-    )
-    return subject, "\n".join(lines) + "\n"
+) -> Alert:
+    """The owner's alert about messages not fetched for their size."""
+    return Alert("too-large", {
+        "username": imap.username, "folder": refused[0].folder, "limit": refused[0].limit,
+        "sent": sent,
+        "messages": [{"sender": f"{t.sender_name} <{t.sender}>" if t.sender_name else (t.sender or "?"),
+                      "subject": t.subject, "received": config.calendar.local(t.received_at), "size": t.size}
+                     for t in refused],
+    })  # fmt: skip
 
 
 def _text(value: Any, *, decode: bool = False) -> str:

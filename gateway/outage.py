@@ -86,28 +86,18 @@ class OutageWatch:
         return True
 
     def messages(self, waiting: Backlog, now: datetime) -> list[tuple[str, Message]]:
-        from .render import alert_message
+        from .render import Alert, alert_message, alert_recipients
 
-        send, age = self.config.send, format_duration(self._age(waiting, now))
-        oldest = self.config.calendar.local(waiting.oldest_at or now).replace(microsecond=0)
-        server = f"the server {send.host}:{send.port}" if send.transport == "smtp" else send.path
-        why = (f"The last error, after {waiting.attempts} attempts: {waiting.last_error}"
-               if waiting.last_error else "It has not been tried yet: is the service's sender stuck?")  # fmt: skip
-        text = (
-            f"sla-gateway has not been able to send mail for {age}: {waiting.pending} "
-            f"{'message is' if waiting.pending == 1 else 'messages are'} waiting "
-            "(acknowledgments, alerts), the oldest since "
-            f"{oldest:%Y-%m-%d %H:%M:%S %Z}.\n\n{why}\n\n"
-            f"Nothing is lost: they stay queued and are tried again every few minutes (for "
-            f"{format_duration(send.give_up_after)}; after that they are marked failed, and "
-            f"`sla-gateway retry` sends them). Check {server} and the [send] settings; "
-            "`sla-gateway status` shows the backlog.\n\n"
-            "You hear this once per outage: the next alert comes only after the mail that "
-            "failed has gone out.\n"
-        )
-        return [(recipient, alert_message(self.config, recipient, subject="Outgoing mail is not going out",
-                                          text=text, now=now))
-                for recipient in self.config.alerts.to or (self.config.inboxes[0].address,)]  # fmt: skip
+        send = self.config.send
+        alert = Alert("outage", {
+            "waited": self._age(waiting, now).total_seconds(), "pending": waiting.pending,
+            "oldest": self.config.calendar.local(waiting.oldest_at or now).replace(microsecond=0),
+            "attempts": waiting.attempts, "last_error": waiting.last_error or "",
+            "give_up_after": send.give_up_after.total_seconds(), "transport": send.transport,
+            "server": f"{send.host}:{send.port}" if send.transport == "smtp" else send.path,
+        })  # fmt: skip
+        return [(recipient, alert_message(self.pipeline.renderer, recipient, alert, now=now))
+                for recipient in alert_recipients(self.config)]  # fmt: skip
 
     @staticmethod
     def _age(waiting: Backlog, now: datetime) -> timedelta:

@@ -42,6 +42,13 @@ class Pipeline:
         self.renderer = Renderer(config)
         self.runner = Runner(config, engine, clock, self.renderer, self.queue, replay=replay)
 
+    def reconfigure(self, config: Config) -> None:
+        """Use `config` (a reload's) for what is processed and rendered from now on: the
+        runner's rules and classifier, and freshly read templates and catalogs."""
+        renderer = Renderer(config)
+        self.config, self.renderer = config, renderer
+        self.runner.reconfigure(config, renderer)
+
     # ------------------------------------------------------------------ accept
 
     def accept(self, received: Received) -> tuple[int | None, bool]:

@@ -99,7 +99,8 @@ def decide(
     )
     customer, ack_to = recipients(parsed, inbox=inbox, return_path=return_path, form=form)
     classification = classifier.classify(parsed, customer=customer)
-    due = deadline(config.calendar, config.priority(classification.priority), received_at)
+    priority = classification.priority
+    due = deadline(config.clock_for(priority), config.priority(priority), received_at)
     ack = config.acknowledge
     ctx = LoopContext(
         own_addresses=config.own_addresses,

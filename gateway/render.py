@@ -16,7 +16,7 @@ from __future__ import annotations
 import gettext
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from email.charset import QP, Charset
 from email.header import Header
@@ -28,10 +28,11 @@ from email.utils import format_datetime, formataddr, make_msgid
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from babel import Locale
-from babel.dates import format_date, format_time, get_day_names
+from babel.dates import DateTimeFormat, format_date, format_time, get_day_names
+from babel.dates import format_datetime as format_datetime_babel
 from babel.lists import format_list
 from babel.numbers import format_decimal, format_percent
 from babel.units import format_unit
@@ -40,6 +41,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from . import catalogs
 from .calendar import BusinessCalendar
+from .closed import ClosedDays
 from .config import Config, InboxConfig
 from .model import Deadline, Parsed
 from .rules import LOOP_HEADER
@@ -203,15 +205,48 @@ class Renderer:
             "timezone": self.config.hours.timezone,
             "season": deadline.season,
             "season_notice": _season_notice(cal, deadline, lang),
-            "closure": closure(cal, now, lang, self.config.hours.holidays),
+            "closure": closure(cal, now, lang, self.config.hours.closed_days),
         }
 
 
-def alert_message(
-    config: Config, recipient: str, *, subject: str, text: str, now: datetime
-) -> Message:
-    """A short operational notice to the owner (never a customer)."""
+@dataclass(frozen=True)
+class Alert:
+    """An alert to the owner as values: which one (its template is `alert-KIND.txt.j2`)
+    and what it shows. Dates in `values` are aware datetimes (shown in the shop's time
+    zone), durations seconds, counts numbers; the template formats them in the shop's
+    language."""
+
+    kind: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+# Every alert the gateway sends to the owner, by kind (templates/alert-KIND.txt.j2).
+ALERTS = ("loop", "breaker", "replies", "set-aside", "too-large", "outage", "sign-in", "test")
+
+
+def alert_template(kind: str) -> str:
+    return f"alert-{kind}.txt.j2"
+
+
+def render_alert(renderer: Renderer, alert: Alert) -> tuple[str, str]:
+    """(subject, text) of an alert, in the first inbox's language: the template's
+    `{% set subject %}` block and its body."""
+    config = renderer.config
+    lang = config.inboxes[0].language
+    name = alert_template(alert.kind)
+    template = renderer.environment(lang).select_template([f"{lang}/{name}", name])
+    context = {"language": lang, "shop_name": config.inboxes[0].from_name or config.inboxes[0].address,
+               "timezone": config.hours.timezone, **alert.values}  # fmt: skip
+    module = template.make_module(context)
+    subject = clean_header(str(getattr(module, "subject", "")))
+    return subject, str(module).lstrip("\n")
+
+
+def alert_message(renderer: Renderer, recipient: str, alert: Alert, *, now: datetime) -> Message:
+    """A short operational notice to the owner (never a customer), from its template."""
+    config = renderer.config
     inbox = config.inboxes[0]
+    subject, text = render_alert(renderer, alert)
     return build_message(
         from_name="sla-gateway",
         from_addr=inbox.address,
@@ -227,6 +262,11 @@ def alert_message(
         ],
         text=text,
     )
+
+
+def alert_recipients(config: Config) -> tuple[str, ...]:
+    """Who gets the owner's alerts: `alerts.to`, else the first inbox's address."""
+    return config.alerts.to or (config.inboxes[0].address,)
 
 
 class _WirePolicy(Compat32):
@@ -349,11 +389,46 @@ def _when(moment: datetime, zone: Any, language: str) -> When:
     """`when`, cached by instant, zone (equal instants in two zones read differently) and
     language."""
     return When(
-        date=format_date(moment, format="full", locale=language),
+        date=long_date(moment, "full", language),
         time=format_time(moment, format="short", tzinfo=moment.tzinfo, locale=language),
         zone=_zone_name(moment),
         iso=moment.isoformat(),
     )
+
+
+def long_date(value: date, length: Literal["full", "long"], language: str) -> str:
+    """Babel's full or long date, with the first day of a month written as the language
+    writes it in dates ("mardi 1er décembre 2026"): the catalog's translation of the day
+    number "1" in the context "first day of a month, in dates" (most languages keep "1")."""
+    first = _first_day(language)
+    if value.day != 1 or first == "1":
+        return format_date(value, format=length, locale=language)
+    locale = Locale.parse(language)
+    day = value.date() if isinstance(value, datetime) else value
+    fields = _FirstDay(DateTimeFormat(day, locale=locale), first)
+    return str(locale.date_formats[length].format % fields)
+
+
+@lru_cache(maxsize=32)
+def _first_day(language: str) -> str:
+    return catalogs.translations(language).pgettext("first day of a month, in dates", "1")
+
+
+class _FirstDay:
+    """Babel's date fields, the day of the month ("d") replaced."""
+
+    def __init__(self, fields: DateTimeFormat, first: str) -> None:
+        self.fields, self.first = fields, first
+
+    def __getitem__(self, name: str) -> str:
+        return self.first if name == "d" else str(self.fields[name])
+
+
+def short_moment(moment: datetime, language: str) -> str:
+    """A moment in an alert's list, in its own zone: "Mon 23 Nov 10:00 CET" (Babel's
+    day and month names, as the digest's day columns)."""
+    return (format_datetime_babel(moment, "EEE d MMM HH:mm", tzinfo=moment.tzinfo, locale=language)
+            + " " + _zone_name(moment))  # fmt: skip
 
 
 def sender_time(due: datetime, sender_date: datetime | None, language: str) -> When | None:
@@ -448,51 +523,13 @@ def _clock(minutes: int, language: str, t: Translations) -> str:
     return format_time(time(minutes // 60, minutes % 60), format="short", locale=language)
 
 
-def closure(
-    cal: BusinessCalendar, now: datetime, language: str, holidays_code: str | None = None
-) -> dict[str, Any] | None:
+def closure(cal: BusinessCalendar, now: datetime, language: str, closed: ClosedDays) -> dict[str, Any] | None:
     """When today is a closed day (holiday, closure): its reason, in the inbox's language
     where the holidays package knows it (else empty for a plain closure), and when we reopen."""
-    day = cal.local(now).date()
-    reason = closure_reason(cal, day, language, holidays_code)
+    reason = closed.reason(cal.local(now).date(), language)
     if reason is None:
         return None
     return {"reason": reason, "reopens": when(cal.next_open(now), language)}
-
-
-def closure_reason(
-    cal: BusinessCalendar, day: date, language: str, holidays_code: str | None
-) -> str | None:
-    """Why a day is closed, for customers: the holiday's name in their language where the
-    holidays package has it, nothing for a plain closure; None when the day is open."""
-    reason = cal.closure(day)
-    if reason is None:
-        return None
-    localized = holiday_name(holidays_code, day, language) if holidays_code else None
-    return localized or ("" if reason == "closed" else reason)
-
-
-@lru_cache(maxsize=64)
-def _holiday_table(code: str, language: str) -> Any:
-    import holidays as holidays_lib
-
-    country, _, subdivision = code.upper().partition("-")
-    cls = holidays_lib.country_holidays(country, subdiv=subdivision or None)
-    supported = getattr(cls, "supported_languages", ()) or ()
-    wanted = [lang for lang in supported if lang == language or lang.split("_")[0] == language]
-    if not wanted:
-        return None
-    choice = "en_US" if language == "en" and "en_US" in wanted else wanted[0]
-    return holidays_lib.country_holidays(country, subdiv=subdivision or None, language=choice)
-
-
-def holiday_name(code: str, day: date, language: str) -> str | None:
-    """The public holiday's name in `language`, when the holidays package has it."""
-    table = _holiday_table(code, language)
-    if table is None:
-        return None
-    name = table.get(day)
-    return str(name) if name else None
 
 
 def _season_notice(cal: BusinessCalendar, deadline: Deadline, language: str) -> str:
@@ -593,10 +630,13 @@ def _counted(table: dict[str, Callable[[Translations, int], str]], key: str, n: 
     return phrase % {"num": format_decimal(n, locale=language)}
 
 
-def duration_text(seconds: float | None, language: str, length: str = "short") -> str:
+def duration_text(
+    seconds: float | None, language: str, length: Literal["short", "narrow", "long"] = "short"
+) -> str:
     """Business time for people, through Babel's units: "45 min", "1 hr 30 min", "26 hr",
-    "4 days 21 hr" in English, "4 Tg., 21 Std." in German (`length="long"`: "1 hour 30
-    minutes"); the two largest units, days from 48 hours on."""
+    "4 days 21 hr" in English, "4 Tg., 21 Std." in German; the two largest units, days
+    from 48 hours on. `length="narrow"`: "16m", "1h 30m" (the alerts' spans of clock time);
+    `length="long"`: "1 hour 30 minutes" (the command line's)."""
     if seconds is None:
         return "—"
     minutes = round(seconds / 60)
@@ -605,9 +645,9 @@ def duration_text(seconds: float | None, language: str, length: str = "short") -
     units = [(days, "duration-day"), (hours, "duration-hour"), (minutes, "duration-minute")]
     while len(units) > 1 and units[0][0] == 0:
         units.pop(0)
-    shown = [format_unit(v, unit, length=length, locale=language) for v, unit in units[:2] if v]  # type: ignore[arg-type]
+    shown = [format_unit(v, unit, length=length, locale=language) for v, unit in units[:2] if v]
     if not shown:
-        return format_unit(0, "duration-minute", length=length, locale=language)  # type: ignore[arg-type]
+        return format_unit(0, "duration-minute", length=length, locale=language)
     return _unit_list(shown, language)
 
 
@@ -665,8 +705,9 @@ def digest_filters(language: str, t: Translations) -> dict[str, Callable[..., st
     return {
         "pct": lambda v: "—" if v is None else format_percent(v, locale=language),
         "dur": lambda v: duration_text(v, language),
+        "span": lambda v: duration_text(v, language, "narrow"),
         "num": lambda v: format_decimal(v or 0, locale=language),
-        "longdate": lambda d: format_date(d, format="full", locale=language),
+        "longdate": lambda d: long_date(d, "full", language),
         "shortdate": lambda d: format_date(d, format="short", locale=language),
         "dayname": lambda d: format_date(d, format="EEE d MMM", locale=language),
         "period": lambda p, day: period_label(p, day, language, t),
@@ -678,6 +719,10 @@ def digest_filters(language: str, t: Translations) -> dict[str, Callable[..., st
         ),
         "note": lambda s: suggestion_note(s, language, t),
         "hours": hours,
+        "priority": lambda name: priority_name(name, t),
+        "moment": lambda m: short_moment(m, language),
+        "stamp": lambda m: format_datetime_babel(m, "yyyy-MM-dd HH:mm:ss", tzinfo=m.tzinfo,
+                                                 locale=language) + " " + _zone_name(m),
     }
 
 
@@ -756,6 +801,21 @@ _PRIORITY_NAMES: dict[str, Callable[[Translations], str]] = {
 }
 
 
+# The default priorities' names where the owner reads them (digest, alerts): lower case,
+# as configured; an owner's own names show as written.
+_PRIORITY_WORDS: dict[str, Callable[[Translations], str]] = {
+    "urgent": lambda t: t.pgettext("priority", "urgent"),
+    "high": lambda t: t.pgettext("priority", "high"),
+    "normal": lambda t: t.pgettext("priority", "normal"),
+    "low": lambda t: t.pgettext("priority", "low"),
+}
+
+
+def priority_name(name: str, t: Translations) -> str:
+    """A priority's name in the owner's language ("dringend"), or as configured."""
+    return _PRIORITY_WORDS[name](t) if name in _PRIORITY_WORDS else name
+
+
 def priority_label(name: str, keywords: tuple[str, ...], t: Translations) -> str:
     """ "Urgent, e.g. fraud, charged twice" from the configured keywords; the default
     priority is "everything else"."""
@@ -809,14 +869,14 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
     closures = []
     for offset in range(90):
         day = today + timedelta(days=offset)
-        reason = closure_reason(cal, day, lang, config.hours.holidays)
+        reason = config.hours.closed_days.reason(day, lang)
         if cal.week[day.weekday()] and reason is not None:
-            closures.append({"date": format_date(day, format="full", locale=lang), "reason": reason})
+            closures.append({"date": long_date(day, "full", lang), "reason": reason})
     season = None
     for s in cal.seasons:
         if s.end >= today and (s.start - today).days <= 60:
-            season = {"name": s.name, "start": format_date(s.start, format="long", locale=lang),
-                      "end": format_date(s.end, format="long", locale=lang), "notice": s.notice_for(lang),
+            season = {"name": s.name, "start": long_date(s.start, "long", lang),
+                      "end": long_date(s.end, "long", lang), "notice": s.notice_for(lang),
                       "stretch": format_decimal(s.stretch, locale=lang),
                       "longer": stretch_sentence(s.stretch, lang, t)}  # fmt: skip
             break

@@ -28,13 +28,14 @@ from typing import Any
 
 from . import conversations, store
 from .classify import Classifier
+from .commands import addressed_to, commands_in
 from .config import Config, InboxConfig
 from .errors import InputError, TemporaryError
 from .model import Parsed
 from .parse import parse
 from .policy import Decision, recipients
 from .policy import decide as policy_decide
-from .render import Renderer, template_line
+from .render import Alert, Renderer, alert_message, alert_recipients, template_line
 from .rules import LOOP_HEADER, MACHINE_RULES, AckHistory, LoopContext, Skip, quoted_ack
 from .tracker import Author, author, reply_event
 
@@ -79,6 +80,8 @@ class Context:
     breaker_open: bool = False  # the latest breaker event says open
     last_loop_alert: datetime | None = None
     replay: bool = False  # rebuilding history: nothing is too late, nothing goes out
+    commands: tuple[str, ...] = ()  # addressed to support+resolved@ and the like
+    to_others: bool = True  # team mail: written to someone besides our own addresses
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,7 @@ class Outgoing:
 
     kind: str  # "ack" or "alert"
     recipient: str
-    subject: str = ""  # alerts: the subject and text to render
-    text: str = ""
+    alert: Alert | None = None  # alerts: what the template shows
     message: Message | None = None
 
 
@@ -103,6 +105,7 @@ class Plan:
     follows: bool = False  # it continues `context.conversation` as its customer
     direction: str = "customer"  # customer / machine / ours / team
     outgoing: tuple[Outgoing, ...] = ()
+    event: tuple[str, dict[str, Any]] = ("", {})  # the message's own: kind and detail
     events: tuple[tuple[str, dict[str, Any]], ...] = ()  # breaker and loop-alert events
     skip: Skip | None = None
     opening: bool = False  # it opens a conversation (`opens` is its reference, once numbered)
@@ -113,14 +116,18 @@ class Plan:
         return self.opens or (conversation.reference if conversation is not None else None)
 
 
-def _alert_recipients(config: Config) -> tuple[str, ...]:
-    return config.alerts.to or (config.inboxes[0].address,)
-
-
 def decide(parsed: Parsed, context: Context, config: Config, classifier: Classifier) -> Plan:
     """The decision about one message: pure, from the message and its context."""
     if context.team:
-        return Plan(context, parsed, direction="team")
+        found = context.conversation is not None
+        detail: dict[str, Any] = {"match": context.match}
+        if context.commands:
+            detail["commands"] = list(context.commands)
+        if context.commands and not context.to_others:  # a note to support+resolved@ only
+            kind = "team-command" if found else "team-command-unmatched"
+        else:
+            kind = "team-reply" if found else "team-reply-unmatched"
+        return Plan(context, parsed, direction="team", event=(kind, detail))
     row = context.row
     decision = policy_decide(
         parsed, config=config, inbox=context.inbox, classifier=classifier,
@@ -148,29 +155,41 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
         if last is None or now - last >= LOOP_ALERT_EVERY:
             sender = parsed.sender.addr if parsed.sender else "(no From)"
             events.append(("loop-alert", {"from": sender, "reason": skip.reason}))
-            outgoing.extend(Outgoing("alert", r, "Someone answers our acknowledgments", (
-                f"A mail from {sender} answers one of our acknowledgments, but {sender} "
-                f"is not the customer of that conversation: {skip.reason}.\n\n"
-                "It was not acknowledged and opened no conversation, so that a system "
-                "which answers every mail (a ticket desk, a CRM) cannot keep a mail loop "
-                "going. If a person wrote it, please answer them yourself. Further mail "
-                "like this within the hour is recorded (rule quotes-our-ack, see "
-                "`sla-gateway inspect`) without another alert.\n"
-            )) for r in _alert_recipients(config))  # fmt: skip
+            alert = Alert("loop", {"sender": parsed.sender.addr if parsed.sender else "", "reason": skip.reason})
+            outgoing.extend(Outgoing("alert", r, alert) for r in alert_recipients(config))
     if skip is not None and skip.rule == "circuit-breaker" and not context.breaker_open:
         events.append(("circuit-open", {"reason": skip.reason}))
-        outgoing.extend(Outgoing("alert", r, "Acknowledgments paused: unusual volume", (
-            f"sla-gateway stopped sending acknowledgments: {skip.reason} "
-            f"(limits: {config.acknowledge.max_per_minute} per minute, "
-            f"{config.acknowledge.max_per_hour} per hour).\n\n"
-            "Incoming mail is still stored and measured. Acknowledgments resume by "
-            "themselves when the rate falls. If this is a mail loop or a flood, check "
-            "the messages with `sla-gateway status` and the mail server's logs.\n"
-        )) for r in _alert_recipients(config))  # fmt: skip
+        history = context.history
+        alert = Alert("breaker", {
+            "in_last_minute": history.in_last_minute if history else 0,
+            "in_last_hour": history.in_last_hour if history else 0,
+            "max_per_minute": config.acknowledge.max_per_minute,
+            "max_per_hour": config.acknowledge.max_per_hour,
+        })  # fmt: skip
+        outgoing.extend(Outgoing("alert", r, alert) for r in alert_recipients(config))
     elif acknowledging and context.breaker_open:
         events.append(("circuit-closed", {}))
+    acknowledged = any(out.kind == "ack" for out in outgoing)
+    event = ("acknowledged" if acknowledged else "not-acknowledged", {
+        "rule": skip.rule if skip else None,
+        "reason": skip.reason if skip else None,
+        "priority": decision.classification.priority,
+        "matched": [str(x) for x in decision.classification.matches],
+    })  # fmt: skip
+    if context.refused:
+        event[1]["not_joined"] = list(context.refused)  # the sender takes no part in them
+    if context.commands:  # only the team commands; this is the customer's own mail
+        event[1]["ignored_commands"] = list(context.commands)
     return Plan(context, parsed, decision, None, context.conversation is not None and not machine,
-                direction, tuple(outgoing), tuple(events), skip, opening)  # fmt: skip
+                direction, tuple(outgoing), event, tuple(events), skip, opening)  # fmt: skip
+
+
+def _set_by(decision: Decision) -> str:
+    """"vip" when the sender's VIP entry decided the priority, else "keywords"."""
+    c = decision.classification
+    vip = any(m.where == "sender" and m.priority == c.priority for m in c.matches)
+    keywords = any(m.where != "sender" and m.priority == c.priority for m in c.matches)
+    return "vip" if vip and not keywords else "keywords"
 
 
 def _writable(address: str) -> bool:
@@ -212,6 +231,12 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.classifier = Classifier.from_config(self.config)
+
+    def reconfigure(self, config: Config, renderer: Renderer) -> None:
+        """A reloaded configuration for the messages claimed from now on (between two
+        messages: the service holds its reload lock while the runner works)."""
+        self.classifier = Classifier.from_config(config)
+        self.config, self.renderer = config, renderer
 
     # ------------------------------------------------------------------ the loop
 
@@ -327,11 +352,16 @@ class Runner:
         who = author(parsed, own_addresses=cfg.own_addresses, agents=cfg.agent_addresses,
                      message_id_domain=cfg.message_id_domain, loop_header=LOOP_HEADER,
                      from_sent_folder=row.direction == "team")  # fmt: skip
+        envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
+        commands = commands_in(addressed_to(parsed, envelope), cfg)
         if who == Author.TEAM:
             ours = self.config.own_addresses | self.config.agent_addresses
             match = conversations.find_for_reply(conn, parsed, ours=ours)
+            others = [a.addr for a in (*parsed.to, *parsed.cc)
+                      if a.key not in cfg.own_addresses and not commands_in([a.addr], cfg)]  # fmt: skip
             return Context(row, now, inbox, True, None, conversation=match.conversation,
-                           match=match.how, replay=self.replay)  # fmt: skip
+                           match=match.how, replay=self.replay, commands=commands,
+                           to_others=bool(others) or not commands)  # fmt: skip
         return_path = row.envelope_from if row.source == "smtp" else parsed.return_path
         if row.source == "replay" and return_path is None and parsed.sender is not None:
             return_path = parsed.sender.addr  # exports often drop the envelope; nothing is sent
@@ -356,7 +386,7 @@ class Runner:
         latest = store.latest_events(conn, ("circuit-open", "circuit-closed", "loop-alert"))
         return Context(
             row, now, inbox, False, return_path, unusable, conversation, None, found.refused,
-            history, store.breaker_open(latest), latest.get("loop-alert"), self.replay,
+            history, store.breaker_open(latest), latest.get("loop-alert"), self.replay, commands,
         )  # fmt: skip
 
     def _quoted_conversation(self, conn: Any, parsed: Parsed, return_path: str | None,
@@ -379,7 +409,6 @@ class Runner:
         """The Plan's messages, rendered (templates are pure enough to run here)."""
         if not plan.outgoing:
             return plan
-        from .render import alert_message
 
         rendered: list[Outgoing] = []
         now = plan.context.now
@@ -396,8 +425,8 @@ class Runner:
                     reference=plan.reference, ack_to=out.recipient, customer_name=name, now=now,
                 )  # fmt: skip
             else:
-                message = alert_message(self.config, out.recipient, subject=out.subject,
-                                        text=out.text, now=now)  # fmt: skip
+                assert out.alert is not None
+                message = alert_message(self.renderer, out.recipient, out.alert, now=now)
             rendered.append(replace(out, message=message))
         return replace(plan, outgoing=tuple(rendered))
 
@@ -413,25 +442,21 @@ class Runner:
         conversation_id: int | None = (
             context.conversation.id if context.conversation is not None else None
         )
-        detail: dict[str, Any] = {}
+        kind, detail = plan.event[0], dict(plan.event[1])
         if plan.opens is not None:
             conversation_id = self._open_conversation(conn, parsed, inbox, decision, row, plan.opens, now)
         elif plan.follows:
-            detail = conversations.customer_followup(
+            detail.update(conversations.customer_followup(
                 conn, self.config, context.conversation, decision.classification, row.received_at,
                 replay=self.replay, now=now,
-            )  # fmt: skip
-        if context.refused:
-            detail["not_joined"] = list(context.refused)  # the sender takes no part in them
-        for kind, event in plan.events:
-            store.add_event(conn, now, kind, event, message_row=row.id if kind == "loop-alert" else None)
-        acknowledged = False
+            ))  # fmt: skip
+        for side, event in plan.events:
+            store.add_event(conn, now, side, event, message_row=row.id if side == "loop-alert" else None)
         ack_row: int | None = None
         for out in plan.outgoing:
             assert out.message is not None
             if out.kind == "ack":
                 ack_row = self.enqueue(conn, "ack", out.message, out.recipient, now, conversation_id, row.id)
-                acknowledged = True
             else:
                 self.enqueue(conn, out.kind, out.message, out.recipient, now)
         if conversation_id is not None and plan.direction == "customer":
@@ -448,8 +473,9 @@ class Runner:
             if late:
                 detail["late_replies"] = late
                 if ack_row is not None and any(ack_row in r.get("cancelled", ()) for r in late):
-                    acknowledged = False
+                    kind = "not-acknowledged"
                     detail["ack_cancelled"] = "the team had replied before it was processed"
+        acknowledged = kind == "acknowledged"
         if not store.flip_processed(
             conn, row.id, inbox=inbox.name, conversation_id=conversation_id,
             direction=plan.direction, from_addr=parsed.sender.addr if parsed.sender else None,
@@ -457,13 +483,7 @@ class Runner:
             skip_reason=skip.reason[:500] if skip else None, acknowledged=acknowledged,
         ):  # fmt: skip
             raise _AlreadyDone()  # another runner processed it meanwhile: undo everything
-        store.add_event(conn, now, "acknowledged" if acknowledged else "not-acknowledged", {
-            "rule": skip.rule if skip else None,
-            "reason": skip.reason if skip else None,
-            "priority": decision.classification.priority,
-            "matched": [str(x) for x in decision.classification.matches],
-            **detail,
-        }, conversation_id=conversation_id, message_row=row.id)  # fmt: skip
+        store.add_event(conn, now, kind, detail, conversation_id=conversation_id, message_row=row.id)
         log.info(
             "event=processed message=%s reference=%s priority=%s ack=%s rule=%s",
             row.id, plan.reference, decision.classification.priority, acknowledged,
@@ -491,6 +511,11 @@ class Runner:
             last_customer_at=row.received_at,
             created_at=now,
             source="replay" if self.replay else None,
+            priority_set_by=_set_by(decision),
+            # Rebuilt history raises no alarms: its resolution warnings are long past.
+            resolve_warned_at=now if self.replay else None,
+            resolve_alerted_at=now if self.replay else None,
+            **conversations.new_resolution(self.config, decision.classification.priority, row.received_at),
         ))  # fmt: skip
         conversations.open_cycle(
             conn, self.config, conv_id, decision.classification.priority, row.received_at,
@@ -502,19 +527,27 @@ class Runner:
         """A reply written by the team: measure it against its conversation's clock."""
         context, parsed = plan.context, plan.parsed
         row, now, conversation = context.row, context.now, context.conversation
-        detail: dict[str, Any] = {"match": context.match}
-        if conversation is not None:
+        kind, detail = plan.event[0], dict(plan.event[1])
+        replied = kind in ("team-reply", "team-reply-unmatched")
+        if conversation is not None and replied:
+            event = reply_event(parsed, question_means_pending=self.config.tracking.question_means_pending)
             detail.update(
-                conversations.team_reply(
-                    conn, self.config, conversation, reply_event(parsed), row.received_at, now
-                )
+                conversations.team_reply(conn, self.config, conversation, event, row.received_at, now)
             )
             conversations.add_participants(
                 conn, conversation.id,
                 conversations.participant_addresses(parsed, self.config, team=True),
             )  # fmt: skip
-        else:  # the customer's mail may still come: keep what could match it then
+        elif replied:  # the customer's mail may still come: keep what could match it then
             conversations.remember_unmatched(conn, self.config, row.id, parsed)
+        if conversation is not None:
+            by = parsed.sender.key if parsed.sender else "the Sent folder"
+            for command in context.commands:
+                done = conversations.apply_command(
+                    conn, self.config, conversation, command, by=by, via="address",
+                    at=row.received_at, now=now,
+                )  # fmt: skip
+                detail["state"] = done["state"]
         conv_id = conversation.id if conversation is not None else None
         if not store.flip_processed(
             conn, row.id, inbox=context.inbox.name, direction="team", conversation_id=conv_id,
@@ -522,7 +555,6 @@ class Runner:
             subject=parsed.subject[:2000], match=context.match, acknowledged=False,
         ):  # fmt: skip
             raise _AlreadyDone()
-        kind = "team-reply" if conversation is not None else "team-reply-unmatched"
         store.add_event(conn, now, kind, detail, conversation_id=conv_id, message_row=row.id)
         log.info("event=%s message=%s reference=%s match=%s", kind, row.id,
                  conversation.reference if conversation is not None else "-", context.match)  # fmt: skip

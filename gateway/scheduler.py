@@ -21,11 +21,11 @@ from typing import Any
 
 from . import store
 from .config import Config
-from .durations import format_duration
+from .conversations import resolve_quiet
 from .pipeline import Pipeline
-from .render import alert_message, breach_notice
+from .render import Alert, alert_message, alert_recipients, breach_notice
 from .store import Engine
-from .tracker import PAUSED, Event, State, transition
+from .tracker import QUIET, Event, transition
 
 log = logging.getLogger("sla_gateway.scheduler")
 
@@ -68,6 +68,7 @@ class Scheduler:
         now = self.clock()
         with store.begin(self.engine) as conn:
             self._mark_breaches(conn, now)
+            self._mark_resolution_breaches(conn, now)
             queued = self._customer_notices(conn, now)
             if not self.config.alerts.only_in_business_hours or self.config.calendar.is_open(now):
                 queued += self._alerts(conn, now)
@@ -145,6 +146,12 @@ class Scheduler:
             store.add_event(conn, now, "breached", {"cycle": cycle.kind, "due_at": cycle.due_at},
                             conversation_id=conversation.id)  # fmt: skip
 
+    def _mark_resolution_breaches(self, conn: Any, now: datetime) -> None:
+        for conv in store.resolutions_past_due(conn, now):
+            store.update_conversation(conn, conv.id, resolution_breached=True)
+            store.add_event(conn, now, "resolution-breached", {"due_at": conv.resolve_due_at},
+                            conversation_id=conv.id)  # fmt: skip
+
     def _customer_notices(self, conn: Any, now: datetime) -> int:
         """`[breach] notify_customer`: one honest message per conversation, at the breach."""
         if not self.config.tracking.notify_customer_on_breach:
@@ -156,7 +163,7 @@ class Scheduler:
                 store.update_conversation(conn, conv.id, customer_notified_at=now)
                 continue
             window = timedelta(seconds=conv.cycle_window) * conv.cycle_stretch
-            new_due = self.config.calendar.add(now, window)
+            new_due = self.config.clock_for(conv.priority).add(now, window)
             inbox = self.config.inbox_named(conv.inbox)
             message = breach_notice(self.pipeline.renderer, inbox=inbox, reference=conv.reference,
                                     subject=conv.subject, to=recipient, promised=conv.cycle_due,
@@ -176,51 +183,53 @@ class Scheduler:
         warnings = [w for w in warnings if w not in late_warnings]
         for w in late_warnings:
             store.update_cycle(conn, w.id, warned_at=now)
-        if not warnings and not breaches:
+        # The resolution promise, in the same mail: warned once, alerted once.
+        unresolved = store.resolutions_breached_unalerted(conn)
+        overdue_ids = {u.id for u in unresolved}
+        resolving = [r for r in store.resolutions_to_warn(conn, now)
+                     if r.id not in overdue_ids and r.resolve_due_at > now]  # fmt: skip
+        if not warnings and not breaches and not unresolved and not resolving:
             return 0
-        text = self._alert_text(warnings, breaches, now)
-        parts = []
-        if breaches:
-            parts.append(f"{len(breaches)} missed")
-        if warnings:
-            parts.append(f"{len(warnings)} due soon")
-        subject = "Reply promises: " + ", ".join(parts)
-        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
-            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+        cal = self.config.calendar
+
+        def conversation(row: Any, due: datetime, **extra: Any) -> dict[str, Any]:
+            return {"reference": row.reference, "priority": row.priority, "customer": row.customer,
+                    "subject": row.subject, "due": cal.local(due), **extra}  # fmt: skip
+
+        def late(row: Any, due: datetime) -> float:
+            return self.config.clock_for(row.priority).elapsed(due, now).total_seconds()
+
+        alert = Alert("replies", {
+            "breaches": [conversation(b, b.due_at, late=late(b, b.due_at)) for b in breaches],
+            "warnings": [conversation(w, w.due_at, left=-late(w, w.due_at)) for w in warnings],
+            "unresolved": [conversation(u, u.resolve_due_at, late=late(u, u.resolve_due_at))
+                           for u in unresolved],
+            "resolving": [conversation(r, r.resolve_due_at, left=-late(r, r.resolve_due_at))
+                          for r in resolving],
+            "resolved_address": self._resolved_address(),
+        })  # fmt: skip
+        for recipient in alert_recipients(self.config):
+            message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
             store.enqueue(conn, "alert", message, recipient, now)
         for w in warnings:
             store.update_cycle(conn, w.id, warned_at=now)
         for b in breaches:
             store.update_cycle(conn, b.id, breach_alerted_at=now, warned_at=b.warned_at or now)
+        for r in resolving:
+            store.update_conversation(conn, r.id, resolve_warned_at=now)
+        for u in unresolved:
+            store.update_conversation(conn, u.id, resolve_alerted_at=now,
+                                      resolve_warned_at=u.resolve_warned_at or now)  # fmt: skip
         store.add_event(conn, now, "alert", {"warnings": [w.reference for w in warnings],
-                                             "breaches": [b.reference for b in breaches]})  # fmt: skip
+                                             "breaches": [b.reference for b in breaches],
+                                             "resolution_warnings": [r.reference for r in resolving],
+                                             "resolution_breaches": [u.reference for u in unresolved]})  # fmt: skip
         log.info("event=alert warnings=%s breaches=%s", len(warnings), len(breaches))
         return 1
 
-    def _alert_text(self, warnings: list[Any], breaches: list[Any], now: datetime) -> str:
-        cal = self.config.calendar
-        lines = []
-
-        def describe(row: Any) -> str:
-            due = cal.local(row.due_at)
-            return f"  {row.reference}  {row.priority:<6}  {row.customer}  “{row.subject[:60]}”\n      due {due:%a %d %b %H:%M %Z}"
-
-        if breaches:
-            lines.append("Missed — the promised reply time has passed:")
-            for row in breaches:
-                late = cal.elapsed(row.due_at, now)
-                lines.append(describe(row) + f" (late by {format_duration(late)} business time)")
-            lines.append("")
-        if warnings:
-            lines.append("Due soon — answer these first:")
-            for row in warnings:
-                left = cal.elapsed(now, row.due_at)
-                lines.append(describe(row) + f" ({format_duration(left)} business time left)")
-            lines.append("")
-        lines.append(
-            "Answer from your usual mail client; sla-gateway sees the reply and stops the clock."
-        )
-        return "\n".join(lines) + "\n"
+    def _resolved_address(self) -> str:
+        local, _, domain = self.config.inboxes[0].address.partition("@")
+        return f"{local}+resolved@{domain}"
 
     def _set_aside_news(self, conn: Any) -> tuple[Any, list[Any]]:
         """The last set-aside alert's event (or None) and the "shunted" events after it
@@ -249,43 +258,24 @@ class Scheduler:
         if not rows:
             return 0
         count = len(rows)
-        subject = f"{count} message{'' if count == 1 else 's'} set aside, not acknowledged"
-        text = self._set_aside_text(rows)
-        for recipient in self.config.alerts.to or (self.config.inboxes[0].address,):
-            message = alert_message(self.config, recipient, subject=subject, text=text, now=now)
+        alert = Alert("set-aside", {
+            "rows": [{"id": row["id"], "received": self.config.calendar.local(datetime.fromisoformat(row["received_at"])),
+                      "from": row["from"], "subject": row["subject"],
+                      "error": (row["error"].splitlines() or [""])[0][:200]}
+                     for row in rows[:SET_ASIDE_SHOWN]],
+            "more": max(0, count - SET_ASIDE_SHOWN),
+            "every": SET_ASIDE_EVERY.total_seconds(),
+        })  # fmt: skip
+        for recipient in alert_recipients(self.config):
+            message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
             store.enqueue(conn, "alert", message, recipient, now)
         store.add_event(conn, now, "set-aside-alert",
                         {"through": max(n.id for n in news), "messages": ids})  # fmt: skip
         log.info("event=set-aside-alert messages=%s", count)
         return 1
 
-    def _set_aside_text(self, rows: list[dict[str, Any]]) -> str:
-        lines = [
-            "sla-gateway could not process these messages and set them aside: their senders",
-            "got no acknowledgment and no reply promise is being measured for them.",
-            "",
-        ]
-        for row in rows[:SET_ASIDE_SHOWN]:
-            received = self.config.calendar.local(datetime.fromisoformat(row["received_at"]))
-            error = (row["error"].splitlines() or [""])[0][:200]
-            lines.append(f"  #{row['id']}  received {received:%a %d %b %H:%M %Z}  "
-                         f"{row['from'] or '(no sender)'}  “{row['subject'][:60]}”")  # fmt: skip
-            lines.append(f"      {error}")
-        if len(rows) > SET_ASIDE_SHOWN:
-            lines.append(f"  and {len(rows) - SET_ASIDE_SHOWN} more")
-        lines += [
-            "",
-            "Fix the cause (often a custom template: run `sla-gateway check`), then run",
-            "`sla-gateway retry`; `sla-gateway status` lists every set-aside message with its",
-            f"error. At most one such alert is sent every {format_duration(SET_ASIDE_EVERY)}.",
-        ]
-        return "\n".join(lines) + "\n"
-
     def _close_quiet(self, conn: Any, now: datetime) -> None:
+        """Resolve conversations that waited for the customer longer than close_after."""
         limit = now - self.config.tracking.close_after
-        for row in store.quiet_conversations(conn, [s.value for s in PAUSED], limit):
-            state, _ = transition(row.state, Event.IDLE_TIMEOUT)
-            if state == State.CLOSED:
-                store.update_conversation(conn, row.id, state=state.value, closed_at=now)
-                store.add_event(conn, now, "closed", {"after": str(self.config.tracking.close_after)},
-                                conversation_id=row.id)  # fmt: skip
+        for row in store.quiet_conversations(conn, [s.value for s in QUIET], limit):
+            resolve_quiet(conn, self.config, row, now)

@@ -9,7 +9,10 @@ drains the outbox. The runner is woken the moment an intake commits a message an
 sender the moment the runner queues one; both wake by themselves for retries and for
 anything left from before a restart, so a crash at any point is followed by
 reprocessing, never by loss. Only one gateway runs on a SQLite database at a time
-(`InstanceLock`): a second one refuses to start. It holds no business logic.
+(`InstanceLock`): a second one refuses to start. `reload()` (SIGHUP) reads the
+configuration and templates again and hands the valid result to every part, between two
+messages; an invalid file is refused and the running configuration kept (reload.py
+decides what needs a restart). It holds no business logic.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 from . import store
 from .config import Config
-from .errors import AlreadyRunning, TemporaryError
+from .errors import AlreadyRunning, ConfigError, TemporaryError
 from .outage import OutageWatch
 from .outbox import OutboxSender, make_transport
 from .pipeline import Pipeline
@@ -102,6 +105,7 @@ class Service:
         self.instance = InstanceLock(self.engine)
         self._wake = threading.Event()
         self._wake_sender = threading.Event()
+        self._working = threading.Lock()  # held by the runner's steps; a reload waits for it
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
         self._controller: object | None = None
@@ -188,6 +192,42 @@ class Service:
         if self._owns_engine:
             self.engine.dispose()
 
+    def reload(self) -> bool:
+        """Read the configuration file and the templates again (SIGHUP). Valid: apply them
+        to new work — messages processed from now on, the timers, the sender, the alerts —
+        keeping the running value of each key that needs a restart (logged by name);
+        invalid: log why in one line and keep running as before. Returns whether the new
+        configuration was applied."""
+        from . import reload as reloading
+
+        try:
+            new = reloading.read(self.config, self.clock())
+        except ConfigError as exc:
+            log.error("event=reload-refused config=%s error=%r (the running configuration is kept)",
+                      self.config.path, "; ".join(str(p) for p in exc.problems))  # fmt: skip
+            return False
+        config, restart = reloading.merge(self.config, new)
+        for key in restart:
+            log.warning("event=reload-needs-restart key=%s (needs a restart: %s; the running value is kept)",
+                        key, key)  # fmt: skip
+        with self._working:  # between two messages, never during one
+            self._apply(config)
+        log.info("event=reloaded config=%s", config.path)
+        self._wake.set()  # timers and held mail under the new configuration
+        return True
+
+    def _apply(self, config: Config) -> None:
+        self.config = config
+        self.pipeline.reconfigure(config)
+        self.scheduler.config = config
+        self.outage.config = config
+        self.sender.give_up_after = config.send.give_up_after
+        controller = self._controller
+        if controller is not None:
+            controller.handler.config = config  # type: ignore[attr-defined]
+        for poller in self._pollers:
+            poller.config = config  # type: ignore[attr-defined]
+
     def heartbeat(self, *, stopping: bool = False) -> None:
         """Record that the service is alive (at most twice a minute), for `status`."""
         import socket
@@ -249,6 +289,10 @@ class Service:
         swept = -SWEEP_EVERY  # monotonic time of the last full run of the scheduler
 
         def step() -> float:
+            with self._working:  # a reload waits for the end of the step
+                return work()
+
+        def work() -> float:
             nonlocal known, upcoming, swept
             self.heartbeat()
             done = 0

@@ -18,26 +18,16 @@ from typing import Any
 
 from . import store
 from .config import Config
-from .durations import format_duration
 from .outbox import SendFailed, write_aside
 from .pipeline import Pipeline
-from .render import alert_message
+from .render import Alert, alert_message, alert_recipients
 
 log = logging.getLogger("sla_gateway.signin")
 
 
-def alert_text(config: Config, account: str, why: str, command: str) -> str:
-    return (
-        f"sla-gateway can no longer sign in to the mailbox {account}: the authorization "
-        f"server refused its refresh token ({why}).\n\n"
-        "This happens when the app's access is revoked, the password is changed, or the "
-        "sign-in has not been used for a long time.\n\n"
-        "Nothing is lost: mail stays in the mailbox and outgoing messages stay queued "
-        f"(for {format_duration(config.send.give_up_after)}; after that they are marked "
-        "failed, and `sla-gateway retry` sends them). "
-        f"To fix it, run on the server:\n\n    sla-gateway {command}\n\n"
-        "and approve the sign-in in any browser. The gateway picks up the new sign-in by itself.\n"
-    )
+def sign_in_alert(config: Config, account: str, why: str, command: str) -> Alert:
+    return Alert("sign-in", {"account": account, "why": why, "command": command,
+                             "give_up_after": config.send.give_up_after.total_seconds()})  # fmt: skip
 
 
 def queue_alerts(pipeline: Pipeline, clock: Callable[[], datetime]) -> int:
@@ -53,10 +43,10 @@ def queue_alerts(pipeline: Pipeline, clock: Callable[[], datetime]) -> int:
         now = clock()
         for _, detail in pending:
             account = str(detail.get("account", "?"))
-            text = alert_text(config, account, str(detail.get("reason", "")), str(detail.get("command", "login")))
-            for recipient in config.alerts.to or (config.inboxes[0].address,):
-                message = alert_message(config, recipient, subject=f"Sign-in needed for {account}",
-                                        text=text, now=now)  # fmt: skip
+            alert = sign_in_alert(config, account, str(detail.get("reason", "")),
+                                  str(detail.get("command", "login")))  # fmt: skip
+            for recipient in alert_recipients(config):
+                message = alert_message(pipeline.renderer, recipient, alert, now=now)
                 if detail.get("sender"):
                     aside.append((recipient, message))
                 else:

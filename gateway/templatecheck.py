@@ -4,7 +4,7 @@ not by a customer's mail.
 
 Owns: the sample values (a sample customer mail, deadline, breach, digest and policy, each
 once with every optional value present and once with the optional values empty, as real
-mail has them), rendering through the same functions the running gateway uses (so the
+mail has them, and every alert to the owner with its variants), rendering through the same functions the running gateway uses (so the
 templates see exactly the variables they see at run time), turning a Jinja2 error into
 one `Problem` naming the template file, its line and what to do, and naming an inbox
 language that has no message catalog (its messages would be English). It reads template
@@ -34,8 +34,11 @@ from .parse import parse
 from .policy import deadline
 from .render import (
     POLICY_TEMPLATES,
+    Alert,
     Renderer,
     alert_message,
+    alert_recipients,
+    alert_template,
     breach_context,
     builtin_templates,
     policy_context,
@@ -208,9 +211,69 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
         for name in POLICY_TEMPLATES.values():
             yield (f"{name} (policy page, {lang}){label}", list(context),
                    _render(renderer, name, lang, context))  # fmt: skip
-    recipient = (config.alerts.to or (config.inboxes[0].address,))[0]
-    yield ("an alert to the owner", [], lambda: alert_message(
-        config, recipient, subject="Sample alert", text="Sample text.\n", now=now))  # fmt: skip
+    recipient = alert_recipients(config)[0]
+    for label, alert in sample_alerts(config, now):
+        yield (f"{alert_template(alert.kind)} (alert to the owner, {lang}){label}", list(alert.values),
+               _render_alert(renderer, recipient, alert, now))  # fmt: skip
+
+
+def _render_alert(renderer: Renderer, recipient: str, alert: Alert, now: datetime) -> Callable[[], str]:
+    def render() -> str:
+        message = alert_message(renderer, recipient, alert, now=now)
+        body = message.get_payload(decode=True)
+        assert isinstance(body, bytes)
+        return f"{message['Subject']}\n{body.decode('utf-8')}"
+
+    return render
+
+
+def sample_alerts(config: Config, now: datetime) -> list[tuple[str, Alert]]:
+    """Every alert to the owner with sample values: each kind once, several with their
+    variants (one conversation or many, never tried or failing, ...)."""
+    local = config.calendar.local(now).replace(microsecond=0)
+    conversation = {"reference": f"{config.inboxes[0].prefix}-1042", "priority": config.default_priority.name,
+                    "customer": "kim@customer.example", "subject": "Where is my order 1042?",
+                    "due": local - timedelta(hours=1)}  # fmt: skip
+    give_up = config.send.give_up_after.total_seconds()
+    too_large = {"sender": "Kim Meyer <kim@customer.example>", "subject": "Photos of the parcel",
+                 "received": local, "size": 31_457_280}  # fmt: skip
+    set_aside = {"id": 7, "received": local, "from": "kim@customer.example", "subject": "Parcel",
+                 "error": "UndefinedError: 'customer' is undefined"}  # fmt: skip
+    outage = {"waited": 1200.0, "pending": 3, "oldest": local, "attempts": 4,
+              "last_error": "451 4.3.0 Mail server temporarily unavailable", "give_up_after": give_up,
+              "transport": "smtp", "server": "smtp.shop.example:587"}  # fmt: skip
+    resolved = {"resolved_address": "support+resolved@shop.example"}
+    return [
+        ("", Alert("loop", {"sender": "desk@partner.example", "reason": "quotes our reference [SHOP-1042]"})),
+        ("", Alert("breaker", {"in_last_minute": 61, "in_last_hour": 75,
+                               "max_per_minute": config.acknowledge.max_per_minute,
+                               "max_per_hour": config.acknowledge.max_per_hour})),
+        ("", Alert("replies", {"breaches": [dict(conversation, late=1200.0)],
+                               "warnings": [dict(conversation, left=900.0)] * 2,
+                               "unresolved": [], "resolving": [], **resolved})),
+        (" (breaches only)", Alert("replies", {"breaches": [dict(conversation, late=90000.0)] * 2, "warnings": [],
+                                               "unresolved": [], "resolving": [], **resolved})),
+        (" (warnings only)", Alert("replies", {"breaches": [], "warnings": [dict(conversation, left=60.0)],
+                                               "unresolved": [], "resolving": [], **resolved})),
+        (" (resolutions)", Alert("replies", {"breaches": [], "warnings": [],
+                                             "unresolved": [dict(conversation, late=7200.0)],
+                                             "resolving": [dict(conversation, left=1800.0)], **resolved})),
+        ("", Alert("set-aside", {"rows": [set_aside], "more": 0, "every": 3600.0})),
+        (" (many)", Alert("set-aside", {"rows": [set_aside, dict(set_aside, id=8, **{"from": ""})],
+                                        "more": 3, "every": 3600.0})),
+        ("", Alert("too-large", {"username": "support@shop.example", "folder": "INBOX",
+                                 "limit": 25_000_000, "sent": False, "messages": [too_large]})),
+        (" (Sent folder, several)", Alert("too-large", {
+            "username": "support@shop.example", "folder": "Sent", "limit": 25_000_000, "sent": True,
+            "messages": [too_large, dict(too_large, subject="")]})),
+        ("", Alert("outage", outage)),
+        (" (never tried, maildir)", Alert("outage", dict(outage, pending=1, attempts=0, last_error="",
+                                                        transport="maildir", server="var/outbox"))),
+        (" (one attempt)", Alert("outage", dict(outage, attempts=1))),
+        ("", Alert("sign-in", {"account": "support@shop.example", "why": "invalid_grant",
+                               "command": "login shop", "give_up_after": give_up})),
+        ("", Alert("test")),
+    ]  # fmt: skip
 
 
 def _render(renderer: Renderer, name: str, lang: str, context: dict[str, Any]) -> Callable[[], str]:

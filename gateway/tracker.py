@@ -11,14 +11,24 @@ Pure: values in, values out; the store persists what it decides.
 States and events (the whole machine; anything not listed leaves the state unchanged):
 
     state               event             next state
-    awaiting_team       team_reply        answered | awaiting_customer (reply asks a question)
+    awaiting_team       team_reply        answered
+    awaiting_team       team_question     pending   (with question_means_pending)
     awaiting_team       deadline_passed   breached
-    breached            team_reply        answered | awaiting_customer
+    breached            team_reply        answered
+    breached            team_question     pending
     answered            customer_message  awaiting_team      (a next-reply clock starts)
-    awaiting_customer   customer_message  awaiting_team      (a next-reply clock starts)
-    answered            idle_timeout      closed             (after close_after)
-    awaiting_customer   idle_timeout      closed
-    closed              customer_message  awaiting_team      (reopened; next-reply clock)
+    pending             customer_message  awaiting_team      (a next-reply clock starts)
+    resolved            customer_message  awaiting_team      (reopened; next-reply clock)
+    answered | pending  idle_timeout      resolved           (after close_after)
+    any but resolved    resolve           resolved           (+resolved, set, archive)
+    any but resolved    pend              pending            (+pending: the team waits)
+    pending | resolved  reopen            answered | awaiting_team (+open: by the reply clock)
+
+Two clocks run per conversation. The reply clock (a cycle: first reply, then each next
+reply) runs while the team owes an answer. The resolution clock runs from receipt to
+resolution, paused while the conversation is pending or resolved (`Resolution`): its
+business seconds, the customer's waiting time and the due time are exact sums of the
+intervals it ran or paused, each on the priority's clock (opening hours or 24/7).
 """
 
 from __future__ import annotations
@@ -37,8 +47,8 @@ class State(StrEnum):
     AWAITING_TEAM = "awaiting_team"
     BREACHED = "breached"
     ANSWERED = "answered"
-    AWAITING_CUSTOMER = "awaiting_customer"
-    CLOSED = "closed"
+    PENDING = "pending"  # waiting for the customer
+    RESOLVED = "resolved"
 
 
 class Event(StrEnum):
@@ -47,24 +57,33 @@ class Event(StrEnum):
     DEADLINE_PASSED = "deadline_passed"
     CUSTOMER_MESSAGE = "customer_message"
     IDLE_TIMEOUT = "idle_timeout"
+    RESOLVE = "resolve"
+    PEND = "pend"
+    REOPEN = "reopen"  # to `answered`; `awaiting_team` when a reply clock is open
 
 
 # (state, event) -> (next state, does a new reply clock start?)
 TRANSITIONS: dict[tuple[State, Event], tuple[State, bool]] = {
     (State.AWAITING_TEAM, Event.TEAM_REPLY): (State.ANSWERED, False),
-    (State.AWAITING_TEAM, Event.TEAM_QUESTION): (State.AWAITING_CUSTOMER, False),
+    (State.AWAITING_TEAM, Event.TEAM_QUESTION): (State.PENDING, False),
     (State.AWAITING_TEAM, Event.DEADLINE_PASSED): (State.BREACHED, False),
     (State.BREACHED, Event.TEAM_REPLY): (State.ANSWERED, False),
-    (State.BREACHED, Event.TEAM_QUESTION): (State.AWAITING_CUSTOMER, False),
+    (State.BREACHED, Event.TEAM_QUESTION): (State.PENDING, False),
     (State.ANSWERED, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
-    (State.AWAITING_CUSTOMER, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
-    (State.ANSWERED, Event.IDLE_TIMEOUT): (State.CLOSED, False),
-    (State.AWAITING_CUSTOMER, Event.IDLE_TIMEOUT): (State.CLOSED, False),
-    (State.CLOSED, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
+    (State.PENDING, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
+    (State.RESOLVED, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
+    (State.ANSWERED, Event.IDLE_TIMEOUT): (State.RESOLVED, False),
+    (State.PENDING, Event.IDLE_TIMEOUT): (State.RESOLVED, False),
+    **{(s, Event.RESOLVE): (State.RESOLVED, False) for s in State if s != State.RESOLVED},
+    **{(s, Event.PEND): (State.PENDING, False) for s in State if s not in (State.PENDING, State.RESOLVED)},
+    (State.RESOLVED, Event.PEND): (State.PENDING, False),
+    (State.PENDING, Event.REOPEN): (State.ANSWERED, False),
+    (State.RESOLVED, Event.REOPEN): (State.ANSWERED, False),
 }
 
 OPEN_CLOCK = frozenset({State.AWAITING_TEAM, State.BREACHED})  # the team owes a reply
-PAUSED = frozenset({State.ANSWERED, State.AWAITING_CUSTOMER})  # waiting for the customer
+QUIET = frozenset({State.ANSWERED, State.PENDING})  # resolved by close_after when quiet
+PAUSED = frozenset({State.PENDING, State.RESOLVED})  # the resolution clock stands still
 
 
 def transition(state: State | str, event: Event) -> tuple[State, bool]:
@@ -73,9 +92,12 @@ def transition(state: State | str, event: Event) -> tuple[State, bool]:
     return TRANSITIONS.get((current, event), (current, False))
 
 
-def reply_event(parsed: Parsed) -> Event:
-    """A team reply whose own new text asks a question leaves the ball with the customer."""
-    return Event.TEAM_QUESTION if "?" in parsed.new_text else Event.TEAM_REPLY
+def reply_event(parsed: Parsed, *, question_means_pending: bool = True) -> Event:
+    """A team reply whose own new text asks a question leaves the ball with the customer
+    (with `question_means_pending`; `+pending` says so explicitly either way)."""
+    if question_means_pending and "?" in parsed.new_text:
+        return Event.TEAM_QUESTION
+    return Event.TEAM_REPLY
 
 
 # ---------------------------------------------------------------------------- who wrote it
@@ -173,3 +195,99 @@ def measure(calendar: BusinessCalendar, clock: Clock, replied_at: datetime) -> M
     spent = max(calendar.elapsed(clock.started_at, replied_at), timedelta(0))
     late = spent - clock.target
     return Measured(spent, late <= timedelta(0), max(late, timedelta(0)))
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A conversation's resolution clock, as stored on it.
+
+    `spent` is the business time it ran up to `running_since` (None while paused), `wait`
+    the business time of completed pauses, `waiting_since` the start of the current
+    pause. `target` None: the priority promises no resolution time (it is measured all
+    the same). `due_at`/`warn_at` are None while paused or without a target."""
+
+    target: timedelta | None
+    spent: timedelta = timedelta(0)
+    running_since: datetime | None = None
+    waiting_since: datetime | None = None
+    wait: timedelta = timedelta(0)
+    due_at: datetime | None = None
+    warn_at: datetime | None = None
+
+    def spent_at(self, calendar: BusinessCalendar, at: datetime) -> timedelta:
+        """Business time counted up to `at` (at or after the last change)."""
+        if self.running_since is None:
+            return self.spent
+        return self.spent + max(calendar.elapsed(self.running_since, at), timedelta(0))
+
+    def wait_at(self, calendar: BusinessCalendar, at: datetime) -> timedelta:
+        """Business time spent waiting for the customer up to `at`."""
+        if self.waiting_since is None:
+            return self.wait
+        return self.wait + max(calendar.elapsed(self.waiting_since, at), timedelta(0))
+
+
+def _timers(calendar: BusinessCalendar, r: Resolution, warn_fraction: float | None) -> Resolution:
+    """Due and warning times of a running clock: where `target` (and its warning
+    fraction) will have been spent."""
+    if r.running_since is None or r.target is None:
+        return Resolution(r.target, r.spent, r.running_since, r.waiting_since, r.wait)
+    left = max(r.target - r.spent, timedelta(0))
+    due = calendar.add(r.running_since, left)
+    warn = None
+    if warn_fraction:
+        warn = calendar.add(r.running_since, max(r.target * warn_fraction - r.spent, timedelta(0)))
+    return Resolution(r.target, r.spent, r.running_since, r.waiting_since, r.wait, due, warn)
+
+
+def start_resolution(
+    calendar: BusinessCalendar, received_at: datetime, target: timedelta | None,
+    warn_fraction: float | None,
+) -> Resolution:  # fmt: skip
+    """The clock of a conversation received at `received_at`, running."""
+    return _timers(calendar, Resolution(target, running_since=received_at), warn_fraction)
+
+
+def pause(calendar: BusinessCalendar, r: Resolution, at: datetime) -> Resolution:
+    """Pending or resolved from `at`: what ran is banked; a pause begins."""
+    if r.running_since is None:
+        return r
+    at = max(at, r.running_since)
+    return Resolution(r.target, r.spent_at(calendar, at), None, at, r.wait)
+
+
+def resume(
+    calendar: BusinessCalendar, r: Resolution, at: datetime, warn_fraction: float | None
+) -> Resolution:
+    """Running again from `at` (the customer wrote, the team reopened)."""
+    if r.running_since is not None:
+        return r
+    at = max(at, r.waiting_since) if r.waiting_since is not None else at
+    running = Resolution(r.target, r.spent, at, None, r.wait_at(calendar, at))
+    return _timers(calendar, running, warn_fraction)
+
+
+def retarget(
+    calendar: BusinessCalendar, r: Resolution, target: timedelta | None,
+    warn_fraction: float | None,
+) -> Resolution:  # fmt: skip
+    """A new target (the priority changed): the time already spent keeps counting."""
+    changed = Resolution(target, r.spent, r.running_since, r.waiting_since, r.wait)
+    return _timers(calendar, changed, warn_fraction)
+
+
+def follow(
+    calendar: BusinessCalendar, r: Resolution, old: State | str, new: State | str, at: datetime,
+    warn_fraction: float | None,
+) -> Resolution:  # fmt: skip
+    """The clock after the state went from `old` to `new` at `at`: it stands still while
+    the conversation is pending or resolved, and runs otherwise."""
+    was, now = State(old) in PAUSED, State(new) in PAUSED
+    if now and not was:
+        return pause(calendar, r, at)
+    if was and not now:
+        return resume(calendar, r, at, warn_fraction)
+    return r

@@ -21,6 +21,7 @@ datetimes that share a tzinfo by wall time, ignoring ``fold`` and DST.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -708,3 +709,41 @@ def test_other_queries_reject_naive(method: str) -> None:
     cal = BusinessCalendar(BERLIN, SHOP_WEEK)
     with pytest.raises(ValueError):
         getattr(cal, method)(datetime(2026, 3, 6, 12))
+
+
+def test_threads_growing_one_calendar_agree_with_a_calendar_of_their_own() -> None:
+    """The runner, the scheduler and a CLI thread share one calendar; queries that reach
+    years it has not built yet grow its table while others read it. Every answer must be
+    the one a fresh calendar gives alone."""
+    import threading
+
+    german = holidays.country_holidays("DE")
+    shared = BusinessCalendar(BERLIN, SHOP_WEEK, closed=german.get)
+    starts = [berlin(year, 3, 1 + year % 27, 10) for year in range(1960, 2090, 3)]
+    results: dict[tuple[int, int], tuple[datetime, timedelta]] = {}
+    errors: list[BaseException] = []
+
+    def ask(worker: int) -> None:
+        try:
+            for index, start in enumerate(starts[worker::4] if worker % 2 else starts[::-1]):
+                due = shared.add(start, 30 * HOUR)
+                results[(worker, index)] = (due, shared.elapsed(start, due + 400 * DAY))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the threads interleave as often as they can
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switching)
+    assert not errors
+    for (worker, index), (due, elapsed) in results.items():
+        start = (starts[worker::4] if worker % 2 else starts[::-1])[index]
+        alone = BusinessCalendar(BERLIN, SHOP_WEEK, closed=german.get)
+        assert same_instant(due, alone.add(start, 30 * HOUR))
+        assert elapsed == alone.elapsed(start, due + 400 * DAY)

@@ -36,6 +36,17 @@ def test_example_config_is_valid_and_complete(example_config) -> None:
     assert c.inbox_for("HELP@shop.example") is c.inboxes[0]
 
 
+def test_one_holiday_table_answers_the_calendar_and_the_messages(example_config) -> None:
+    """Whether a day is closed and why (in the reader's language) come from one table."""
+    closed = example_config.hours.closed_days
+    assert closed.reason(date(2026, 12, 25), "de") == "Erster Weihnachtstag"
+    assert closed.reason(date(2026, 12, 25), "en") == "Christmas Day"
+    assert closed.reason(date(2026, 12, 24), "de") == ""  # listed by the shop: no name
+    assert closed.reason(date(2026, 12, 23), "de") is None  # open
+    for day in (date(2026, 3, 8), date(2026, 12, 24), date(2026, 12, 27), date(2027, 1, 1)):
+        assert (example_config.calendar.closure(day) is None) == (closed.reason(day, "fr") is None)
+
+
 def _problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
         parse(text, "gw.toml")

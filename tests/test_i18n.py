@@ -27,14 +27,20 @@ from gateway.digest import DigestData, Figures, suggest
 from gateway.parse import parse as parse_mail
 from gateway.policy import deadline
 from gateway.render import (
+    ALERTS,
+    Alert,
     Renderer,
+    alert_message,
     breach_notice,
     business_time,
     duration_text,
+    long_date,
+    render_alert,
     render_digest,
     render_policy,
+    when,
 )
-from gateway.templatecheck import _digest, _renderings
+from gateway.templatecheck import _digest, _renderings, sample_alerts
 from tests.conftest import EXAMPLE, example_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,9 +98,7 @@ def every_message(config: Config) -> dict[str, str]:
     without the optional ones; a digest naming every rule and refusal)."""
     renderer = Renderer(config)
     out: dict[str, str] = {}
-    for what, _keys, render in _renderings(renderer, NOW):
-        if what == "an alert to the owner":  # operational notices: English, by design
-            continue
+    for what, _keys, render in _renderings(renderer, NOW):  # alerts to the owner too
         out[what] = "\n".join(_texts(render()))
     inbox = config.inboxes[0]
     mail = parse_mail(b"From: kim@customer.example\r\nSubject: x\r\n\r\nHello\r\n")
@@ -161,7 +165,7 @@ def english_fragments() -> list[tuple[Any, str]]:
 def test_no_english_sentence_leaks_into_a_translated_message(language: str) -> None:
     translations = {m.id: m.string for m in catalog(language) if m.id}
     rendered = {what: _readable(text) for what, text in every_message(config_in(language)).items()}
-    assert len(rendered) >= 15, sorted(rendered)
+    assert len(rendered) >= 30, sorted(rendered)
     leaks = []
     for msgid, fragment in english_fragments():
         own = " ".join(_texts(translations[msgid])) if msgid in translations else ""
@@ -296,8 +300,57 @@ def test_the_german_digest_reads_as_german() -> None:
     assert "Bestätigt 11; nicht bestätigt 4: 3 Abwesenheitsnotizen, 1 Unzustellbarkeitsmeldung" in text
     assert "zu wenige Daten: 3 der 20 Erstantworten, die ein Vorschlag braucht (letzte 90 Tage)" in text
     assert "30 Min. zu spät" in text
+    assert "  dringend Ziel 30 Min.: 83\u00a0%" in text and "  niedrig " in text  # the default priorities
     assert ">83\u00a0% der Erstantworten pünktlich</h1>" in page
     assert "Bestätigt am Sa. 21 Nov.: 11." in page
+
+
+def test_every_alert_kind_is_rendered_in_every_language() -> None:
+    assert {alert.kind for _label, alert in sample_alerts(config_in("en"), NOW)} == set(ALERTS)
+    for language in LANGUAGES:
+        renderer = Renderer(config_in(language))
+        for _label, alert in sample_alerts(renderer.config, NOW):
+            subject, text = render_alert(renderer, alert)
+            assert subject and text.strip() and "{{" not in text, (language, alert.kind)
+
+
+def test_the_german_alerts_read_as_german() -> None:
+    config, renderer = _german()
+    samples = dict((a.kind + label, a) for label, a in sample_alerts(config, NOW))
+    subject, text = render_alert(renderer, samples["replies"])
+    assert subject == "Antwortzusagen: 1 verpasst, 2 bald fällig"
+    assert text.startswith("Verpasst — die zugesagte Antwortzeit ist überschritten:\n"
+                           "  SHOP-1042  normal  kim@customer.example  “Where is my order 1042?”\n"
+                           "      fällig So. 22 Nov. 12:00 CET (20 Min. Geschäftszeit zu spät)\n")  # fmt: skip
+    assert "Bald fällig — beantworten Sie diese zuerst:" in text
+    assert "Antworten Sie wie gewohnt aus Ihrem Mailprogramm;" in text
+    subject, text = render_alert(renderer, samples["set-aside (many)"])
+    assert subject == "5 Nachrichten zurückgestellt, nicht bestätigt"
+    assert "  #7  eingegangen So. 22 Nov. 13:00 CET  kim@customer.example  “Parcel”\n" in text
+    assert "  und 3 weitere\n" in text
+    assert "höchstens einmal alle 1 Std." in text
+    subject, text = render_alert(renderer, samples["too-large"])
+    assert subject == "Zu groß zum Abholen: 1 Nachricht in INBOX"
+    assert "größer als die Grenze von 25.000.000 Bytes" in text and "  Größe: 31.457.280 Bytes\n" in text
+    subject, text = render_alert(renderer, samples["outage"])
+    assert subject == "Ausgehende Post wird nicht verschickt"
+    assert text.startswith("sla-gateway kann seit 20 Min. keine Post verschicken: 3 Nachrichten warten")
+    assert "Prüfen Sie den Server smtp.shop.example:587" in text
+    message = alert_message(renderer, "owner@shop.example", Alert("test"), now=NOW)
+    assert str(message["Subject"]) == "[sla-gateway] Testnachricht"
+    assert message.get_payload(decode=True).decode() == "sla-gateway kann Post verschicken. Sonst ist nichts zu tun.\n"
+
+
+def test_french_dates_write_the_first_of_the_month_as_1er() -> None:
+    """Through the catalog (the day number "1" in its date context), not a table."""
+    first, second = datetime(2026, 12, 1, 9, 0, tzinfo=UTC), datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    assert long_date(first.date(), "full", "fr") == "mardi 1er décembre 2026"
+    assert long_date(first.date(), "long", "fr") == "1er décembre 2026"
+    assert long_date(second.date(), "full", "fr") == "mercredi 2 décembre 2026"
+    assert when(first, "fr").date == "mardi 1er décembre 2026"
+    assert long_date(first.date(), "full", "de") == "Dienstag, 1. Dezember 2026"
+    assert long_date(first.date(), "full", "en") == "Tuesday, December 1, 2026"
+    assert "1er décembre 2026" in render_policy(Renderer(config_in("fr")), "text", NOW)  # the season's end
 
 
 # ------------------------------------------------------------------ durations through Babel
@@ -395,3 +448,12 @@ def test_check_names_a_language_without_a_catalog(tmp_path: Path, run_cli: Cli) 
     assert len(lines) == 1, lines
     assert lines[0].startswith(f'error: {path}: inbox[0].language: "pl" has no message catalog')
     assert "LC_MESSAGES/messages.po" in lines[0] and "en, de, fr, es, nl" in lines[0]
+
+
+def test_an_owner_overrides_an_alert_template(tmp_path: Path) -> None:
+    config = _owner_config(tmp_path, "de", "Hallo,")
+    assert config.templates is not None
+    (Path(config.templates) / "alert-test.txt.j2").write_text(
+        "{% set subject %}Probe{% endset %}{% trans %}Hello,{% endtrans %} {{ shop_name }}\n")
+    subject, text = render_alert(Renderer(config), Alert("test"))
+    assert (subject, text) == ("Probe", "Hallo, Example Shop Support\n")

@@ -22,7 +22,7 @@ from gateway.errors import ConfigError
 from gateway.outage import ALERTED, OVER, step
 from gateway.outbox import Backlog, OutboxSender, SmtpTransport, backoff
 from gateway.pipeline import Pipeline, Received
-from gateway.render import alert_message
+from gateway.render import Alert, Renderer, alert_message
 from gateway.service import Service
 from tests.conftest import example_text
 from tests.mailtools import Clock, Sink, free_port, gateway_config
@@ -37,7 +37,7 @@ def queue(config: Any, engine: sa.Engine, now: datetime, count: int) -> None:
     pipeline = Pipeline(config, engine, lambda: now)
     with store.begin(engine) as conn:
         for n in range(count):
-            message = alert_message(config, f"o{n}@shop.example", subject=f"n{n}", text="x\n", now=now)
+            message = alert_message(Renderer(config), f"o{n}@shop.example", Alert("test"), now=now)
             pipeline.queue(conn, "alert", message, f"o{n}@shop.example", now)
 
 

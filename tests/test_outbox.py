@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from gateway import store
 from gateway.outbox import MaildirTransport, OutboxSender, to_crlf
 from gateway.pipeline import Pipeline, Received
-from gateway.render import alert_message
+from gateway.render import Alert, Renderer, alert_message
 from tests.mailtools import Sink, gateway_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -50,7 +50,7 @@ def queue_five(tmp_path: Path, database_url: str) -> tuple[Any, sa.Engine]:
     pipeline = Pipeline(config, engine, lambda: NOW)
     with store.begin(engine) as conn:
         for n in range(5):
-            message = alert_message(config, f"o{n}@shop.example", subject=f"n{n}", text="x\n", now=NOW)
+            message = alert_message(Renderer(config), f"o{n}@shop.example", Alert("test"), now=NOW)
             pipeline.queue(conn, "alert", message, f"o{n}@shop.example", NOW)
     return config, engine
 

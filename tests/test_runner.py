@@ -137,12 +137,12 @@ def test_references_are_consecutive_whatever_else_arrives_or_fails(
 
 def test_the_upgrade_numbers_on_after_the_highest_reference(database_url: str, tmp_path: Path,
                                                            sink: Sink) -> None:  # fmt: skip
-    """Before revision 0010 references were numbered after the message row (with gaps):
+    """Before revision 0012 references were numbered after the message row (with gaps):
     the counter starts after the highest one already given, so none is given twice."""
     config = gateway_config(tmp_path, database_url, sink_port=sink.port)
     engine = store.make_engine(config.database)
     try:
-        store.upgrade(engine, "0009")
+        store.upgrade(engine, "0011")
         with store.begin(engine) as conn:
             conn.execute(store.conversations.insert().values(
                 reference="SHOP-1042", inbox="shop", customer="old@customer.example", subject="old",
@@ -241,27 +241,30 @@ def test_a_runner_that_loses_the_race_writes_nothing(
     assert references(engine) == ["SHOP-1001"]  # the loser's number was rolled back too
 
 
-def _hold_sqlite_write_lock(engine: sa.Engine) -> Any:
+def _hold_write_lock(engine: sa.Engine) -> Any:
+    """Another program's transaction that keeps every writer out (and, on PostgreSQL,
+    every reader of the messages table too)."""
     conn = engine.connect()
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if engine.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
     return conn
 
 
 def test_a_locked_database_means_451_at_intake_and_a_retry_in_the_runner(
     config: Config, sink: Sink
 ) -> None:
-    """The database stays locked longer than a writer waits (SQLite's busy timeout):
-    the SMTP client hears 451 (try again later), and the runner, which was deciding a
+    """The database stays locked longer than a writer waits (SQLite's busy timeout,
+    PostgreSQL's lock_timeout): the SMTP client hears 451 (try again later), and the runner, which was deciding a
     message stored before, fails temporarily and leaves it stored; once the lock goes,
     the client's retry is stored and both are processed and acknowledged."""
     service = Service(config, clock=lambda: NOW)
-    if service.engine.dialect.name != "sqlite":
-        service.close()
-        pytest.skip("PostgreSQL waits for a lock without a time-out: nothing to answer 451 for")
     service.start(workers=False)
     try:
         first, _ = service.pipeline.accept(received(1))
-        lock = _hold_sqlite_write_lock(service.engine)
+        lock = _hold_write_lock(service.engine)
         answers: list[Any] = []
         failures: list[BaseException] = []
 
@@ -288,7 +291,7 @@ def test_a_locked_database_means_451_at_intake_and_a_retry_in_the_runner(
             t.join(timeout=60)
         lock.exec_driver_sql("ROLLBACK")
         lock.close()
-        assert time.monotonic() - started >= 9  # both waited out the busy timeout
+        assert time.monotonic() - started >= 9  # both waited out the lock wait
         assert answers == [451]
         assert [type(f) for f in failures] == [TemporaryError]
         m = store.messages.c

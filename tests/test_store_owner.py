@@ -11,7 +11,7 @@ import pytest
 
 from gateway import store
 from gateway.config import Config
-from gateway.render import alert_message
+from gateway.render import Alert, Renderer, alert_message
 
 GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 OWNERS = ("store", "migrations")  # the packages that may speak SQL
@@ -68,7 +68,7 @@ def engine(database_url: str):
 
 
 def test_enqueue_writes_one_pending_row_due_now(engine, example_config: Config) -> None:
-    message = alert_message(example_config, "Owner@Example.COM", subject="Test", text="hello\n", now=NOW)
+    message = alert_message(Renderer(example_config), "Owner@Example.COM", Alert("test"), now=NOW)
     with store.begin(engine) as conn:
         row_id = store.enqueue(conn, "alert", message, "Owner@Example.COM", NOW)
         quiet_id = store.enqueue(conn, "ack", message, "owner@example.com", NOW, null_sender=True)
@@ -81,13 +81,13 @@ def test_enqueue_writes_one_pending_row_due_now(engine, example_config: Config) 
     assert row.sender == example_config.inboxes[0].address
     assert f"<{row.message_id}>" == message["Message-ID"]
     assert row.next_attempt_at == NOW and row.created_at == NOW
-    assert b"hello" in row.raw and b"\r\n" in row.raw  # as it goes on the wire
+    assert b"can send mail" in row.raw and b"\r\n" in row.raw  # as it goes on the wire
     assert quiet.sender == ""  # an empty envelope sender: nothing bounces into the inbox
     assert [r.id for r in due] == [row_id, quiet_id]
 
 
 def test_retry_puts_failed_rows_and_set_aside_messages_back(engine, example_config: Config) -> None:
-    message = alert_message(example_config, "owner@example.com", subject="Test", text="x\n", now=NOW)
+    message = alert_message(Renderer(example_config), "owner@example.com", Alert("test"), now=NOW)
     with store.begin(engine) as conn:
         row_id = store.enqueue(conn, "alert", message, "owner@example.com", NOW)
         store.record_retry(conn, row_id, "failed", 3, "550 no such user", NOW)

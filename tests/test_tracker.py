@@ -37,15 +37,26 @@ def at(*args: int) -> datetime:
 
 EXPECTED = {
     (State.AWAITING_TEAM, Event.TEAM_REPLY): (State.ANSWERED, False),
-    (State.AWAITING_TEAM, Event.TEAM_QUESTION): (State.AWAITING_CUSTOMER, False),
+    (State.AWAITING_TEAM, Event.TEAM_QUESTION): (State.PENDING, False),
     (State.AWAITING_TEAM, Event.DEADLINE_PASSED): (State.BREACHED, False),
     (State.BREACHED, Event.TEAM_REPLY): (State.ANSWERED, False),
-    (State.BREACHED, Event.TEAM_QUESTION): (State.AWAITING_CUSTOMER, False),
+    (State.BREACHED, Event.TEAM_QUESTION): (State.PENDING, False),
     (State.ANSWERED, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
-    (State.AWAITING_CUSTOMER, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
-    (State.ANSWERED, Event.IDLE_TIMEOUT): (State.CLOSED, False),
-    (State.AWAITING_CUSTOMER, Event.IDLE_TIMEOUT): (State.CLOSED, False),
-    (State.CLOSED, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
+    (State.PENDING, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
+    (State.RESOLVED, Event.CUSTOMER_MESSAGE): (State.AWAITING_TEAM, True),
+    (State.ANSWERED, Event.IDLE_TIMEOUT): (State.RESOLVED, False),
+    (State.PENDING, Event.IDLE_TIMEOUT): (State.RESOLVED, False),
+    # The team's commands (+resolved, +pending, +open).
+    (State.AWAITING_TEAM, Event.RESOLVE): (State.RESOLVED, False),
+    (State.BREACHED, Event.RESOLVE): (State.RESOLVED, False),
+    (State.ANSWERED, Event.RESOLVE): (State.RESOLVED, False),
+    (State.PENDING, Event.RESOLVE): (State.RESOLVED, False),
+    (State.AWAITING_TEAM, Event.PEND): (State.PENDING, False),
+    (State.BREACHED, Event.PEND): (State.PENDING, False),
+    (State.ANSWERED, Event.PEND): (State.PENDING, False),
+    (State.RESOLVED, Event.PEND): (State.PENDING, False),
+    (State.PENDING, Event.REOPEN): (State.ANSWERED, False),
+    (State.RESOLVED, Event.REOPEN): (State.ANSWERED, False),
 }
 
 
@@ -68,7 +79,7 @@ def test_table_is_exactly_the_documented_one() -> None:
         State.ANSWERED,
         False,
     )  # from the database
-    assert State.AWAITING_TEAM in OPEN_CLOCK and State.ANSWERED in PAUSED
+    assert State.AWAITING_TEAM in OPEN_CLOCK and State.PENDING in PAUSED and State.ANSWERED not in PAUSED
 
 
 def mail(

@@ -266,7 +266,7 @@ def test_next_reply_pause_and_close(
     clock.now = at(2026, 11, 24, 10, 0)
     deliver(service, config, team_mail(2, "c2@customer.example", body="Could you check with your neighbours?"),
             "support@shop.example")  # fmt: skip
-    assert tickets(run_cli, config, clock.now)[0]["state"] == "awaiting_customer"
+    assert tickets(run_cli, config, clock.now)[0]["state"] == "pending"
     with service.engine.connect() as conn:
         cycles = conn.execute(sa.select(store.cycles).order_by(store.cycles.c.id)).all()
     assert [(c.kind, c.business_seconds, c.breached) for c in cycles] == [
@@ -275,7 +275,7 @@ def test_next_reply_pause_and_close(
     ]
     clock.now = at(2026, 12, 2, 10, 0)  # 8 days of silence: closed
     service.run_once()
-    assert tickets(run_cli, config, clock.now)[0]["state"] == "closed"
+    assert tickets(run_cli, config, clock.now)[0]["state"] == "resolved"
 
 
 def test_follow_up_raises_priority_from_original_receipt(

@@ -60,13 +60,25 @@ def display_url(url: str) -> str:
 # ---------------------------------------------------------------------------- engines
 
 
+LOCK_WAIT_MS = 10_000  # how long a writer waits for another's lock before it gives up
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss: 250 means stored
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
     cursor.close()
+
+
+def _postgresql_lock_wait(dbapi_connection: Any, _record: Any) -> None:
+    # Without a limit PostgreSQL waits for a lock for ever: a client would hang instead of
+    # hearing 451, and a runner would stall instead of trying again.
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
+    cursor.close()
+    dbapi_connection.commit()
 
 
 def make_engine(url: str) -> Engine:
@@ -97,13 +109,16 @@ def make_engine(url: str) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgresql_lock_wait)
     return engine
 
 
 @contextmanager
 def begin(engine: Engine) -> Iterator[Connection]:
-    """A write transaction. Writers wait for each other in the database itself (SQLite's
-    busy timeout: 10 s, then "database is locked", a temporary error)."""
+    """A write transaction. Writers wait for each other in the database itself, at most
+    `LOCK_WAIT_MS` (SQLite's busy timeout, PostgreSQL's lock_timeout), then fail with a
+    temporary error: "database is locked", "canceling statement due to lock timeout")."""
     with engine.begin() as conn:
         yield conn
 

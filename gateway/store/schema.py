@@ -168,6 +168,21 @@ conversations = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("customer_notified_at", UTCDateTime),  # the one breach notice to the customer
     Column("source", String(16)),  # "replay" for conversations rebuilt from saved mail
+    # The resolution clock (tracker.Resolution): banked business seconds, the running
+    # segment's start, completed and current waiting for the customer, due and warning.
+    Column("resolve_window_seconds", Integer),  # the target; NULL: no promise
+    Column("resolution_business_seconds", Integer, nullable=False, default=0),
+    Column("resolution_running_since", UTCDateTime),
+    Column("customer_wait_business_seconds", Integer, nullable=False, default=0),
+    Column("waiting_since", UTCDateTime),
+    Column("resolve_due_at", UTCDateTime),
+    Column("resolve_warn_at", UTCDateTime),
+    Column("resolution_breached", Boolean, nullable=False, default=False),
+    Column("resolve_warned_at", UTCDateTime),
+    Column("resolve_alerted_at", UTCDateTime),
+    Column("resolved_at", UTCDateTime),
+    Column("resolved_by", String(320)),  # a team address, "cli", "archive", "close_after"
+    Column("priority_set_by", String(16), nullable=False, default="keywords"),  # / vip / agent
     Index(None, "received_at"),
     # Covers every column the report and digest aggregate, so figures over a million
     # conversations are read from the index alone.
@@ -182,6 +197,9 @@ conversations = Table(
     ),
     Index(None, "state", "due_at"),
     Index(None, "customer", "received_at"),
+    Index(None, "resolve_due_at"),
+    Index(None, "resolve_warn_at"),
+    Index(None, "resolved_at"),
 )
 
 messages = Table(

@@ -119,7 +119,7 @@ def open_conversations_of(conn: Any, addresses: list[str], limit: int) -> list[A
         select(conversations)
         .where(
             c.id.in_(select(p.conversation_id).where(p.address.in_(addresses))),
-            c.state != State.CLOSED.value,
+            c.state != State.RESOLVED.value,
         )
         .order_by(c.received_at.desc())
         .limit(limit)

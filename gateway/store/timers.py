@@ -40,6 +40,9 @@ __all__ = [
     "first_record_at",
     "next_timers",
     "quiet_conversations",
+    "resolutions_breached_unalerted",
+    "resolutions_past_due",
+    "resolutions_to_warn",
     "shunted_since",
     "update_conversation",
     "update_cycle",
@@ -48,15 +51,23 @@ __all__ = [
 
 def next_timers(conn: Any) -> tuple[datetime | None, datetime | None]:
     """(The earliest warning not yet given, the earliest deadline not yet breached) of
-    open reply cycles."""
-    y = cycles.c
+    open reply cycles and running resolution clocks."""
+    y, c = cycles.c, conversations.c
     warn = conn.execute(
         select(func.min(y.warn_at)).where(y.replied_at.is_(None), y.warned_at.is_(None))
     ).scalar()
     due = conn.execute(
         select(func.min(y.due_at)).where(y.replied_at.is_(None), y.breached.is_(False))
     ).scalar()
-    return warn, due
+    resolve_warn = conn.execute(
+        select(func.min(c.resolve_warn_at)).where(c.resolve_warned_at.is_(None))
+    ).scalar()
+    resolve_due = conn.execute(
+        select(func.min(c.resolve_due_at)).where(c.resolution_breached.is_(False))
+    ).scalar()
+    earliest = [t for t in (warn, resolve_warn) if t is not None]
+    latest = [t for t in (due, resolve_due) if t is not None]
+    return min(earliest, default=None), min(latest, default=None)
 
 
 def cycles_past_due(conn: Any, now: datetime) -> list[Any]:
@@ -132,6 +143,35 @@ def cycles_breached_unalerted(conn: Any) -> list[Any]:
     ))  # fmt: skip
 
 
+def resolutions_past_due(conn: Any, now: datetime) -> list[Any]:
+    """Conversations whose running resolution clock passed its due time at `now`, not yet
+    marked breached."""
+    c = conversations.c
+    return list(conn.execute(
+        select(conversations).where(c.resolve_due_at <= now, c.resolution_breached.is_(False))
+    ))  # fmt: skip
+
+
+def resolutions_to_warn(conn: Any, now: datetime) -> list[Any]:
+    """Running resolution clocks past their warning time with no warning given yet."""
+    c = conversations.c
+    return list(conn.execute(
+        select(conversations)
+        .where(c.resolve_warn_at <= now, c.resolve_warned_at.is_(None), c.resolve_due_at.isnot(None))
+        .order_by(c.resolve_due_at)
+    ))  # fmt: skip
+
+
+def resolutions_breached_unalerted(conn: Any) -> list[Any]:
+    """Conversations whose resolution was breached and whose alert is not queued yet."""
+    c = conversations.c
+    return list(conn.execute(
+        select(conversations)
+        .where(c.resolution_breached.is_(True), c.resolve_alerted_at.is_(None))
+        .order_by(c.resolve_due_at)
+    ))  # fmt: skip
+
+
 def shunted_since(conn: Any, after_event: int) -> list[Any]:
     """The "shunted" events after event id `after_event` (id, at, message_row) whose
     message is still set aside, oldest first; replayed history is left out."""
@@ -144,11 +184,11 @@ def shunted_since(conn: Any, after_event: int) -> list[Any]:
 
 
 def quiet_conversations(conn: Any, states: Iterable[str], before: datetime) -> list[Any]:
-    """Conversations (id, state) in one of `states` whose team last wrote before `before`."""
+    """Conversations in one of `states` that have waited for the customer since before
+    `before`: since their pause began (pending) or the team's last reply (answered)."""
     c = conversations.c
-    return list(conn.execute(
-        select(c.id, c.state).where(c.state.in_(list(states)), c.last_team_at <= before)
-    ))  # fmt: skip
+    since = func.coalesce(c.waiting_since, c.last_team_at)
+    return list(conn.execute(select(conversations).where(c.state.in_(list(states)), since <= before)))
 
 
 def digest_done(conn: Any, day: date) -> bool:
