@@ -187,6 +187,7 @@ class Renderer:
         lang = inbox.language
         t = self.translations(lang)
         form = parsed.sender is not None and self.config.is_form_sender(parsed.sender.addr)
+        always = any(p.name == deadline.priority and p.clock == "24/7" for p in self.config.priorities)
         return {
             "language": lang,
             "customer_name": clean_header(greeting_name(customer_name, parsed.header("from") or ""), 80),
@@ -195,8 +196,8 @@ class Renderer:
             "shop_name": inbox.from_name or inbox.address,
             "inbox_address": inbox.address,
             "priority": deadline.priority,
-            "window": window_values(deadline.effective_window, lang, t),
-            "published_window": window_values(deadline.window, lang, t),
+            "window": window_values(deadline.effective_window, lang, t, always),
+            "published_window": window_values(deadline.window, lang, t, always),
             "due": when(deadline.due_at, lang),
             "due_sender": sender_time(deadline.due_at, customer_date(parsed, form=form), lang),
             "opening_hours": self._hours.get(lang) or self._hours.setdefault(
@@ -453,30 +454,37 @@ def _plural_n(value: float, language: str) -> int:
     return next((n for n in range(200) if locale.plural_form(n) == category), 2)
 
 
-def business_time(seconds: float, language: str, t: Translations) -> str:
+def business_time(seconds: float, language: str, t: Translations, round_the_clock: bool = False) -> str:
     """A response window for customers: "30 business minutes", "4 business hours",
     "1 Stunde Geschäftszeit", "2 heures ouvrées" (the number through Babel, the words
-    from the catalog)."""
+    from the catalog); for a `clock = "24/7"` priority plain time: "30 minutes", "4 hours"."""
     minutes = round(seconds / 60)
     if minutes < 60:
-        text = t.ngettext("%(num)s business minute", "%(num)s business minutes", minutes)
+        if round_the_clock:
+            text = t.ngettext("%(num)s minute", "%(num)s minutes", minutes)
+        else:
+            text = t.ngettext("%(num)s business minute", "%(num)s business minutes", minutes)
         return text % {"num": format_decimal(minutes, locale=language)}
     hours = round(minutes / 60, 2)
-    text = t.ngettext("%(num)s business hour", "%(num)s business hours",
-                      _plural_n(hours, language))  # fmt: skip
+    n = _plural_n(hours, language)
+    if round_the_clock:
+        text = t.ngettext("%(num)s hour", "%(num)s hours", n)
+    else:
+        text = t.ngettext("%(num)s business hour", "%(num)s business hours", n)
     return text % {"num": format_decimal(hours, locale=language)}
 
 
-def window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
+def window_values(window: timedelta, language: str, t: Translations,
+                  round_the_clock: bool = False) -> dict[str, Any]:  # fmt: skip
     """A window as templates see it: `text` to show, and the figures behind it."""
-    return dict(_window_values(window, language, t))
+    return dict(_window_values(window, language, t, round_the_clock))
 
 
 @lru_cache(maxsize=256)  # a handful of windows per configuration; Babel is slow
-def _window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
+def _window_values(window: timedelta, language: str, t: Translations, round_the_clock: bool) -> dict[str, Any]:
     minutes = round(window.total_seconds() / 60)
     return {
-        "text": business_time(window.total_seconds(), language, t),
+        "text": business_time(window.total_seconds(), language, t, round_the_clock),
         "minutes": minutes,
         "hours": format_decimal(round(minutes / 60, 2), locale=language),
         "in_minutes": minutes < 60,
@@ -888,7 +896,7 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
             {
                 "name": p.name,
                 "label": priority_label(p.name, p.keywords, t),
-                "window": business_time(p.first_reply.total_seconds(), lang, t),
+                "window": business_time(p.first_reply.total_seconds(), lang, t, p.clock == "24/7"),
             }
             for p in policy_order(config)
         ],

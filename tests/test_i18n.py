@@ -136,6 +136,12 @@ def every_message(config: Config) -> dict[str, str]:
         always = always.replace(f'{day} = "{hours}"', f'{day} = "00:00-24:00"', 1)
     twenty_four_seven = Renderer(config_in(language, always))
     out["policy, 24/7"] = render_policy(twenty_four_seven, "text", NOW)
+    # Priorities on a round-the-clock clock: their windows in plain time, not business time.
+    clocks = example_text()
+    for window in ('first_reply = "30m"', 'first_reply = "1h"'):
+        assert window in clocks, window
+        clocks = clocks.replace(window, f'{window}\nclock = "24/7"', 1)
+    out["policy, 24/7 priorities"] = render_policy(Renderer(config_in(language, clocks)), "text", NOW)
     return out
 
 

@@ -121,6 +121,18 @@ def test_a_shop_open_around_the_clock(run_cli: Callable[..., Result], tmp_path: 
     assert "Täglich: rund um die Uhr geöffnet" in policy and "24:00" not in policy
 
 
+def test_a_round_the_clock_priority_is_promised_in_plain_time(run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    """`clock = "24/7"`: "30 minutes", not "30 business minutes"; the others keep theirs."""
+    from tests.conftest import example_text
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(example_text().replace('first_reply = "30m"', 'first_reply = "30m"\nclock = "24/7"', 1))
+    policy = run_cli("--config", str(config), "policy", "--format", "text",
+                     now=datetime(2026, 11, 22, 12, 0, tzinfo=UTC)).output  # fmt: skip
+    assert "chargeback, hacked: 30 minutes\n" in policy
+    assert "never arrived: 1 business hour\n" in policy and "Everything else: 4 business hours" in policy
+
+
 @pytest.mark.parametrize(
     "provider", ["gmail", "fastmail", "microsoft365", "imap", "smtp-forwarding"]
 )
