@@ -4,8 +4,10 @@ the token store's rows.
 Owns every statement of the runner loop (gateway/runner.py): claiming the next stored
 message (`FOR UPDATE SKIP LOCKED` on PostgreSQL, an ordered select on SQLite), reading
 what a decision needs (recent acknowledgments, the breaker's events, quoted
-conversations), opening conversations, flipping a message to processed or setting it
-aside; and the heartbeat and OAuth token rows. Values in, rows out; no decisions.
+conversations), numbering references (a per-prefix counter raised in the transaction
+that opens the conversation, so a rollback leaves no gap), opening conversations,
+flipping a message to processed or setting it aside; and the heartbeat and OAuth token
+rows. Values in, rows out; no decisions.
 """
 
 from __future__ import annotations
