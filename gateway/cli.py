@@ -690,15 +690,33 @@ def _transport(config: Config, engine: Any, clock: Clock) -> Any:
 @click.option(
     "--since", "since_text", metavar="DATE", help="Received on or after this date (shop time)."
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line (with REFERENCE: one object with its timeline).")  # fmt: skip
+@click.argument("reference", required=False)
 @click.pass_context
 def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_risk: bool,
-            since_text: str | None, as_json: bool) -> None:  # fmt: skip
-    """List conversations with their promise, first reply and state."""
-    from .reports import ticket_rows
+            since_text: str | None, as_json: bool, reference: str | None) -> None:  # fmt: skip
+    """List conversations with their promise, first reply and state; with REFERENCE
+    (e.g. SHOP-1042), that conversation's timeline."""
+    from .reports import conversation_view, ticket_rows
 
     state = _state(ctx)
     config = state.config
+    if reference is not None:
+        if only_open or only_breached or only_at_risk or since_text:
+            raise click.UsageError("--open, --breached, --at-risk and --since list conversations; "
+                                   "give them without a REFERENCE")  # fmt: skip
+        view = conversation_view(state.engine, config, reference, state.clock())
+        if view is None:
+            click.echo(f"error: no conversation {reference.strip().upper()}; "
+                       "`sla-gateway tickets` lists them", err=True)  # fmt: skip
+            ctx.exit(2)
+        assert view is not None
+        if as_json:
+            click.echo(json.dumps(view, ensure_ascii=False))
+        else:
+            _print_conversation(view, config)
+        return
     day = _day_option(since_text, "--since")
     since = datetime.combine(day, datetime.min.time(), config.calendar.tz) if day else None
     engine = state.engine
@@ -780,7 +798,7 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
 
     names = {
         "awaiting_team": "awaiting team",
-        "awaiting_customer": "awaiting cust.",
+        "pending": "pending (cust.)",
         "breached": "BREACHED",
     }
     cells = []
@@ -791,7 +809,7 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
         seconds = row["first_reply_business_seconds"]
         first = _words(timedelta(seconds=seconds), "short") if seconds is not None else "—"
         state_text = names.get(row["state"], row["state"])
-        if row["breached"] and row["state"] != "breached":
+        if (row["breached"] and row["state"] != "breached") or row["resolution_breached"]:
             state_text += " !"
         cells.append([row["reference"], row["priority"], state_text, f"{due:%a %d %b %H:%M}", first,
                       row["customer"] or "", row["subject"] or ""])  # fmt: skip
@@ -818,6 +836,40 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
     console.print(table)
     if not rows:
         console.print("no conversations")
+
+
+def _print_conversation(view: dict[str, Any], config: Config) -> None:
+    """`tickets REF`: a few lines about the conversation, then its timeline."""
+    from .reports import in_words
+
+    def when(text: str | None) -> str:
+        if text is None:
+            return "—"
+        return f"{datetime.fromisoformat(text).astimezone(config.calendar.tz):%a %d %b %Y %H:%M}"
+
+    click.echo(f"{view['reference']}  {view['subject']}")
+    click.echo(f"  customer {view['customer']}; priority {view['priority']} (set by {view['priority_set_by']}); "
+               f"state {view['state']}")  # fmt: skip
+    reply = (f"first reply {when(view['first_reply_at'])}, {in_words(view['first_reply_business_seconds'])} "
+             "of business time" if view["first_reply_at"] else f"first reply due {when(view['due_at'])}")  # fmt: skip
+    click.echo(f"  received {when(view['received_at'])}; {reply}" + (" (missed)" if view["breached"] else ""))
+    target = view["resolve_target_seconds"]
+    spent = in_words(view["resolution_business_seconds"])
+    wait = in_words(view["customer_wait_business_seconds"])
+    if view["resolved_at"]:
+        line = f"  resolved {when(view['resolved_at'])} by {view['resolved_by'] or '—'}: {spent} of business time"
+    else:
+        line = f"  open: {spent} of business time so far"
+        if view["resolve_due_at"]:
+            line += f", to be resolved by {when(view['resolve_due_at'])}"
+    if target is not None:
+        line += f" (target {in_words(target)}" + (", missed)" if view["resolution_breached"] else ")")
+    click.echo(f"{line}; {wait} waiting for the customer")
+    click.echo("")
+    for entry in view["timeline"]:
+        click.echo(f"  {when(entry['at'])}  {entry['text']}")
+    if not view["timeline"]:
+        click.echo("  (nothing recorded)")
 
 
 @cli.command()
@@ -852,6 +904,64 @@ def replay(ctx: click.Context, source: Path) -> None:
     )
     click.echo(f"{counts['conversations']} conversations, {counts['team_replies']} team replies "
                f"({counts['unmatched']} matched to no conversation), {counts['machine']} machine messages")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- notice
+
+
+@cli.group(cls=_Group, invoke_without_command=True)
+@click.pass_context
+def notice(ctx: click.Context) -> None:
+    """The current exception told to customers in acknowledgments and breach notices
+    ("Our courier is on strike; replies are slower this week"). Without a subcommand:
+    show the one in force."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .notices import current
+
+    state = _state(ctx)
+    found = current(state.engine, state.clock())
+    if found is None:
+        click.echo("no notice: acknowledgments and breach notices carry none")
+        return
+    cal = state.config.calendar
+    until = f"until {cal.local(found.until):%a %d %b %Y %H:%M %Z}" if found.until else "until cleared"
+    click.echo(f"{found.text}\n  set {cal.local(found.set_at):%a %d %b %Y %H:%M %Z} by {found.set_by}, {until}")
+
+
+def _who() -> str:
+    return "cli:" + (os.environ.get("SUDO_USER") or os.environ.get("USER") or "owner")
+
+
+@notice.command("set")
+@click.argument("text")
+@click.option("--until", "until_text", metavar="DATE", help="Last day (shop-local) or moment; default: until cleared.")
+@click.pass_context
+def notice_set(ctx: click.Context, text: str, until_text: str | None) -> None:
+    """Tell customers TEXT in every acknowledgment and breach notice from now on."""
+    from .notices import NoticeError, clean_text, parse_until, set_notice
+
+    state = _state(ctx)
+    now = state.clock()
+    try:
+        cleaned = clean_text(text)
+        until = parse_until(until_text, state.config.calendar.tz, now) if until_text is not None else None
+    except NoticeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    set_notice(state.engine, cleaned, until, now, _who())
+    shown = f"until {state.config.calendar.local(until):%a %d %b %Y %H:%M %Z}" if until else "until `notice clear`"
+    click.echo(f"notice set, {shown}: {cleaned}")
+
+
+@notice.command("clear")
+@click.pass_context
+def notice_clear(ctx: click.Context) -> None:
+    """End the current notice now."""
+    from .notices import clear_notice
+
+    state = _state(ctx)
+    click.echo("notice cleared" if clear_notice(state.engine, state.clock(), _who()) else "no notice was set")
 
 
 # ---------------------------------------------------------------------------- reports
@@ -936,6 +1046,18 @@ def _print_report(figures: dict[str, Any], since: date, until: date) -> None:
             "not acknowledged: "
             + ", ".join(f"{n} {rule}" for rule, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
         )
+    r = figures["resolution"]
+    if r["count"]:
+        console.print(f"resolution: {pct(r['compliance'])} of {r['count']} cases within their target "
+                      f"({r['met']} met, {r['breached']} missed); median {duration_text(r['p50_seconds'], 'en')}, "
+                      f"80% {duration_text(r['p80_seconds'], 'en')}, 90% {duration_text(r['p90_seconds'], 'en')}")  # fmt: skip
+        console.print("  by priority: " + ", ".join(f"{name} {pct(f['compliance'])} of {f['count']}"
+                                                   for name, f in r["priorities"].items()))  # fmt: skip
+    else:
+        console.print("resolution: no case with a resolution target was resolved or overdue")
+    b = figures["backlog"]
+    console.print(f"backlog: {b['open_at_start']} open at the start, {b['opened']} opened, "
+                  f"{b['resolved']} resolved, {b['open_at_end']} open at the end")  # fmt: skip
 
 
 @cli.command()
@@ -1052,6 +1174,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     last = info["last_hour"]
     click.echo(f"last hour: {_count(last['acknowledgments'], 'acknowledgment')}, "
                f"{_count(last['alerts'], 'alert')}, {_count(last['breach_notices'], 'breach notice')}, "
+               f"{_count(last['reminders'], 'reminder')}, {_count(last['closing_notices'], 'closing notice')}, "
                f"{_count(last['digests'], 'digest')}")  # fmt: skip
 
 

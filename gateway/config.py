@@ -19,7 +19,7 @@ import os
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from .configkeys import (
     InboxKeys,
     ListenKeys,
     PrioritiesKeys,
+    RemedyKeys,
     SendKeys,
     TokenStoreKeys,
     VipKeys,
@@ -58,6 +59,7 @@ from .configmodel import (
     ListenConfig,
     OAuthConfig,
     PriorityConfig,
+    RemedyConfig,
     Secret,
     SendConfig,
     TokenStoreConfig,
@@ -87,6 +89,7 @@ __all__ = [  # the configuration's public names, wherever they are defined
     "OAuthConfig",
     "PriorityConfig",
     "Problem",
+    "RemedyConfig",
     "Secret",
     "SendConfig",
     "TokenStoreConfig",
@@ -236,6 +239,7 @@ class _Reader:
                 self.problem(f"form[{index}].sender", "is missing", 'write sender = ["mailer@shopify.com"]')
             forms.append(FormConfig(tuple(s.lower() for s in f.sender), f.name))
         a, t, b, d = v["acknowledge"], v["tracking"], v["breach"], v["digest"]
+        remedies = self.remedies(b.remedy) if b is not None else ()
         reported = [p.key for p in self.problems[:found]]  # a rule over a key already wrong adds nothing
         self.problems[found:] = [p for p in self.problems[found:] if p.key not in reported]
         if self.problems:
@@ -249,7 +253,8 @@ class _Reader:
                                   a.max_per_hour, a.message_id_domain.lower()),
             forms=tuple(forms), alerts=AlertsConfig(**dataclasses.asdict(v["alerts"])),
             templates=v["templates"],
-            tracking=TrackingConfig(t.close_after, b.notify_customer, t.question_means_pending),
+            tracking=TrackingConfig(t.close_after, b.notify_customer, t.question_means_pending,
+                                    t.remind_after, t.close_notice, remedies),
             digest=DigestConfig(d.to, d.at, d.skip_empty), retention_days=v["retention_days"], oauth=oauth,
         )  # fmt: skip
 
@@ -293,7 +298,7 @@ class _Reader:
                 seen.add(addr.lower())
             imap = self.imap(i.imap, f"{prefix}.imap") if i.imap else None
             result.append(InboxConfig(i.name, i.address, i.aliases, i.from_name, i.language, i.ack_to,
-                                      i.reference_prefix, imap, i.agents))  # fmt: skip
+                                      i.reference_prefix, imap, i.agents, i.command_delimiter))  # fmt: skip
         return tuple(result)
 
     def hours(self, h: HoursKeys) -> tuple[HoursConfig | None, BusinessCalendar | None]:
@@ -331,6 +336,19 @@ class _Reader:
             return None, None
         return HoursConfig(h.timezone, tuple(week), h.holidays, h.closed, tuple(seasons), closed), calendar
 
+    def remedies(self, found: tuple[RemedyKeys, ...]) -> tuple[RemedyConfig, ...]:
+        """`[[breach.remedy]]`, smallest `late_by` first; two with one `late_by` are a problem."""
+        seen: dict[timedelta, int] = {}
+        for index, r in enumerate(found):
+            if r.late_by in seen:
+                self.problem(f"breach.remedy[{index}].late_by", f"is the same as breach.remedy[{seen[r.late_by]}]'s",
+                             "give each remedy its own late_by, or merge the two")  # fmt: skip
+            seen.setdefault(r.late_by, index)
+            if not r.text[0].strip():
+                self.problem(f"breach.remedy[{index}].text", "is empty", 'write text = "We refund your shipping costs."')
+        return tuple(sorted((RemedyConfig(r.late_by, r.text[0], r.text[1], r.codes_file) for r in found),
+                            key=lambda r: r.late_by))  # fmt: skip
+
     def priorities(self, p: PrioritiesKeys) -> tuple[PriorityConfig, ...]:
         if p.normal is None:
             self.problem("priority.normal", "is missing", 'add [priority.normal] with first_reply = "4h"')
@@ -361,6 +379,7 @@ class _Reader:
             username=k.username, password=self.password(prefix, k, required=k.auth == "password"),
             folders=k.folders or ("INBOX",), idle=k.idle, poll_interval=k.poll_interval, mark_seen=k.mark_seen,
             append_acks_to=k.append_acks_to, timeout=k.timeout, sent_folder=k.sent_folder, auth=k.auth, oauth=oauth,
+            resolve_on_archive=k.resolve_on_archive,
         )  # fmt: skip
 
     def listen(self, k: ListenKeys) -> ListenConfig:

@@ -100,6 +100,7 @@ class ImapKeys(OAuthKeys):
     timeout: Annotated[timedelta, Duration, Doc("Network timeout.")] = "30s"  # type: ignore[assignment]
     sent_folder: Annotated[str | None, Check(t.string, _STR, "string"), Doc('The folder with the team\'s sent replies, watched for reply tracking. Not set: the folder the server marks `\\Sent` (SPECIAL-USE); `""` to watch none.')] = None  # fmt: skip
     auth: Annotated[str, Auth, Doc('`"password"` (`password_env`/`password_file`) or `"oauth2"`: SASL XOAUTH2 (OAUTHBEARER when the server offers only that) with an access token, after a one-time `sla-gateway login INBOX`. With `oauth2` no password keys are allowed.')] = "password"  # fmt: skip
+    resolve_on_archive: Annotated[bool, Bool, Doc("Archive = resolved: when every customer message of a conversation has left the watched folders (archived, moved to another folder, deleted), the conversation is resolved at that time. Works with Gmail's archive (the message leaves INBOX) and Outlook's Archive folder. A renumbering of the folder (a UIDVALIDITY change) never resolves anything by itself.")] = False  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class InboxKeys:
                                 Doc("Prefix of conversation references (`SHOP-1001`); 1–16 capitals/digits. `\"\"`: the inbox name in capitals.")] = ""  # fmt: skip
     imap: Annotated[ImapKeys | None, Doc("Read this inbox's mailbox over IMAP (written below its `[[inbox]]`). Optional.")] = None  # fmt: skip
     agents: Annotated[tuple[str, ...], LowerAddresses, Doc("Team members' addresses: their mail arriving at the listener (e.g. BCC copies of their replies) counts as a team reply, like mail from the inbox's own addresses.")] = ()  # fmt: skip
+    command_delimiter: Annotated[str, Check(t.delimiter, {"type": "string", "minLength": 1, "maxLength": 1}, "string"),
+                                 Doc('The character between the local part and a command in the inbox\'s plus-addresses: a team member\'s mail to `support+resolved@shop.example` (To, Cc or Bcc) marks the conversation it answers. The listener accepts `<local part><delimiter><anything>@<domain>` for the address and every alias. One character, not `"@"`.')] = "+"  # fmt: skip
 
 
 # --------------------------------------------------------------------- the calendar
@@ -218,7 +221,7 @@ class SendKeys(OAuthKeys):
     timeout: Annotated[timedelta, Duration, Doc("Network timeout.")] = "30s"  # type: ignore[assignment]
     give_up_after: Annotated[timedelta, Duration, Doc("Temporary failures (4xx, connection trouble) are retried with exponential backoff (30 s, 1 min, 2 min, 4 min, then every 5 min) this long, then marked failed. A 5xx answer fails at once.")] = "2d"  # type: ignore[assignment]  # fmt: skip
     alert_after: Annotated[timedelta, Duration, Doc('When outgoing mail has waited this long (the server is down or answers 4xx), the owner is alerted once per outage: through the outbox (it arrives when sending works again, or at once when only some mail is held up) and, for `"smtp"`, also written to the `oauth.alert_maildir` maildir (default `send.path`). The outage is over (and the next one alerts again) when no mail that failed is still waiting.')] = "15m"  # type: ignore[assignment]  # fmt: skip
-    null_sender: Annotated[bool, Bool, Doc("Send acknowledgments with an empty envelope sender (RFC 3834); many submission servers refuse it.")] = False  # fmt: skip
+    null_sender: Annotated[bool, Bool, Doc("Send acknowledgments (and breach notices, reminders and closing notices) with an empty envelope sender (RFC 3834); many submission servers refuse it.")] = False  # fmt: skip
     auth: Annotated[str, Auth, Doc('`"password"` or `"oauth2"` (SASL XOAUTH2, or OAUTHBEARER when only that is offered), with `send.username` and the same OAuth keys as `[inbox.imap]`. When they name the same mailbox and app as an inbox, that inbox\'s `login` serves both.')] = "password"  # fmt: skip
 
 
@@ -273,6 +276,20 @@ class TrackingKeys:
     __pydantic_config__ = _TABLE
     close_after: Annotated[timedelta, Duration, Doc("A conversation the team answered (or marked pending) with no word from the customer for this long (real time) is resolved, at the team's last reply.")] = "7d"  # type: ignore[assignment]  # fmt: skip
     question_means_pending: Annotated[bool, Bool, Doc("A team reply whose new text asks a question (`?`) sets the conversation pending (waiting for the customer; the resolution clock pauses). `+pending` always does.")] = True  # fmt: skip
+    remind_after: Annotated[tuple[timedelta, ...], Check(t.durations, {"type": "array", "items": Duration.schema}, "list of durations"),
+                            Doc('Remind a customer the team is waiting for (a pending conversation): one reminder (templates `reminder.*.j2`) at each of these times after the pause began, business time on the priority\'s clock, e.g. `["8h", "16h"]` for one and two 8-hour business days (`"1d"` is 24 business hours). Never twice for one step; none once the customer writes or the state changes; only to customers who were acknowledged. Empty: no reminders.')] = ()  # fmt: skip
+    close_notice: Annotated[bool, Bool, Doc("When `close_after` resolves a quiet conversation, tell the customer (templates `closed.*.j2`: we have closed it; a reply reopens it). Only to customers who were acknowledged.")] = False  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RemedyKeys:
+    """`[[breach.remedy]]`"""
+
+    __pydantic_config__ = _TABLE
+    late_by: Annotated[timedelta, Duration, Doc("Applies when the reply is expected this late or later (business time past the promise, measured when the breach notice is composed: now + the window − the promised time). The largest matching `late_by` wins. Required.", missing='write late_by = "4h" (business time)')]  # fmt: skip
+    text: Annotated[tuple[str, tuple[tuple[str, str], ...]], Check(t.notice(LANGUAGES), {"anyOf": [_STR, {"type": "object", "additionalProperties": _STR}]}, "string or table"),
+                    Doc('What the shop does to make up for it, told in the breach notice and on the policy page; one string, or one per language: `{ en = "...", de = "..." }`. Required.', missing='write text = "We refund your shipping costs."')]  # fmt: skip
+    codes_file: Annotated[str | None, Check(t.readable_file, _STR, "string"), Doc("A file of coupon codes exported from the shop system, one per line: each breach notice with this remedy carries one code never given before (recorded in the database). When none is left the owner is alerted once and the notice goes without a code. Optional; must be readable.")] = None  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -280,7 +297,8 @@ class BreachKeys:
     """`[breach]`"""
 
     __pydantic_config__ = _TABLE
-    notify_customer: Annotated[bool, Bool, Doc("Send the customer one short, honest message (templates `breach.subject.j2`, `breach.txt.j2`, `breach.html.j2`): we missed the promised time, here is when you will hear from us (now + the window). At most one per conversation; only to customers who were acknowledged.")] = False  # fmt: skip
+    notify_customer: Annotated[bool, Bool, Doc("Send the customer one short, honest message (templates `breach.subject.j2`, `breach.txt.j2`, `breach.html.j2`) when a reply promise is missed, the first reply's or a later one's: we missed the promised time, here is when you will hear from us (now + the window). At most one per reply clock; only to customers who were acknowledged.")] = False  # fmt: skip
+    remedy: Annotated[tuple[RemedyKeys, ...], BeforeValidator(_tables), Doc("What the shop offers when it is late, by how late: the breach notice carries the remedy with the largest `late_by` that the expected lateness reaches.")] = ()  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -328,7 +346,7 @@ class FileKeys:
     form: Annotated[tuple[FormKeys, ...], BeforeValidator(_tables), Doc("Web-form mailers: their mail is a customer's message, and the customer is in Reply-To.")] = ()  # fmt: skip
     alerts: Annotated[AlertsKeys, Doc("Warnings before a reply promise breaks, breach alerts, operational alerts.")] = field(default_factory=dict)  # type: ignore[assignment]  # fmt: skip
     tracking: Annotated[TrackingKeys, Doc("Reply tracking.")] = field(default_factory=dict)  # type: ignore[assignment]  # fmt: skip
-    breach: Annotated[BreachKeys, Doc("What happens when a first reply is late.")] = field(default_factory=dict)  # type: ignore[assignment]  # fmt: skip
+    breach: Annotated[BreachKeys, Doc("What happens when a reply is late.")] = field(default_factory=dict)  # type: ignore[assignment]  # fmt: skip
     digest: Annotated[DigestKeys, Doc("The owner's daily digest.")] = field(default_factory=dict)  # type: ignore[assignment]  # fmt: skip
 
 

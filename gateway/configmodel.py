@@ -82,6 +82,7 @@ class ImapConfig:
     sent_folder: str | None = None  # None: find it by SPECIAL-USE \\Sent; "": don't watch
     auth: str = "password"  # "password" | "oauth2"
     oauth: OAuthConfig | None = None  # set when auth = "oauth2"
+    resolve_on_archive: bool = False  # a conversation whose customer mail all left is resolved
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class InboxConfig:
     reference_prefix: str = ""
     imap: ImapConfig | None = None
     agents: tuple[str, ...] = ()  # team members whose mail (e.g. BCC copies) counts as replies
+    command_delimiter: str = "+"  # support+resolved@: local part, delimiter, command
 
     @property
     def prefix(self) -> str:
@@ -105,6 +107,28 @@ class InboxConfig:
     @property
     def addresses(self) -> tuple[str, ...]:
         return (self.address, *self.aliases)
+
+    def suffix_of(self, address: str) -> str | None:
+        """What follows the delimiter when `address` is one of this inbox's addresses or
+        aliases with a suffix (`support+resolved@shop.example` gives "resolved"), "" for
+        the address itself, None for any other address. Case-insensitive; the suffix
+        comes back lower-cased. The longest own local part that fits wins (the shortest
+        suffix)."""
+        local, at, domain = address.strip().lower().rpartition("@")
+        if not at:
+            return None
+        found: str | None = None
+        for own in self.addresses:
+            own_local, _, own_domain = own.lower().rpartition("@")
+            if domain != own_domain:
+                continue
+            if local == own_local:
+                return ""
+            if local.startswith(own_local + self.command_delimiter):
+                suffix = local[len(own_local) + len(self.command_delimiter) :]
+                if found is None or len(suffix) < len(found):
+                    found = suffix
+        return found
 
 
 @dataclass(frozen=True)
@@ -210,12 +234,34 @@ class DigestConfig:
 
 
 @dataclass(frozen=True)
+class RemedyConfig:
+    """`[[breach.remedy]]`: what the shop offers when a reply is at least `late_by` late."""
+
+    late_by: timedelta
+    text: str
+    texts: tuple[tuple[str, str], ...] = ()  # (language, text) translations
+    codes_file: str | None = None
+
+    def text_for(self, language: str) -> str:
+        """The text in `language` when one was written for it, else the default one."""
+        return next((text for lang, text in self.texts if lang == language), self.text)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
-    """Reply tracking: when quiet conversations close; the breach notice to customers."""
+    """Reply tracking: when quiet conversations close; what the customer hears meanwhile
+    (breach notices and their remedies, reminders while we wait, the closing notice)."""
 
     close_after: timedelta = timedelta(days=7)
     notify_customer_on_breach: bool = False
     question_means_pending: bool = True
+    remind_after: tuple[timedelta, ...] = ()  # business time after the pause began
+    close_notice: bool = False
+    remedies: tuple[RemedyConfig, ...] = ()  # by late_by, smallest first
+
+    def remedy_for(self, late: timedelta) -> RemedyConfig | None:
+        """The remedy with the largest `late_by` that `late` reaches (None: none does)."""
+        return next((r for r in reversed(self.remedies) if late >= r.late_by), None)
 
 
 @dataclass(frozen=True)
@@ -314,8 +360,18 @@ class Config:
         return self.inboxes[0]
 
     def inbox_for(self, address: str) -> InboxConfig | None:
-        wanted = address.lower()
+        """The inbox this address reaches: one of its addresses or aliases, also with a
+        suffix after the inbox's delimiter (`support+resolved@`); None for any other."""
+        found = self.suffix_for(address)
+        return found[0] if found is not None else None
+
+    def suffix_for(self, address: str) -> tuple[InboxConfig, str] | None:
+        """The inbox an address reaches and the suffix after its delimiter ("" for the
+        address itself): the inbox whose own address fits it most closely, so that an
+        inbox `support+vip@` is not taken for `support@` with the suffix "vip"."""
+        best: tuple[InboxConfig, str] | None = None
         for inbox in self.inboxes:
-            if wanted in (a.lower() for a in inbox.addresses):
-                return inbox
-        return None
+            suffix = inbox.suffix_of(address)
+            if suffix is not None and (best is None or len(suffix) < len(best[1])):
+                best = (inbox, suffix)
+        return best

@@ -188,6 +188,22 @@ def pattern(regex: str, what: str, hint: str) -> Callable[[object], str]:
     return check
 
 
+# Characters that cannot separate a command from an address's local part: "@" ends the
+# local part, the others need quoting in an address.
+_NOT_DELIMITERS = '@"(),.:;<>[]\\'
+
+
+def delimiter(value: object) -> str:
+    """One character between an address's local part and a suffix (`support+resolved`)."""
+    text = string(value)
+    if len(text) != 1 or text in _NOT_DELIMITERS or not text.isprintable() or text.isspace():
+        shown = f'"{text}"' if text else "empty"
+        raise Bad(f"{shown} is not one character that can separate a command from the local part",
+                  f'write {KEY} = "+" (Gmail, Google Workspace, Fastmail, Microsoft 365) or the '
+                  "character of Postfix's recipient_delimiter, e.g. \"-\"; never \"@\"")  # fmt: skip
+    return text
+
+
 def duration(value: object) -> timedelta:
     if not isinstance(value, str):
         raise Bad(f"must be a duration string, got {kind_of(value)}",
@@ -199,6 +215,30 @@ def duration(value: object) -> timedelta:
     if result <= timedelta(0):
         raise Bad("must be longer than zero", 'e.g. "30m"')
     return result
+
+
+def durations(value: object) -> tuple[timedelta, ...]:
+    """A list of durations, each longer than the one before (`remind_after`)."""
+    if not isinstance(value, list):
+        raise Bad(f"must be a list of durations, got {kind_of(value)}", 'write ["1d", "2d"]')
+    found = tuple(duration(v) for v in value)
+    if any(b <= a for a, b in pairwise(found)):
+        raise Bad("each duration must be longer than the one before", 'write them in order, e.g. ["1d", "2d"]')
+    return found
+
+
+def readable_file(value: object) -> str:
+    """A file that exists and can be read now (a relative name: from the working directory)."""
+    text = string(value)
+    path = Path(text)
+    where = f" (relative to {Path.cwd()})" if not path.is_absolute() else ""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise Bad(f'file "{text}"{where} cannot be read: {exc.strerror or exc}',
+                  "export the file there (one code per line) or correct the path") from None  # fmt: skip
+    return text
 
 
 def url(value: object) -> str:

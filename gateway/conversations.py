@@ -4,8 +4,9 @@ team replies, moving their state.
 Owns: the writes that reply tracking makes inside the pipeline's transaction — a new
 conversation and its first reply cycle; who takes part in it; a team reply closing the
 open cycle (measured in business time by `tracker.measure`), moving the state and
-cancelling what was still queued for the customer (an acknowledgment, a breach notice);
-a customer follow-up starting a next-reply cycle or raising the priority; and finding
+cancelling what was still queued for the customer (an acknowledgment, a breach notice, a
+reminder, a closing notice); a customer follow-up starting a next-reply cycle or raising
+the priority (and cancelling a reminder or closing notice still queued); and finding
 which conversation a message belongs to. Decisions come from the pure `tracker`; the
 rows are read and written by the store (gateway/store/threads.py), this module runs no
 SQL of its own.
@@ -68,7 +69,10 @@ KEPT_IDS = 20  # of those, kept for an unmatched team reply
 KEY = 255  # length of a stored reply key
 ADDRESS = 320  # length of a stored participant address
 # What we queue for the customer that the team's reply makes moot.
-MOOT_AFTER_REPLY = ("ack", "breach")
+MOOT_AFTER_REPLY = ("ack", "breach", "reminder", "closed")
+# What we queue for the customer that the customer's own next message makes moot: a
+# reminder that we wait for them, a notice that we closed the case.
+MOOT_AFTER_CUSTOMER = ("reminder", "closed")
 
 
 def subject_tags(subject: str) -> list[str]:
@@ -102,6 +106,7 @@ def participant_addresses(parsed: Parsed, config: Config, *, team: bool = False)
         a.key[:ADDRESS]
         for a in found
         if "@" in a.key and a.key not in ours and not config.is_form_sender(a.key)
+        and config.inbox_for(a.key) is None  # support+pending@ is ours too
     }
 
 
@@ -257,17 +262,20 @@ def adopt_replies(
     return done
 
 
-def cancel_moot(conn: Any, conversation_id: int, now: datetime) -> list[int]:
-    """The team has replied: what is still queued for the customer (not yet handed to
-    the server) is cancelled, each with an event; returns the outbox rows cancelled."""
+def cancel_moot(conn: Any, conversation_id: int, now: datetime, *, by_customer: bool = False) -> list[int]:
+    """The team has replied (or, `by_customer`, the customer wrote): what is still queued
+    for the customer that this makes moot (not yet handed to the server) is cancelled,
+    each with an event; returns the outbox rows cancelled."""
+    kinds = MOOT_AFTER_CUSTOMER if by_customer else MOOT_AFTER_REPLY
+    who = "the customer wrote" if by_customer else "the team replied"
     cancelled: list[int] = []
-    for row in store.pending_for_customer(conn, conversation_id, MOOT_AFTER_REPLY):
-        if not store.cancel_pending(conn, row.id, "cancelled: the team replied first"):
+    for row in store.pending_for_customer(conn, conversation_id, kinds):
+        if not store.cancel_pending(conn, row.id, f"cancelled: {who} first"):
             continue
         if row.kind == "ack" and row.source_message_id is not None:
             store.mark_unacknowledged(conn, row.source_message_id)
         store.add_event(conn, now, f"{row.kind}-cancelled",
-                        {"outbox": row.id, "reason": "the team replied before it was sent"},
+                        {"outbox": row.id, "reason": f"{who} before it was sent"},
                         conversation_id=conversation_id, message_row=row.source_message_id)  # fmt: skip
         cancelled.append(int(row.id))
     return cancelled
@@ -373,8 +381,11 @@ def customer_followup(
     conn: Any, config: Config, conversation: Any, classification: Classification, at: datetime, *,
     replay: bool, now: datetime,
 ) -> dict[str, Any]:  # fmt: skip
-    """The customer wrote again: maybe a higher priority; maybe a new reply clock."""
+    """The customer wrote again: maybe a higher priority; maybe a new reply clock; a
+    reminder or closing notice still queued for them is cancelled."""
     detail: dict[str, Any] = {}
+    if cancelled := cancel_moot(conn, conversation.id, now, by_customer=True):
+        detail["cancelled"] = cancelled
     values: dict[str, Any] = {"last_customer_at": at}
     priority = conversation.priority
     rank = {name: i for i, name in enumerate(PRIORITIES)}
@@ -527,6 +538,7 @@ def apply_command(
             values.update(_resolved_values(old, state, at, by))
             values["state"] = state.value
             if state == State.RESOLVED:
+                values.update(_settle(conn, config, conversation, at, now, detail))
                 detail["resolution_business_seconds"] = _seconds(clock.spent)
                 detail["customer_wait_business_seconds"] = _seconds(clock.wait_at(
                     config.clock_for(conversation.priority), at))
@@ -541,6 +553,29 @@ def apply_command(
     detail["state"] = values.get("state", conversation.state)
     store.add_event(conn, now, "command", detail, conversation_id=conversation.id)
     return detail
+
+
+def _settle(conn: Any, config: Config, conversation: Any, at: datetime, now: datetime,
+            detail: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Resolved: nothing is owed any more. A reply clock still open ends at `at` (the case
+    was settled without a mail — by phone, in the shop system — and the team's answer is
+    measured then), and what is still queued for the customer is cancelled."""
+    values: dict[str, Any] = {}
+    if cancelled := cancel_moot(conn, conversation.id, now):
+        detail["cancelled"] = cancelled
+    cycle = open_cycle_row(conn, conversation.id)
+    if cycle is None or at < cycle.started_at:
+        return values
+    clock = Clock(cycle.started_at, timedelta(seconds=cycle.window_seconds), cycle.stretch, cycle.due_at, None)
+    result = measure(config.clock_for(cycle.priority), clock, at)
+    seconds = _seconds(result.business_time)
+    store.update_cycle(conn, cycle.id, replied_at=at, business_seconds=seconds, breached=not result.met)
+    detail["settled_cycle"] = {"cycle": cycle.kind, "business_seconds": seconds, "met": result.met}
+    values["next_due_at"] = None
+    if cycle.kind == "first":
+        values.update(first_reply_at=at, first_reply_business_seconds=seconds,
+                      breached=bool(conversation.breached or not result.met))  # fmt: skip
+    return values
 
 
 def _set_priority(conn: Any, config: Config, conversation: Any, priority: str, by: str,
@@ -583,6 +618,8 @@ def resolve_quiet(conn: Any, config: Config, conversation: Any, now: datetime) -
     clock = _moved(config, conversation.priority, resolution_of(conversation), old, state, at)
     values = {**resolution_columns(clock), **_resolved_values(old, state, at, "close_after"),
               "state": state.value, "closed_at": now}  # fmt: skip
+    if clock.target is not None:  # judged by where it ended: at the team's last reply
+        values["resolution_breached"] = clock.spent > clock.target
     store.update_conversation(conn, conversation.id, **values)
     detail = {"after": str(config.tracking.close_after), "resolved_at": at.isoformat(),
               "resolution_business_seconds": _seconds(clock.spent)}  # fmt: skip

@@ -2,7 +2,9 @@
 
 Owns: which day a digest covers (the previous business day), compliance and percentiles
 per priority for that day and the last 7 and 30 days, the day's breaches with how late,
-what is at risk now, the oldest unanswered conversation, the mails refused at the door
+what is at risk now, the oldest unanswered conversation, resolution compliance (cases
+settled within their target), opened against resolved conversations and the oldest
+unresolved case, the mails refused at the door
 (too large, a line too long, not our address), volume by hour and weekday next
 to the opening hours, the 30-day trend, and honest target suggestions: from 90 days of
 first replies, the 80th percentile with a margin ("start conservative"), a 10–15 %
@@ -108,6 +110,9 @@ class Period:
     next_reply: Figures
     acknowledged: int
     not_acknowledged: tuple[tuple[str, int], ...]
+    resolution: Figures = Figures()  # resolved within the target (priorities with one)
+    opened: int = 0  # conversations received in the period
+    resolved: int = 0  # conversations resolved in the period
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,19 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Unresolved:
+    """The open case received longest ago."""
+
+    reference: str
+    customer: str
+    subject: str
+    priority: str
+    received_at: datetime  # shop time
+    seconds: int  # business seconds on its resolution clock so far (pauses excluded)
+    pending: bool  # waiting for the customer
+
+
+@dataclass(frozen=True)
 class DigestData:
     shop: str
     day: date
@@ -149,6 +167,7 @@ class DigestData:
     refused: tuple[tuple[str, int], ...] = ()  # mails the listener refused that day, by reason
     at_risk_more: int = 0  # at risk beyond those listed in `at_risk`
     open_on_time: int = 0  # replies owed that are neither at risk nor past due
+    oldest_unresolved: Unresolved | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -14,6 +14,16 @@ the outbox, in the transaction that moves the folder's state past it.
 It never changes the mailbox — folders are opened read-only and bodies fetched with
 BODY.PEEK — unless `mark_seen = true`. On the very first sync of a folder it starts at the
 current end of the mailbox: history already in the mailbox is not acknowledged.
+
+Where each message of a watched folder sits is stored with it (`folder_uids`: folder,
+UIDVALIDITY, UID). At each sync the UIDs taken as present are compared with the folder's
+(one UID SEARCH over their range): those the server no longer has left the folder
+(archived, moved, deleted) and are marked so. With `resolve_on_archive`, a conversation
+none of whose customer messages is left in the inbox's watched folders is then resolved
+(`conversations.apply_command`, by and via "archive"), and IDLE wakes on EXPUNGE too.
+After a UIDVALIDITY change the known messages are found again by Message-ID under the
+new numbers; one not found counts as gone without resolving anything: a renumbering
+never resolves a conversation by itself. The Sent folder's messages are not tracked.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from . import oauth, store
+from . import conversations, dedup, oauth, store
 from .config import Config, ImapConfig, InboxConfig, ListenConfig
 from .errors import ConfigError, LoginRequired, Problem, TemporaryError
 from .model import Received
@@ -171,8 +181,11 @@ class FolderSync:
 
     def _mail_arrived(self, client: IMAPClient) -> bool:
         """Whether the server announced, since SELECT, another mailbox size than SELECT
-        reported (or any size together with an expunge: one gone, another come)."""
+        reported (or any size together with an expunge: one gone, another come; with
+        `resolve_on_archive`, any expunge: a message left)."""
         sizes, expunged = _mailbox_news(client)
+        if expunged and self.imap.resolve_on_archive and not self.sent:
+            return True
         return any(n != self._exists for n in sizes) or (expunged and bool(sizes))
 
     def _sync_once(self, client: IMAPClient) -> int:
@@ -230,9 +243,10 @@ class FolderSync:
                 if data is None:  # expunged meanwhile
                     continue
                 raw = data.get(b"BODY[]") or b""
+                where = None if self.sent else (self.folder, uidvalidity, uid)
                 _, is_new = self.pipeline.accept(
                     Received(raw=raw, source="imap", received_at=dates[uid], inbox=self.inbox.name,
-                             from_sent_folder=self.sent)
+                             from_sent_folder=self.sent, folder_uid=where)
                 )  # fmt: skip
                 new += int(is_new)
             refused = self._too_large(client, uidvalidity, {u: found[u] for u in too_large})
@@ -250,7 +264,61 @@ class FolderSync:
             end = max([uidnext - 1, *uids]) if uidnext else max(uids, default=0)
             with store.begin(self.pipeline.engine) as conn:
                 self.save(conn, uidvalidity, end, seen_before)
+        if not self.sent:
+            self._carry_over(client, uidvalidity)
+            self._departures(client, uidvalidity)
         return new
+
+    def _carry_over(self, client: IMAPClient, uidvalidity: int) -> None:
+        """After a renumbering (until it is done: a crash repeats it): the messages taken
+        as present under the old UIDVALIDITY, found again by their Message-ID, are present
+        under their new UIDs; the others count as gone, which resolves nothing."""
+        with store.reading(self.pipeline.engine) as conn:
+            stale = store.stale_uids(conn, self.inbox.name, self.folder, uidvalidity)
+        if not stale:
+            return
+        wanted = {message_id: row for row, message_id in stale.items() if message_id}
+        found: dict[int, int] = {}
+        if wanted:
+            uids = sorted(client.search(["ALL"]))
+            for start in range(0, len(uids), DESCRIBE_BATCH):
+                fetched = client.fetch(uids[start : start + DESCRIBE_BATCH], [_MESSAGE_ID_FETCH])
+                for uid, data in fetched.items():
+                    _, message_id = dedup.identify(data.get(_MESSAGE_ID_ITEM) or b"")
+                    if message_id in wanted:
+                        found[wanted[message_id]] = uid
+        with store.begin(self.pipeline.engine) as conn:
+            store.renumber_uids(conn, self.inbox.name, self.folder, uidvalidity, found, self.clock())
+        log.info("event=imap-uids-renumbered inbox=%s folder=%s known=%s found=%s",
+                 self.inbox.name, self.folder, len(stale), len(found))  # fmt: skip
+
+    def _departures(self, client: IMAPClient, uidvalidity: int) -> None:
+        """Mark the messages that left the folder since the last look; with
+        `resolve_on_archive`, resolve the conversations that have no customer message
+        left in the inbox's watched folders, at this time, in the same transaction."""
+        with store.reading(self.pipeline.engine) as conn:
+            present = store.present_uids(conn, self.inbox.name, self.folder, uidvalidity)
+        if not present:
+            return
+        still = set(client.search(["UID", f"{min(present)}:{max(present)}"]))
+        gone = present - still
+        if not gone:
+            return
+        now = self.clock()
+        resolved: list[str] = []
+        with store.begin(self.pipeline.engine) as conn:
+            affected = store.mark_left(conn, self.inbox.name, self.folder, uidvalidity, gone, now)
+            if self.imap.resolve_on_archive:
+                emptied = store.emptied_conversations(conn, affected, self.inbox.name, self.imap.folders)
+                for conversation_id in emptied:
+                    conversation = store.conversation(conn, conversation_id)
+                    if conversation.state == "resolved":
+                        continue
+                    conversations.apply_command(conn, self.config, conversation, "resolved", by="archive",
+                                                via="archive", at=now, now=now)  # fmt: skip
+                    resolved.append(conversation.reference)
+        log.info("event=imap-left inbox=%s folder=%s count=%s resolved=%s",
+                 self.inbox.name, self.folder, len(gone), ",".join(resolved) or "-")  # fmt: skip
 
     def _first_sync(self, client: IMAPClient, uidvalidity: int, uidnext: int) -> None:
         """Start at the current end of the folder: what is already there is history, never
@@ -325,6 +393,10 @@ class FolderSync:
         for recipient in alert_recipients(config):
             message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
             store.enqueue(conn, "alert", message, recipient, now)
+
+
+_MESSAGE_ID_FETCH = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+_MESSAGE_ID_ITEM = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
 
 
 @dataclass(frozen=True)
@@ -444,12 +516,13 @@ class ImapPoller:
                 self._clients[sync.folder] = client
                 log.info("event=imap-connected inbox=%s folder=%s", self.inbox.name, sync.folder)
                 can_idle = imap.idle and client.has_capability("IDLE")
+                departures = imap.resolve_on_archive and not sync.sent
                 while not self._stop.is_set():
                     sync.sync(client)
                     failures = 0
                     self.last_error = None
                     if can_idle:
-                        self._idle(client, imap)
+                        self._idle(client, imap, departures=departures)
                     else:
                         self._stop.wait(imap.poll_interval.total_seconds())
                         client.noop()
@@ -477,8 +550,9 @@ class ImapPoller:
             if not self._stop.is_set():
                 self._stop.wait(_backoff(failures))
 
-    def _idle(self, client: IMAPClient, imap: ImapConfig) -> None:
-        """IDLE until the server reports something, the refresh time passes, or we stop."""
+    def _idle(self, client: IMAPClient, imap: ImapConfig, *, departures: bool = False) -> None:
+        """IDLE until the server reports something (new mail; with `departures`, an
+        expunge too), the refresh time passes, or we stop."""
         refresh = min(IDLE_REFRESH, max(imap.poll_interval, timedelta(seconds=5)))
         client.idle()
         try:
@@ -486,7 +560,7 @@ class ImapPoller:
             while not self._stop.is_set() and waited < refresh.total_seconds():
                 responses = client.idle_check(timeout=1)
                 waited += 1
-                if any(_is_news(r) for r in responses):
+                if any(_is_news(r, departures=departures) for r in responses):
                     break
         finally:
             client.idle_done()
@@ -503,10 +577,11 @@ def _mailbox_news(client: IMAPClient) -> tuple[list[int], bool]:
     return sizes, expunged
 
 
-def _is_news(response: Any) -> bool:
-    return (
-        isinstance(response, tuple) and len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
-    )
+def _is_news(response: Any, *, departures: bool = False) -> bool:
+    news = (b"EXISTS", b"RECENT", b"EXPUNGE") if departures else (b"EXISTS", b"RECENT")
+    if isinstance(response, tuple) and response[:1] == (b"VANISHED",):  # QRESYNC's expunge
+        return departures
+    return isinstance(response, tuple) and len(response) >= 2 and response[1] in news
 
 
 def _backoff(failures: int) -> float:

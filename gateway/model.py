@@ -21,6 +21,7 @@ class Received:
     envelope_to: tuple[str, ...] = ()
     inbox: str | None = None  # the inbox the intake belongs to, when it knows
     from_sent_folder: bool = False  # read from the team's Sent folder: a team reply
+    folder_uid: tuple[str, int, int] | None = None  # IMAP: (folder, UIDVALIDITY, UID) read from
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Parsed:
     html_only: bool
     size: int
     defects: tuple[str, ...] = ()
+    delivered_to: tuple[Address, ...] = ()  # Delivered-To and X-Original-To (raw headers)
+    bcc: tuple[Address, ...] = ()  # kept only in the writer's own copy (a Sent folder's)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""

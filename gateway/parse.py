@@ -150,6 +150,9 @@ def _read(raw: bytes, message: Message, body: bytes, defects: list[str]) -> Pars
     if len(text) > MAX_TEXT:
         defects.append("TextTruncated")
         text = text[:MAX_TEXT]
+    # Where the receiving servers say they delivered it (plus-addresses included).
+    delivered_to = _bounded(lambda: addresses("delivered-to") + addresses("x-original-to"), none,
+                            defects, "Delivered-To")  # fmt: skip
     return Parsed(
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=tuple(_MSGID.findall(first("in-reply-to") or "")),
@@ -168,6 +171,8 @@ def _read(raw: bytes, message: Message, body: bytes, defects: list[str]) -> Pars
         html_only=html_only,
         size=len(raw),
         defects=tuple(dict.fromkeys(defects))[:_MAX_DEFECTS],
+        delivered_to=delivered_to,
+        bcc=_bounded(lambda: addresses("bcc"), none, defects, "Bcc"),
     )
 
 

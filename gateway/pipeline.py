@@ -1,10 +1,11 @@
 """The pipeline: store first, then decide, then queue — each step a transaction.
 
 Owns: turning a received message into durable rows, and the one way anything queues
-outgoing mail. `accept()` commits the raw bytes (and nothing else) before any intake may
-say "got it" — deduplicated by `dedup.dedup_key` (the Message-ID's bytes and a hash of
-the content), so the same mail seen by SMTP and IMAP, or delivered twice, is kept once,
-and different mails sharing a Message-ID are all kept. The runner (runner.py) then
+outgoing mail. `accept()` commits the raw bytes (and, for mail read over IMAP, its
+folder, UIDVALIDITY and UID; nothing else) before any intake may say "got it" —
+deduplicated by `dedup.dedup_key` (the Message-ID's bytes and a hash of the content), so
+the same mail seen by SMTP and IMAP, or delivered twice, is kept once, and different
+mails sharing a Message-ID are all kept. The runner (runner.py) then
 decides about each stored message and writes the decision, the conversation and the
 acknowledgment's outbox row in one transaction. `queue()` is the enqueue the runner,
 the scheduler, the CLI and the alerts all use. It never sends anything itself: the
@@ -28,6 +29,9 @@ from .store import Engine
 
 __all__ = ["Outcome", "Pipeline", "Received"]
 
+
+# What we send customers on our own: with `[send] null_sender`, with an empty envelope sender.
+AUTO_REPLIES = ("ack", "breach", "reminder", "closed")
 
 class Pipeline:
     """Accepts and processes messages for one configuration, against one database."""
@@ -62,11 +66,21 @@ class Pipeline:
         """Store several raw messages in one transaction (see `accept`)."""
         try:
             with store.begin(self.engine) as conn:
-                return [store.insert_raw(conn, _row(received)) for received in items]
+                return [self._insert(conn, received) for received in items]
         except Exception as exc:
             if store.is_temporary(exc):
                 raise TemporaryError(f"cannot store the message: {exc}") from exc
             raise
+
+    def _insert(self, conn: Any, received: Received) -> tuple[int | None, bool]:
+        """One message's row (or the one it duplicates), and where it sits in an IMAP
+        folder when it was read from one: a copy of a known message has a place too."""
+        row_id, new = store.insert_raw(conn, _row(received))
+        if received.folder_uid is not None and row_id is not None:
+            folder, uidvalidity, uid = received.folder_uid
+            store.remember_uid(conn, row_id, inbox=received.inbox or "", folder=folder,
+                               uidvalidity=uidvalidity, uid=uid, at=self.clock())  # fmt: skip
+        return row_id, new
 
     # ------------------------------------------------------------------ process
 
@@ -92,7 +106,7 @@ class Pipeline:
     ) -> int:
         """Write one outgoing message to the outbox (inside the caller's transaction);
         returns its row id."""
-        null = self.config.send.null_sender and kind == "ack"
+        null = self.config.send.null_sender and kind in AUTO_REPLIES
         return store.enqueue(conn, kind, message, recipient, now, conversation_id, source_row,
                              null_sender=null)  # fmt: skip
 

@@ -140,11 +140,12 @@ class Renderer:
         ack_to: str,
         customer_name: str,
         now: datetime,
+        notice: str = "",
     ) -> Message:
         cal = self.config.calendar
         lang = inbox.language
-        context = self.ack_context(parsed=parsed, inbox=inbox, deadline=deadline,
-                                   reference=reference, customer_name=customer_name, now=now)  # fmt: skip
+        context = self.ack_context(parsed=parsed, inbox=inbox, deadline=deadline, reference=reference,
+                                   customer_name=customer_name, now=now, notice=notice)  # fmt: skip
         text = self.render("ack.txt.j2", lang, context)
         html = self.render("ack.html.j2", lang, context)
         subject_line = self.render("ack.subject.j2", lang, context).strip()
@@ -181,8 +182,10 @@ class Renderer:
         reference: str,
         customer_name: str,
         now: datetime,
+        notice: str = "",
     ) -> dict[str, Any]:
-        """The values the acknowledgment templates see (`check` renders them with samples)."""
+        """The values the acknowledgment templates see (`check` renders them with samples);
+        `notice` is the current exception (`sla-gateway notice set`), or empty."""
         cal = self.config.calendar
         lang = inbox.language
         t = self.translations(lang)
@@ -207,6 +210,7 @@ class Renderer:
             "season": deadline.season,
             "season_notice": _season_notice(cal, deadline, lang),
             "closure": closure(cal, now, lang, self.config.hours.closed_days),
+            "notice": notice,
         }
 
 
@@ -222,7 +226,7 @@ class Alert:
 
 
 # Every alert the gateway sends to the owner, by kind (templates/alert-KIND.txt.j2).
-ALERTS = ("loop", "breaker", "replies", "set-aside", "too-large", "outage", "sign-in", "test")
+ALERTS = ("loop", "breaker", "replies", "set-aside", "too-large", "outage", "sign-in", "test", "codes")
 
 
 def alert_template(kind: str) -> str:
@@ -547,9 +551,11 @@ def _season_notice(cal: BusinessCalendar, deadline: Deadline, language: str) -> 
 
 def breach_context(
     config: Config, *, inbox: InboxConfig, reference: str, subject: str, promised: datetime,
-    new_due: datetime,
+    new_due: datetime, notice: str = "", remedy: str = "", code: str = "",
 ) -> dict[str, Any]:  # fmt: skip
-    """The values the breach-notice templates see."""
+    """The values the breach-notice templates see: `notice` the current exception
+    (`sla-gateway notice`), `remedy` what the shop offers for this lateness, `code` the
+    coupon code that goes with it (each may be empty)."""
     cal, lang = config.calendar, inbox.language
     return {
         "language": lang,
@@ -558,6 +564,9 @@ def breach_context(
         "shop_name": inbox.from_name or inbox.address,
         "promised": when(cal.local(promised), lang),
         "new_due": when(cal.local(new_due), lang),
+        "notice": notice,
+        "remedy": remedy,
+        "code": code,
     }
 
 
@@ -571,28 +580,73 @@ def breach_notice(
     promised: datetime,
     new_due: datetime,
     now: datetime,
+    thread: list[str] | None = None,
+    notice: str = "",
+    remedy: str = "",
+    code: str = "",
 ) -> Message:
-    """The one honest message a customer gets when we missed the promised time."""
-    cal = renderer.config.calendar
-    lang = inbox.language
+    """The one honest message a customer gets when we missed a promised reply time."""
     context = breach_context(renderer.config, inbox=inbox, reference=reference, subject=subject,
-                             promised=promised, new_due=new_due)  # fmt: skip
+                             promised=promised, new_due=new_due, notice=notice, remedy=remedy,
+                             code=code)  # fmt: skip
+    return follow_up_message(renderer, "breach", inbox=inbox, reference=reference, to=to,
+                             context=context, now=now, thread=thread or [])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- follow-through
+
+# The templates of each message the customer gets after the acknowledgment.
+FOLLOW_UP = {
+    "breach": ("breach.subject.j2", "breach.txt.j2", "breach.html.j2"),
+    "reminder": ("reminder.subject.j2", "reminder.txt.j2", "reminder.html.j2"),
+    "closed": ("closed.subject.j2", "closed.txt.j2", "closed.html.j2"),
+}
+
+
+def follow_up_context(
+    config: Config, *, inbox: InboxConfig, reference: str, subject: str, since: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """The values the reminder and closing-notice templates see: `since` when the team
+    began to wait for the customer."""
+    cal, lang = config.calendar, inbox.language
+    return {
+        "language": lang,
+        "reference": reference,
+        "subject": clean_header(without_prefixes(subject), 150),
+        "shop_name": inbox.from_name or inbox.address,
+        "since": when(cal.local(since), lang),
+    }
+
+
+def follow_up_message(
+    renderer: Renderer, kind: str, *, inbox: InboxConfig, reference: str, to: str,
+    context: dict[str, Any], now: datetime, thread: list[str],
+) -> Message:  # fmt: skip
+    """A message to the customer in the conversation's thread (`thread`: the customer's
+    Message-IDs, oldest first; In-Reply-To names the last), made like the acknowledgment:
+    one recipient, Auto-Submitted: auto-replied, our loop header and Message-ID, so that
+    any answer to it by a machine is recognised as an answer to our own mail."""
+    lang = inbox.language
+    subject_t, text_t, html_t = FOLLOW_UP[kind]
+    ids = thread[-10:]
     return build_message(
         from_name=inbox.from_name,
         from_addr=inbox.address,
         to=to,
-        subject=renderer.render("breach.subject.j2", lang, context).strip(),
-        date=cal.local(now),
-        message_id=make_msgid("breach", domain=renderer.config.message_id_domain),
+        subject=renderer.render(subject_t, lang, context).strip(),
+        date=renderer.config.calendar.local(now),
+        message_id=make_msgid(kind, domain=renderer.config.message_id_domain),
         headers=[
-            ("Auto-Submitted", "auto-generated"),
+            ("In-Reply-To", f"<{ids[-1]}>" if ids else None),
+            ("References", " ".join(f"<{m}>" for m in ids) if ids else None),
+            ("Auto-Submitted", "auto-replied"),
             ("Precedence", "bulk"),
             ("X-Auto-Response-Suppress", "All"),
             (LOOP_HEADER, inbox.address),
             ("X-SLA-Gateway-Reference", reference),
         ],
-        text=renderer.render("breach.txt.j2", lang, context),
-        html=renderer.render("breach.html.j2", lang, context),
+        text=renderer.render(text_t, lang, context),
+        html=renderer.render(html_t, lang, context),
     )
 
 
@@ -903,4 +957,9 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
         "hours": opening_hours(cal, lang, t),
         "closures": closures,
         "season": season,
+        # What the shop does when it misses ([[breach.remedy]]), smallest lateness first.
+        "remedies": [
+            {"late_by": business_time(r.late_by.total_seconds(), lang, t), "text": r.text_for(lang)}
+            for r in config.tracking.remedies
+        ],
     }

@@ -3,7 +3,10 @@ a maildir or a folder of .eml files, to measure past performance before going li
 
 Owns: reading those formats, choosing each message's time (its Date header; else the
 mbox From_ line, else the file's time), and feeding the messages in time order through
-the same pipeline as live mail — with acknowledgments and alerts switched off. Replaying
+the same pipeline as live mail — with acknowledgments and alerts switched off; commands
+by plus-address (a copy to support+resolved@) count as they do live. At the end, the
+scheduler's steps run at the replay's "now": close_after resolves the conversations whose
+customer stopped writing (at the team's last reply), then breaches are marked. Replaying
 the same source twice changes nothing (the pipeline's dedup sees the same messages).
 """
 
@@ -119,6 +122,10 @@ def replay(config: Config, engine: Engine, path: Path, *, now: datetime,
                 summary.unreadable += 1
         if progress is not None:
             progress(index + 1, len(items))
-    # Bring states up to now (breaches, closings); replayed history raises no alerts.
-    Scheduler(config, engine, lambda: now, pipeline).run_due()
+    # Bring states up to now; replayed history raises no alerts. Conversations whose
+    # customer stopped writing are resolved at the team's last reply (close_after) first,
+    # so that their resolution clock stops there instead of running into a breach.
+    scheduler = Scheduler(config, engine, lambda: now, pipeline)
+    scheduler.close_quiet(now)
+    scheduler.run_due()
     return summary

@@ -33,7 +33,7 @@ from functools import lru_cache
 from .model import Parsed
 
 LOOP_HEADER = "X-SLA-Gateway-Loop"
-OUR_KINDS = ("ack", "alert", "breach", "digest")  # make_msgid idstrings of what we send
+OUR_KINDS = ("ack", "alert", "breach", "digest", "reminder", "closed")  # make_msgid idstrings of what we send
 
 
 def is_our_message_id(message_id: str | None, domain: str) -> bool:

@@ -82,6 +82,7 @@ class Context:
     replay: bool = False  # rebuilding history: nothing is too late, nothing goes out
     commands: tuple[str, ...] = ()  # addressed to support+resolved@ and the like
     to_others: bool = True  # team mail: written to someone besides our own addresses
+    notice: str = ""  # the exception notice in force (`sla-gateway notice set`), for the ack
 
 
 @dataclass(frozen=True)
@@ -357,8 +358,7 @@ class Runner:
         if who == Author.TEAM:
             ours = self.config.own_addresses | self.config.agent_addresses
             match = conversations.find_for_reply(conn, parsed, ours=ours)
-            others = [a.addr for a in (*parsed.to, *parsed.cc)
-                      if a.key not in cfg.own_addresses and not commands_in([a.addr], cfg)]  # fmt: skip
+            others = [a.addr for a in (*parsed.to, *parsed.cc) if cfg.inbox_for(a.addr) is None]
             return Context(row, now, inbox, True, None, conversation=match.conversation,
                            match=match.how, replay=self.replay, commands=commands,
                            to_others=bool(others) or not commands)  # fmt: skip
@@ -384,9 +384,11 @@ class Runner:
                 once_per_sender=ack.once_per_sender,
             )  # fmt: skip
         latest = store.latest_events(conn, ("circuit-open", "circuit-closed", "loop-alert"))
+        notice = store.current_notice(conn, now) if not self.replay else None
         return Context(
             row, now, inbox, False, return_path, unusable, conversation, None, found.refused,
             history, store.breaker_open(latest), latest.get("loop-alert"), self.replay, commands,
+            notice=notice.text if notice is not None else "",
         )  # fmt: skip
 
     def _quoted_conversation(self, conn: Any, parsed: Parsed, return_path: str | None,
@@ -423,6 +425,7 @@ class Runner:
                 message = self.renderer.acknowledgment(
                     parsed=parsed, inbox=plan.context.inbox, deadline=decision.deadline,
                     reference=plan.reference, ack_to=out.recipient, customer_name=name, now=now,
+                    notice=plan.context.notice,
                 )  # fmt: skip
             else:
                 assert out.alert is not None

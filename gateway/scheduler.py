@@ -3,8 +3,10 @@
 Owns: reading due times from the database and acting on them — one warning per reply
 cycle when `warn_at` of its window has passed, one breach alert when it is due and still
 unanswered, merged into one mail when several fall due together; the breached state; the
-optional one-time breach notice to the customer; closing conversations that waited for
-the customer longer than `close_after`; and the owner's alert about messages set aside
+follow-through with the customer (a breach notice per missed reply clock with the
+exception notice and the remedy for its lateness, reminders while the team waits for the
+customer, the closing notice); closing conversations that waited for the customer longer
+than `close_after`; and the owner's alert about messages set aside
 (shunted) because they could not be processed — at most one an hour, listing everything
 set aside since the previous one. With `only_in_business_hours`, alerts wait for the
 next opening. Each alert is queued in the same transaction that marks it done, so a
@@ -17,13 +19,22 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from . import store
 from .config import Config
 from .conversations import resolve_quiet
+from .durations import format_duration
 from .pipeline import Pipeline
-from .render import Alert, alert_message, alert_recipients, breach_notice
+from .render import (
+    Alert,
+    alert_message,
+    alert_recipients,
+    breach_notice,
+    follow_up_context,
+    follow_up_message,
+)
 from .store import Engine
 from .tracker import QUIET, Event, transition
 
@@ -60,7 +71,8 @@ class Scheduler:
         with store.reading(self.engine) as conn:
             warn, due = store.next_timers(conn)
             set_aside = self._set_aside_due(conn)
-        found = [t for t in (warn, due, set_aside) if isinstance(t, datetime)]
+            reminder = self._next_reminder(conn)
+        found = [t for t in (warn, due, set_aside, reminder) if isinstance(t, datetime)]
         return min(found) if found else None
 
     def run_due(self) -> int:
@@ -73,10 +85,18 @@ class Scheduler:
             if not self.config.alerts.only_in_business_hours or self.config.calendar.is_open(now):
                 queued += self._alerts(conn, now)
                 queued += self._set_aside_alert(conn, now)
-            self._close_quiet(conn, now)
+            queued += self._close_quiet(conn, now)
+            queued += self._reminders(conn, now)
         queued += self.daily_digest(now)
         self.purge(now)
         return queued
+
+    def close_quiet(self, now: datetime) -> None:
+        """Only the close_after step, in its own transaction (`replay` runs it before the
+        rest: a conversation it resolves at the team's last reply was resolved then, not
+        breached while nobody looked)."""
+        with store.begin(self.engine) as conn:
+            self._close_quiet(conn, now)
 
     def purge(self, now: datetime, *, force: bool = False) -> int:
         """`retention_days`: drop stored message bodies (ours and customers') older than
@@ -151,27 +171,6 @@ class Scheduler:
             store.update_conversation(conn, conv.id, resolution_breached=True)
             store.add_event(conn, now, "resolution-breached", {"due_at": conv.resolve_due_at},
                             conversation_id=conv.id)  # fmt: skip
-
-    def _customer_notices(self, conn: Any, now: datetime) -> int:
-        """`[breach] notify_customer`: one honest message per conversation, at the breach."""
-        if not self.config.tracking.notify_customer_on_breach:
-            return 0
-        queued = 0
-        for conv in store.breached_unnotified(conn):
-            recipient = store.ack_recipient(conn, conv.id)
-            if recipient is None:  # never acknowledged (a machine, a rate limit): stay quiet
-                store.update_conversation(conn, conv.id, customer_notified_at=now)
-                continue
-            window = timedelta(seconds=conv.cycle_window) * conv.cycle_stretch
-            new_due = self.config.clock_for(conv.priority).add(now, window)
-            inbox = self.config.inbox_named(conv.inbox)
-            message = breach_notice(self.pipeline.renderer, inbox=inbox, reference=conv.reference,
-                                    subject=conv.subject, to=recipient, promised=conv.cycle_due,
-                                    new_due=new_due, now=now)  # fmt: skip
-            store.enqueue(conn, "breach", message, recipient, now, conv.id)
-            store.update_conversation(conn, conv.id, customer_notified_at=now)
-            queued += 1
-        return queued
 
     def _alerts(self, conn: Any, now: datetime) -> int:
         """One mail with every warning and breach alert now due."""
@@ -274,8 +273,188 @@ class Scheduler:
         log.info("event=set-aside-alert messages=%s", count)
         return 1
 
-    def _close_quiet(self, conn: Any, now: datetime) -> None:
-        """Resolve conversations that waited for the customer longer than close_after."""
+    def _close_quiet(self, conn: Any, now: datetime) -> int:
+        """Resolve conversations that waited for the customer longer than close_after;
+        with `close_notice`, tell each customer (returns how many notices were queued)."""
         limit = now - self.config.tracking.close_after
+        queued = 0
         for row in store.quiet_conversations(conn, [s.value for s in QUIET], limit):
-            resolve_quiet(conn, self.config, row, now)
+            if resolve_quiet(conn, self.config, row, now) and self.config.tracking.close_notice:
+                queued += self._close_notice(conn, row, now)
+        return queued
+
+    # ------------------------------------------------------------------ follow-through
+    # What the customer hears after the acknowledgment: a breach notice per missed reply
+    # clock (with the exception notice and the remedy for its lateness), reminders while
+    # the team waits for them, the closing notice. Each is marked done in the transaction
+    # that queues it, and each obeys the acknowledgment's limits: nothing while the
+    # circuit breaker is open, nothing beyond `max_per_sender_per_day`, only to customers
+    # who were acknowledged. What is held is recorded and never sent later.
+
+    def _held(self, conn: Any, recipient: str, now: datetime) -> str | None:
+        """Why nothing more may go to `recipient` now (None: it may)."""
+        latest = store.latest_events(conn, ("circuit-open", "circuit-closed"))
+        if store.breaker_open(latest):
+            return "circuit-breaker"
+        day_start = self.config.calendar.local(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        if store.sent_to_since(conn, recipient, day_start) >= self.config.acknowledge.max_per_sender_per_day:
+            return "daily-limit"
+        return None
+
+    def _send_follow_up(self, conn: Any, kind: str, conv: Any, now: datetime,
+                        compose: Callable[[str, list[str]], Any], detail: dict[str, Any]) -> int:  # fmt: skip
+        """Queue `compose(recipient, thread)` for the conversation's acknowledged customer,
+        unless the limits hold it; records the event either way. Returns 1 when queued."""
+        recipient = store.ack_recipient(conn, conv.id)
+        if recipient is None:  # never acknowledged (a machine, a rate limit): stay quiet
+            store.add_event(conn, now, f"{kind}-skipped", {**detail, "why": "never acknowledged"},
+                            conversation_id=conv.id)  # fmt: skip
+            return 0
+        held = self._held(conn, recipient, now)
+        if held is not None:
+            store.add_event(conn, now, f"{kind}-held", {**detail, "why": held}, conversation_id=conv.id)
+            log.info("event=%s-held reference=%s why=%s", kind, conv.reference, held)
+            return 0
+        message = compose(recipient, store.customer_message_ids(conn, conv.id))
+        self.pipeline.queue(conn, kind, message, recipient, now, conv.id)
+        store.add_event(conn, now, kind, detail, conversation_id=conv.id)
+        log.info("event=%s reference=%s", kind, conv.reference)
+        return 1
+
+    def _notice_text(self, conn: Any, now: datetime) -> str:
+        found = store.current_notice(conn, now)
+        return str(found.text) if found is not None else ""
+
+    def _customer_notices(self, conn: Any, now: datetime) -> int:
+        """`[breach] notify_customer`: one honest message per missed reply clock (the first
+        reply's or a next reply's), at the breach. With notices off, breached clocks are
+        marked as needing none, so switching them on never sends old news."""
+        if not self.config.tracking.notify_customer_on_breach:
+            store.mark_breaches_notified(conn, now)
+            return 0
+        queued = 0
+        for conv in store.breached_unnotified(conn):
+            store.update_cycle(conn, conv.cycle_id, customer_notified_at=now)
+            store.update_conversation(conn, conv.id, customer_notified_at=now)
+            clock = self.config.clock_for(conv.priority)
+            new_due = clock.add(now, timedelta(seconds=conv.cycle_window) * conv.cycle_stretch)
+            # How late the reply is expected to be: the remedy is chosen by it, now, once.
+            late = clock.elapsed(conv.cycle_due, new_due)
+            remedy = self.config.tracking.remedy_for(late)
+            detail: dict[str, Any] = {"cycle": conv.cycle_kind, "due_at": conv.cycle_due,
+                                      "new_due": new_due, "expected_late_seconds": int(late.total_seconds())}  # fmt: skip
+            inbox = self.config.inbox_named(conv.inbox)
+            if remedy is not None:
+                detail["remedy_late_by"] = format_duration(remedy.late_by)
+
+            def compose(to: str, thread: list[str], conv: Any = conv, remedy: Any = remedy,
+                        new_due: datetime = new_due, inbox: Any = inbox,
+                        detail: dict[str, Any] = detail) -> Any:  # fmt: skip
+                code = ""
+                if remedy is not None and remedy.codes_file:  # taken only when it goes out
+                    code = self._code_for(conn, remedy.codes_file, conv, now)
+                    detail["code"] = code or None
+                return breach_notice(
+                    self.pipeline.renderer, inbox=inbox, reference=conv.reference,
+                    subject=conv.subject, to=to, promised=conv.cycle_due, new_due=new_due, now=now,
+                    thread=thread, notice=self._notice_text(conn, now),
+                    remedy=remedy.text_for(inbox.language) if remedy is not None else "", code=code,
+                )  # fmt: skip
+
+            queued += self._send_follow_up(conn, "breach", conv, now, compose, detail)
+        return queued
+
+    def _code_for(self, conn: Any, codes_file: str, conv: Any, now: datetime) -> str:
+        """The conversation's coupon code from `codes_file`: the one it was given before,
+        else the file's first code never given; "" when none is left (the owner is alerted
+        once per running out)."""
+        given = store.code_of_conversation(conn, conv.id, codes_file)
+        if given is not None:
+            return given
+        used = store.codes_given(conn, codes_file)
+        try:
+            lines = Path(codes_file).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            self._codes_exhausted(conn, codes_file, len(used), now, f"cannot be read: {exc.strerror or exc}")
+            return ""
+        for line in lines:
+            code = line.strip()
+            usable = code and not code.startswith("#") and code not in used and len(code) <= 255
+            if usable and store.give_code(conn, code, codes_file, conv.id, now):
+                return code
+        self._codes_exhausted(conn, codes_file, len(used), now, "has no unused code left")
+        return ""
+
+    def _codes_exhausted(self, conn: Any, codes_file: str, given: int, now: datetime, why: str) -> None:
+        """Alert the owner that a codes file ran out — once, until codes are given from it
+        again (a refilled file that runs out again is news)."""
+        if any(d.get("file") == codes_file and d.get("given") == given
+               for d in store.event_details(conn, "codes-exhausted")):  # fmt: skip
+            return
+        alert = Alert("codes", {"file": codes_file, "given": given, "unreadable": why != "has no unused code left"})
+        for recipient in alert_recipients(self.config):
+            message = alert_message(self.pipeline.renderer, recipient, alert, now=now)
+            store.enqueue(conn, "alert", message, recipient, now)
+        store.add_event(conn, now, "codes-exhausted", {"file": codes_file, "given": given, "why": why})
+        log.warning("event=codes-exhausted file=%s given=%s", codes_file, given)
+
+    def _reminder_step(self, row: Any) -> tuple[int, datetime] | None:
+        """(the next reminder's step, when it is due) for a pending conversation, or None."""
+        steps = self.config.tracking.remind_after
+        sent = row.reminders_sent if row.reminded_pause == row.waiting_since else 0
+        if sent >= len(steps) or row.waiting_since is None:
+            return None
+        return sent, self.config.clock_for(row.priority).add(row.waiting_since, steps[sent])
+
+    def _next_reminder(self, conn: Any) -> datetime | None:
+        if not self.config.tracking.remind_after:
+            return None
+        found = [s[1] for row in store.waiting_for_customer(conn) if (s := self._reminder_step(row))]
+        return min(found, default=None)
+
+    def _reminders(self, conn: Any, now: datetime) -> int:
+        """`[tracking] remind_after`: a reminder at each step after the pause began, for
+        customers the team waits for; never one step twice, and when several steps are
+        past (the service was down) only one reminder, for the latest of them."""
+        steps = self.config.tracking.remind_after
+        if not steps:
+            return 0
+        queued = 0
+        for row in store.waiting_for_customer(conn):
+            found = self._reminder_step(row)
+            if found is None or found[1] > now:
+                continue
+            step, _ = found
+            clock = self.config.clock_for(row.priority)
+            while step + 1 < len(steps) and clock.add(row.waiting_since, steps[step + 1]) <= now:
+                step += 1
+            store.update_conversation(conn, row.id, reminders_sent=step + 1, reminded_pause=row.waiting_since)
+            inbox = self.config.inbox_named(row.inbox)
+
+            def compose(to: str, thread: list[str], row: Any = row, inbox: Any = inbox) -> Any:
+                context = follow_up_context(self.config, inbox=inbox, reference=row.reference,
+                                            subject=row.subject, since=row.waiting_since)  # fmt: skip
+                return follow_up_message(self.pipeline.renderer, "reminder", inbox=inbox,
+                                         reference=row.reference, to=to, context=context,
+                                         now=now, thread=thread)  # fmt: skip
+
+            detail = {"step": step + 1, "after": format_duration(steps[step]),
+                      "waiting_since": row.waiting_since}  # fmt: skip
+            queued += self._send_follow_up(conn, "reminder", row, now, compose, detail)
+        return queued
+
+    def _close_notice(self, conn: Any, row: Any, now: datetime) -> int:
+        """`[tracking] close_notice`: tell the customer close_after resolved their case."""
+        if row.source is not None:
+            return 0
+        inbox = self.config.inbox_named(row.inbox)
+        since = row.last_team_at or row.waiting_since or now
+
+        def compose(to: str, thread: list[str]) -> Any:
+            context = follow_up_context(self.config, inbox=inbox, reference=row.reference,
+                                        subject=row.subject, since=since)  # fmt: skip
+            return follow_up_message(self.pipeline.renderer, "closed", inbox=inbox,
+                                     reference=row.reference, to=to, context=context, now=now,
+                                     thread=thread)  # fmt: skip
+
+        return self._send_follow_up(conn, "closed", row, now, compose, {"since": since})

@@ -1,7 +1,9 @@
 """The SMTP listener: an aiosmtpd handler that turns SMTP transactions into stored rows.
 
-Owns: the protocol seam. RCPT is accepted only for configured inbox addresses and aliases
-(anything else gets 550, so the gateway can never relay); an over-size message gets 552
+Owns: the protocol seam. RCPT is accepted only for configured inbox addresses and aliases,
+also with a suffix after the inbox's `command_delimiter` (`support+resolved@`: a command,
+read by the runner from the stored envelope) — anything else gets 550, so the gateway can
+never relay; an over-size message gets 552
 (aiosmtpd enforces `max_message_size`); DATA is answered 250 only after the raw message
 is committed to the database — one committer thread stores what all sessions received
 meanwhile in one transaction, and stores them one by one when that fails for a reason of

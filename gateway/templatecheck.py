@@ -33,6 +33,7 @@ from .errors import Problem
 from .parse import parse
 from .policy import deadline
 from .render import (
+    FOLLOW_UP,
     POLICY_TEMPLATES,
     Alert,
     Renderer,
@@ -41,6 +42,8 @@ from .render import (
     alert_template,
     breach_context,
     builtin_templates,
+    business_time,
+    follow_up_context,
     policy_context,
     render_digest,
     stretch_sentence,
@@ -50,6 +53,7 @@ from .render import (
 
 ACK = ("ack.subject.j2", "ack.txt.j2", "ack.html.j2")
 BREACH = ("breach.subject.j2", "breach.txt.j2", "breach.html.j2")
+SAMPLE_NOTICE = "Our courier is on strike; replies are slower this week."
 SPARSE = " without optional values"
 
 _SAMPLE_MAIL = (
@@ -181,19 +185,28 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
             season=full["season"] or "sample season",
             season_notice=full["season_notice"] or "We are busier than usual.",
             closure=full["closure"] or {"reason": "Sample holiday", "reopens": later},
+            notice=SAMPLE_NOTICE,
         )
         sparse = dict(full, customer_name="", due_sender=None, season=None, season_notice="",
-                      closure=None)  # fmt: skip
+                      closure=None, notice="")  # fmt: skip
         for label, context in (("", full), (SPARSE, sparse)):
             for name in ACK:
                 yield (f"{name} (acknowledgment, {lang}){label}", list(context),
                        _render(renderer, name, lang, context))  # fmt: skip
         breach = breach_context(config, inbox=inbox, reference=f"{inbox.prefix}-1042",
                                 subject=parsed.subject, promised=due.due_at,
-                                new_due=due.due_at + timedelta(hours=4))  # fmt: skip
-        for name in BREACH:
-            yield (f"{name} (breach notice, {lang})", list(breach),
-                   _render(renderer, name, lang, breach))  # fmt: skip
+                                new_due=due.due_at + timedelta(hours=4), notice=SAMPLE_NOTICE,
+                                remedy="We refund your shipping costs.", code="SORRY-1042")  # fmt: skip
+        bare = dict(breach, notice="", remedy="", code="")
+        for label, context in (("", breach), (SPARSE, bare)):
+            for name in BREACH:
+                yield (f"{name} (breach notice, {lang}){label}", list(context),
+                       _render(renderer, name, lang, context))  # fmt: skip
+        follow = follow_up_context(config, inbox=inbox, reference=f"{inbox.prefix}-1042",
+                                   subject=parsed.subject, since=now - timedelta(days=1))  # fmt: skip
+        for kind, what in (("reminder", "reminder"), ("closed", "closing notice")):
+            for name in FOLLOW_UP[kind]:
+                yield (f"{name} ({what}, {lang})", list(follow), _render(renderer, name, lang, follow))
     lang = config.inboxes[0].language
     for label, data in (("", _digest(config, now, filled=True)),
                         (SPARSE, _digest(config, now, filled=False))):  # fmt: skip
@@ -204,9 +217,12 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
                      "notice": "We are busier than usual.", "stretch": "2",
                      "longer": stretch_sentence(2.0, lang, renderer.translations(lang))}  # fmt: skip
     sample_closure = [{"date": "Friday, 25 December", "reason": "Sample holiday"}]
+    late = business_time(4 * 3600, lang, renderer.translations(lang))
+    sample_remedies = [{"late_by": late, "text": "We refund your shipping costs."}]
     variants = (("", dict(policy, season=policy["season"] or sample_season,
-                          closures=policy["closures"] or sample_closure)),
-                (SPARSE, dict(policy, season=None, closures=[])))  # fmt: skip
+                          closures=policy["closures"] or sample_closure,
+                          remedies=policy["remedies"] or sample_remedies)),
+                (SPARSE, dict(policy, season=None, closures=[], remedies=[])))  # fmt: skip
     for label, context in variants:
         for name in POLICY_TEMPLATES.values():
             yield (f"{name} (policy page, {lang}){label}", list(context),
@@ -258,6 +274,8 @@ def sample_alerts(config: Config, now: datetime) -> list[tuple[str, Alert]]:
         (" (resolutions)", Alert("replies", {"breaches": [], "warnings": [],
                                              "unresolved": [dict(conversation, late=7200.0)],
                                              "resolving": [dict(conversation, left=1800.0)], **resolved})),
+        ("", Alert("codes", {"file": "/etc/sla-gateway/coupons.txt", "given": 200, "unreadable": False})),
+        (" (unreadable)", Alert("codes", {"file": "/etc/sla-gateway/coupons.txt", "given": 0, "unreadable": True})),
         ("", Alert("set-aside", {"rows": [set_aside], "more": 0, "every": 3600.0})),
         (" (many)", Alert("set-aside", {"rows": [set_aside, dict(set_aside, id=8, **{"from": ""})],
                                         "more": 3, "every": 3600.0})),
@@ -287,7 +305,7 @@ def _render_digest(renderer: Renderer, data: Any) -> Callable[[], object]:
 def _digest(config: Config, now: datetime, *, filled: bool) -> Any:
     """A sample `DigestData`: a busy day with a breach, risks and suggestions, or a day
     with no mail at all."""
-    from .digest import DigestData, Figures, Item, Period, opening_grid, suggest
+    from .digest import DigestData, Figures, Item, Period, Unresolved, opening_grid, suggest
 
     cal = config.calendar
     day = cal.local(now).date() - timedelta(days=1)
@@ -297,7 +315,9 @@ def _digest(config: Config, now: datetime, *, filled: bool) -> Any:
     periods = tuple(
         Period(label, start - timedelta(days=days - 1), start + timedelta(days=1), figures,
                tuple((n, figures) for n in names), figures if filled else Figures(),
-               11 if filled else 0, (("auto-reply", 3), ("bounce", 1)) if filled else ())
+               11 if filled else 0, (("auto-reply", 3), ("bounce", 1)) if filled else (),
+               Figures(5, 4, 1, 0.8, 7200, 14400, 28800) if filled else Figures(),
+               12 if filled else 0, 9 if filled else 0)
         for label, days in (("day", 1), ("7 days", 7), ("30 days", 30))
     )  # fmt: skip
     item = Item("SHOP-1042", "kim@customer.example", "Where is my order 1042?",
@@ -323,4 +343,6 @@ def _digest(config: Config, now: datetime, *, filled: bool) -> Any:
         by_hour=tuple((h % 5) if filled else 0 for h in range(24)),
         by_weekday=tuple((d + 1) if filled else 0 for d in range(7)),
         open_hours=hours, open_days=days_open, trend=trend, suggestions=suggestions,
+        oldest_unresolved=Unresolved("SHOP-1001", "lee@customer.example", "My refund", names[0],
+                                     cal.local(now) - timedelta(days=3), 5 * 3600, True) if filled else None,
     )  # fmt: skip

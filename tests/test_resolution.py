@@ -105,8 +105,12 @@ def test_a_note_to_the_plus_address_alone_is_a_command_not_a_reply(
             b"Subject: done [SHOP-1001]\r\nMessage-ID: <note1@shop-mail.example>\r\n\r\nok\r\n")  # fmt: skip
     send(service, config, note, "anna@shop.example", rcpt=("support@shop.example",))
     c = conversation(service)
-    assert (c.state, c.first_reply_at) == ("resolved", None)  # no reply was measured
+    # No reply was measured from the note, but resolving ends the reply clock (settled
+    # without a mail, an hour after receipt: within the 4 h).
+    assert (c.state, c.first_reply_at, c.first_reply_business_seconds) == ("resolved", at(2026, 11, 23, 10), 3600)
     assert [e.kind for e in events(service, "team-command")] == ["team-command"]
+    [command] = events(service, "command")
+    assert '"settled_cycle": {"cycle": "first", "business_seconds": 3600, "met": true}' in command.detail
 
 
 def test_a_customer_writing_to_the_plus_address_is_only_a_customer(
@@ -138,7 +142,7 @@ def test_set_from_the_shell(gateway: tuple[Service, Config, Clock], run_cli: Cal
     assert again.exit_code == 0 and "no change" in again.output
     reopened = run_cli(*cli, "SHOP-1001", "--open", now=at(2026, 11, 23, 11, 10))
     assert reopened.exit_code == 0
-    assert conversation(service).state == "awaiting_team"  # the first reply is still owed
+    assert conversation(service).state == "answered"  # the resolution ended the reply clock
     unknown = run_cli(*cli, "SHOP-9", "--resolved")
     assert unknown.exit_code == 2 and "no conversation SHOP-9" in unknown.output
     assert "Traceback" not in unknown.output

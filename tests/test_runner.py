@@ -137,12 +137,12 @@ def test_references_are_consecutive_whatever_else_arrives_or_fails(
 
 def test_the_upgrade_numbers_on_after_the_highest_reference(database_url: str, tmp_path: Path,
                                                            sink: Sink) -> None:  # fmt: skip
-    """Before revision 0012 references were numbered after the message row (with gaps):
+    """Before revision 0014 references were numbered after the message row (with gaps):
     the counter starts after the highest one already given, so none is given twice."""
     config = gateway_config(tmp_path, database_url, sink_port=sink.port)
     engine = store.make_engine(config.database)
     try:
-        store.upgrade(engine, "0011")
+        store.upgrade(engine, "0013")
         with store.begin(engine) as conn:
             conn.execute(store.conversations.insert().values(
                 reference="SHOP-1042", inbox="shop", customer="old@customer.example", subject="old",

@@ -10,7 +10,10 @@ SQLAlchemy (the migrations aside; tests/test_store_owner.py checks it):
   queries.py   the reports: tickets, report and digest figures, status (heartbeat,
                counts, folders), set-aside lists
   timers.py    what the scheduler reads and marks: due cycles, quiet conversations, digests
+  followup.py  what the customer hears after the acknowledgment: the exception notice,
+               coupon codes given, reminders, what we sent a customer today
   intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
+  folders.py   where IMAP messages sit: each one's UID per watched folder, and when it left
   runner.py    the runner's claim, decision context, apply and shunt; heartbeats; tokens
   threads.py   what threading and reply tracking read and write: participants, thread
                lookups, unmatched replies, cycles, conversation state
@@ -33,6 +36,8 @@ from sqlalchemy import Engine as Engine  # the type callers annotate with
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError, Problem, TemporaryError
+from .folders import *  # noqa: F403
+from .followup import *  # noqa: F403
 from .intake import *  # noqa: F403
 from .outgoing import *  # noqa: F403
 from .queries import *  # noqa: F403

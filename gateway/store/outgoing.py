@@ -48,7 +48,7 @@ def enqueue(
     null_sender: bool = False,
 ) -> int:
     """Queue one outgoing message (inside the caller's transaction), due at `now`;
-    returns its row id. `kind`: ack / alert / breach / digest / notice. The envelope
+    returns its row id. `kind`: ack / alert / breach / reminder / closed / digest / notice. The envelope
     sender is the From address, or empty with `null_sender` (`[send] null_sender` for
     acknowledgments, so that nothing bounces back into the inbox)."""
     from ..render import to_wire

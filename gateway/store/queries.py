@@ -19,7 +19,13 @@ from .schema import conversations, cycles, events, heartbeats, messages, outbox,
 
 __all__ = [
     "PERCENTILES",
+    "alerts_naming",
+    "backlog_figures",
     "breaches_in",
+    "conversation_cycles",
+    "conversation_events",
+    "conversation_outbox",
+    "conversation_row",
     "first_reply_figures",
     "heartbeat",
     "hourly_volume",
@@ -27,10 +33,12 @@ __all__ = [
     "message_counts",
     "next_reply_figures",
     "oldest_unanswered",
+    "oldest_unresolved",
     "open_clocks",
     "outbox_counts",
     "refusals",
     "replay_counts",
+    "resolution_figures",
     "sent_since",
     "set_aside_messages",
     "sync_folders",
@@ -61,6 +69,58 @@ def tickets(conn: Any, since: datetime | None = None) -> list[Any]:
     if since is not None:
         query = query.where(c.received_at >= since)
     return list(conn.execute(query))
+
+
+# ---------------------------------------------------------------------------- one conversation
+
+
+def conversation_row(conn: Any, reference: str) -> Any:
+    """The conversation with this reference ("SHOP-1042"), or None."""
+    c = conversations.c
+    return conn.execute(select(conversations).where(c.reference == reference)).first()
+
+
+def conversation_events(conn: Any, conversation_id: int) -> list[Any]:
+    """The conversation's events in the order they were written (id, at, kind, detail,
+    message_row), each with its message's `message_at`, `direction` and `from_addr`
+    (None for events about no message)."""
+    e, m = events.c, messages.c
+    return list(conn.execute(
+        select(e.id, e.at, e.kind, e.detail, e.message_row, m.received_at.label("message_at"),
+               m.direction, m.from_addr)
+        .outerjoin(messages, m.id == e.message_row)
+        .where(e.conversation_id == conversation_id)
+        .order_by(e.id)
+    ))  # fmt: skip
+
+
+def conversation_outbox(conn: Any, conversation_id: int) -> list[Any]:
+    """What was queued for the conversation (acknowledgments, notices), oldest first."""
+    o = outbox.c
+    return list(conn.execute(
+        select(o.id, o.kind, o.recipient, o.status, o.created_at, o.sent_at, o.last_error,
+               o.source_message_id)
+        .where(o.conversation_id == conversation_id)
+        .order_by(o.id)
+    ))  # fmt: skip
+
+
+def conversation_cycles(conn: Any, conversation_id: int) -> list[Any]:
+    """The conversation's reply cycles (first, then next replies), oldest first."""
+    y = cycles.c
+    return list(conn.execute(select(cycles).where(y.conversation_id == conversation_id).order_by(y.id)))
+
+
+def alerts_naming(conn: Any, reference: str) -> list[Any]:
+    """The owner's alert mails (events "alert": warnings and breaches in one mail) that
+    named this conversation, oldest first (at, detail)."""
+    e = events.c
+    quoted = json.dumps(reference)
+    return [
+        row for row in conn.execute(
+            select(e.at, e.detail).where(e.kind == "alert", e.detail.contains(quoted, autoescape=True)).order_by(e.id)
+        )
+    ]  # fmt: skip
 
 
 def replay_counts(conn: Any) -> dict[str, int]:
@@ -188,6 +248,77 @@ def next_reply_figures(conn: Any, start: datetime, end: datetime, now: datetime)
             "compliance": met_n / (met_n + late_n) if met_n + late_n else None}  # fmt: skip
 
 
+def resolution_figures(conn: Any, start: datetime, end: datetime, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per priority (and "*" for all): count, met, breached, compliance and p50/p80/p90
+    resolution business seconds of the conversations with a resolution target that were
+    resolved in [start, end); breached also counts those received in [start, end) that
+    are still unresolved past their target at `now`. `count` is resolved + overdue."""
+    c = conversations.c
+    targeted = c.resolve_window_seconds.isnot(None)
+    resolved = and_(c.resolved_at.isnot(None), c.resolved_at >= start, c.resolved_at < end)
+    overdue = and_(
+        c.resolved_at.is_(None), c.received_at >= start, c.received_at < end,
+        c.resolution_breached.is_(True) | and_(c.resolve_due_at.isnot(None), c.resolve_due_at <= now),
+    )  # fmt: skip
+    # A resolved case is judged by its final business time (close_after resolves at the
+    # team's last reply, after the running clock may have been flagged).
+    late = c.resolution_business_seconds > c.resolve_window_seconds
+    met = case((and_(resolved, ~late), 1), else_=0)
+    breached = case((and_(resolved, late), 1), (overdue, 1), else_=0)
+    out: dict[str, dict[str, Any]] = {}
+    rows = conn.execute(
+        select(c.priority, func.count(), func.sum(met), func.sum(breached))
+        .where(targeted, resolved | overdue)
+        .group_by(c.priority)
+    )
+    for priority, count, met_n, late_n in rows:
+        out[str(priority)] = {"count": int(count), "met": int(met_n or 0), "breached": int(late_n or 0)}
+    if out:
+        out["*"] = {f: sum(r[f] for r in out.values()) for f in ("count", "met", "breached")}
+    for key in (c.priority, literal("*")):
+        partition = [c.priority] if key is c.priority else []
+        ranked = (
+            select(
+                key.label("k"),
+                c.resolution_business_seconds.label("s"),
+                func.row_number()
+                .over(partition_by=partition, order_by=c.resolution_business_seconds)
+                .label("rn"),
+                func.count().over(partition_by=partition).label("n"),
+            )
+            .where(targeted, resolved)
+            .subquery()
+        )
+        pct = select(ranked.c.k, *_pct_columns(ranked.c.s, ranked.c.rn, ranked.c.n)).group_by(ranked.c.k)
+        for row in conn.execute(pct):
+            out.setdefault(str(row.k), {"count": 0, "met": 0, "breached": 0}).update(
+                p50=row.p50, p80=row.p80, p90=row.p90
+            )
+    for entry in out.values():
+        decided = entry["met"] + entry["breached"]
+        entry["compliance"] = entry["met"] / decided if decided else None
+        for name, _ in PERCENTILES:
+            entry.setdefault(name, None)
+    return out
+
+
+def backlog_figures(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
+    """Conversations open (not resolved) at `start`, opened and resolved in [start, end),
+    and open at `end` — each a count over one indexed column (received_at, resolved_at):
+    open at a moment = received before it - resolved before it."""
+    c = conversations.c
+
+    def count(*where: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(conversations).where(*where)).scalar_one())
+
+    received_before_start, resolved_before_start = count(c.received_at < start), count(c.resolved_at < start)
+    opened = count(c.received_at >= start, c.received_at < end)
+    resolved = count(c.resolved_at >= start, c.resolved_at < end)
+    return {"open_at_start": received_before_start - resolved_before_start, "opened": opened,
+            "resolved": resolved,
+            "open_at_end": received_before_start + opened - resolved_before_start - resolved}  # fmt: skip
+
+
 def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
     """Acknowledgments sent, and messages not acknowledged by the rule that stopped them."""
     o, m = outbox.c, messages.c
@@ -263,6 +394,15 @@ def oldest_unanswered(conn: Any) -> Any:
         .where(y.replied_at.is_(None))
         .order_by(y.started_at)
         .limit(1)
+    ).first()
+
+
+def oldest_unresolved(conn: Any) -> Any:
+    """The open (not resolved) conversation received longest ago, with its resolution
+    clock's columns (None: every conversation is resolved)."""
+    c = conversations.c
+    return conn.execute(
+        select(conversations).where(c.state != "resolved").order_by(c.received_at, c.id).limit(1)
     ).first()
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "cycles",
     "digests",
     "events",
+    "exception_notices",
+    "folder_uids",
     "heartbeats",
     "insert_ignore",
     "messages",
@@ -46,6 +48,7 @@ __all__ = [
     "outbox",
     "participants",
     "reference_counters",
+    "remedy_codes",
     "reply_keys",
     "sync_state",
 ]
@@ -183,6 +186,10 @@ conversations = Table(
     Column("resolved_at", UTCDateTime),
     Column("resolved_by", String(320)),  # a team address, "cli", "archive", "close_after"
     Column("priority_set_by", String(16), nullable=False, default="keywords"),  # / vip / agent
+    # `remind_after`: how many reminders went out in the pause that began at `reminded_pause`
+    # (another pause — a different waiting_since — starts again from none).
+    Column("reminders_sent", Integer, nullable=False, default=0),
+    Column("reminded_pause", UTCDateTime),
     Index(None, "received_at"),
     # Covers every column the report and digest aggregate, so figures over a million
     # conversations are read from the index alone.
@@ -236,7 +243,7 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("kind", String(16), nullable=False),  # ack / alert / breach / digest / notice
+    Column("kind", String(16), nullable=False),  # ack / alert / breach / reminder / closed / digest / notice
     Column("conversation_id", Integer, ForeignKey("conversations.id")),
     Column("source_message_id", Integer, ForeignKey("messages.id")),
     Column("sender", String(998), nullable=False),
@@ -309,6 +316,7 @@ cycles = Table(
     Column("breached", Boolean, nullable=False, default=False),
     Column("warned_at", UTCDateTime),  # warning queued (or not needed)
     Column("breach_alerted_at", UTCDateTime),  # breach alert queued (or not needed)
+    Column("customer_notified_at", UTCDateTime),  # its one breach notice queued (or not needed)
     Index(None, "conversation_id"),
     Index(None, "replied_at", "due_at"),
     Index(None, "started_at"),
@@ -326,6 +334,23 @@ sync_state = Table(
     # history at the first sync): after a UIDVALIDITY change, only later ones may be new.
     # NULL in rows from before it was kept: then `updated_at` serves.
     Column("seen_before", UTCDateTime),
+)
+
+# Where each message read over IMAP sits in a watched folder: its UID there (under the
+# folder's UIDVALIDITY), written in the transaction that stored it, and when the poller
+# found it gone from the folder (archived, moved, deleted): `[inbox.imap]
+# resolve_on_archive` resolves a conversation once none of its customer messages is left.
+folder_uids = Table(
+    "folder_uids",
+    metadata,
+    Column("inbox", String(64), primary_key=True),
+    Column("folder", String(255), primary_key=True),
+    Column("uidvalidity", BigInteger, primary_key=True),
+    Column("uid", BigInteger, primary_key=True),
+    Column("message_row", Integer, ForeignKey("messages.id"), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("left_at", UTCDateTime),  # NULL while the message is in the folder
+    Index(None, "message_row"),
 )
 
 # One row per running service: `status` tells from it whether the gateway is alive.
@@ -378,6 +403,32 @@ digests = Table(
     Column("day", Date, primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("outbox_id", Integer, ForeignKey("outbox.id")),
+)
+
+
+# `sla-gateway notice set`: the current exception ("our courier is on strike"), told in
+# acknowledgments and breach notices until `until` or until cleared. The newest uncleared
+# row is the one in force; older ones stay as history.
+exception_notices = Table(
+    "exception_notices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("until", UTCDateTime),  # NULL: until cleared
+    Column("set_at", UTCDateTime, nullable=False),
+    Column("set_by", String(320), nullable=False, default=""),
+    Column("cleared_at", UTCDateTime),
+)
+
+# `[[breach.remedy]] codes_file`: every coupon code given, so none is ever given twice.
+remedy_codes = Table(
+    "remedy_codes",
+    metadata,
+    Column("code", String(255), primary_key=True),
+    Column("codes_file", Text, nullable=False),
+    Column("conversation_id", Integer, ForeignKey("conversations.id"), nullable=False),
+    Column("given_at", UTCDateTime, nullable=False),
+    Index(None, "conversation_id"),
 )
 
 

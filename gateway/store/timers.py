@@ -38,6 +38,7 @@ __all__ = [
     "digest_done",
     "empty_old_bodies",
     "first_record_at",
+    "mark_breaches_notified",
     "next_timers",
     "quiet_conversations",
     "resolutions_breached_unalerted",
@@ -96,17 +97,28 @@ def update_cycle(conn: Any, cycle_id: int, **values: Any) -> None:
 
 
 def breached_unnotified(conn: Any) -> list[Any]:
-    """Conversations (not replayed) whose first reply is breached and still unanswered and
-    whose customer has not had the breach notice, with their cycle's `cycle_due`,
-    `cycle_window` and `cycle_stretch`."""
+    """Breached, still unanswered reply cycles (first or next) of conversations not
+    replayed whose customer has not had their breach notice: the conversation's columns
+    with the cycle's `cycle_id`, `cycle_kind`, `cycle_due`, `cycle_window` and `cycle_stretch`."""
     y, c = cycles.c, conversations.c
     return list(conn.execute(
-        select(conversations, y.due_at.label("cycle_due"), y.window_seconds.label("cycle_window"),
+        select(conversations, y.id.label("cycle_id"), y.kind.label("cycle_kind"),
+               y.due_at.label("cycle_due"), y.window_seconds.label("cycle_window"),
                y.stretch.label("cycle_stretch"))
         .join(cycles, y.conversation_id == c.id)
-        .where(y.kind == "first", y.breached.is_(True), y.replied_at.is_(None),
-               c.customer_notified_at.is_(None), c.source.is_(None))
+        .where(y.breached.is_(True), y.replied_at.is_(None), y.customer_notified_at.is_(None),
+               c.source.is_(None))
+        .order_by(y.due_at)
     ))  # fmt: skip
+
+
+def mark_breaches_notified(conn: Any, now: datetime) -> None:
+    """Breach notices are off: every breached, unanswered cycle needs none."""
+    y = cycles.c
+    conn.execute(
+        update(cycles).where(y.breached.is_(True), y.replied_at.is_(None), y.customer_notified_at.is_(None))
+        .values(customer_notified_at=now)
+    )  # fmt: skip
 
 
 def ack_recipient(conn: Any, conversation_id: int) -> str | None:
