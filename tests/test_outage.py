@@ -124,7 +124,7 @@ def test_status_shows_the_backlog_and_why_while_the_server_answers_451(
         assert sender.send_due() == 1
         text = run_cli(*cli, "status", now=clock()).output
         assert "outbox: 0 pending, 0 failed" in text and "sending:" not in text
-        assert "last hour: 1 acknowledgment, 0 alerts, 0 breach notices, 0 digests" in text  # plurals
+        assert "last hour: 1 acknowledgment, 0 alerts, 0 breach notices, 0 reminders, 0 closing notices, 0 digests" in text  # plurals
         info = json.loads(run_cli(*cli, "status", "--json", now=clock()).output)
         assert info["backlog"]["pending"] == 0 and info["backlog"]["oldest_at"] is None
         later = run_cli(*cli, "status", now=clock() + timedelta(minutes=61)).output
