@@ -1,7 +1,8 @@
 """Benchmark: the daily digest and `report` over a million conversations.
 
 Seeds a database (SQLite file, or PostgreSQL with --url) with N conversations spread over
-two years (first-reply cycles, acknowledgments and skipped machine mail alongside), then
+two years (first-reply cycles, the customers' acknowledged mail, acknowledgments and
+skipped machine mail alongside), then
 times, each in a fresh process so peak memory is measured alone:
   - the digest for the last day (all SQL aggregates + rendering HTML and text),
   - `report` over the last 30 days, and over the whole two years.
@@ -97,10 +98,15 @@ def seed(url: str, count: int) -> None:
                 "message_id": f"ack{i}@shop.example", "raw": b"", "status": "sent", "attempts": 1,
                 "next_attempt_at": received, "created_at": received, "sent_at": received,
             })  # fmt: skip
+            messages.append({  # the customer's mail: the acknowledged figure counts these
+                "dedup_key": f"c{i}@x", "source": "smtp", "status": "processed", "received_at": received,
+                "sha256": "0" * 64, "size": 2400, "conversation_id": i + 1, "direction": "customer",
+                "acknowledged": True,
+            })  # fmt: skip
             if i % 5 == 0:
                 messages.append({
                     "dedup_key": f"machine{i}@x", "source": "smtp", "status": "processed", "received_at": received,
-                    "sha256": "0" * 64, "size": 1000, "skip_rule": rng.choice(["bounce", "auto-reply", "mailing-list"]),
+                    "sha256": "0" * 64, "size": 1000, "conversation_id": None, "skip_rule": rng.choice(["bounce", "auto-reply", "mailing-list"]),
                     "direction": "machine", "acknowledged": False,
                 })  # fmt: skip
         with engine.begin() as conn:

@@ -14,6 +14,24 @@ Then prints the ratio gateway/bare. Run by hand:
     .venv/bin/python bench/intake.py [-n 2000] [-c 8]
 
 Goal (issue 3): >= 0.3x the bare sink's throughput; p99 ack latency < 250 ms at half load.
+
+`--cpu` measures instead what each part costs per message, on a shop's realistic mail
+(bench/shopmail.py: median ~2.4 KB, 30 % multipart/alternative with quoted-printable HTML,
+replies to our acknowledgments and to the team's mail, team replies, follow-ups, a few
+attachments; fixed seed) into an empty database and into one with a year of history
+(`--history 1y`: 100,000 conversations, ~200,000 messages, ~100,000 outbox rows, loaded
+with `store.load_history`). The gateway runs in this process (`Service`, its SMTP listener,
+runner and sender called in turn); the SMTP clients and the sink that takes the
+acknowledgments run in processes of their own, so this process's CPU time (user + system,
+all threads) is the gateway's alone. Each wave of mail is delivered over SMTP (intake),
+processed with a scheduler wake-up (processing), then sent over one SMTP connection
+(sending); the sink's acknowledgments feed the next wave's replies. Printed: CPU
+milliseconds per message for each part, per acknowledgment, and history/empty ratios.
+
+    .venv/bin/python bench/intake.py --cpu [-n 3000] [--history 1y] [--repeat 3] [--cprofile FILE]
+
+Goals (issue 16): one year of history costs at most 10 % more per message than none;
+intake + processing + sending at most 2.5 ms of CPU per acknowledged message at a year.
 """
 
 from __future__ import annotations
@@ -38,6 +56,7 @@ from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway.config import parse  # noqa: E402
 
@@ -162,6 +181,32 @@ def bare(count: int, conns: int) -> float:
         proc.communicate("", timeout=30)
 
 
+def config_text(database: str, listen_port: int, sink_port: int) -> str:
+    """The example configuration: this database, listening on `listen_port`, sending over
+    SMTP to `sink_port`, no rate limit in the way, every day open all day (so no message
+    is "too late" whatever the date), no daily digest."""
+    text = (ROOT / "config" / "gateway.example.toml").read_text()
+    text = text.replace('database = "sqlite:///var/sla-gateway.db"', f'database = "{database}"')
+    text = text.replace("port = 2525 ", f"port = {listen_port} ")
+    text = text.replace('transport = "maildir" ', 'transport = "smtp" ')
+    text = text.replace('# host = "smtp.gmail.com"', 'host = "127.0.0.1"')
+    text = text.replace("# port = 587 ", f"port = {sink_port} ")
+    text = text.replace('# security = "starttls"     ', 'security = "none"     ')
+    text = text.replace("max_per_minute = 60 ", "max_per_minute = 1000000 ")
+    text = text.replace("max_per_hour = 200 ", "max_per_hour = 1000000 ")
+    text = text.replace('to = ["owner@shop.example"]                     # who gets it', "to = []  # who gets it")
+    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
+        text = re.sub(rf'^{day} = "[^"]*"', f'{day} = "00:00-24:00"', text, flags=re.M)
+    parse(text, "bench.toml")  # fail early on a broken edit
+    return text
+
+
+def write_config(workdir: Path, database: str, listen_port: int, sink_port: int) -> Path:
+    path = workdir / "bench.toml"
+    path.write_text(config_text(database, listen_port, sink_port))
+    return path
+
+
 def gateway_run(
     count: int, conns: int, rate: float | None, workdir: Path
 ) -> tuple[float, list[float]]:
@@ -171,21 +216,7 @@ def gateway_run(
     controller = Controller(sink, hostname="127.0.0.1", port=sink_port)
     controller.start()
     db = workdir / f"bench-{time.time_ns()}.db"
-    text = (ROOT / "config" / "gateway.example.toml").read_text()
-    text = text.replace('database = "sqlite:///var/sla-gateway.db"', f'database = "sqlite:///{db}"')
-    text = text.replace("port = 2525 ", f"port = {listen_port} ")
-    text = text.replace('transport = "maildir" ', 'transport = "smtp" ')
-    text = text.replace('# host = "smtp.gmail.com"', 'host = "127.0.0.1"')
-    text = text.replace("# port = 587 ", f"port = {sink_port} ")
-    text = text.replace('# security = "starttls"     ', 'security = "none"     ')
-    text = text.replace("max_per_minute = 60 ", "max_per_minute = 1000000 ")
-    text = text.replace("max_per_hour = 200 ", "max_per_hour = 1000000 ")
-    # Every day open all day, so no message is "too late" whatever the date.
-    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
-        text = re.sub(rf'^{day} = "[^"]*"', f'{day} = "00:00-24:00"', text, flags=re.M)
-    parse(text, "bench.toml")  # fail early on a broken edit
-    config_path = workdir / "bench.toml"
-    config_path.write_text(text)
+    config_path = write_config(workdir, f"sqlite:///{db}", listen_port, sink_port)
     command = [str(ROOT / ".venv" / "bin" / "sla-gateway"), "--config", str(config_path), "run"]
     gateway = subprocess.Popen(
         command,
@@ -238,12 +269,232 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+# ---------------------------------------------------------------------------- --cpu
+
+CLIENTS = """
+import pickle, smtplib, sys, threading
+port, conns = int(sys.argv[1]), int(sys.argv[2])
+for path in sys.stdin:
+    mails = pickle.loads(open(path.strip(), "rb").read())
+    def send(part):
+        with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
+            for sender, raw in part:
+                client.sendmail(sender, ["support@shop.example"], raw)
+    threads = [threading.Thread(target=send, args=(mails[i::conns],)) for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("sent", flush=True)
+"""
+
+ACK_SINK = """
+import re, sys
+from aiosmtpd.controller import Controller
+def header(raw, name):
+    found = re.search(rb"^" + name + rb":[ \\t]*(.*(?:\\r?\\n[ \\t].*)*)", raw, re.M | re.I)
+    return b" ".join(found.group(1).split()).decode("utf-8", "replace") if found else ""
+class H:
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.original_content
+        ids = [header(raw, n).strip("<>") for n in (b"Message-ID", b"In-Reply-To")]
+        print(ids[0], ids[1], header(raw, b"Subject"), sep="\\t", flush=True)
+        return "250 OK"
+c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]))
+c.start()
+print("ready", flush=True)
+sys.stdin.read()
+c.stop()
+"""
+
+HISTORIES = {"0": 0, "none": 0, "1m": 8_300, "3m": 25_000, "6m": 50_000, "1y": 100_000, "2y": 200_000}
+
+
+def build_history(url: str, conversations: int) -> dict[str, int]:
+    """A database at `url` with `conversations` of history (bench/shopmail.history)."""
+    from datetime import UTC, datetime
+
+    from shopmail import history
+
+    from gateway import store
+
+    engine = store.make_engine(url)
+    store.upgrade(engine)
+    counts: dict[str, int] = {}
+    t0 = time.perf_counter()
+    days = max(1, round(360 * conversations / 100_000))
+    for rows in history(datetime.now(UTC), conversations, days):
+        with store.begin(engine) as conn:
+            store.load_history(conn, rows)
+        for table, batch in rows.items():
+            counts[table] = counts.get(table, 0) + len(batch)
+        print(f"\r  history: {counts.get('conversations', 0):,} conversations "
+              f"({time.perf_counter() - t0:.0f} s)", end="", file=sys.stderr)  # fmt: skip
+    print(file=sys.stderr)
+    engine.dispose()
+    return counts
+
+
+def cpu_run(count: int, conns: int, wave: int, database: Path, workdir: Path,
+            profile: Any = None) -> dict[str, float]:  # fmt: skip
+    """Deliver, process and send `count` messages of the corpus in waves into the gateway
+    on `database`; returns CPU seconds of this process per part, and counts."""
+    import pickle
+    from datetime import UTC, datetime
+
+    from shopmail import Corpus
+
+    from gateway.config import load
+    from gateway.service import Service
+
+    sink_port, listen_port = free_port(), free_port()
+    sink = subprocess.Popen([sys.executable, "-c", ACK_SINK, str(sink_port)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    clients = subprocess.Popen([sys.executable, "-c", CLIENTS, str(listen_port), str(conns)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert sink.stdin and sink.stdout and clients.stdin and clients.stdout
+    assert sink.stdout.readline().strip() == "ready"
+    config = load(write_config(workdir, f"sqlite:///{database}", listen_port, sink_port))
+    service = Service(config, clock=lambda: datetime.now(UTC))
+    service.start(workers=False)
+    corpus = Corpus()
+    cpu = {"intake": 0.0, "processing": 0.0, "sending": 0.0}
+    totals = {"messages": 0, "acks": 0, "sent": 0, "bytes": 0}
+    sizes: list[int] = []
+    kinds: dict[str, int] = {}
+    try:
+        while totals["messages"] < count:
+            mails = corpus.wave(min(wave, count - totals["messages"]), datetime.now(UTC))
+            path = workdir / "wave.pickle"
+            path.write_bytes(pickle.dumps([(m.envelope_from, m.raw) for m in mails]))
+            totals["messages"] += len(mails)
+            totals["bytes"] += sum(len(m.raw) for m in mails)
+            sizes += [len(m.raw) for m in mails]
+            for m in mails:
+                kinds[m.kind] = kinds.get(m.kind, 0) + 1
+            start = time.process_time()
+            clients.stdin.write(f"{path}\n")
+            clients.stdin.flush()
+            assert clients.stdout.readline().strip() == "sent"  # every 250: stored
+            cpu["intake"] += time.process_time() - start
+            if profile is not None:
+                profile.enable()
+            start = time.process_time()
+            outcomes = []
+            while batch := service.pipeline.process_pending(limit=200):
+                outcomes += batch
+            service.scheduler.run_due()
+            cpu["processing"] += time.process_time() - start
+            start = time.process_time()
+            sent = 0
+            while more := service.sender.send_due(limit=200):
+                sent += more
+            cpu["sending"] += time.process_time() - start
+            if profile is not None:
+                profile.disable()
+            totals["acks"] += sum(1 for o in outcomes if o.acknowledged)
+            totals["sent"] += sent
+            for _ in range(sent):  # what the sink got: our acknowledgments, for the replies
+                message_id, in_reply_to, subject = [*sink.stdout.readline().rstrip("\n").split("\t"), "", ""][:3]
+                corpus.learn(message_id, in_reply_to, subject)
+    finally:
+        service.close()
+        clients.communicate("", timeout=60)
+        sink.communicate("", timeout=60)
+    shares = {f"share {kind}": n / len(sizes) for kind, n in kinds.items()}
+    return {**cpu, **{k: float(v) for k, v in totals.items()}, "median": statistics.median(sizes),
+            **shares}  # fmt: skip
+
+
+def cpu_main(args: argparse.Namespace) -> None:
+    import shutil
+
+    conversations = HISTORIES.get(args.history)
+    if conversations is None:
+        raise SystemExit(f"--history: one of {', '.join(HISTORIES)}")
+    profile = None
+    if args.cprofile:
+        import cProfile
+
+        profile = cProfile.Profile()
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        workdir = Path(tmp)
+        prefilled = workdir / "history.db"
+        counts = build_history(f"sqlite:///{prefilled}", conversations) if conversations else {}
+        results: dict[str, list[dict[str, float]]] = {"empty": [], args.history: []}
+        labels = list(results) if conversations else ["empty"]
+        # The profiled run is one more, never counted: cProfile doubles the CPU it measures.
+        plan = [(run, label, None) for run in range(args.repeat) for label in labels]
+        if profile is not None:
+            plan.append((args.repeat, labels[-1], profile))
+        for run, label, profiling in plan:
+            database = workdir / f"run-{label}-{run}.db"
+            if label != "empty":
+                for suffix in ("", "-wal", "-shm"):  # a copy of the year, per run
+                    if Path(f"{prefilled}{suffix}").exists():
+                        shutil.copy(f"{prefilled}{suffix}", f"{database}{suffix}")
+            measured = cpu_run(args.n, args.c, args.wave, database, workdir, profiling)
+            if profiling is None:
+                results[label].append(measured)
+            print(f"  run {run + 1} {label:>5}{' (profiled, not counted)' if profiling else ''}: "
+                  + describe(measured), file=sys.stderr)  # fmt: skip
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{database}{suffix}").unlink(missing_ok=True)
+    if profile is not None:
+        profile.dump_stats(args.cprofile)
+    print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"n={args.n} per run, wave={args.wave}, connections={args.c}, runs={args.repeat}")  # fmt: skip
+    if counts:
+        print("history: " + ", ".join(f"{v:,} {k}" for k, v in sorted(counts.items())))
+    first = results["empty"][0]
+    print(f"corpus: {first['messages']:.0f} messages, median {first['median'] / 1000:.1f} KB, "
+          f"mean {first['bytes'] / first['messages'] / 1000:.1f} KB; "
+          + ", ".join(f"{k[6:]} {v:.0%}" for k, v in sorted(first.items()) if k.startswith("share "))
+          + f"; {first['acks']:.0f} acknowledged, {first['sent']:.0f} sent")  # fmt: skip
+    best = {label: best_of(runs) for label, runs in results.items() if runs}
+    for label, figures in best.items():
+        print(f"{label:>5} (best of {len(results[label])}): {describe(figures)}")
+    if conversations:
+        empty, full = best["empty"], best[args.history]
+        print(f"ratio {args.history}/empty: " + ", ".join(
+            f"{part} {full[part] / empty[part]:.2f}" for part in ("intake", "processing", "sending", "total")
+        ))  # fmt: skip
+
+
+def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per part, the run with the least CPU (the machine is shared: others only add)."""
+    out = dict(runs[0])
+    for part in ("intake", "processing", "sending"):
+        out[part] = min(r[part] for r in runs)
+    out["total"] = out["intake"] + out["processing"] + out["sending"]
+    return out
+
+
+def describe(m: dict[str, float]) -> str:
+    total = m["intake"] + m["processing"] + m["sending"]
+    per = {part: m[part] / m["messages"] * 1000 for part in ("intake", "processing", "sending")}
+    return (f"CPU ms per message: intake {per['intake']:.2f}, processing {per['processing']:.2f}, "
+            f"sending {per['sending']:.2f}, total {total / m['messages'] * 1000:.2f}; "
+            f"per acknowledged message {total / max(m['acks'], 1) * 1000:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=2000, help="messages per run")
     parser.add_argument("-c", type=int, default=8, help="client connections")
     parser.add_argument("--profile", default="", help="py-spy speedscope output for the gateway")
+    parser.add_argument("--cpu", action="store_true", help="CPU per message and part, realistic mail")
+    parser.add_argument("--history", default="1y", help="--cpu: history to compare with (0, 1m ... 1y, 2y)")
+    parser.add_argument("--repeat", type=int, default=3, help="--cpu: runs of each")
+    parser.add_argument("--wave", type=int, default=200, help="--cpu: messages delivered per wave")
+    parser.add_argument("--cprofile", default="", help="--cpu: cProfile of processing and sending, in one more run (not counted)")
+    parser.add_argument("--tmp", default=None, help="--cpu: where the databases go")
     args = parser.parse_args()
+    if args.cpu:
+        if "-n" not in sys.argv:
+            args.n = 3000
+        cpu_main(args)
+        return
     global PROFILE
     PROFILE = args.profile
     with tempfile.TemporaryDirectory() as tmp:

@@ -202,20 +202,21 @@ def adopt_replies(
     did."""
     from .parse import parse
 
-    conversation = _conversation(conn, conversation_id)
-    shared = message_id is not None and (
-        store.messages_with_id(conn, message_id) > 1
-    )  # a reused Message-ID: a reply naming it may answer another mail; go by subject
-    by_id = "<" + message_id[: KEY - 1] if message_id and not shared else None
+    by_id = "<" + message_id[: KEY - 1] if message_id else None
     people = store.participants_of(conn, conversation_id)
     keys = [*(["@" + a[: KEY - 1] for a in people]), *([by_id] if by_id else [])]
+    found = store.replies_keyed(conn, keys)
+    if message_id is not None and by_id is not None and any(key == by_id for _, key in found) and (
+        store.messages_with_id(conn, message_id) > 1
+    ):  # a reused Message-ID: a reply naming it may answer another mail; go by subject
+        found = [(row_id, key) for row_id, key in found if key != by_id]
     hits: dict[int, str] = {}
-    for row_id, key in store.replies_keyed(conn, keys):
+    for row_id, key in found:
         if key == by_id:
             hits[int(row_id)] = "references"
         else:
             hits.setdefault(int(row_id), "subject")
-    subject = normalize_subject(conversation.subject)
+    subject = normalize_subject(_conversation(conn, conversation_id).subject) if hits else ""
     replies: list[tuple[datetime, int, str | None, bytes | None]] = []
     if hits:
         for row in store.unmatched_team_replies(conn, sorted(hits)):
@@ -399,24 +400,7 @@ def customer_followup(
             "why": classification.reason,
         }
         priority = classification.priority
-        values.update(
-            priority=priority,
-            priority_reason=f"{conversation.priority_reason}; raised: {classification.reason}"[
-                :2000
-            ],
-        )
-        cycle = open_cycle_row(conn, conversation.id)
-        if cycle is not None:
-            clock = _clock(config, priority, cycle.started_at, next_reply=cycle.kind == "next")
-            store.update_cycle(conn, cycle.id, priority=priority, window_seconds=int(clock.window.total_seconds()),
-                               stretch=clock.stretch, due_at=clock.due_at, warn_at=clock.warn_at)  # fmt: skip
-            if cycle.kind == "first":
-                values.update(due_at=clock.due_at, window_seconds=int(clock.window.total_seconds()))
-            else:
-                values["next_due_at"] = clock.due_at
-            detail["due_at"] = clock.due_at.isoformat()
-        resolution = _retargeted(config, priority, resolution_of(conversation))
-        values.update(resolution_columns(resolution))
+        values.update(_reprioritized(conn, config, conversation, priority, f"raised: {classification.reason}", detail))
     state, new_clock = transition(conversation.state, Event.CUSTOMER_MESSAGE)
     resolution = _moved(config, priority, resolution_of_values(conversation, values), conversation.state,
                         state, at)  # fmt: skip
@@ -590,8 +574,16 @@ def _set_priority(conn: Any, config: Config, conversation: Any, priority: str, b
         detail["change"] = "none" if conversation.priority_set_by == "agent" else "confirmed"
         return values
     detail["from"] = conversation.priority
-    values.update(priority=priority,
-                  priority_reason=f"{conversation.priority_reason}; set by {by}: {priority}"[:2000])  # fmt: skip
+    values.update(_reprioritized(conn, config, conversation, priority, f"set by {by}: {priority}", detail))
+    return values
+
+
+def _reprioritized(conn: Any, config: Config, conversation: Any, priority: str, why: str,
+                   detail: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """A new priority: the open reply clock's deadline recomputed from its start (the
+    first reply's from the receipt), the resolution target changed, the reason kept."""
+    values: dict[str, Any] = {"priority": priority,
+                              "priority_reason": f"{conversation.priority_reason}; {why}"[:2000]}  # fmt: skip
     cycle = open_cycle_row(conn, conversation.id)
     if cycle is not None:
         clock = _clock(config, priority, cycle.started_at, next_reply=cycle.kind == "next")

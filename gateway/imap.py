@@ -58,6 +58,9 @@ BATCH = 50
 DESCRIBE_BATCH = 500  # messages whose date and size are asked for in one FETCH
 TOO_LARGE_EVENT = "imap-too-large"
 BACKOFF_MAX = 300.0
+# While the owner must sign in again, how often to look for the new sign-in: a database
+# read, no server is asked, so mail flows again within seconds of `sla-gateway login`.
+SIGN_IN_CHECK_EVERY = 10.0
 IDLE_REFRESH = timedelta(minutes=25)  # re-issue IDLE well within the RFC's 29 minutes
 
 
@@ -511,6 +514,7 @@ class ImapPoller:
         imap = sync.imap
         while not self._stop.is_set():
             client: IMAPClient | None = None
+            wait_at_most = BACKOFF_MAX
             try:
                 client = connect(imap, tokens=self.tokens)
                 self._clients[sync.folder] = client
@@ -529,8 +533,9 @@ class ImapPoller:
             except LoginRequired as exc:  # the owner must sign in; keep trying meanwhile
                 self.last_error = str(exc)
                 failures += 1
+                wait_at_most = SIGN_IN_CHECK_EVERY
                 log.error("event=imap-login-required inbox=%s error=%r retry_in=%.0fs",
-                          self.inbox.name, str(exc), _backoff(failures))  # fmt: skip
+                          self.inbox.name, str(exc), min(_backoff(failures), wait_at_most))  # fmt: skip
             except ConfigError as exc:
                 self.last_error = str(exc)
                 log.error("event=imap-config-error inbox=%s error=%r", self.inbox.name, str(exc))
@@ -548,7 +553,7 @@ class ImapPoller:
                 if client is not None:
                     _close(client)
             if not self._stop.is_set():
-                self._stop.wait(_backoff(failures))
+                self._stop.wait(min(_backoff(failures), wait_at_most))
 
     def _idle(self, client: IMAPClient, imap: ImapConfig, *, departures: bool = False) -> None:
         """IDLE until the server reports something (new mail; with `departures`, an

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gettext
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -92,6 +93,7 @@ class Renderer:
         self._envs: dict[str, SandboxedEnvironment] = {}
         self._translations: dict[str, Translations] = {}
         self._hours: dict[str, list[dict[str, str]]] = {}  # the week does not change
+        self._templates: dict[tuple[str, str], Any] = {}
 
     @property
     def env(self) -> SandboxedEnvironment:
@@ -125,7 +127,10 @@ class Renderer:
         return env
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> str:
-        template = self.environment(language).select_template([f"{language}/{name}", name])
+        template = self._templates.get((language, name))
+        if template is None:  # looked up once per (language, name): templates load once
+            template = self.environment(language).select_template([f"{language}/{name}", name])
+            self._templates[(language, name)] = template
         return template.render(**context)
 
     # ------------------------------------------------------------------ acknowledgments
@@ -345,7 +350,10 @@ def build_message(
     if html is None:
         message: Message = MIMEText(text, "plain", _QP_UTF8)
     else:
-        message = MIMEMultipart("alternative")
+        # A random boundary of our own: the stdlib's search for one that no line of the
+        # parts contains compiles a regular expression per message. "=_" never occurs in
+        # quoted-printable text ("=" is followed by two hex digits or a line end there).
+        message = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}")
         message.attach(MIMEText(text, "plain", _QP_UTF8))
         message.attach(MIMEText(html, "html", _QP_UTF8))
     message["From"] = formataddr((clean_header(from_name, 80), from_addr), charset="utf-8")
@@ -386,12 +394,15 @@ def _zone_name(moment: datetime) -> str:
 
 
 def when(moment: datetime, language: str) -> When:
-    return _when(moment, moment.tzinfo, language)
+    """A moment as templates show it: to the minute (Babel's short time shows no seconds),
+    so that the Babel formatting is cached per minute; `iso` is the moment itself."""
+    shown = _when(moment.replace(second=0, microsecond=0), moment.tzinfo, language)
+    return When(shown.date, shown.time, shown.zone, moment.isoformat())
 
 
 @lru_cache(maxsize=4096)  # many acknowledgments share a deadline's minute; Babel is slow
 def _when(moment: datetime, zone: Any, language: str) -> When:
-    """`when`, cached by instant, zone (equal instants in two zones read differently) and
+    """`when`, cached by minute, zone (equal instants in two zones read differently) and
     language."""
     return When(
         date=long_date(moment, "full", language),

@@ -106,10 +106,15 @@ def replay(config: Config, engine: Engine, path: Path, *, now: datetime,
     items = sorted(read_source(path), key=lambda s: s.at)
     current = {"at": now}
     pipeline = Pipeline(config, engine, lambda: current["at"], replay=True)
+    scheduler = Scheduler(config, engine, lambda: now, pipeline)
     summary = Summary()
     for index, item in enumerate(items):
         summary.read += 1
         current["at"] = item.at
+        # A conversation quiet for close_after before this mail was resolved then (at the
+        # team's last reply), as the running service would have done; this mail may
+        # reopen it.
+        scheduler.close_quiet(item.at)
         try:
             row_id, new = pipeline.accept(Received(item.raw, "replay", item.at))
         except InputError:
@@ -125,7 +130,6 @@ def replay(config: Config, engine: Engine, path: Path, *, now: datetime,
     # Bring states up to now; replayed history raises no alerts. Conversations whose
     # customer stopped writing are resolved at the team's last reply (close_after) first,
     # so that their resolution clock stops there instead of running into a breach.
-    scheduler = Scheduler(config, engine, lambda: now, pipeline)
     scheduler.close_quiet(now)
     scheduler.run_due()
     return summary

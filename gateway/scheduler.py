@@ -99,19 +99,22 @@ class Scheduler:
             self._close_quiet(conn, now)
 
     def purge(self, now: datetime, *, force: bool = False) -> int:
-        """`retention_days`: drop stored message bodies (ours and customers') older than
-        that, keeping every row and figure. At most once an hour; returns rows emptied."""
+        """`retention_days`: drop what no figure needs from before then — stored message
+        bodies (ours and customers'), the outbox rows of sent acknowledgments (never
+        those the rate limits still look at: `once_per_sender` and a day), the reply keys
+        of team replies that never matched — keeping every conversation, cycle and
+        message row the figures are made of. At most once an hour; returns rows changed."""
         if not force and self._purged_at is not None and now - self._purged_at < timedelta(hours=1):
             return 0
         self._purged_at = now
         cutoff = now - timedelta(days=self.config.retention_days)
+        acks_before = now - self.config.acknowledge.once_per_sender - timedelta(days=1)
         with store.begin(self.engine) as conn:
-            emptied = store.empty_old_bodies(conn, cutoff)
-            if emptied:
-                store.add_event(
-                    conn, now, "purged", {"rows": emptied, "before": cutoff.isoformat()}
-                )
-        return int(emptied)
+            done = store.purge_before(conn, cutoff, acks_before=acks_before)
+            changed = sum(done.values())
+            if changed:
+                store.add_event(conn, now, "purged", {**done, "before": cutoff.isoformat()})
+        return changed
 
     def daily_digest(self, now: datetime, *, force_day: Any = None) -> int:
         """At `[digest] at` (shop time), the previous business day's digest — once per day,

@@ -17,6 +17,7 @@ decides what needs a restart). It holds no business logic.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -147,7 +148,17 @@ class Service:
 
             handler = IntakeHandler(self.config, self.pipeline, self.wake, self.clock)
             controller = make_controller(self.config, handler)
-            controller.start()
+            try:
+                controller.start()
+            except BaseException:
+                # The port is taken (or not ours): close the loop aiosmtpd made for it
+                # now, or the interpreter does at exit and prints a traceback beside
+                # our one-line error.
+                with contextlib.suppress(Exception):
+                    controller.stop(no_assert=True)
+                with contextlib.suppress(Exception):
+                    controller.loop.close()
+                raise
             self._controller = controller
             log.info(
                 "event=listening host=%s port=%s", self.config.listen.host, self.config.listen.port

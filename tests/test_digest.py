@@ -37,7 +37,7 @@ def seeded(tmp_path: Path, database_url: str) -> Iterator[Config]:
     normal (target 4 h): one unanswered, due Tue 12:00 -> neither yet; warned Tue 8:00, so
     at risk at NOW; and one received Tue 8:10, due Tue 13:10, warned only at 12:10: open
     but not at risk (and not in Monday's figures)
-    plus 3 bounces and 1 out-of-office reply not acknowledged, 5 acknowledgments sent,
+    plus 3 bounces and 1 out-of-office reply not acknowledged, 5 messages acknowledged,
     and on Friday 20 Nov one urgent reply after 15 min (counts in 7 and 30 days only)."""
     config = gateway_config(
         tmp_path,
@@ -78,7 +78,11 @@ def seeded(tmp_path: Path, database_url: str) -> Iterator[Config]:
                 dedup_key=f"m{n}@x", source="smtp", received_at=at(2026, 11, 23, 12, n), sha256="0" * 64,
                 size=1, status="processed", skip_rule=rule, direction="machine",
             ))  # fmt: skip
-        for n in range(5):
+        for n in range(5):  # the acknowledged messages (the figure) and our acks
+            conn.execute(store.messages.insert().values(
+                dedup_key=f"c{n}@x", source="smtp", received_at=at(2026, 11, 23, 10, n), sha256="0" * 64,
+                size=1, status="processed", direction="customer", acknowledged=True,
+            ))  # fmt: skip
             conn.execute(store.outbox.insert().values(
                 kind="ack", sender="support@shop.example", recipient=f"c{n}@customer.example", message_id=f"a{n}@shop",
                 raw=b"x", status="sent", next_attempt_at=at(2026, 11, 23, 10, n), created_at=at(2026, 11, 23, 10, n),

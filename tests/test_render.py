@@ -64,3 +64,21 @@ def test_the_acknowledgment_subject_never_stacks_prefixes(subject: str, expected
         reference="SHOP-1001", ack_to="kim@customer.example", customer_name="", now=now,
     )  # fmt: skip
     assert str(ack["Subject"]) == expected
+
+
+def test_the_multipart_boundary_is_random_and_in_no_part() -> None:
+    from email import message_from_bytes
+
+    def wire() -> bytes:
+        return to_wire(build_message(
+            from_name="Shop", from_addr="support@shop.example", to="kim@customer.example",
+            subject="Hi", date=datetime(2026, 11, 23, 9, 0, tzinfo=UTC), message_id="<a@shop.example>",
+            headers=[], text="--=_ looks like a boundary\n=_ and this", html="<p>--=_</p>",
+        ))  # fmt: skip
+
+    first, second = message_from_bytes(wire()), message_from_bytes(wire())
+    boundary = first.get_boundary()
+    assert boundary and boundary.startswith("=_") and boundary != second.get_boundary()
+    parts = [p.get_payload() for p in first.walk() if not p.is_multipart()]
+    assert len(parts) == 2 and not any(boundary in str(p) for p in parts)
+    assert [p.get_content_type() for p in first.walk()] == ["multipart/alternative", "text/plain", "text/html"]

@@ -92,3 +92,33 @@ def test_replay_counts_commands_and_close_after(
     with engine.connect() as conn:  # rebuilt history sends nothing
         assert conn.execute(sa.select(sa.func.count()).select_from(store.outbox)).scalar_one() == 0
     engine.dispose()
+
+
+def test_replay_resolves_a_quiet_conversation_before_the_customer_writes_again(
+    tmp_path: Path, database_url: str, run_cli: Callable[..., Result]
+) -> None:
+    """In saved mail a customer answered after more than close_after: the running service
+    would have resolved the case at the team's reply in between and reopened it then, so
+    the silence does not count towards its resolution time."""
+    config = gateway_config(tmp_path, database_url, extra={**AGENTS, **RESOLVE})
+    source = tmp_path / "saved"
+    box = mailbox.Maildir(source, create=True)
+    anna = "Anna <anna@shop.example>"
+    box.add(mail("Kim <kim@customer.example>", "support@shop.example", "Where is my parcel",
+                 "Mon, 23 Nov 2026 09:00:00 +0100", "k1@customer.example", "It has not arrived."))  # fmt: skip
+    box.add(mail(anna, "kim@customer.example", "Re: Where is my parcel", "Mon, 23 Nov 2026 10:00:00 +0100",
+                 "a1@shop-mail.example", "It is on its way.", answers="k1@customer.example"))  # fmt: skip
+    box.add(mail("Kim <kim@customer.example>", "support@shop.example", "Re: Where is my parcel",
+                 "Thu, 03 Dec 2026 11:00:00 +0100", "k2@customer.example", "Still nothing!",
+                 answers="a1@shop-mail.example"))  # ten days later  # fmt: skip
+    now = at(2026, 12, 3, 12, 0)
+    result = run_cli("--config", str(config.path), "replay", str(source), now=now)
+    assert result.exit_code == 0, result.output
+    [kim] = [json.loads(line) for line in run_cli(
+        "--config", str(config.path), "tickets", "--json", now=now).output.splitlines()]  # fmt: skip
+    assert (kim["state"], kim["resolved_at"]) == ("awaiting_team", None)  # reopened by the mail
+    # 1 h up to the reply, then from Thursday 11:00 to 12:00: the ten quiet days are not counted.
+    assert kim["resolution_business_seconds"] == 2 * H
+    timeline = json.loads(run_cli("--config", str(config.path), "tickets", "SHOP-1001", "--json", now=now).output)
+    kinds = [e["kind"] for e in timeline["timeline"]]
+    assert kinds.index("resolved") < kinds.index("customer-message") < kinds.index("resumed"), kinds

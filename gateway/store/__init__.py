@@ -15,6 +15,7 @@ SQLAlchemy (the migrations aside; tests/test_store_owner.py checks it):
   intake.py    IMAP sync state, earlier events' details, releasing set-aside messages
   folders.py   where IMAP messages sit: each one's UID per watched folder, and when it left
   runner.py    the runner's claim, decision context, apply and shunt; heartbeats; tokens
+  bulk.py      loading history in bulk (benchmarks and tests)
   threads.py   what threading and reply tracking read and write: participants, thread
                lookups, unmatched replies, cycles, conversation state
 
@@ -36,6 +37,7 @@ from sqlalchemy import Engine as Engine  # the type callers annotate with
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError, Problem, TemporaryError
+from .bulk import *  # noqa: F403
 from .folders import *  # noqa: F403
 from .followup import *  # noqa: F403
 from .intake import *  # noqa: F403
@@ -192,6 +194,9 @@ def is_temporary(exc: BaseException) -> bool:
 
 
 
+_EVENT = events.insert()
+
+
 def add_event(
     conn: Any,
     at: datetime,
@@ -203,7 +208,7 @@ def add_event(
     import json
 
     conn.execute(
-        events.insert(), dict(
+        _EVENT, dict(
             at=at,
             kind=kind,
             conversation_id=conversation_id,
@@ -216,9 +221,15 @@ def add_event(
 def latest_event(conn: Any, kinds: tuple[str, ...]) -> Any:
     from sqlalchemy import select
 
-    return conn.execute(
-        select(events).where(events.c.kind.in_(kinds)).order_by(events.c.id.desc()).limit(1)
-    ).first()
+    e = events.c
+    # The latest of each kind by the (kind, at) index, then the latest of those: ordered
+    # by id, or over several kinds at once, PostgreSQL reads every event since.
+    found = [
+        row for kind in kinds
+        if (row := conn.execute(select(events).where(e.kind == kind)
+                                .order_by(e.at.desc(), e.id.desc()).limit(1)).first()) is not None
+    ]  # fmt: skip
+    return max(found, key=lambda row: (row.at, row.id), default=None)
 
 
 from .runner import *  # noqa: E402, F403  (it uses add_event above)

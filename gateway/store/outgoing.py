@@ -16,7 +16,7 @@ from email.message import Message
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from .schema import messages, outbox
 
@@ -34,6 +34,13 @@ __all__ = [
 ]
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+
+# The statements run for every message sent, built once with parameters.
+_o = outbox.c
+_INSERT = outbox.insert()
+_STATUS = select(_o.status).where(_o.id == bindparam("row_id"))
+_SENT = update(outbox).where(_o.id == bindparam("row_id")).values(
+    status="sent", sent_at=bindparam("at"), attempts=bindparam("tries"), last_error=None)  # fmt: skip
 
 
 def enqueue(
@@ -55,7 +62,7 @@ def enqueue(
 
     sender = "" if null_sender else parseaddr(str(message["From"]))[1]
     result = conn.execute(
-        outbox.insert(),
+        _INSERT,
         dict(
             kind=kind,
             conversation_id=conversation_id,
@@ -92,8 +99,7 @@ def outbox_row(conn: Any, row_id: int) -> Any:
 
 def outbox_status(conn: Any, row_id: int) -> str | None:
     """A row's status now (the sender checks it was not cancelled since it was read)."""
-    o = outbox.c
-    value = conn.execute(select(o.status).where(o.id == row_id)).scalar()
+    value = conn.execute(_STATUS, {"row_id": row_id}).scalar()
     return None if value is None else str(value)
 
 
@@ -107,12 +113,8 @@ def next_send_at(conn: Any) -> datetime | None:
 def record_sent(conn: Any, row_id: int, at: datetime, attempts: int) -> str | None:
     """The row went out at `at`, on its `attempts`-th try (also when it was cancelled
     while being sent: it did go out). Returns the status it had until now."""
-    o = outbox.c
-    was = conn.execute(select(o.status).where(o.id == row_id)).scalar()
-    conn.execute(
-        update(outbox).where(o.id == row_id)
-        .values(status="sent", sent_at=at, attempts=attempts, last_error=None)
-    )  # fmt: skip
+    was = conn.execute(_STATUS, {"row_id": row_id}).scalar()
+    conn.execute(_SENT, {"row_id": row_id, "at": at, "tries": attempts})
     return None if was is None else str(was)
 
 

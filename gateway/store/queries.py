@@ -203,23 +203,8 @@ def first_reply_figures(
                 }
         if not percentiles:
             continue
-        partition = [c.priority] if key is c.priority else []
-        ranked = (
-            select(
-                key.label("k"),
-                c.first_reply_business_seconds.label("s"),
-                func.row_number()
-                .over(partition_by=partition, order_by=c.first_reply_business_seconds)
-                .label("rn"),
-                func.count().over(partition_by=partition).label("n"),
-            )
-            .where(*window, c.first_reply_business_seconds.isnot(None))
-            .subquery()
-        )
-        pct = select(ranked.c.k, *_pct_columns(ranked.c.s, ranked.c.rn, ranked.c.n)).group_by(
-            ranked.c.k
-        )
-        for row in conn.execute(pct):
+        seconds = c.first_reply_business_seconds
+        for row in conn.execute(_percentiles(key, seconds, *window, seconds.isnot(None))):
             entry = out.setdefault(row.k, {"count": 0, "met": 0, "breached": 0, "answered": 0})
             entry.update(p50=row.p50, p80=row.p80, p90=row.p90)
     for entry in out.values():
@@ -228,6 +213,24 @@ def first_reply_figures(
         for name, _ in PERCENTILES:
             entry.setdefault(name, None)
     return out
+
+
+def _percentiles(key: Any, seconds: Any, *where: Any) -> Any:
+    """p50/p80/p90 (nearest rank) of `seconds` over the conversations `where` selects,
+    per priority (`key` the priority column) or for all of them (`key` a literal)."""
+    c = conversations.c
+    partition = [c.priority] if key is c.priority else []
+    ranked = (
+        select(
+            key.label("k"),
+            seconds.label("s"),
+            func.row_number().over(partition_by=partition, order_by=seconds).label("rn"),
+            func.count().over(partition_by=partition).label("n"),
+        )
+        .where(*where)
+        .subquery()
+    )
+    return select(ranked.c.k, *_pct_columns(ranked.c.s, ranked.c.rn, ranked.c.n)).group_by(ranked.c.k)
 
 
 def next_reply_figures(conn: Any, start: datetime, end: datetime, now: datetime) -> dict[str, Any]:
@@ -276,21 +279,7 @@ def resolution_figures(conn: Any, start: datetime, end: datetime, now: datetime)
     if out:
         out["*"] = {f: sum(r[f] for r in out.values()) for f in ("count", "met", "breached")}
     for key in (c.priority, literal("*")):
-        partition = [c.priority] if key is c.priority else []
-        ranked = (
-            select(
-                key.label("k"),
-                c.resolution_business_seconds.label("s"),
-                func.row_number()
-                .over(partition_by=partition, order_by=c.resolution_business_seconds)
-                .label("rn"),
-                func.count().over(partition_by=partition).label("n"),
-            )
-            .where(targeted, resolved)
-            .subquery()
-        )
-        pct = select(ranked.c.k, *_pct_columns(ranked.c.s, ranked.c.rn, ranked.c.n)).group_by(ranked.c.k)
-        for row in conn.execute(pct):
+        for row in conn.execute(_percentiles(key, c.resolution_business_seconds, targeted, resolved)):
             out.setdefault(str(row.k), {"count": 0, "met": 0, "breached": 0}).update(
                 p50=row.p50, p80=row.p80, p90=row.p90
             )
@@ -320,20 +309,21 @@ def backlog_figures(conn: Any, start: datetime, end: datetime) -> dict[str, int]
 
 
 def intake_figures(conn: Any, start: datetime, end: datetime) -> dict[str, Any]:
-    """Acknowledgments sent, and messages not acknowledged by the rule that stopped them."""
-    o, m = outbox.c, messages.c
-    acks = conn.execute(
-        select(func.count()).where(o.kind == "ack", o.status != "cancelled",
-                                   o.created_at >= start, o.created_at < end)
-    ).scalar_one()  # fmt: skip
-    rules = {
-        row[0]: row[1]
-        for row in conn.execute(
-            select(m.skip_rule, func.count())
-            .where(m.skip_rule.isnot(None), m.received_at >= start, m.received_at < end)
-            .group_by(m.skip_rule)
-        )
-    }
+    """Messages received in [start, end) that were acknowledged (their acknowledgment
+    queued and not cancelled: `messages.acknowledged`, which outlives the outbox rows
+    retention deletes), and those not acknowledged by the rule that stopped them; one
+    pass over the period's messages."""
+    m = messages.c
+    acks = 0
+    rules: dict[str, int] = {}
+    for rule, count, acknowledged in conn.execute(
+        select(m.skip_rule, func.count(), func.count().filter(m.acknowledged.is_(True)))
+        .where(m.received_at >= start, m.received_at < end)
+        .group_by(m.skip_rule)
+    ):  # fmt: skip
+        acks += int(acknowledged)
+        if rule is not None:
+            rules[str(rule)] = int(count)
     return {"acknowledged": acks, "not_acknowledged": rules}
 
 

@@ -47,18 +47,45 @@ def insert_raw(conn: Connection, values: dict[str, Any]) -> tuple[int | None, bo
     return (int(existing) if existing is not None else None), False
 
 
+# The statements run for every message, built once with parameters (building one costs
+# more than running it).
+_m, _o, _c, _e = messages.c, outbox.c, conversations.c, events.c
+_NEXT_STORED = select(messages).where(_m.status == "stored").order_by(_m.id).limit(1)
+_STORED = select(messages).where(_m.status == "stored", _m.id == bindparam("row_id"))
+_CLAIMS = {
+    (row, locking): query.with_for_update(skip_locked=True) if locking else query
+    for row, query in ((False, _NEXT_STORED), (True, _STORED))
+    for locking in (False, True)
+}
+# By the (recipient, created_at) index; the kind is checked in Python, or the planner may
+# take the (kind, created_at) index and read every recent acknowledgment.
+_ACKS_TO = (
+    select(_o.kind, _o.created_at, _c.subject)
+    .select_from(outbox.outerjoin(conversations, _c.id == _o.conversation_id))
+    .where(_o.recipient == bindparam("recipient"), _o.created_at > bindparam("horizon"))
+)
+_ACK_RATE = select(func.count(), func.count().filter(_o.created_at > bindparam("minute_ago"))).where(
+    _o.kind == "ack", _o.created_at > bindparam("hour_ago"))  # fmt: skip
+_MACHINE_RULE = (
+    select(_m.skip_rule)
+    .where(_m.received_at > bindparam("since"), _m.direction == "machine",
+           or_(func.lower(_m.from_addr) == bindparam("sender"),
+               func.lower(_m.envelope_from) == bindparam("sender")))
+    .order_by(_m.received_at.desc(), _m.id.desc())  # by the (direction, received_at) index
+    .limit(1)
+)  # fmt: skip
+_LATEST_EVENTS = select(_e.kind, func.max(_e.at)).where(
+    _e.kind.in_(bindparam("kinds", expanding=True))).group_by(_e.kind)  # fmt: skip
+
+
 def claim(conn: Connection, row_id: int | None = None) -> Any:
     """The next stored message (oldest first), or the stored message `row_id`; None when
     there is none. On PostgreSQL the row stays locked until the caller's transaction
     ends and rows other runners hold are skipped, so several runners on one database
     take different messages; SQLite has one writer, so a plain ordered select serves
     (and `flip_processed` still refuses a message someone else finished meanwhile)."""
-    m = messages.c
-    query = select(messages).where(m.status == "stored")
-    query = query.where(m.id == row_id) if row_id is not None else query.order_by(m.id).limit(1)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return conn.execute(query).first()
+    query = _CLAIMS[(row_id is not None, conn.dialect.name == "postgresql")]
+    return conn.execute(query, {"row_id": row_id} if row_id is not None else {}).first()
 
 
 def ack_history(
@@ -70,37 +97,21 @@ def ack_history(
     last minute's and hour's acknowledgments to anyone."""
     from ..tracker import normalize_subject
 
-    o, c, m = outbox.c, conversations.c, messages.c
     recipient = ack_to.lower()
     since = now - once_per_sender
     horizon = min(since, day_start)
-    # By the (recipient, created_at) index; the kind is checked here, or the planner may
-    # take the (kind, created_at) index and read every recent acknowledgment.
     acks = [
         (at, subject)
-        for kind, at, subject in conn.execute(
-            select(o.kind, o.created_at, c.subject)
-            .select_from(outbox.outerjoin(conversations, c.id == o.conversation_id))
-            .where(o.recipient == recipient, o.created_at > horizon)
-        )
+        for kind, at, subject in conn.execute(_ACKS_TO, {"recipient": recipient, "horizon": horizon})
         if kind == "ack"
     ]
     recent = [(at, normalize_subject(subject or "")) for at, subject in acks if at > since]
     today = sum(1 for at, _ in acks if at >= day_start)
     hour_ago, minute_ago = now - timedelta(hours=1), now - timedelta(minutes=1)
-    hour, minute = conn.execute(
-        select(func.count(), func.count().filter(o.created_at > minute_ago))
-        .where(o.kind == "ack", o.created_at > hour_ago)
-    ).one()  # fmt: skip
+    hour, minute = conn.execute(_ACK_RATE, {"minute_ago": minute_ago, "hour_ago": hour_ago}).one()
     machine_rule = None
     if recent:  # only then can once-per-sender apply: ask what this sender sent lately
-        machine_rule = conn.execute(
-            select(m.skip_rule)
-            .where(m.received_at > since, m.direction == "machine",
-                   or_(func.lower(m.from_addr) == recipient, func.lower(m.envelope_from) == recipient))
-            .order_by(m.id.desc())
-            .limit(1)
-        ).scalar()  # fmt: skip
+        machine_rule = conn.execute(_MACHINE_RULE, {"since": since, "sender": recipient}).scalar()
     return AckHistory(
         max((at for at, _ in recent), default=None), today, int(minute), int(hour),
         tuple(subject for _, subject in recent), machine_rule,
@@ -119,8 +130,7 @@ def latest_event_at(conn: Connection, kind: str) -> tuple[datetime, int] | None:
 def latest_events(conn: Connection, kinds: tuple[str, ...]) -> dict[str, datetime]:
     """When the latest event of each of these kinds was recorded (kinds never recorded
     are left out): one statement, from the (kind, at) index."""
-    e = events.c
-    rows = conn.execute(select(e.kind, func.max(e.at)).where(e.kind.in_(kinds)).group_by(e.kind))
+    rows = conn.execute(_LATEST_EVENTS, {"kinds": list(kinds)})
     return {kind: at for kind, at in rows if at is not None}
 
 
@@ -136,7 +146,11 @@ def conversations_quoted(
     """The conversations with one of these references, or for which we sent one of these
     Message-IDs, oldest first."""
     c, o = conversations.c, outbox.c
-    ids = select(o.conversation_id).where(o.message_id.in_(message_ids))
+    # Two statements: an OR over a subquery would read every conversation on PostgreSQL.
+    ids = [i for i in conn.execute(select(o.conversation_id).where(o.message_id.in_(message_ids)))
+           .scalars() if i is not None] if message_ids else []  # fmt: skip
+    if not references and not ids:
+        return []
     return list(
         conn.execute(
             select(conversations).where(c.reference.in_(references) | c.id.in_(ids)).order_by(c.id)

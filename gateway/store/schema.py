@@ -205,6 +205,7 @@ conversations = Table(
     Index(None, "state", "due_at"),
     Index(None, "customer", "received_at"),
     Index(None, "resolve_due_at"),
+    Index(None, "resolution_breached", "resolve_alerted_at"),  # the alerts not yet sent
     Index(None, "resolve_warn_at"),
     Index(None, "resolved_at"),
 )
@@ -237,6 +238,7 @@ messages = Table(
     Index(None, "status"),
     Index(None, "conversation_id"),
     Index(None, "received_at"),
+    Index(None, "direction", "received_at"),  # the rate limits: a sender's recent machine mail
 )
 
 outbox = Table(
@@ -260,6 +262,7 @@ outbox = Table(
     Index(None, "status", "next_attempt_at"),
     Index(None, "recipient", "created_at"),
     Index(None, "kind", "created_at"),  # the breaker's counts of recent acknowledgments
+    Index(None, "message_id"),  # threading: a reply naming the Message-ID of our mail
 )
 
 # Who may continue a conversation by its reference tag, its subject or its thread headers
@@ -403,6 +406,7 @@ digests = Table(
     Column("day", Date, primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("outbox_id", Integer, ForeignKey("outbox.id")),
+    Index(None, "outbox_id"),  # retention deletes outbox rows: the key's check reads it
 )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from ..tracker import State
 from .schema import conversations, cycles, insert_ignore, messages, outbox, participants, reply_keys
@@ -44,6 +44,24 @@ __all__ = [
 ]
 
 
+# The statements run for every message are built once, with parameters (IN lists as
+# expanding parameters): building a statement costs more than running it.
+_m, _o, _p, _c, _k, _y = messages.c, outbox.c, participants.c, conversations.c, reply_keys.c, cycles.c
+_PARTICIPANT = select(_p.conversation_id).where(
+    _p.conversation_id == bindparam("conv"), _p.address == bindparam("address"))  # fmt: skip
+_PARTICIPANTS = select(_p.address).where(_p.conversation_id == bindparam("conv"))
+_CONVERSATION = select(conversations).where(_c.id == bindparam("conv"))
+_STORED_OWNERS = select(_m.message_id, _m.conversation_id).where(
+    _m.message_id.in_(bindparam("ids", expanding=True)), _m.conversation_id.isnot(None))  # fmt: skip
+_SENT_OWNERS = select(_o.message_id, _o.conversation_id).where(
+    _o.message_id.in_(bindparam("ids", expanding=True)), _o.conversation_id.isnot(None))  # fmt: skip
+_BY_REFERENCE = select(_c.id).where(_c.reference == bindparam("reference"))
+_WITH_ID = select(func.count()).where(_m.message_id == bindparam("message_id"))
+_KEYED = select(_k.message_row, _k.key).where(_k.key.in_(bindparam("keys", expanding=True)))
+_OPEN_CYCLE = (select(cycles).where(_y.conversation_id == bindparam("conv"), _y.replied_at.is_(None))
+               .order_by(_y.id.desc()).limit(1))  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- participants
 
 
@@ -56,23 +74,12 @@ def add_participants(conn: Any, conversation_id: int, addresses: Iterable[str]) 
 
 def participant(conn: Any, conversation_id: int, address: str) -> bool:
     """Whether `address` (already normalised) takes part in the conversation."""
-    p = participants.c
-    return (
-        conn.execute(
-            select(p.conversation_id).where(
-                p.conversation_id == conversation_id, p.address == address
-            )
-        ).first()
-        is not None
-    )
+    return conn.execute(_PARTICIPANT, {"conv": conversation_id, "address": address}).first() is not None
 
 
 def participants_of(conn: Any, conversation_id: int) -> list[str]:
     """The addresses taking part in the conversation."""
-    p = participants.c
-    return list(
-        conn.execute(select(p.address).where(p.conversation_id == conversation_id)).scalars()
-    )
+    return list(conn.execute(_PARTICIPANTS, {"conv": conversation_id}).scalars())
 
 
 # ---------------------------------------------------------------------------- lookups
@@ -80,29 +87,21 @@ def participants_of(conn: Any, conversation_id: int) -> list[str]:
 
 def conversation_or_none(conn: Any, conversation_id: int) -> Any:
     """One conversation's row, or None (`timers.conversation` insists on one)."""
-    c = conversations.c
-    return conn.execute(select(conversations).where(c.id == conversation_id)).first()
+    return conn.execute(_CONVERSATION, {"conv": conversation_id}).first()
 
 
 def thread_owners(conn: Any, ids: list[str]) -> list[tuple[str, int]]:
     """(Message-ID, conversation id) of the stored messages, then of the outbox rows, with
     one of these Message-IDs that belong to a conversation."""
-    m, o = messages.c, outbox.c
     return [
         (row[0], row[1])
-        for row in (
-            *conn.execute(select(m.message_id, m.conversation_id).where(
-                m.message_id.in_(ids), m.conversation_id.isnot(None))),
-            *conn.execute(select(o.message_id, o.conversation_id).where(
-                o.message_id.in_(ids), o.conversation_id.isnot(None))),
-        )
-    ]  # fmt: skip
+        for row in (*conn.execute(_STORED_OWNERS, {"ids": ids}), *conn.execute(_SENT_OWNERS, {"ids": ids}))
+    ]
 
 
 def conversation_by_reference(conn: Any, reference: str) -> int | None:
     """The id of the conversation with this reference ("SHOP-1042"), or None."""
-    c = conversations.c
-    found = conn.execute(select(c.id).where(c.reference == reference)).scalar()
+    found = conn.execute(_BY_REFERENCE, {"reference": reference}).scalar()
     return None if found is None else int(found)
 
 
@@ -128,8 +127,7 @@ def open_conversations_of(conn: Any, addresses: list[str], limit: int) -> list[A
 
 def messages_with_id(conn: Any, message_id: str) -> int:
     """How many stored messages carry this Message-ID."""
-    m = messages.c
-    return int(conn.execute(select(func.count()).where(m.message_id == message_id)).scalar_one())
+    return int(conn.execute(_WITH_ID, {"message_id": message_id}).scalar_one())
 
 
 # ---------------------------------------------------------------------------- unmatched replies
@@ -144,11 +142,7 @@ def add_reply_keys(conn: Any, message_row: int, keys: list[str]) -> None:
 
 def replies_keyed(conn: Any, keys: list[str]) -> list[tuple[int, str]]:
     """(message row, key) of the kept keys among `keys`."""
-    k = reply_keys.c
-    return [
-        (row[0], row[1])
-        for row in conn.execute(select(k.message_row, k.key).where(k.key.in_(keys)))
-    ]
+    return [(row[0], row[1]) for row in conn.execute(_KEYED, {"keys": keys})]
 
 
 def unmatched_team_replies(conn: Any, message_rows: list[int]) -> list[Any]:
@@ -224,10 +218,4 @@ def add_cycle(conn: Any, values: dict[str, Any]) -> None:
 
 def open_cycle_of(conn: Any, conversation_id: int) -> Any:
     """The conversation's newest cycle without a reply, or None."""
-    y = cycles.c
-    return conn.execute(
-        select(cycles)
-        .where(y.conversation_id == conversation_id, y.replied_at.is_(None))
-        .order_by(y.id.desc())
-        .limit(1)
-    ).first()
+    return conn.execute(_OPEN_CYCLE, {"conv": conversation_id}).first()

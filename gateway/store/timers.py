@@ -4,7 +4,7 @@ Owns every read and write behind the SLA timers (gateway/scheduler.py): when the
 timer falls due, which cycles passed their deadline or their warning, which breached
 conversations may get the customer's notice, which waiting conversations went quiet,
 which shunted messages are news for the set-aside alert, claiming a day's digest, and
-emptying old message bodies. The caller opens the transaction and decides; these only
+the retention purge. The caller opens the transaction and decides; these only
 read and mark.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from .schema import (
     conversations,
@@ -25,6 +25,7 @@ from .schema import (
     insert_ignore,
     messages,
     outbox,
+    reply_keys,
 )
 
 __all__ = [
@@ -36,10 +37,10 @@ __all__ = [
     "cycles_past_due",
     "cycles_to_warn",
     "digest_done",
-    "empty_old_bodies",
     "first_record_at",
     "mark_breaches_notified",
     "next_timers",
+    "purge_before",
     "quiet_conversations",
     "resolutions_breached_unalerted",
     "resolutions_past_due",
@@ -237,16 +238,39 @@ def claim_digest(conn: Any, day: date, now: datetime) -> bool:
     return claimed is not None
 
 
-def empty_old_bodies(conn: Any, cutoff: datetime) -> int:
-    """`retention_days`: empty the raw bodies of messages (processed or set aside) and of
-    outbox rows (no longer pending) from before `cutoff`; returns the rows emptied."""
-    m, o = messages.c, outbox.c
-    emptied = conn.execute(
-        update(messages).where(m.received_at < cutoff, m.raw.isnot(None), m.status != "stored")
-        .values(raw=None)
-    ).rowcount  # fmt: skip
-    emptied += conn.execute(
-        update(outbox).where(o.created_at < cutoff, o.status != "pending", func.length(o.raw) > 0)
-        .values(raw=b"")
-    ).rowcount  # fmt: skip
-    return int(emptied)
+DONE = ("sent", "failed", "cancelled")  # the outbox rows no longer waiting to go out
+
+
+def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[str, int]:
+    """`retention_days`: what no figure needs any more, from before `cutoff` — the raw
+    bodies of messages (processed or set aside) and of outbox rows (no longer pending);
+    the outbox rows of acknowledgments sent or cancelled before `acks_before` (the
+    figures count acknowledged messages, and the rate limits look back no further); the
+    reply keys of team replies that matched nothing before `cutoff` (their body is gone,
+    so adopting one could measure nothing). Returns how many rows each step changed;
+    every statement reads by an index (received_at, (kind, created_at), (status,
+    next_attempt_at), the key's row). An outbox row's last attempt is never before it
+    was queued, so rows last tried before `cutoff` were all queued before it (one
+    retried past it is emptied when its last attempt is that old)."""
+    m, o, k = messages.c, outbox.c, reply_keys.c
+    done = {
+        "messages_emptied": conn.execute(
+            update(messages).where(m.received_at < cutoff, m.raw.isnot(None), m.status != "stored")
+            .values(raw=None)
+        ).rowcount,
+        "acks_deleted": conn.execute(
+            delete(outbox).where(o.kind == "ack", o.created_at < min(cutoff, acks_before),
+                                 o.status.in_(("sent", "cancelled")))
+        ).rowcount,
+        "outbox_emptied": conn.execute(
+            update(outbox).where(o.status.in_(DONE), o.next_attempt_at < cutoff, func.length(o.raw) > 0)
+            .values(raw=b"")
+        ).rowcount,
+        "reply_keys_deleted": conn.execute(
+            delete(reply_keys).where(k.message_row.in_(
+                select(m.id).where(m.received_at < cutoff, m.conversation_id.is_(None),
+                                   m.direction == "team")
+            ))
+        ).rowcount,
+    }  # fmt: skip
+    return {name: int(count) for name, count in done.items()}

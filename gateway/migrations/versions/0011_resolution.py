@@ -5,7 +5,7 @@ team's last reply) and `closed` ones `resolved` at the team's last reply (by clo
 Every other conversation's resolution clock runs from its receipt; none has a target yet.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from gateway.store import UTCDateTime
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -46,6 +46,8 @@ def upgrade() -> None:
                                                  server_default=default))  # fmt: skip
     for column in _INDEXES:
         op.create_index(f"ix_conversations_{column}", "conversations", [column], unique=False)
+    op.create_index("ix_conversations_resolution_breached_resolve_alerted_at", "conversations",
+                    ["resolution_breached", "resolve_alerted_at"], unique=False)  # fmt: skip
     op.execute("UPDATE conversations SET state = 'pending', waiting_since = last_team_at"
                " WHERE state = 'awaiting_customer'")  # fmt: skip
     op.execute("UPDATE conversations SET state = 'resolved', resolved_by = 'close_after',"
@@ -59,6 +61,7 @@ def downgrade() -> None:
     op.execute("UPDATE conversations SET state = 'awaiting_customer' WHERE state = 'pending'")
     op.execute("UPDATE conversations SET state = 'closed', closed_at = COALESCE(closed_at, resolved_at)"
                " WHERE state = 'resolved'")  # fmt: skip
+    op.drop_index("ix_conversations_resolution_breached_resolve_alerted_at", table_name="conversations")
     for column in _INDEXES:
         op.drop_index(f"ix_conversations_{column}", table_name="conversations")
     for name, _, _ in reversed(_COLUMNS):
