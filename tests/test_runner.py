@@ -157,6 +157,14 @@ def test_the_upgrade_numbers_on_after_the_highest_reference(database_url: str, t
         engine.dispose()
 
 
+def test_a_new_prefix_starts_at_1001_and_counts_alone(engine: sa.Engine) -> None:
+    """Each prefix has its own numbers; one first used later (a new inbox) starts at 1001."""
+    with store.begin(engine) as conn:
+        assert [store.next_reference(conn, "SHOP") for _ in range(3)] == ["SHOP-1001", "SHOP-1002", "SHOP-1003"]
+        assert store.next_reference(conn, "B2B") == "B2B-1001"
+        assert store.next_reference(conn, "SHOP") == "SHOP-1004"
+
+
 def test_two_runners_process_each_message_once(config: Config, engine: sa.Engine) -> None:
     """Two runners (two gateways' worth: separate engines) drain the same stored mail at
     the same time: every message is processed by exactly one of them and acknowledged

@@ -173,18 +173,24 @@ def next_reference(conn: Connection, prefix: str) -> str:
     )  # fmt: skip
     number = conn.execute(bump).scalar()
     if number is None:  # the prefix's first conversation (or one from before the counters)
-        start = _highest_number(conn, prefix) or FIRST_NUMBER - 1
-        conn.execute(insert_ignore(conn, reference_counters).values(prefix=prefix, last_number=start))
+        conn.execute(insert_ignore(conn, reference_counters).values(prefix=prefix, last_number=_start(conn)))
         number = conn.execute(bump).scalar_one()
     return f"{prefix}-{number}"
 
 
-def _highest_number(conn: Connection, prefix: str) -> int | None:
-    """The highest number a stored conversation of `prefix` has (None: none has one)."""
-    c = conversations.c
-    found = conn.execute(select(c.reference).where(c.reference.like(f"{prefix}-%")))
-    numbers = [int(n) for (ref,) in found if (n := ref[len(prefix) + 1 :]).isdigit()]
-    return max(numbers, default=None)
+def _start(conn: Connection) -> int:
+    """Where a prefix without a counter row starts counting. Once counters are in use
+    (migration 0014 seeded one for every prefix that had conversations), such a prefix is
+    new: PREFIX-1001. A database with conversations but no counter at all was filled some
+    other way: numbers after the highest row ids, which no reference numbered before the
+    counters (message row id + 1000) can have reached — read from the primary keys only."""
+    if conn.execute(select(reference_counters.c.prefix).limit(1)).first() is not None:
+        return FIRST_NUMBER - 1
+    conversation = conn.execute(select(func.max(conversations.c.id))).scalar()
+    if not conversation:  # the very first conversation
+        return FIRST_NUMBER - 1
+    message = conn.execute(select(func.max(messages.c.id))).scalar() or 0
+    return max(int(conversation), int(message)) + FIRST_NUMBER - 1
 
 
 def open_conversation(conn: Connection, values: dict[str, Any]) -> int:
