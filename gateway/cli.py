@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import click
 
 from . import __version__
 from .classify import Classifier
 from .config import PRIORITIES, WEEKDAYS, Config, InboxConfig, load, locate
-from .durations import format_duration
+from .durations import format_duration, parse_duration
 from .errors import AlreadyRunning, ConfigError, GatewayError, InputError, Problem, TemporaryError
 from .model import Parsed
 from .parse import parse
@@ -135,6 +135,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     "--send-test",
     "send_test",
     metavar="ADDRESS",
+    callback=lambda _ctx, _param, value: _address(value, "--send-test"),
     help="With --connect: send one test message there.",
 )
 @click.option("--schema", is_flag=True, help="Print the configuration's JSON Schema and exit.")
@@ -150,6 +151,8 @@ def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool
 
         click.echo(configdoc.schema_text() if schema else configdoc.readme_table())
         return
+    if send_test and not connect:
+        raise click.UsageError("--send-test sends through the connections --connect tries: give both")
     state = _state(ctx)
     config = state.config
     problems = [*check_templates(config, state.clock()), *secret_problems(config)]
@@ -186,6 +189,42 @@ def check(ctx: click.Context, connect: bool, send_test: str | None, schema: bool
         ctx.exit(1)
 
 
+def _address(value: str | None, option: str) -> str | None:
+    """An e-mail address given as an option, checked as `init` checks its answers."""
+    from .setup import BadAnswer, check_address
+
+    if value is None:
+        return None
+    try:
+        return check_address(value)
+    except BadAnswer as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _write_out(out: Path, text: str) -> None:
+    """Write `--out`, or say in one line why it cannot be written."""
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write {out}: {exc.strerror or exc}; give a file in a folder that exists "
+            "and that you may write to", param_hint="--out",
+        ) from None
+
+
+def _count(n: int, thing: str) -> str:
+    """ "1 digest", "2 digests": a count with its noun (the CLI speaks English)."""
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _words(value: timedelta, length: Literal["short", "long"] = "long") -> str:
+    """A duration for people: "30 minutes", "1 hour 30 minutes", "4 days 21 hours" (not
+    "1h30m"); `length="short"`: "1 hr 30 min"."""
+    from .render import duration_text
+
+    return duration_text(value.total_seconds(), "en", length)
+
+
 def _format_week(config: Config) -> str:
     groups: list[tuple[list[str], str]] = []
     for day, ranges in zip(WEEKDAYS, config.hours.week, strict=True):
@@ -205,6 +244,8 @@ def _range_text(start: int, end: int) -> str:
     def hhmm(m: int) -> str:
         return f"{m // 60:02d}:{m % 60:02d}"
 
+    if (start, end) == (0, 24 * 60):
+        return "around the clock"
     if end > 24 * 60:
         return f"{hhmm(start)}–{hhmm(end - 24 * 60)} (next day)"
     return f"{hhmm(start)}–{hhmm(end)}"
@@ -239,7 +280,7 @@ def policy_summary(config: Config, now: datetime) -> list[str]:
     lines.append("response windows (business time):")
     for p in config.priorities:
         nxt = (
-            f", next reply {format_duration(p.next_reply)}" if p.next_reply != p.first_reply else ""
+            f", next reply {_words(p.next_reply)}" if p.next_reply != p.first_reply else ""
         )
         what = []
         if p.keywords:
@@ -249,7 +290,7 @@ def policy_summary(config: Config, now: datetime) -> list[str]:
         if p.name == "normal":
             what.append("the default")
         lines.append(
-            f"  {p.name:<7} first reply {format_duration(p.first_reply)}{nxt}; " + "; ".join(what)
+            f"  {p.name:<7} first reply {_words(p.first_reply)}{nxt}; " + "; ".join(what)
         )
     if config.vip.senders:
         lines.append(
@@ -434,7 +475,8 @@ def _print_inspection(r: dict[str, Any]) -> None:
     why = "; ".join(r["matched"]) or "nothing matched (default)"
     click.echo(f"  priority:   {r['priority']} — {why}")
     stretch = f" × {r['stretch']:g} ({r['season']})" if r["season"] else ""
-    click.echo(f"  due:        {r['due']} ({r['window']} business time{stretch})")
+    window = _words(parse_duration(r["window"]))
+    click.echo(f"  due:        {r['due']} ({window} of business time{stretch})")
     if r["acknowledge"]:
         click.echo(f"  acknowledge: yes, to {r['ack_to']}")
     else:
@@ -555,7 +597,8 @@ def _listen_error(config: Config, exc: OSError) -> GatewayError:
 
 @cli.command()
 @click.option("--host", default=None, help="Listener host (default: [listen] host).")
-@click.option("--port", type=int, default=None, help="Listener port (default: [listen] port).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Listener port (default: [listen] port).")  # fmt: skip
 @click.option(
     "--from", "sender", default=None, help="Envelope sender (default: the message's From)."
 )
@@ -749,6 +792,10 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if not rows:
+        click.echo("no conversations to show")
+        return
+
     names = {
         "awaiting_team": "awaiting team",
         "pending": "pending (cust.)",
@@ -760,7 +807,7 @@ def _print_tickets(rows: list[dict[str, Any]], config: Config) -> None:
             config.calendar.tz
         )
         seconds = row["first_reply_business_seconds"]
-        first = format_duration(timedelta(seconds=seconds)) if seconds is not None else "—"
+        first = _words(timedelta(seconds=seconds), "short") if seconds is not None else "—"
         state_text = names.get(row["state"], row["state"])
         if (row["breached"] and row["state"] != "breached") or row["resolution_breached"]:
             state_text += " !"
@@ -846,6 +893,11 @@ def replay(ctx: click.Context, source: Path) -> None:
             progress.update(task, completed=done, total=total)
 
         summary = run_replay(config, engine, source, now=state.clock(), progress=tick)
+    if not summary.read:
+        kind = "folder" if source.is_dir() else "file"
+        raise click.BadParameter(f"{source}: this {kind} holds no mail; give an mbox file (its messages "
+                                 "start with a 'From ' line), a maildir or a folder of .eml files",
+                                 param_hint="SOURCE")  # fmt: skip
     counts = replay_counts(engine)
     click.echo(
         f"{summary.read} messages read, {summary.new} new, {summary.unreadable} set aside as unreadable"
@@ -969,8 +1021,12 @@ def _print_report(figures: dict[str, Any], since: date, until: date) -> None:
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value:.0%}"
 
-    console.print(f"{since} – {until}: {figures['conversations']} conversations, "
-                  f"{pct(figures['compliance'])} of first replies on time, {figures['acknowledged']} acknowledged")  # fmt: skip
+    on_time = ("no first reply was due" if figures["compliance"] is None
+               else f"{pct(figures['compliance'])} of first replies on time")  # fmt: skip
+    console.print(f"{since} – {until}: {_count(figures['conversations'], 'conversation')}, {on_time}, "
+                  f"{figures['acknowledged']} acknowledged")  # fmt: skip
+    if not figures["priorities"]:
+        return  # no table of nothing
     headers = ("Priority", "Target", "Count", "Met", "Missed", "On time", "Median", "80%", "90%")
     rows = [[name, duration_text(f["target_seconds"], "en"), str(f["count"]), str(f["met"]), str(f["breached"]),
              pct(f["compliance"]), duration_text(f["p50_seconds"], "en"), duration_text(f["p80_seconds"], "en"),
@@ -1066,7 +1122,7 @@ def digest(
     if as_text:
         click.echo(text, nl=False)
     elif out is not None:
-        out.write_text(html, encoding="utf-8")
+        _write_out(out, html)
         click.echo(f"wrote {out}")
     else:
         click.echo(html, nl=False)
@@ -1116,9 +1172,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     for account in info["oauth"]:
         click.echo(f"oauth {account['username']}: {account['text']}")
     last = info["last_hour"]
-    click.echo(f"last hour: {last['acknowledgments']} acknowledgments, {last['alerts']} alerts, "
-               f"{last['breach_notices']} breach notices, {last['reminders']} reminders, "
-               f"{last['closing_notices']} closing notices, {last['digests']} digests")  # fmt: skip
+    click.echo(f"last hour: {_count(last['acknowledgments'], 'acknowledgment')}, "
+               f"{_count(last['alerts'], 'alert')}, {_count(last['breach_notices'], 'breach notice')}, "
+               f"{_count(last['reminders'], 'reminder')}, {_count(last['closing_notices'], 'closing notice')}, "
+               f"{_count(last['digests'], 'digest')}")  # fmt: skip
 
 
 def _shop_time(config: Config, iso: str | None) -> str:
@@ -1185,10 +1242,10 @@ def _backlog_status(config: Config, engine: Any, now: datetime) -> dict[str, Any
     age = timedelta(seconds=int(waiting.waiting(now).total_seconds()))
     text = ""
     if oldest is not None and next_try is not None:
-        tried = (f"{waiting.attempts} attempts, last error: {waiting.last_error}" if waiting.attempts
+        tried = (f"{_count(waiting.attempts, 'attempt')}, last error: {waiting.last_error}" if waiting.attempts
                  else "not tried yet")  # fmt: skip
         text = (f"{waiting.pending} waiting, the oldest since {oldest:%Y-%m-%d %H:%M:%S %Z} "
-                f"({format_duration(age)}); {tried}; next try {next_try:%Y-%m-%d %H:%M:%S %Z}")  # fmt: skip
+                f"({_words(age)}); {tried}; next try {next_try:%Y-%m-%d %H:%M:%S %Z}")  # fmt: skip
     return {"pending": waiting.pending, "oldest_at": oldest.isoformat() if oldest else None,
             "waiting_seconds": int(age.total_seconds()), "attempts": waiting.attempts,
             "last_error": waiting.last_error, "next_try_at": next_try.isoformat() if next_try else None,
@@ -1363,7 +1420,7 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
     state = _state(ctx)
     text = render_policy(Renderer(state.config), fmt, state.clock())
     if out is not None:
-        out.write_text(text, encoding="utf-8")
+        _write_out(out, text)
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)

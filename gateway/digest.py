@@ -165,6 +165,8 @@ class DigestData:
     trend: tuple[tuple[date, float | None, int | None], ...]  # day, compliance, median seconds
     suggestions: tuple[Suggestion, ...]
     refused: tuple[tuple[str, int], ...] = ()  # mails the listener refused that day, by reason
+    at_risk_more: int = 0  # at risk beyond those listed in `at_risk`
+    open_on_time: int = 0  # replies owed that are neither at risk nor past due
     oldest_unresolved: Unresolved | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

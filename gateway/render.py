@@ -46,6 +46,7 @@ from .closed import ClosedDays
 from .config import Config, InboxConfig
 from .model import Deadline, Parsed
 from .rules import LOOP_HEADER
+from .senderinfo import customer_date, greeting_name
 from .tracker import without_prefixes
 
 Translations = gettext.NullTranslations
@@ -193,18 +194,20 @@ class Renderer:
         cal = self.config.calendar
         lang = inbox.language
         t = self.translations(lang)
+        form = parsed.sender is not None and self.config.is_form_sender(parsed.sender.addr)
+        always = any(p.name == deadline.priority and p.clock == "24/7" for p in self.config.priorities)
         return {
             "language": lang,
-            "customer_name": clean_header(customer_name, 80),
+            "customer_name": clean_header(greeting_name(customer_name, parsed.header("from") or ""), 80),
             "subject": clean_header(without_prefixes(parsed.subject), 150),
             "reference": reference,
             "shop_name": inbox.from_name or inbox.address,
             "inbox_address": inbox.address,
             "priority": deadline.priority,
-            "window": window_values(deadline.effective_window, lang, t),
-            "published_window": window_values(deadline.window, lang, t),
+            "window": window_values(deadline.effective_window, lang, t, always),
+            "published_window": window_values(deadline.window, lang, t, always),
             "due": when(deadline.due_at, lang),
-            "due_sender": sender_time(deadline.due_at, parsed.date, lang),
+            "due_sender": sender_time(deadline.due_at, customer_date(parsed, form=form), lang),
             "opening_hours": self._hours.get(lang) or self._hours.setdefault(
                 lang, opening_hours(cal, lang, t)
             ),
@@ -466,31 +469,37 @@ def _plural_n(value: float, language: str) -> int:
     return next((n for n in range(200) if locale.plural_form(n) == category), 2)
 
 
-def business_time(seconds: float, language: str, t: Translations) -> str:
-    """A response window for customers: "30 minutes (business time)", "4 business hours",
+def business_time(seconds: float, language: str, t: Translations, round_the_clock: bool = False) -> str:
+    """A response window for customers: "30 business minutes", "4 business hours",
     "1 Stunde Geschäftszeit", "2 heures ouvrées" (the number through Babel, the words
-    from the catalog)."""
+    from the catalog); for a `clock = "24/7"` priority plain time: "30 minutes", "4 hours"."""
     minutes = round(seconds / 60)
     if minutes < 60:
-        text = t.ngettext("%(num)s minute (business time)", "%(num)s minutes (business time)",
-                          minutes)  # fmt: skip
+        if round_the_clock:
+            text = t.ngettext("%(num)s minute", "%(num)s minutes", minutes)
+        else:
+            text = t.ngettext("%(num)s business minute", "%(num)s business minutes", minutes)
         return text % {"num": format_decimal(minutes, locale=language)}
     hours = round(minutes / 60, 2)
-    text = t.ngettext("%(num)s business hour", "%(num)s business hours",
-                      _plural_n(hours, language))  # fmt: skip
+    n = _plural_n(hours, language)
+    if round_the_clock:
+        text = t.ngettext("%(num)s hour", "%(num)s hours", n)
+    else:
+        text = t.ngettext("%(num)s business hour", "%(num)s business hours", n)
     return text % {"num": format_decimal(hours, locale=language)}
 
 
-def window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
+def window_values(window: timedelta, language: str, t: Translations,
+                  round_the_clock: bool = False) -> dict[str, Any]:  # fmt: skip
     """A window as templates see it: `text` to show, and the figures behind it."""
-    return dict(_window_values(window, language, t))
+    return dict(_window_values(window, language, t, round_the_clock))
 
 
 @lru_cache(maxsize=256)  # a handful of windows per configuration; Babel is slow
-def _window_values(window: timedelta, language: str, t: Translations) -> dict[str, Any]:
+def _window_values(window: timedelta, language: str, t: Translations, round_the_clock: bool) -> dict[str, Any]:
     minutes = round(window.total_seconds() / 60)
     return {
-        "text": business_time(window.total_seconds(), language, t),
+        "text": business_time(window.total_seconds(), language, t, round_the_clock),
         "minutes": minutes,
         "hours": format_decimal(round(minutes / 60, 2), locale=language),
         "in_minutes": minutes < 60,
@@ -505,6 +514,8 @@ def opening_hours(cal: BusinessCalendar, language: str, t: Translations) -> list
     for index, ranges in enumerate(cal.week):
         if not ranges:
             text = ""
+        elif [(r.start, r.end) for r in ranges] == [(0, 24 * 60)]:
+            text = t.gettext("open around the clock")
         else:
             text = ", ".join(
                 t.gettext("%(start)s–%(end)s")
@@ -519,7 +530,10 @@ def opening_hours(cal: BusinessCalendar, language: str, t: Translations) -> list
     for days, text in groups:
         if not text:
             continue
-        label = str(names[days[0]] if len(days) == 1 else f"{names[days[0]]}–{names[days[-1]]}")
+        if len(days) == 7:
+            label = t.gettext("Every day")
+        else:
+            label = str(names[days[0]] if len(days) == 1 else f"{names[days[0]]}–{names[days[-1]]}")
         # Day names are lower case in French, Spanish and Dutch; these start a line.
         result.append({"days": label[:1].upper() + label[1:], "hours": text})
     return result
@@ -690,11 +704,12 @@ def _counted(table: dict[str, Callable[[Translations, int], str]], key: str, n: 
 
 
 def duration_text(
-    seconds: float | None, language: str, length: Literal["short", "narrow"] = "short"
+    seconds: float | None, language: str, length: Literal["short", "narrow", "long"] = "short"
 ) -> str:
     """Business time for people, through Babel's units: "45 min", "1 hr 30 min", "26 hr",
     "4 days 21 hr" in English, "4 Tg., 21 Std." in German; the two largest units, days
-    from 48 hours on. `length="narrow"`: "16m", "1h 30m" (the alerts' spans of clock time)."""
+    from 48 hours on. `length="narrow"`: "16m", "1h 30m" (the alerts' spans of clock time);
+    `length="long"`: "1 hour 30 minutes" (the command line's)."""
     if seconds is None:
         return "—"
     minutes = round(seconds / 60)
@@ -815,23 +830,38 @@ def render_digest(renderer: Renderer, data: Any) -> tuple[str, str, str]:
         "weekday_names": [
             str(get_day_names("abbreviated", locale=lang)[i]) for i in range(7)
         ],  # Monday first
-        "busiest_hours": sorted(range(24), key=lambda h: -data.by_hour[h])[:3]
-        if sum(data.by_hour)
-        else [],
+        "busiest_hours": [h for h in sorted(range(24), key=lambda h: -data.by_hour[h])[:3]
+                          if data.by_hour[h]],  # hours without mail are no busiest hours
         "outside_share": closed_share if sum(data.by_hour) else None,
     }
+    kind, headline, short = digest_headline(data, lang, t)
+    context.update(headline=headline, headline_kind=kind)
     html = renderer.render("digest.html.j2", lang, context)
     text = renderer.render("digest.txt.j2", lang, context)
-    day = data.periods[0].overall
-    if day.compliance is not None:
-        headline = t.gettext("%(pct)s on time") % {"pct": format_percent(day.compliance, locale=lang)}
-    else:
-        headline = t.gettext("no replies were due")
     subject = t.gettext("%(shop)s: customer service on %(day)s — %(headline)s") % {
         "shop": data.shop, "day": format_date(data.day, format="medium", locale=lang),
-        "headline": headline,
+        "headline": short,
     }  # fmt: skip
     return html, text, subject
+
+
+def digest_headline(data: Any, language: str, t: Translations) -> tuple[str, str, str]:
+    """(kind, headline, its short form for the subject). The day's share on time; on a
+    day no first reply fell due, what is at risk now (never "nothing was due" above a list
+    of replies about to fall due); else that no mail came, or that nothing fell due."""
+    day = data.periods[0].overall
+    if day.compliance is not None:
+        pct = format_percent(day.compliance, locale=language)
+        return ("on-time", t.gettext("%(pct)s of first replies on time") % {"pct": pct},
+                t.gettext("%(pct)s on time") % {"pct": pct})  # fmt: skip
+    risky = len(data.at_risk) + data.at_risk_more
+    if risky:
+        num = {"num": format_decimal(risky, locale=language)}
+        return ("at-risk", t.ngettext("%(num)s reply at risk now", "%(num)s replies at risk now", risky) % num,
+                t.ngettext("%(num)s reply at risk", "%(num)s replies at risk", risky) % num)  # fmt: skip
+    if data.empty:
+        return ("no-mail", t.gettext("No customer mail arrived that day"), t.gettext("no customer mail"))
+    return ("none-due", t.gettext("No first reply fell due that day"), t.gettext("no first reply was due"))
 
 
 # ---------------------------------------------------------------------------- the published policy
@@ -872,6 +902,28 @@ def priority_label(name: str, keywords: tuple[str, ...], t: Translations) -> str
     }
 
 
+def policy_order(config: Config) -> list[Any]:
+    """The priorities as customers read them: highest first, "Everything else" (the
+    default priority, which no keyword chooses) last."""
+    default = config.default_priority
+    return [p for p in config.priorities if p.name != default.name] + [default]
+
+
+def stretch_sentence(stretch: float, language: str, t: Translations) -> str:
+    """How a season changes reply times, in words: "twice as long", "1.5 times as long"."""
+    if stretch == 1:
+        return ""
+    if stretch == 2:
+        return t.gettext("Reply times are twice as long.")
+    if stretch == 3:
+        return t.gettext("Reply times are three times as long.")
+    if stretch < 1:
+        return t.gettext("Reply times are shorter.")
+    return t.gettext("Reply times are %(stretch)s times as long.") % {
+        "stretch": format_decimal(stretch, locale=language)
+    }
+
+
 POLICY_TEMPLATES = {"markdown": "policy.md.j2", "html": "policy.html.j2", "text": "policy.txt.j2"}
 
 
@@ -898,7 +950,8 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
         if s.end >= today and (s.start - today).days <= 60:
             season = {"name": s.name, "start": long_date(s.start, "long", lang),
                       "end": long_date(s.end, "long", lang), "notice": s.notice_for(lang),
-                      "stretch": format_decimal(s.stretch, locale=lang)}  # fmt: skip
+                      "stretch": format_decimal(s.stretch, locale=lang),
+                      "longer": stretch_sentence(s.stretch, lang, t)}  # fmt: skip
             break
     return {
         "language": lang,
@@ -908,9 +961,9 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
             {
                 "name": p.name,
                 "label": priority_label(p.name, p.keywords, t),
-                "window": business_time(p.first_reply.total_seconds(), lang, t),
+                "window": business_time(p.first_reply.total_seconds(), lang, t, p.clock == "24/7"),
             }
-            for p in config.priorities
+            for p in policy_order(config)
         ],
         "hours": opening_hours(cal, lang, t),
         "closures": closures,

@@ -94,6 +94,15 @@ def _ticket(config: Config, row: Any, now: datetime, open_due: datetime | None,
     }
 
 
+def is_at_risk(due_at: datetime | None, warn_at: datetime | None, now: datetime) -> bool:
+    """What "at risk" means everywhere (`tickets --at-risk`, the digest): a reply the team
+    still owes, past its warning point (`alerts.warn_at`) and not yet due."""
+    return due_at is not None and due_at > now and warn_at is not None and warn_at <= now
+
+
+AT_RISK_SHOWN = 10  # at-risk conversations the digest lists; the rest are counted
+
+
 def ticket_rows(
     engine: Engine, config: Config, now: datetime, *, since: datetime | None = None,
     only_open: bool = False, only_breached: bool = False, only_at_risk: bool = False,
@@ -107,7 +116,7 @@ def ticket_rows(
             overdue = open_due is not None and open_due <= now
             breached = bool(row.breached) or overdue
             is_open = open_due is not None
-            at_risk = is_open and not overdue and row.open_warn is not None and row.open_warn <= now
+            at_risk = is_at_risk(open_due, row.open_warn, now)
             if only_open and not is_open:
                 continue
             if only_breached and not breached:
@@ -235,9 +244,10 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
                 late = cal.elapsed(row.due_at, now)
             breaches.append(Item(row.reference, row.customer, row.subject, row.priority, row.due_at,
                                  max(int(late.total_seconds()), 0)))  # fmt: skip
+        owed = open_clocks(conn, since=now)
         at_risk = [
             Item(r.reference, r.customer, r.subject, r.priority, r.due_at, int(cal.elapsed(now, r.due_at).total_seconds()))
-            for r in open_clocks(conn) if r.due_at > now
+            for r in owed if is_at_risk(r.due_at, r.warn_at, now)
         ]  # fmt: skip
         oldest_row = oldest_unanswered(conn)
         oldest = None
@@ -293,7 +303,8 @@ def digest_inputs(engine: Engine, config: Config, day: Any, now: datetime) -> An
     inbox = config.inboxes[0]
     return DigestData(
         shop=inbox.from_name or inbox.address, day=day, timezone=config.hours.timezone,
-        periods=tuple(periods), breaches=tuple(breaches), at_risk=tuple(at_risk[:10]), oldest=oldest,
+        periods=tuple(periods), breaches=tuple(breaches), at_risk=tuple(at_risk[:AT_RISK_SHOWN]),
+        at_risk_more=max(len(at_risk) - AT_RISK_SHOWN, 0), open_on_time=len(owed) - len(at_risk), oldest=oldest,
         by_hour=by_hour, by_weekday=by_weekday, open_hours=open_hours, open_days=open_days,
         trend=tuple(trend), suggestions=tuple(suggestions), refused=refused, oldest_unresolved=unresolved,
     )  # fmt: skip

@@ -102,13 +102,14 @@ class Plan:
     context: Context
     parsed: Parsed
     decision: Decision | None = None  # None for team replies
-    opens: str | None = None  # the reference of the conversation it opens
+    opens: str | None = None  # the reference of the conversation it opens (once numbered)
     follows: bool = False  # it continues `context.conversation` as its customer
     direction: str = "customer"  # customer / machine / ours / team
     outgoing: tuple[Outgoing, ...] = ()
     event: tuple[str, dict[str, Any]] = ("", {})  # the message's own: kind and detail
     events: tuple[tuple[str, dict[str, Any]], ...] = ()  # breaker and loop-alert events
     skip: Skip | None = None
+    opening: bool = False  # it opens a conversation (`opens` is its reference, once numbered)
 
     @property
     def reference(self) -> str | None:
@@ -140,14 +141,12 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
     direction = "customer"
     if machine:
         direction = "ours" if skip is not None and skip.rule == "own-mail" else "machine"
-    opens = None
-    if context.conversation is None and not machine:
-        # Numbered after the message that opened the conversation: unique, known now.
-        opens = f"{context.inbox.prefix}-{row.id + 1000}"
+    # It opens a conversation; its reference is numbered when the plan is applied.
+    opening = context.conversation is None and not machine
     outgoing: list[Outgoing] = []
     events: list[tuple[str, dict[str, Any]]] = []
     acknowledging = decision.acknowledge and not context.replay and (
-        opens is not None or context.conversation is not None
+        opening or context.conversation is not None
     )
     if acknowledging and decision.ack_to is not None:
         outgoing.append(Outgoing("ack", decision.ack_to))
@@ -182,8 +181,8 @@ def decide(parsed: Parsed, context: Context, config: Config, classifier: Classif
         event[1]["not_joined"] = list(context.refused)  # the sender takes no part in them
     if context.commands:  # only the team commands; this is the customer's own mail
         event[1]["ignored_commands"] = list(context.commands)
-    return Plan(context, parsed, decision, opens, context.conversation is not None and not machine,
-                direction, tuple(outgoing), event, tuple(events), skip)  # fmt: skip
+    return Plan(context, parsed, decision, None, context.conversation is not None and not machine,
+                direction, tuple(outgoing), event, tuple(events), skip, opening)  # fmt: skip
 
 
 def _set_by(decision: Decision) -> str:
@@ -281,8 +280,8 @@ class Runner:
                     raise TemporaryError(f"cannot claim a stored message: {exc}") from exc
                 raise
             if not store.is_temporary(exc) and not self._still_stored(claimed):
-                # Another runner finished it meanwhile (on SQLite its reference, say, is
-                # taken by now): the race is lost, and what failed here was rolled back.
+                # Another runner finished it meanwhile: the race is lost, and what
+                # failed here was rolled back.
                 return Outcome(claimed, "lost")
             return self._failed(claimed, exc)
 
@@ -333,6 +332,8 @@ class Runner:
             return self._shunt(conn, row.id, str(exc))
         context = self._context(conn, row, parsed)
         plan = decide(parsed, context, self.config, self.classifier)
+        if plan.opening:  # numbered in this transaction: a rollback gives the number back
+            plan = replace(plan, opens=store.next_reference(conn, context.inbox.prefix))
         plan = self._render(plan)
         return self._apply(conn, plan)
 

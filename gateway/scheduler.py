@@ -44,6 +44,16 @@ SET_ASIDE_EVERY = timedelta(hours=1)  # at most one set-aside alert in this time
 SET_ASIDE_SHOWN = 20  # messages listed in one set-aside alert; the rest are counted
 
 
+def _existed_on(config: Config, day: Any, first: datetime | None) -> bool:
+    """Whether the gateway existed before shop-local `day` ended: something (a message, an
+    event, the service's start) was recorded by then. A first start sends no digest about
+    the day before it."""
+    if first is None:
+        return False
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), config.calendar.tz)
+    return first < end
+
+
 class Scheduler:
     """Acts on every timer that is due at `clock()`; call `run_due()` often."""
 
@@ -108,7 +118,9 @@ class Scheduler:
 
     def daily_digest(self, now: datetime, *, force_day: Any = None) -> int:
         """At `[digest] at` (shop time), the previous business day's digest — once per day,
-        even across restarts (the `digests` row and the outbox rows commit together)."""
+        even across restarts (the `digests` row and the outbox rows commit together), and
+        none for a day that ended before the gateway's first record (its first start).
+        `force_day` (the `digest --send` command) makes that day's digest regardless."""
         from .digest import previous_business_day
         from .render import digest_message
         from .reports import digest_inputs
@@ -126,6 +138,9 @@ class Scheduler:
         with store.reading(self.engine) as conn:
             if store.digest_done(conn, day):
                 return 0
+            first = store.first_record_at(conn) if force_day is None else None
+        if force_day is None and not _existed_on(self.config, day, first):
+            return 0  # the gateway was not there yet that day: nothing to tell about it
         data = digest_inputs(self.engine, self.config, day, now)
         send = not (cfg.skip_empty and data.empty)
         recipients = cfg.to or (self.config.inboxes[0].address,)

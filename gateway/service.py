@@ -138,6 +138,8 @@ class Service:
         store.upgrade(self.engine)
         self._stop.clear()
         self._started_at = self.clock()
+        with store.begin(self.engine) as conn:  # no digest tells of a day before the first
+            store.add_event(conn, self._started_at, "started")
         self._last_beat = 0.0
         if workers:
             self._start_workers()

@@ -46,6 +46,7 @@ from .render import (
     follow_up_context,
     policy_context,
     render_digest,
+    stretch_sentence,
     template_line,
     when,
 )
@@ -213,7 +214,8 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
                _render_digest(renderer, data))  # fmt: skip
     policy = policy_context(config, now)
     sample_season = {"name": "Sample season", "start": "1 December", "end": "24 December",
-                     "notice": "We are busier than usual.", "stretch": "2"}  # fmt: skip
+                     "notice": "We are busier than usual.", "stretch": "2",
+                     "longer": stretch_sentence(2.0, lang, renderer.translations(lang))}  # fmt: skip
     sample_closure = [{"date": "Friday, 25 December", "reason": "Sample holiday"}]
     late = business_time(4 * 3600, lang, renderer.translations(lang))
     sample_remedies = [{"late_by": late, "text": "We refund your shipping costs."}]

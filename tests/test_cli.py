@@ -119,7 +119,7 @@ def test_inspect_text_output(run_cli: Cli, tmp_path: Path) -> None:
     result = run_cli("--config", str(EXAMPLE), "inspect", str(good))
     assert result.exit_code == 0
     assert "priority:   urgent — subject: 'charged twice' → urgent" in result.output
-    assert "due:        2026-11-21T10:10:00+01:00 (30m business time)" in result.output
+    assert "due:        2026-11-21T10:10:00+01:00 (30 minutes of business time)" in result.output
 
 
 def test_db_upgrade(run_cli: Cli, write_config: Callable[[str], Path], database_url: str) -> None:
@@ -156,3 +156,48 @@ def test_each_command_closes_the_database_it_opened(
         assert result.exit_code == 0, result.output
         assert database.exists()
         assert not wal.exists(), f"{args}: the database is still open"
+
+
+def test_bad_arguments_found_in_the_day_one_review(
+    run_cli: Cli, write_config: Callable[[str], Path], database_url: str, tmp_path: Path
+) -> None:
+    """Each one line saying what is wrong (exit 2), never a traceback: an --out in a
+    folder that does not exist, a --send-test that is no address (or without --connect),
+    a port that cannot be; and `tickets` with nothing to list says so."""
+    config = str(write_config(EXAMPLE.read_text().replace(
+        'database = "sqlite:///var/sla-gateway.db"', f'database = "{database_url}"')))  # fmt: skip
+    assert run_cli("--config", config, "db", "upgrade").exit_code == 0
+    missing = tmp_path / "no-such-folder" / "page.html"
+    for args in (("digest", "--out", str(missing)), ("policy", "--format", "html", "--out", str(missing))):
+        result = run_cli("--config", config, *args)
+        assert result.exit_code == 2, result.output
+        assert f"cannot write {missing}: No such file or directory" in result.output
+        assert not missing.parent.exists()
+    result = run_cli("--config", config, "check", "--connect", "--send-test", "notanaddress")
+    assert result.exit_code == 2 and '"notanaddress" is not an e-mail address' in result.output
+    result = run_cli("--config", config, "check", "--send-test", "owner@shop.example")
+    assert result.exit_code == 2 and "give both" in result.output
+    result = run_cli("--config", config, "deliver", "--port", "99999", str(DATA / "customer" / "vip_normal.eml"))
+    assert result.exit_code == 2 and "99999 is not in the range" in result.output
+    for args in (("tickets",), ("tickets", "--open", "--breached")):
+        result = run_cli("--config", config, *args)
+        assert result.exit_code == 0 and result.output == "no conversations to show\n"
+    for result in (run_cli("--config", config, *a) for a in (("report",), ("status",), ("digest", "--text"))):
+        assert result.exit_code == 0 and "Traceback" not in result.output
+    report = run_cli("--config", config, "report").output
+    assert "0 conversations, no first reply was due, 0 acknowledged" in " ".join(report.split())
+    assert "—" not in report
+    junk = tmp_path / "notes.txt"
+    junk.write_text("just some notes\n")
+    result = run_cli("--config", config, "replay", str(junk))
+    assert result.exit_code == 2 and f"{junk}: this file holds no mail" in result.output
+
+
+def test_an_unreachable_database_server_is_one_line(run_cli: Cli, write_config: Callable[[str], Path]) -> None:
+    config = str(write_config(EXAMPLE.read_text().replace(
+        'database = "sqlite:///var/sla-gateway.db"', 'database = "postgresql+psycopg://nobody@127.0.0.1:1/x"')))  # fmt: skip
+    result = run_cli("--config", config, "status")
+    assert result.exit_code == 75
+    [line] = result.output.splitlines()
+    assert line.startswith("error (temporary, try again): cannot migrate the database: connection failed")
+    assert line.endswith("is the database server running and reachable?")

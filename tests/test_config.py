@@ -248,8 +248,8 @@ def test_check_prints_the_policy(run_cli: Callable[..., Result]) -> None:
     assert f"{EXAMPLE}: OK" in out
     assert "opening hours: Mon–Fri 09:00–17:00; Sat 10:00–14:00; Sun closed" in out
     assert "2026-12-25 Christmas Day" in out
-    assert "urgent  first reply 30m" in out
-    assert "low     first reply 24h" in out
+    assert "urgent  first reply 30 minutes" in out
+    assert "low     first reply 24 hours" in out
     assert "season Black Friday week: 2026-11-27..2026-12-01, windows ×2" in out
 
 

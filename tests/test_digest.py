@@ -34,7 +34,9 @@ def seeded(tmp_path: Path, database_url: str) -> Iterator[Config]:
     """Monday 23 Nov 2026, by hand:
     urgent (target 30 min): replies after 10, 20, 30, 50 min -> 3 met, 1 missed (20 min late)
     high (target 1 h): one reply after 30 min; one unanswered, due Mon 12:00 -> 1 met, 1 missed
-    normal (target 4 h): one unanswered, due Tue 12:00 -> neither yet
+    normal (target 4 h): one unanswered, due Tue 12:00 -> neither yet; warned Tue 8:00, so
+    at risk at NOW; and one received Tue 8:10, due Tue 13:10, warned only at 12:10: open
+    but not at risk (and not in Monday's figures)
     plus 3 bounces and 1 out-of-office reply not acknowledged, 5 messages acknowledged,
     and on Friday 20 Nov one urgent reply after 15 min (counts in 7 and 30 days only)."""
     config = gateway_config(
@@ -53,7 +55,9 @@ def seeded(tmp_path: Path, database_url: str) -> Iterator[Config]:
         ("high", at(2026, 11, 23, 11, 0), None, False, at(2026, 11, 23, 12, 0)),
         ("normal", at(2026, 11, 23, 16, 0), None, False, at(2026, 11, 24, 12, 0)),
         ("urgent", at(2026, 11, 20, 9, 0), 900, False, at(2026, 11, 20, 9, 30)),
+        ("normal", at(2026, 11, 24, 8, 10), None, False, at(2026, 11, 24, 13, 10)),
     ]
+    warned = {7: at(2026, 11, 24, 8, 0), 9: at(2026, 11, 24, 12, 10)}  # warn_at, by row
     windows = {"urgent": 1800, "high": 3600, "normal": 14400}
     with engine.begin() as conn:
         for n, (priority, received, seconds, breached, due) in enumerate(rows, start=1):
@@ -66,7 +70,7 @@ def seeded(tmp_path: Path, database_url: str) -> Iterator[Config]:
             )).inserted_primary_key[0]  # fmt: skip
             conn.execute(store.cycles.insert().values(
                 conversation_id=conv, kind="first", priority=priority, started_at=received,
-                window_seconds=windows[priority], stretch=1.0, due_at=due, warn_at=None, replied_at=replied,
+                window_seconds=windows[priority], stretch=1.0, due_at=due, warn_at=warned.get(n), replied_at=replied,
                 business_seconds=seconds, breached=breached, warned_at=received, breach_alerted_at=None,
             ))  # fmt: skip
         for n, rule in enumerate(["bounce", "bounce", "bounce", "auto-reply"]):
@@ -158,6 +162,7 @@ def test_digest_text(seeded: Config, run_cli: Callable[..., Result]) -> None:
     assert "OLDEST UNANSWERED: SHOP-1006" in text
     assert "too little data" in text
     assert "by weekday: Mon 7, Tue 0, Wed 0, Thu 0, Fri 1, Sat 0, Sun 0" in text
+    assert re.search(r"(^|[\s(:|])—\s*($|[—,;:)|])", text, re.M) is None, text  # no blank figure
 
 
 def test_digest_html_is_mail_safe(
@@ -188,7 +193,9 @@ def test_digest_is_sent_once_per_day(
     assert b"multipart/alternative" in raw and b"text/html" in raw and b"text/plain" in raw
 
 
-def test_service_sends_the_digest_at_the_configured_time(seeded: Config, tmp_path: Path) -> None:
+def test_service_sends_the_digest_at_the_configured_time(
+    seeded: Config, tmp_path: Path, run_cli: Callable[..., Result]
+) -> None:
     from gateway.service import Service
 
     now = {"t": at(2026, 11, 24, 7, 59)}
@@ -202,6 +209,35 @@ def test_service_sends_the_digest_at_the_configured_time(seeded: Config, tmp_pat
         service.close()
     files = list((tmp_path / "outbox" / "new").iterdir())
     assert len(files) == 1
+    status = run_cli("--config", str(seeded.path), "status", now=at(2026, 11, 24, 8, 10)).output
+    assert ", 1 digest\n" in status  # one, not "1 digests"
+
+
+def test_the_first_start_mails_no_digest_for_the_day_before(tmp_path: Path, database_url: str) -> None:
+    """A gateway started for the first time on Tuesday 8:30 (after `[digest] at`, 8:00)
+    sends no digest about Monday, when it did not exist; on Wednesday it sends Tuesday's,
+    even though no mail came (it was running), and a restart changes neither."""
+    from gateway.service import Service
+
+    config = gateway_config(
+        tmp_path, database_url,
+        extra={"to = []  # who gets it": 'to = ["owner@shop.example"]  # who gets it'},
+    )  # fmt: skip
+    outbox = tmp_path / "outbox" / "new"
+    now = {"t": at(2026, 11, 24, 8, 30)}
+    for _ in range(2):  # the second time round: a restart the same morning
+        service = Service(config, clock=lambda: now["t"])
+        service.start(workers=False)
+        service.run_once()
+        service.close()
+        assert not outbox.exists() or not list(outbox.iterdir())
+    now["t"] = at(2026, 11, 25, 8, 30)
+    service = Service(config, clock=lambda: now["t"])
+    service.start(workers=False)
+    service.run_once()
+    service.close()
+    [mail] = list(outbox.iterdir())
+    assert b"Tuesday, November 24, 2026" in mail.read_bytes().replace(b"=\r\n", b"")
 
 
 def test_previous_business_day_and_suggestions(example_config: Config) -> None:
@@ -235,19 +271,13 @@ window.addEventListener('load', function () {
 </script></body>"""
 
 
-@pytest.mark.parametrize("width", [390, 1280])
-def test_digest_renders_in_chromium(
-    seeded: Config, run_cli: Callable[..., Result], tmp_path: Path, width: int
-) -> None:
+def in_chromium(page: Path, width: int, tmp_path: Path) -> dict[str, object]:
+    """Open an HTML page in headless Chromium at `width` px: whether anything overflows
+    horizontally, the headline's text when it is fully visible, whether every `.figure`
+    is; and a screenshot beside the page (looked at, and checked not to be blank)."""
     assert CHROMIUM, "chromium is installed by scripts/install-system-deps"
-    out = tmp_path / "digest.html"
-    run_cli(
-        "--config", str(seeded.path), "digest", "--date", "2026-11-23", "--out", str(out), now=NOW
-    )
-    probe = tmp_path / "probe.html"
-    probe.write_text(
-        out.read_text().replace("</body>", CHECK)
-    )  # the check is the test's, not the mail's
+    probe = tmp_path / f"probe-{page.stem}.html"
+    probe.write_text(page.read_text().replace("</body>", CHECK))  # the check is the test's, not the page's
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2400"]  # fmt: skip
@@ -255,15 +285,130 @@ def test_digest_renders_in_chromium(
                          capture_output=True, text=True, timeout=120).stdout  # fmt: skip
     title = re.search(r"<title>(.*?)</title>", dom, re.S)
     assert title, dom[:500]
-    checks = json.loads(title.group(1).replace("&quot;", '"'))
-    assert checks == {
+    shot = tmp_path / f"{page.stem}-{width}.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 5_000
+    result: dict[str, object] = json.loads(title.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return result
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_digest_renders_in_chromium(
+    seeded: Config, run_cli: Callable[..., Result], tmp_path: Path, width: int
+) -> None:
+    out = tmp_path / "digest.html"
+    run_cli(
+        "--config", str(seeded.path), "digest", "--date", "2026-11-23", "--out", str(out), now=NOW
+    )
+    assert in_chromium(out, width, tmp_path) == {
         "overflow": False,
         "headline": "67% of first replies on time",
         "figures": True,
     }
-    shot = tmp_path / f"digest-{width}.png"
-    subprocess.run([*flags, f"--screenshot={shot}", out.as_uri()], capture_output=True, timeout=120)
-    assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_an_empty_digest_renders_in_chromium(
+    empty: Config, run_cli: Callable[..., Result], tmp_path: Path, width: int
+) -> None:
+    out = tmp_path / "digest.html"
+    run_cli("--config", str(empty.path), "digest", "--out", str(out), now=NOW)
+    assert in_chromium(out, width, tmp_path) == {
+        "overflow": False,
+        "headline": "No customer mail arrived that day",
+        "figures": True,
+    }
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+@pytest.mark.parametrize("language", ["en", "de", "fr", "es", "nl"])
+def test_the_policy_page_renders_in_chromium(
+    example_config: Config, run_cli: Callable[..., Result], tmp_path: Path, width: int, language: str
+) -> None:
+    """A complete page (doctype, language, charset, viewport) that fits a phone; its
+    headline and every reply window visible."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(Path(example_config.path).read_text().replace('language = "en"', f'language = "{language}"', 1))
+    out = tmp_path / "policy.html"
+    result = run_cli("--config", str(config), "policy", "--format", "html", "--out", str(out), now=NOW)
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert html.startswith("<!doctype html>")
+    assert f'<html lang="{language}">' in html and '<meta charset="utf-8">' in html
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    checks = in_chromium(out, width, tmp_path)
+    assert checks["overflow"] is False and checks["figures"] is True
+    assert isinstance(checks["headline"], str) and checks["headline"]
+
+
+# ------------------------------------------------------------------ at risk, and the empty day
+
+
+@pytest.fixture
+def empty(tmp_path: Path, database_url: str) -> Iterator[Config]:
+    """A gateway that has seen no mail at all."""
+    config = gateway_config(tmp_path, database_url)
+    engine = store.make_engine(database_url)
+    store.upgrade(engine)
+    engine.dispose()
+    yield config
+
+
+def test_the_digest_at_risk_is_tickets_at_risk(seeded: Config, run_cli: Callable[..., Result]) -> None:
+    """One meaning: open, past the warning point, not yet due. SHOP-1007 (warned at 8:00)
+    is; SHOP-1009 (warned only at 12:10) and SHOP-1006 (already past due) are not."""
+    tickets = run_cli("--config", str(seeded.path), "tickets", "--at-risk", "--json", now=NOW).output
+    assert [json.loads(line)["reference"] for line in tickets.splitlines()] == ["SHOP-1007"]
+    text = run_cli("--config", str(seeded.path), "digest", "--text", now=NOW).output
+    at_risk = text.split("AT RISK NOW (TIME LEFT)")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in at_risk.strip().splitlines()] == ["SHOP-1007"]
+
+
+def test_many_at_risk_on_a_day_nothing_fell_due(tmp_path: Path, database_url: str,
+                                                 run_cli: Callable[..., Result]) -> None:  # fmt: skip
+    """Twelve replies at risk on Tuesday morning, none due on Monday: the headline says
+    what is at risk (not "no replies were due" above the list), ten are listed, "and 2
+    more" counts the rest."""
+    config = gateway_config(tmp_path, database_url)
+    engine = store.make_engine(database_url)
+    store.upgrade(engine)
+    with engine.begin() as conn:
+        for n in range(12):
+            received = at(2026, 11, 23, 16, 0) + timedelta(minutes=n)
+            conv = conn.execute(store.conversations.insert().values(
+                reference=f"SHOP-{1001 + n}", inbox="shop", customer=f"c{n}@customer.example",
+                subject=f"Question {n}", priority="normal", priority_reason="", state="awaiting_team",
+                received_at=received, window_seconds=14400, stretch=1.0, due_at=at(2026, 11, 24, 12, n),
+                breached=False, created_at=received,
+            )).inserted_primary_key[0]  # fmt: skip
+            conn.execute(store.cycles.insert().values(
+                conversation_id=conv, kind="first", priority="normal", started_at=received,
+                window_seconds=14400, stretch=1.0, due_at=at(2026, 11, 24, 12, n),
+                warn_at=at(2026, 11, 24, 8, 0), breached=False,
+            ))  # fmt: skip
+    engine.dispose()
+    text = run_cli("--config", str(config.path), "digest", "--text", now=NOW).output
+    assert "\n12 replies at risk now\n" in text
+    assert "no replies were due" not in text.lower() and "fell due that day" not in text
+    listed = [line for line in text.splitlines() if line.startswith("  SHOP-")]
+    assert len(listed) == 10 and listed[0].startswith("  SHOP-1001")
+    assert "  and 2 more" in text
+    assert "busiest hours: 4:00\u202fPM; 0% of mail" in text  # not hours without any mail
+    html = run_cli("--config", str(config.path), "digest", now=NOW).output
+    assert ">12 replies at risk now</h1>" in html and "and 2 more" in html
+
+
+def test_the_text_digest_of_an_empty_day_has_no_empty_fields(
+    empty: Config, run_cli: Callable[..., Result]
+) -> None:
+    text = run_cli("--config", str(empty.path), "digest", "--text", now=NOW).output
+    assert "No customer mail arrived that day" in text
+    assert "Nothing is waiting for a reply." in text
+    assert "No customer mail in the last 30 days." in text
+    for blank in ("— on time", "median —", ": ;", ":\n", "()", " ; "):
+        assert blank not in text, (blank, text)
+    # A dash only ever separates two phrases; never stands for a missing figure.
+    assert re.search(r"(^|[\s(:|])—\s*($|[—,;:)|])", text, re.M) is None, text
 
 
 def test_digest_in_the_inbox_language(

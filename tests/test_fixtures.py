@@ -40,7 +40,7 @@ def test_every_fixture_has_a_case() -> None:
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in CASES if c["file"].startswith("customer/")], ids=lambda c: c["file"]
+    "case", [c for c in CASES if c["file"].startswith(("customer/", "greeting/"))], ids=lambda c: c["file"]
 )
 def test_customer_mail_is_classified_and_acknowledged(
     example_config: Config, case: dict[str, Any]

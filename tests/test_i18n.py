@@ -23,7 +23,7 @@ from click.testing import Result
 
 from gateway.catalogs import builtin_locale, catalog_file
 from gateway.config import Config, parse
-from gateway.digest import DigestData, suggest
+from gateway.digest import DigestData, Figures, suggest
 from gateway.parse import parse as parse_mail
 from gateway.policy import deadline
 from gateway.render import (
@@ -115,6 +115,33 @@ def every_message(config: Config) -> dict[str, str]:
         sample = replace(data, periods=(day, *data.periods[1:]), suggestions=suggestions,
                          refused=tuple(zip(REFUSED, counts, strict=False)))  # fmt: skip
         out[f"digest naming every rule ({parity})"] = "\n".join(render_digest(renderer, sample))
+    # The digest's other headlines and at-risk states: at risk on a day nothing fell due
+    # (with "and N more"), nothing at risk with one or two replies owed, or only late ones.
+    quiet = replace(data.periods[0], overall=Figures(count=1))
+    for what, variant in (
+        ("at risk", replace(data, periods=(quiet, *data.periods[1:]), at_risk_more=2)),
+        ("one on time", replace(data, periods=(quiet, *data.periods[1:]), at_risk=(), open_on_time=1)),
+        ("two on time", replace(data, at_risk=(), open_on_time=2)),
+        ("only late", replace(data, at_risk=(), open_on_time=0)),
+    ):
+        out[f"digest, {what}"] = "\n".join(render_digest(renderer, variant))
+    # The policy page with other seasons and a shop open around the clock.
+    language = inbox.language
+    for stretch in ("3.0", "0.5", "1.5"):
+        variant_config = config_in(language, example_text().replace("stretch = 2.0 ", f"stretch = {stretch} ", 1))
+        out[f"policy, season x{stretch}"] = render_policy(Renderer(variant_config), "text", NOW)
+    always = example_text().replace('sun = "closed" ', 'sun = "00:00-24:00" ', 1)
+    for day, hours in (("mon", "09:00-17:00"), ("tue", "09:00-17:00"), ("wed", "09:00-17:00"),
+                       ("thu", "09:00-17:00"), ("fri", "09:00-17:00"), ("sat", "10:00-14:00")):  # fmt: skip
+        always = always.replace(f'{day} = "{hours}"', f'{day} = "00:00-24:00"', 1)
+    twenty_four_seven = Renderer(config_in(language, always))
+    out["policy, 24/7"] = render_policy(twenty_four_seven, "text", NOW)
+    # Priorities on a round-the-clock clock: their windows in plain time, not business time.
+    clocks = example_text()
+    for window in ('first_reply = "30m"', 'first_reply = "1h"'):
+        assert window in clocks, window
+        clocks = clocks.replace(window, f'{window}\nclock = "24/7"', 1)
+    out["policy, 24/7 priorities"] = render_policy(Renderer(config_in(language, clocks)), "text", NOW)
     return out
 
 
@@ -233,7 +260,7 @@ def test_the_german_acknowledgment_reads_as_german() -> None:
     assert "Unsere Antwortzeit beträgt 4 Stunden Geschäftszeit." in text
     assert "Montag–Freitag: 09:00–17:00 Uhr" in text
     html_text = renderer.render("ack.html.j2", "de", context)
-    assert "Vorgangsnummer <strong>SHOP-1042</strong> erfasst." in html_text
+    assert "Vorgangsnummer <strong style=\"white-space:nowrap;\">SHOP-1042</strong> erfasst." in html_text
     assert '<html lang="de">' in html_text
     assert renderer.render("ack.subject.j2", "de", dict(context, subject="")).strip() == (
         "Re: Ihre Nachricht [SHOP-1042]"
@@ -265,7 +292,7 @@ def test_the_german_policy_page_reads_as_german() -> None:
     assert "  Montag–Freitag: 09:00–17:00 Uhr\n" in text
     assert "Geschlossen (wir antworten am nächsten Geschäftstag):" in text
     assert "Freitag, 25. Dezember 2026: Erster Weihnachtstag" in text
-    assert "Die Antwortzeiten sind 2-mal so lang." in text
+    assert "Die Antwortzeiten sind doppelt so lang." in text
     markdown = render_policy(renderer, "markdown", NOW)
     assert "| Ihre Nachricht | Wir antworten innerhalb von |" in markdown
 
@@ -345,7 +372,8 @@ def test_french_dates_write_the_first_of_the_month_as_1er() -> None:
         ("fr", 1800, "30 minutes ouvrées"),
         ("es", 3600, "1 hora hábil"),
         ("nl", 14400, "4 werkuren"),
-        ("en", 60, "1 minute (business time)"),
+        ("en", 60, "1 business minute"),
+        ("en", 1800, "30 business minutes"),
         ("en", 3600, "1 business hour"),
     ],
 )

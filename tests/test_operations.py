@@ -81,15 +81,56 @@ def test_policy_publishes_what_is_measured(
     text = out.read_text()
     assert "Urgent, e.g. fraud, charged twice, chargeback, hacked" in text
     assert (
-        "30 minutes (business time)" in text
+        "30 business minutes" in text
         and "4 business hours" in text
         and "24 business hours" in text
     )
     assert "Monday–Friday: 9:00\u202fAM–5:00\u202fPM" in text and "Europe/Berlin" in text
     assert "Friday, December 25, 2026: Christmas Day" in text
     assert "Black Friday week" in text and "It is our busiest week of the year" in text
-    if fmt == "html":
-        assert text.lstrip().startswith("<section")
+    assert "Reply times are twice as long." in text and "2 times" not in text
+    # Highest first, the default ("Everything else", which no keyword picks) last.
+    order = [text.index(label) for label in ("Urgent, e.g.", "High, e.g.", "Low, e.g.", "Everything else")]
+    assert order == sorted(order)
+    if fmt == "html":  # a complete page, its promise in a <section> to paste elsewhere
+        assert text.startswith("<!doctype html>\n<html lang=\"en\">")
+        assert '<meta charset="utf-8">' in text and 'name="viewport"' in text
+        assert "<title>Our customer service promise</title>" in text
+        assert '<section class="service-promise" lang="en">' in text and text.rstrip().endswith("</html>")
+
+
+def test_a_shop_open_around_the_clock(run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    """24/7: "open around the clock", never "midnight–midnight", in the policy, the
+    acknowledgment's hours and `check`."""
+    from tests.conftest import example_text
+
+    text = example_text().replace('sun = "closed" ', 'sun = "00:00-24:00" ', 1)
+    for day, hours in (("mon", "09:00-17:00"), ("tue", "09:00-17:00"), ("wed", "09:00-17:00"),
+                       ("thu", "09:00-17:00"), ("fri", "09:00-17:00"), ("sat", "10:00-14:00")):  # fmt: skip
+        text = text.replace(f'{day} = "{hours}"', f'{day} = "00:00-24:00"', 1)
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    policy = run_cli("--config", str(config), "policy", "--format", "text", now=now).output
+    assert "Every day: open around the clock" in policy and "midnight" not in policy
+    check = run_cli("--config", str(config), "check", now=now).output
+    assert "around the clock" in check and "00:00–24:00" not in check
+    german = config.read_text().replace('language = "en"', 'language = "de"', 1)
+    config.write_text(german)
+    policy = run_cli("--config", str(config), "policy", "--format", "text", now=now).output
+    assert "Täglich: rund um die Uhr geöffnet" in policy and "24:00" not in policy
+
+
+def test_a_round_the_clock_priority_is_promised_in_plain_time(run_cli: Callable[..., Result], tmp_path: Path) -> None:
+    """`clock = "24/7"`: "30 minutes", not "30 business minutes"; the others keep theirs."""
+    from tests.conftest import example_text
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(example_text().replace('first_reply = "30m"', 'first_reply = "30m"\nclock = "24/7"', 1))
+    policy = run_cli("--config", str(config), "policy", "--format", "text",
+                     now=datetime(2026, 11, 22, 12, 0, tzinfo=UTC)).output  # fmt: skip
+    assert "chargeback, hacked: 30 minutes\n" in policy
+    assert "never arrived: 1 business hour\n" in policy and "Everything else: 4 business hours" in policy
 
 
 @pytest.mark.parametrize(

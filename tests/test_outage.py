@@ -107,7 +107,7 @@ def test_status_shows_the_backlog_and_why_while_the_server_answers_451(
         text = run_cli(*cli, "status", now=clock()).output
         assert "outbox: 1 pending, 0 failed" in text
         assert (
-            "sending: 1 waiting, the oldest since 2026-11-23 10:00:00 CET (9m4s); 5 attempts, "
+            "sending: 1 waiting, the oldest since 2026-11-23 10:00:00 CET (9 minutes); 5 attempts, "
             f"last error: {DOWN}; next try 2026-11-23 10:12:30 CET" in text
         )
         assert "last hour: 0 acknowledgments" in text  # queued is not sent
@@ -124,7 +124,7 @@ def test_status_shows_the_backlog_and_why_while_the_server_answers_451(
         assert sender.send_due() == 1
         text = run_cli(*cli, "status", now=clock()).output
         assert "outbox: 0 pending, 0 failed" in text and "sending:" not in text
-        assert "last hour: 1 acknowledgments" in text
+        assert "last hour: 1 acknowledgment, 0 alerts, 0 breach notices, 0 reminders, 0 closing notices, 0 digests" in text  # plurals
         info = json.loads(run_cli(*cli, "status", "--json", now=clock()).output)
         assert info["backlog"]["pending"] == 0 and info["backlog"]["oldest_at"] is None
         later = run_cli(*cli, "status", now=clock() + timedelta(minutes=61)).output

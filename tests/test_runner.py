@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from gateway import runner as runner_module
 from gateway import store
 from gateway.config import Config
 from gateway.errors import TemporaryError
 from gateway.model import Received
 from gateway.pipeline import Pipeline
-from gateway.runner import Runner
 from gateway.service import Service
 from tests.mailtools import Sink, gateway_config
 
@@ -88,6 +88,81 @@ def test_an_unexpected_error_while_applying_rolls_back_and_sets_the_message_asid
     assert count(engine, store.outbox, store.outbox.c.source_message_id == bad) == 0
     assert count(engine, store.outbox, store.outbox.c.kind == "ack") == 1
     assert count(engine, store.events, store.events.c.kind == "shunted") == 1
+    # Its reference number was given back with the rollback: the good one's is the first.
+    assert references(engine) == ["SHOP-1001"]
+
+
+def references(engine: sa.Engine) -> list[str]:
+    c = store.conversations.c
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(c.reference).order_by(c.id)).scalars())
+
+
+def test_references_are_consecutive_whatever_else_arrives_or_fails(
+    tmp_path: Path, database_url: str, sink: Sink
+) -> None:
+    """Machine mail, team replies and a message set aside by a failing template take no
+    number: the conversations are SHOP-1001, SHOP-1002, SHOP-1003, in order."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    builtin = (Path(__file__).parent.parent / "templates" / "ack.txt.j2").read_text()
+    (templates / "ack.txt.j2").write_text(
+        '{% if "explode" in subject %}{{ no_such_value }}{% endif %}' + builtin
+    )
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port, extra={
+        '# templates = "/etc/sla-gateway/templates"': f'templates = "{templates}"'})
+    engine = store.make_engine(config.database)
+    store.upgrade(engine)
+    try:
+        pipeline = Pipeline(config, engine, lambda: NOW)
+        bounce = (
+            b"From: Mail Delivery System <MAILER-DAEMON@mx.example>\r\nTo: support@shop.example\r\n"
+            b"Subject: Undelivered Mail Returned to Sender\r\nAuto-Submitted: auto-replied\r\n"
+            b"Message-ID: <bounce@mx.example>\r\n\r\nThe mail could not be delivered.\r\n"
+        )
+        pipeline.accept(received(1))
+        pipeline.accept(Received(bounce, "smtp", NOW, "", ("support@shop.example",)))
+        pipeline.accept(Received(mail(2, subject="This will explode"), "smtp", NOW,
+                                 "c2@customer.example", ("support@shop.example",)))  # fmt: skip
+        pipeline.accept(received(3))
+        pipeline.accept(received(4))
+        outcomes = pipeline.process_pending()
+        assert [o.status for o in outcomes] == ["processed", "processed", "shunted", "processed", "processed"]
+        assert references(engine) == ["SHOP-1001", "SHOP-1002", "SHOP-1003"]
+        assert [o.reference for o in outcomes if o.status == "processed" and o.conversation_id] == [
+            "SHOP-1001", "SHOP-1002", "SHOP-1003"]  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_the_upgrade_numbers_on_after_the_highest_reference(database_url: str, tmp_path: Path,
+                                                           sink: Sink) -> None:  # fmt: skip
+    """Before revision 0014 references were numbered after the message row (with gaps):
+    the counter starts after the highest one already given, so none is given twice."""
+    config = gateway_config(tmp_path, database_url, sink_port=sink.port)
+    engine = store.make_engine(config.database)
+    try:
+        store.upgrade(engine, "0013")
+        with store.begin(engine) as conn:
+            conn.execute(store.conversations.insert().values(
+                reference="SHOP-1042", inbox="shop", customer="old@customer.example", subject="old",
+                priority="normal", state="closed", received_at=NOW, window_seconds=3600, due_at=NOW,
+                created_at=NOW))  # fmt: skip
+        store.upgrade(engine)
+        pipeline = Pipeline(config, engine, lambda: NOW)
+        pipeline.accept(received(1))
+        pipeline.process_pending()
+        assert references(engine) == ["SHOP-1042", "SHOP-1043"]
+    finally:
+        engine.dispose()
+
+
+def test_a_new_prefix_starts_at_1001_and_counts_alone(engine: sa.Engine) -> None:
+    """Each prefix has its own numbers; one first used later (a new inbox) starts at 1001."""
+    with store.begin(engine) as conn:
+        assert [store.next_reference(conn, "SHOP") for _ in range(3)] == ["SHOP-1001", "SHOP-1002", "SHOP-1003"]
+        assert store.next_reference(conn, "B2B") == "B2B-1001"
+        assert store.next_reference(conn, "SHOP") == "SHOP-1004"
 
 
 def test_two_runners_process_each_message_once(config: Config, engine: sa.Engine) -> None:
@@ -128,6 +203,7 @@ def test_two_runners_process_each_message_once(config: Config, engine: sa.Engine
     assert count(engine, store.outbox, store.outbox.c.kind == "ack") == 30
     assert count(engine, store.conversations) == 30
     assert count(engine, store.events, store.events.c.kind == "acknowledged") == 30
+    assert sorted(references(engine)) == sorted(f"SHOP-{1001 + n}" for n in range(30))
 
 
 def test_a_runner_that_loses_the_race_writes_nothing(
@@ -143,16 +219,18 @@ def test_a_runner_that_loses_the_race_writes_nothing(
     b = Pipeline(config, other, lambda: NOW).runner
     a = pipeline.runner
     seen: list[Any] = []
-    real_render = Runner._render
+    started: list[bool] = []
+    real_decide = runner_module.decide
 
-    def render_after_b(self: Runner, plan: Any) -> Any:
-        if self is a and not seen:
+    def decide_after_b(*args: Any) -> Any:
+        if not started:  # A decides first; B's own decision takes the plain path
+            started.append(True)
             worker = threading.Thread(target=lambda: seen.append(b.process_next()))
             worker.start()
             worker.join(timeout=30)
-        return real_render(self, plan)
+        return real_decide(*args)
 
-    monkeypatch.setattr(Runner, "_render", render_after_b)
+    monkeypatch.setattr(runner_module, "decide", decide_after_b)
     try:
         outcome = a.process_next()
     finally:
@@ -168,6 +246,7 @@ def test_a_runner_that_loses_the_race_writes_nothing(
     assert count(engine, store.conversations) == 1
     assert count(engine, store.outbox, store.outbox.c.kind == "ack") == 1
     assert count(engine, store.events, store.events.c.kind == "acknowledged") == 1
+    assert references(engine) == ["SHOP-1001"]  # the loser's number was rolled back too
 
 
 def _hold_write_lock(engine: sa.Engine) -> Any:

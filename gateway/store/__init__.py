@@ -147,7 +147,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(_alembic_config(engine), revision)
     except Exception as exc:
         if is_temporary(exc):
-            raise TemporaryError(f"cannot migrate the database: {exc}") from exc
+            hint = "" if engine.dialect.name == "sqlite" else "; is the database server running and reachable?"
+            raise TemporaryError(f"cannot migrate the database: {brief(exc)}{hint}") from exc
         raise
 
 
@@ -166,6 +167,13 @@ def head_revision() -> str | None:
 
 def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
+
+
+def brief(exc: BaseException) -> str:
+    """A database error in one line for people: the driver's first line, without the SQL
+    and SQLAlchemy's link to its background page."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
 
 
 def is_temporary(exc: BaseException) -> bool:

@@ -360,15 +360,19 @@ def breaches_in(
     ))  # fmt: skip
 
 
-def open_clocks(conn: Any, limit: int = 10) -> list[Any]:
-    """Reply cycles the team still owes, soonest deadline first."""
+def open_clocks(conn: Any, since: datetime | None = None) -> list[Any]:
+    """Reply cycles the team still owes (due after `since`, when given), soonest deadline
+    first, with their warning point."""
     y, c = cycles.c, conversations.c
-    return list(conn.execute(
-        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at, y.kind)
+    query = (
+        select(c.reference, c.customer, c.subject, y.priority, y.started_at, y.due_at, y.warn_at, y.kind)
         .join(conversations, c.id == y.conversation_id)
         .where(y.replied_at.is_(None))
-        .order_by(y.due_at).limit(limit)
-    ))  # fmt: skip
+        .order_by(y.due_at)
+    )  # fmt: skip
+    if since is not None:
+        query = query.where(y.due_at > since)
+    return list(conn.execute(query))
 
 
 def oldest_unanswered(conn: Any) -> Any:

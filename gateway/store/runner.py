@@ -4,8 +4,10 @@ the token store's rows.
 Owns every statement of the runner loop (gateway/runner.py): claiming the next stored
 message (`FOR UPDATE SKIP LOCKED` on PostgreSQL, an ordered select on SQLite), reading
 what a decision needs (recent acknowledgments, the breaker's events, quoted
-conversations), opening conversations, flipping a message to processed or setting it
-aside; and the heartbeat and OAuth token rows. Values in, rows out; no decisions.
+conversations), numbering references (a per-prefix counter raised in the transaction
+that opens the conversation, so a rollback leaves no gap), opening conversations,
+flipping a message to processed or setting it aside; and the heartbeat and OAuth token
+rows. Values in, rows out; no decisions.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .schema import (
     messages,
     oauth_tokens,
     outbox,
+    reference_counters,
 )
 
 # Every statement of intake and the runner: storing a raw message, claiming the next
@@ -153,6 +156,41 @@ def conversations_quoted(
             select(conversations).where(c.reference.in_(references) | c.id.in_(ids)).order_by(c.id)
         )
     )
+
+
+FIRST_NUMBER = 1001  # a prefix's first conversation is PREFIX-1001
+
+
+def next_reference(conn: Connection, prefix: str) -> str:
+    """The next reference of `prefix` ("SHOP-1043"), counted in the caller's transaction:
+    rolled back with it (a message set aside gives its number back), so references have no
+    gaps. On PostgreSQL the counter row stays locked until that transaction ends, so two
+    runners never get the same number; SQLite has one writer."""
+    r = reference_counters.c
+    bump = (
+        update(reference_counters).where(r.prefix == prefix)
+        .values(last_number=r.last_number + 1).returning(r.last_number)
+    )  # fmt: skip
+    number = conn.execute(bump).scalar()
+    if number is None:  # the prefix's first conversation (or one from before the counters)
+        conn.execute(insert_ignore(conn, reference_counters).values(prefix=prefix, last_number=_start(conn)))
+        number = conn.execute(bump).scalar_one()
+    return f"{prefix}-{number}"
+
+
+def _start(conn: Connection) -> int:
+    """Where a prefix without a counter row starts counting. Once counters are in use
+    (migration 0014 seeded one for every prefix that had conversations), such a prefix is
+    new: PREFIX-1001. A database with conversations but no counter at all was filled some
+    other way: numbers after the highest row ids, which no reference numbered before the
+    counters (message row id + 1000) can have reached — read from the primary keys only."""
+    if conn.execute(select(reference_counters.c.prefix).limit(1)).first() is not None:
+        return FIRST_NUMBER - 1
+    conversation = conn.execute(select(func.max(conversations.c.id))).scalar()
+    if not conversation:  # the very first conversation
+        return FIRST_NUMBER - 1
+    message = conn.execute(select(func.max(messages.c.id))).scalar() or 0
+    return max(int(conversation), int(message)) + FIRST_NUMBER - 1
 
 
 def open_conversation(conn: Connection, values: dict[str, Any]) -> int:

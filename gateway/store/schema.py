@@ -47,6 +47,7 @@ __all__ = [
     "oauth_tokens",
     "outbox",
     "participants",
+    "reference_counters",
     "remedy_codes",
     "reply_keys",
     "sync_state",
@@ -386,6 +387,17 @@ oauth_tokens = Table(
     Column("status", String(16), nullable=False, default="active"),  # active / login-required
     Column("problem", Text),  # why the owner must sign in again (never a token)
     Column("problem_at", UTCDateTime),
+)
+
+# The last number given out per reference prefix ("SHOP" -> 1042 for SHOP-1042). It is
+# raised in the transaction that opens the conversation, so a rolled-back or set-aside
+# message gives its number back and references have no gaps. Inboxes sharing a prefix
+# share its numbers (references stay unique).
+reference_counters = Table(
+    "reference_counters",
+    metadata,
+    Column("prefix", String(16), primary_key=True),
+    Column("last_number", Integer, nullable=False),
 )
 
 digests = Table(

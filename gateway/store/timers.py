@@ -11,7 +11,7 @@ read and mark.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -21,6 +21,7 @@ from .schema import (
     cycles,
     digests,
     events,
+    heartbeats,
     insert_ignore,
     messages,
     outbox,
@@ -36,6 +37,7 @@ __all__ = [
     "cycles_past_due",
     "cycles_to_warn",
     "digest_done",
+    "first_record_at",
     "mark_breaches_notified",
     "next_timers",
     "purge_before",
@@ -206,6 +208,25 @@ def digest_done(conn: Any, day: date) -> bool:
     """Whether the digest of `day` was already made."""
     d = digests.c
     return conn.execute(select(d.day).where(d.day == day)).first() is not None
+
+
+def first_record_at(conn: Any) -> datetime | None:
+    """The earliest moment the database knows of: the first message received, event
+    recorded or the running service's start (None: a gateway that never ran)."""
+    found = [
+        conn.execute(select(func.min(messages.c.received_at))).scalar(),
+        conn.execute(select(func.min(events.c.at))).scalar(),
+        conn.execute(select(func.min(heartbeats.c.started_at))).scalar(),
+    ]
+    moments = [_aware(m) for m in found if m is not None]
+    return min(moments) if moments else None
+
+
+def _aware(value: Any) -> datetime:
+    """An aggregate's datetime (SQLite returns the stored text, or a naive UTC datetime)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(moment, datetime)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def claim_digest(conn: Any, day: date, now: datetime) -> bool:
