@@ -933,6 +933,11 @@ def render_policy(renderer: Renderer, fmt: str, now: datetime) -> str:
     return renderer.render(POLICY_TEMPLATES[fmt], renderer.config.inboxes[0].language, context)
 
 
+def _policy_clock(config: Config) -> str:
+    clocks = {p.clock for p in config.priorities}
+    return clocks.pop() if len(clocks) == 1 else "mixed"
+
+
 def policy_context(config: Config, now: datetime) -> dict[str, Any]:
     """The values the policy templates see."""
     cal = config.calendar
@@ -962,9 +967,14 @@ def policy_context(config: Config, now: datetime) -> dict[str, Any]:
                 "name": p.name,
                 "label": priority_label(p.name, p.keywords, t),
                 "window": business_time(p.first_reply.total_seconds(), lang, t, p.clock == "24/7"),
+                "round_the_clock": p.clock == "24/7",
+                "resolve": business_time(p.resolve.total_seconds(), lang, t, p.clock == "24/7")
+                if p.resolve is not None else None,
             }
             for p in policy_order(config)
         ],
+        # Which clock the windows count on: "business" (all), "24/7" (all), or "mixed".
+        "clock": _policy_clock(config),
         "hours": opening_hours(cal, lang, t),
         "closures": closures,
         "season": season,

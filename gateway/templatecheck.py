@@ -222,7 +222,11 @@ def _renderings(renderer: Renderer, now: datetime) -> Iterator[Rendering]:
     variants = (("", dict(policy, season=policy["season"] or sample_season,
                           closures=policy["closures"] or sample_closure,
                           remedies=policy["remedies"] or sample_remedies)),
-                (SPARSE, dict(policy, season=None, closures=[], remedies=[])))  # fmt: skip
+                (SPARSE, dict(policy, season=None, closures=[], remedies=[],
+                              priorities=[dict(p, resolve=None) for p in policy["priorities"]])),
+                (" (one priority around the clock)", dict(policy, clock="mixed", priorities=[
+                    dict(p, round_the_clock=i == 0) for i, p in enumerate(policy["priorities"])])),
+                (" (all around the clock)", dict(policy, clock="24/7")))  # fmt: skip
     for label, context in variants:
         for name in POLICY_TEMPLATES.values():
             yield (f"{name} (policy page, {lang}){label}", list(context),

@@ -99,6 +99,29 @@ def test_policy_publishes_what_is_measured(
         assert '<section class="service-promise" lang="en">' in text and text.rstrip().endswith("</html>")
 
 
+@pytest.mark.parametrize("fmt", ["markdown", "html", "text"])
+def test_the_policy_states_resolution_targets_and_which_priority_counts_every_hour(
+    run_cli: Callable[..., Result], tmp_path: Path, fmt: str
+) -> None:
+    """The resolution targets (issue 15) are published beside the reply windows, and a
+    `clock = "24/7"` priority says so, in plain hours, while the others keep business time."""
+    from tests.conftest import example_text
+
+    text = example_text().replace('first_reply = "30m"\n', 'first_reply = "30m"\nclock = "24/7"\n', 1)
+    config = tmp_path / "gateway.toml"
+    config.write_text(text, encoding="utf-8")
+    out = tmp_path / f"policy.{fmt}"
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    result = run_cli("--config", str(config), "policy", "--format", fmt, "--out", str(out), now=now)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "30 minutes, around the clock" in page and "1 business hour" in page
+    assert "counted in our opening hours" in page  # the others still are
+    settled = page.index("How long until your case is settled")
+    assert "24 hours" in page[settled:] and "48 business hours" in page[settled:]  # urgent 1d (24/7), high 2d
+    assert "Everything else" not in page[settled:page.index("Opening hours", settled)]  # no target: not listed
+
+
 def test_a_shop_open_around_the_clock(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     """24/7: "open around the clock", never "midnight–midnight", in the policy, the
     acknowledgment's hours and `check`."""
