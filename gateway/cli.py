@@ -731,43 +731,57 @@ def tickets(ctx: click.Context, only_open: bool, only_breached: bool, only_at_ri
 
 @cli.command("set")
 @click.argument("reference")
-@click.option("--resolved", "state_command", flag_value="resolved", help="The case is settled.")
-@click.option("--pending", "state_command", flag_value="pending",
-              help="Waiting for the customer: the resolution clock pauses.")  # fmt: skip
-@click.option("--open", "state_command", flag_value="open", help="Reopen it.")
+@click.option("--resolved", is_flag=True, help="The case is settled.")
+@click.option("--pending", is_flag=True, help="Waiting for the customer: the resolution clock pauses.")
+@click.option("--open", "reopen", is_flag=True, help="Reopen it.")
 @click.option("--priority", type=click.Choice(PRIORITIES), help="Set the priority (recorded as the team's).")
 @click.option("--note", metavar="TEXT", help="A note for the conversation's timeline.")
 @click.pass_context
-def set_(ctx: click.Context, reference: str, state_command: str | None, priority: str | None,
-         note: str | None) -> None:  # fmt: skip
+def set_(ctx: click.Context, reference: str, resolved: bool, pending: bool, reopen: bool,
+         priority: str | None, note: str | None) -> None:  # fmt: skip
     """Mark conversation REFERENCE (e.g. SHOP-1042) as the mail client's plus-addresses
     do: --resolved, --pending, --open, --priority; with a --note for its timeline."""
     from .conversations import set_by_reference
+    from .reports import in_words
 
-    commands = [c for c in (state_command, priority) if c]
+    states = [name for name, given in (("resolved", resolved), ("pending", pending), ("open", reopen)) if given]
+    if len(states) > 1:
+        raise click.UsageError("give only one of --resolved, --pending and --open")
+    commands = [*states, *([priority] if priority else [])]
     if not commands and not note:
         raise click.UsageError("nothing to set: give --resolved, --pending, --open, --priority or --note")
     state = _state(ctx)
+    ref = reference.strip().upper()
     by = "cli:" + (os.environ.get("SUDO_USER") or os.environ.get("USER") or "owner")
     done = set_by_reference(state.engine, state.config, reference, commands, by=by, note=note,
                             now=state.clock())  # fmt: skip
     if done is None:
-        raise click.BadParameter(f"no conversation {reference.strip().upper()}; "
-                                 "`sla-gateway tickets` lists them", param_hint="REFERENCE")  # fmt: skip
+        click.echo(f"error: no conversation {ref}; `sla-gateway tickets` lists them", err=True)
+        ctx.exit(2)
+    assert done is not None
     for result in done:
-        what = result["command"]
-        change = result.get("change")
-        line = f"{reference.strip().upper()}: {what}"
-        if change == "none":
-            line += f" (no change: already {result['state']})"
-        elif change:
-            line += f" ({change})"
+        command, change = result["command"], result.get("change")
+        if command == "note":
+            line = f"{ref}: note added"
+        elif change == "none":
+            line = f"{ref}: no change, already {_state_words(result['state'])}"
+        elif command in PRIORITIES:
+            line = f"{ref}: priority {result.get('from', command)} → {command}"
+            if result.get("due_at"):
+                line += f", reply due {_shop_time(state.config, result['due_at'])}"
         else:
-            line += f" → {result['state']}"
+            line = f"{ref}: {_state_words(result.get('was', ''))} → {_state_words(result['state'])}"
+        if change not in (None, "none", "confirmed"):
+            line += f" ({change})"
         if "resolution_business_seconds" in result:
-            spent = format_duration(timedelta(seconds=result["resolution_business_seconds"]))
-            line += f"; resolution time {spent} on the clock"
+            line += f"; resolved after {in_words(result['resolution_business_seconds'])} of business time"
+        if note and command != "note":
+            line += "; note added"
         click.echo(line)
+
+
+def _state_words(state: str) -> str:
+    return state.replace("_", " ")
 
 
 def terminal_width() -> int:

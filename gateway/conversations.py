@@ -505,7 +505,7 @@ def apply_command(
     conversation = _conversation(conn, conversation.id)  # the latest, in this transaction
     old = State(conversation.state)
     values: dict[str, Any] = {}
-    detail: dict[str, Any] = {"command": command, "by": by, "via": via}
+    detail: dict[str, Any] = {"command": command, "by": by, "via": via, "was": old.value}
     if note:
         detail["note"] = note[:2000]
     if command in COMMAND_EVENTS:

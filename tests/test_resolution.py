@@ -144,12 +144,17 @@ def test_set_from_the_shell(gateway: tuple[Service, Config, Clock], run_cli: Cal
     assert reopened.exit_code == 0
     assert conversation(service).state == "answered"  # the resolution ended the reply clock
     unknown = run_cli(*cli, "SHOP-9", "--resolved")
-    assert unknown.exit_code == 2 and "no conversation SHOP-9" in unknown.output
+    assert unknown.exit_code == 2
+    assert unknown.output.strip() == "error: no conversation SHOP-9; `sla-gateway tickets` lists them"
     assert "Traceback" not in unknown.output
     nothing = run_cli(*cli, "SHOP-1001")
     assert nothing.exit_code == 2 and "nothing to set" in nothing.output
     bad = run_cli(*cli, "SHOP-1001", "--priority", "critical")
     assert bad.exit_code == 2 and "critical" in bad.output
+    both = run_cli(*cli, "SHOP-1001", "--resolved", "--open")
+    assert both.exit_code == 2 and "give only one of --resolved, --pending and --open" in both.output
+    assert "SHOP-1001: answered → resolved" in run_cli(*cli, "SHOP-1001", "--resolved",
+                                                       now=at(2026, 11, 23, 11, 20)).output
 
 
 def test_close_after_resolves_at_the_last_team_reply(gateway: tuple[Service, Config, Clock]) -> None:
