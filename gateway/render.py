@@ -569,10 +569,7 @@ def breach_context(
     coupon code that goes with it (each may be empty)."""
     cal, lang = config.calendar, inbox.language
     return {
-        "language": lang,
-        "reference": reference,
-        "subject": clean_header(without_prefixes(subject), 150),
-        "shop_name": inbox.from_name or inbox.address,
+        **_to_the_customer(inbox, reference, subject),
         "promised": when(cal.local(promised), lang),
         "new_due": when(cal.local(new_due), lang),
         "notice": notice,
@@ -619,13 +616,20 @@ def follow_up_context(
 ) -> dict[str, Any]:  # fmt: skip
     """The values the reminder and closing-notice templates see: `since` when the team
     began to wait for the customer."""
-    cal, lang = config.calendar, inbox.language
     return {
-        "language": lang,
+        **_to_the_customer(inbox, reference, subject),
+        "since": when(config.calendar.local(since), inbox.language),
+    }
+
+
+def _to_the_customer(inbox: InboxConfig, reference: str, subject: str) -> dict[str, Any]:
+    """What every message in a conversation's thread shows: its language, the reference,
+    the subject without stacked prefixes, the shop's name."""
+    return {
+        "language": inbox.language,
         "reference": reference,
         "subject": clean_header(without_prefixes(subject), 150),
         "shop_name": inbox.from_name or inbox.address,
-        "since": when(cal.local(since), lang),
     }
 
 

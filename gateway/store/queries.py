@@ -207,6 +207,12 @@ def first_reply_figures(
         for row in conn.execute(_percentiles(key, seconds, *window, seconds.isnot(None))):
             entry = out.setdefault(row.k, {"count": 0, "met": 0, "breached": 0, "answered": 0})
             entry.update(p50=row.p50, p80=row.p80, p90=row.p90)
+    return _with_compliance(out)
+
+
+def _with_compliance(out: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each entry's compliance (met of those decided; None when none is) and every
+    percentile, None where nothing was measured."""
     for entry in out.values():
         decided = entry["met"] + entry["breached"]
         entry["compliance"] = entry["met"] / decided if decided else None
@@ -283,12 +289,7 @@ def resolution_figures(conn: Any, start: datetime, end: datetime, now: datetime)
             out.setdefault(str(row.k), {"count": 0, "met": 0, "breached": 0}).update(
                 p50=row.p50, p80=row.p80, p90=row.p90
             )
-    for entry in out.values():
-        decided = entry["met"] + entry["breached"]
-        entry["compliance"] = entry["met"] / decided if decided else None
-        for name, _ in PERCENTILES:
-            entry.setdefault(name, None)
-    return out
+    return _with_compliance(out)
 
 
 def backlog_figures(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
