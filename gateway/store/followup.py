@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from .schema import conversations, exception_notices, messages, outbox, remedy_codes
 
@@ -50,14 +50,19 @@ def clear_notices(conn: Any, now: datetime) -> int:
     ).rowcount)  # fmt: skip
 
 
+_n = exception_notices.c
+# Asked for every acknowledgment: built once, with `now` a parameter.
+_CURRENT = (
+    select(exception_notices)
+    .where(_n.cleared_at.is_(None), _n.set_at <= bindparam("now"),
+           _n.until.is_(None) | (_n.until > bindparam("now")))
+    .order_by(_n.id.desc()).limit(1)
+)  # fmt: skip
+
+
 def current_notice(conn: Any, now: datetime) -> Any:
     """The exception notice in force at `now` (text, until, set_at, set_by), or None."""
-    n = exception_notices.c
-    return conn.execute(
-        select(exception_notices)
-        .where(n.cleared_at.is_(None), n.set_at <= now, (n.until.is_(None)) | (n.until > now))
-        .order_by(n.id.desc()).limit(1)
-    ).first()  # fmt: skip
+    return conn.execute(_CURRENT, {"now": now}).first()
 
 
 def codes_given(conn: Any, codes_file: str) -> set[str]:

@@ -166,16 +166,17 @@ def next_reference(conn: Connection, prefix: str) -> str:
     rolled back with it (a message set aside gives its number back), so references have no
     gaps. On PostgreSQL the counter row stays locked until that transaction ends, so two
     runners never get the same number; SQLite has one writer."""
-    r = reference_counters.c
-    bump = (
-        update(reference_counters).where(r.prefix == prefix)
-        .values(last_number=r.last_number + 1).returning(r.last_number)
-    )  # fmt: skip
-    number = conn.execute(bump).scalar()
+    number = conn.execute(_BUMP, {"b_prefix": prefix}).scalar()
     if number is None:  # the prefix's first conversation (or one from before the counters)
         conn.execute(insert_ignore(conn, reference_counters).values(prefix=prefix, last_number=_start(conn)))
-        number = conn.execute(bump).scalar_one()
+        number = conn.execute(_BUMP, {"b_prefix": prefix}).scalar_one()
     return f"{prefix}-{number}"
+
+
+_BUMP = (
+    update(reference_counters).where(reference_counters.c.prefix == bindparam("b_prefix"))
+    .values(last_number=reference_counters.c.last_number + 1).returning(reference_counters.c.last_number)
+)  # fmt: skip
 
 
 def _start(conn: Connection) -> int:

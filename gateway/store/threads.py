@@ -155,16 +155,18 @@ def unmatched_team_replies(conn: Any, message_rows: list[int]) -> list[Any]:
     ))  # fmt: skip
 
 
+_TEAM_REPLY_AFTER = (
+    select(messages.c.id, messages.c.received_at, messages.c.raw)
+    .where(messages.c.conversation_id == bindparam("conversation"), messages.c.direction == "team",
+           messages.c.received_at > bindparam("after"))
+    .order_by(messages.c.received_at, messages.c.id).limit(1)
+)  # fmt: skip
+
+
 def team_reply_after(conn: Any, conversation_id: int, after: datetime) -> Any:
     """The conversation's earliest team message received after `after` (id,
     received_at, raw), or None."""
-    m = messages.c
-    return conn.execute(
-        select(m.id, m.received_at, m.raw)
-        .where(m.conversation_id == conversation_id, m.direction == "team",
-               m.received_at > after)
-        .order_by(m.received_at, m.id).limit(1)
-    ).first()  # fmt: skip
+    return conn.execute(_TEAM_REPLY_AFTER, {"conversation": conversation_id, "after": after}).first()
 
 
 def adopt_reply(conn: Any, message_row: int, conversation_id: int, match: str) -> None:
@@ -181,15 +183,18 @@ def adopt_reply(conn: Any, message_row: int, conversation_id: int, match: str) -
 # ---------------------------------------------------------------------------- queued for the customer
 
 
+_PENDING_FOR_CUSTOMER = (
+    select(outbox.c.id, outbox.c.kind, outbox.c.source_message_id)
+    .where(outbox.c.conversation_id == bindparam("conversation"),
+           outbox.c.kind.in_(bindparam("kinds", expanding=True)), outbox.c.status == "pending")
+    .order_by(outbox.c.id)
+)  # fmt: skip
+
+
 def pending_for_customer(conn: Any, conversation_id: int, kinds: Iterable[str]) -> list[Any]:
     """The conversation's outbox rows of these kinds still pending (id, kind,
     source_message_id), oldest first."""
-    o = outbox.c
-    return list(conn.execute(
-        select(o.id, o.kind, o.source_message_id)
-        .where(o.conversation_id == conversation_id, o.kind.in_(list(kinds)), o.status == "pending")
-        .order_by(o.id)
-    ))  # fmt: skip
+    return list(conn.execute(_PENDING_FOR_CUSTOMER, {"conversation": conversation_id, "kinds": list(kinds)}))
 
 
 def cancel_pending(conn: Any, outbox_id: int, reason: str) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from .schema import (
     conversations,
@@ -80,21 +80,26 @@ def cycles_past_due(conn: Any, now: datetime) -> list[Any]:
     ))  # fmt: skip
 
 
+# Run for most messages: built once. An UPDATE without .values() sets the columns its
+# parameters name, so one statement serves every set of changed columns.
+_CONVERSATION = select(conversations).where(conversations.c.id == bindparam("_row"))
+_UPDATE_CONVERSATION = update(conversations).where(conversations.c.id == bindparam("_row"))
+_UPDATE_CYCLE = update(cycles).where(cycles.c.id == bindparam("_row"))
+
+
 def conversation(conn: Any, conversation_id: int) -> Any:
     """One conversation's row."""
-    return conn.execute(
-        select(conversations).where(conversations.c.id == conversation_id)
-    ).one()
+    return conn.execute(_CONVERSATION, {"_row": conversation_id}).one()
 
 
 def update_conversation(conn: Any, conversation_id: int, **values: Any) -> None:
-    conn.execute(
-        update(conversations).where(conversations.c.id == conversation_id).values(**values)
-    )
+    if values:
+        conn.execute(_UPDATE_CONVERSATION, {"_row": conversation_id, **values})
 
 
 def update_cycle(conn: Any, cycle_id: int, **values: Any) -> None:
-    conn.execute(update(cycles).where(cycles.c.id == cycle_id).values(**values))
+    if values:
+        conn.execute(_UPDATE_CYCLE, {"_row": cycle_id, **values})
 
 
 def breached_unnotified(conn: Any) -> list[Any]:
