@@ -152,7 +152,8 @@ def test_a_round_the_clock_priority_is_promised_in_plain_time(run_cli: Callable[
     config.write_text(example_text().replace('first_reply = "30m"', 'first_reply = "30m"\nclock = "24/7"', 1))
     policy = run_cli("--config", str(config), "policy", "--format", "text",
                      now=datetime(2026, 11, 22, 12, 0, tzinfo=UTC)).output  # fmt: skip
-    assert "chargeback, hacked: 30 minutes\n" in policy
+    # Beside priorities counted in opening hours, it says that this one counts every hour.
+    assert "chargeback, hacked: 30 minutes, around the clock\n" in policy
     assert "never arrived: 1 business hour\n" in policy and "Everything else: 4 business hours" in policy
 
 
