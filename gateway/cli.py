@@ -277,11 +277,15 @@ def policy_summary(config: Config, now: datetime) -> list[str]:
         lines.append(
             f"season {season.name}: {season.start}..{season.end}, windows ×{season.stretch:g}{notice}"
         )
-    lines.append("response windows (business time):")
+    lines.append("response windows (business time unless 24/7):")
     for p in config.priorities:
         nxt = (
             f", next reply {_words(p.next_reply)}" if p.next_reply != p.first_reply else ""
         )
+        if p.resolve is not None:
+            nxt += f", resolved within {_words(p.resolve)}"
+        if p.clock == "24/7":
+            nxt += " (24/7: every hour counts)"
         what = []
         if p.keywords:
             what.append("keywords: " + ", ".join(p.keywords))
@@ -296,6 +300,15 @@ def policy_summary(config: Config, now: datetime) -> list[str]:
         lines.append(
             f"VIP senders ({', '.join(config.vip.senders)}): at least {config.vip.min_priority}"
         )
+    t = config.tracking
+    follow = [f"resolved after {_words(t.close_after)} (real time) without word from the customer"]
+    if t.remind_after:
+        follow.append("reminders after " + ", ".join(_words(r) for r in t.remind_after) + " of waiting")
+    if t.close_notice:
+        follow.append("a closing notice")
+    if t.notify_customer_on_breach:
+        follow.append("breach notices" + (f" with {len(t.remedies)} remedies" if t.remedies else ""))
+    lines.append("follow-through: " + "; ".join(follow))
     example = datetime.combine(today, datetime.min.time(), cal.tz).replace(hour=16)
     d = deadline(cal, config.default_priority, example)
     lines.append(

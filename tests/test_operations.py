@@ -118,7 +118,7 @@ def test_the_policy_states_resolution_targets_and_which_priority_counts_every_ho
     assert "30 minutes, around the clock" in page and "1 business hour" in page
     assert "counted in our opening hours" in page  # the others still are
     settled = page.index("How long until your case is settled")
-    assert "24 hours" in page[settled:] and "48 business hours" in page[settled:]  # urgent 1d (24/7), high 2d
+    assert "8 hours" in page[settled:] and "16 business hours" in page[settled:]  # urgent 8h (24/7), high 16h
     assert "Everything else" not in page[settled:page.index("Opening hours", settled)]  # no target: not listed
 
 

@@ -175,7 +175,7 @@ def test_commands_from_the_shell_and_a_reopening_are_on_the_timeline(
     assert (note["note"], later["note"]) == ("a payment problem", "called the bank")
     assert resolve["command"] == "resolved"
     assert resolved["resolution_business_seconds"] == 2 * 3600  # Mon 09:00-11:00
-    assert "; target 24 hours, met" in resolved["text"]  # urgent: resolve within 1d
+    assert "; target 8 hours, met" in resolved["text"]  # urgent: resolve within 8h
     reopened = entries(value, "customer-message")[0]
     assert "open again" in reopened["text"]
     resumed = entries(value, "resumed")[0]
