@@ -521,8 +521,9 @@ def apply_command(
             values.update(resolution_columns(clock))
             values.update(_resolved_values(old, state, at, by))
             values["state"] = state.value
-            if state == State.RESOLVED:
+            if state in (State.RESOLVED, State.PENDING):  # the team owes nothing now
                 values.update(_settle(conn, config, conversation, at, now, detail))
+            if state == State.RESOLVED:
                 detail["resolution_business_seconds"] = _seconds(clock.spent)
                 detail["customer_wait_business_seconds"] = _seconds(clock.wait_at(
                     config.clock_for(conversation.priority), at))
@@ -541,9 +542,9 @@ def apply_command(
 
 def _settle(conn: Any, config: Config, conversation: Any, at: datetime, now: datetime,
             detail: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """Resolved: nothing is owed any more. A reply clock still open ends at `at` (the case
-    was settled without a mail — by phone, in the shop system — and the team's answer is
-    measured then), and what is still queued for the customer is cancelled."""
+    """Resolved or pending: the team owes no answer now. A reply clock still open ends at
+    `at` (the team answered without a mail — by phone, in the shop system — and that answer
+    is measured then), and what is still queued for the customer is cancelled."""
     values: dict[str, Any] = {}
     if cancelled := cancel_moot(conn, conversation.id, now):
         detail["cancelled"] = cancelled

@@ -573,10 +573,11 @@ class _Timeline:
         self.add(at, "command", text, command=command, by=by, via=detail.get("via"), note=detail.get("note"),
                  state=detail.get("state"))  # fmt: skip
         settled = detail.get("settled_cycle")
-        if isinstance(settled, dict):  # resolved before any reply: the reply clock ends here
+        if isinstance(settled, dict):  # resolved or pending before any reply: the clock ends
             seconds, met = settled.get("business_seconds"), bool(settled.get("met"))
             which = CYCLE_WORDS.get(str(settled.get("cycle")), "reply")
-            self.add(at, "settled", f"{which} clock ended by the resolution, without a mail: "
+            by_what = "the resolution" if command == "resolved" else f"+{command}"
+            self.add(at, "settled", f"{which} clock ended by {by_what}, without a mail: "
                      f"{in_words(seconds)} of business time, {'met' if met else 'missed'}",
                      cycle=settled.get("cycle"), business_seconds=seconds, met=met)  # fmt: skip
         if command == "resolved" and change != "none":

@@ -219,3 +219,23 @@ def test_the_resolution_warning_and_breach_arrive_once(
     clock.now = at(2026, 11, 24, 9, 30)
     service.run_once()
     assert len(sink.received) == 3  # nothing more
+
+
+def test_pending_without_a_reply_ends_the_reply_clock(
+    gateway: tuple[Service, Config, Clock], sink: Sink, run_cli: Callable[..., Result]
+) -> None:
+    """The team phoned the customer and now waits for them (`set --pending`): no reply is
+    owed any more, so the scheduler raises no breach and the customer gets no breach
+    notice later; the first reply is measured at that moment."""
+    service, config, clock = gateway
+    send(service, config, customer_mail(), "kim@customer.example")  # normal: reply due 13:00
+    sink.wait_for(1)
+    result = run_cli("--config", str(config.path), "set", "SHOP-1001", "--pending",
+                     "--note", "phoned: waiting for the photos", now=at(2026, 11, 23, 10, 0))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    c = conversation(service)
+    assert (c.state, c.first_reply_at, c.first_reply_business_seconds) == ("pending", at(2026, 11, 23, 10), 3600)
+    clock.now = at(2026, 11, 23, 14, 0)  # past the old deadline
+    service.run_once()
+    assert not events(service, "breached") and not conversation(service).breached
+    assert len(sink.received) == 1  # the acknowledgment only: no alert, no notice
