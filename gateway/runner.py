@@ -193,6 +193,11 @@ def _set_by(decision: Decision) -> str:
     return "vip" if vip and not keywords else "keywords"
 
 
+def _envelope(row: Any) -> list[str]:
+    """The SMTP envelope recipients a message was stored with (none over IMAP)."""
+    return [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
+
+
 def _writable(address: str) -> bool:
     """Whether an address from an SMTP envelope is text one could send to: no bytes
     that were not UTF-8 (kept as surrogate escapes) and no control characters."""
@@ -342,8 +347,7 @@ class Runner:
         recipients, To and Cc, else the first inbox."""
         if row.inbox:
             return self.config.inbox_named(row.inbox)
-        envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
-        return self.config.inbox_among([*envelope, *(a.addr for a in (*parsed.to, *parsed.cc))])
+        return self.config.inbox_among([*_envelope(row), *(a.addr for a in (*parsed.to, *parsed.cc))])
 
     def _context(self, conn: Any, row: Any, parsed: Parsed) -> Context:
         """Read what the decision needs, in the claim's transaction."""
@@ -353,8 +357,7 @@ class Runner:
         who = author(parsed, own_addresses=cfg.own_addresses, agents=cfg.agent_addresses,
                      message_id_domain=cfg.message_id_domain, loop_header=LOOP_HEADER,
                      from_sent_folder=row.direction == "team")  # fmt: skip
-        envelope = [a.strip() for a in (row.envelope_to or "").split(",") if a.strip()]
-        commands = commands_in(addressed_to(parsed, envelope), cfg)
+        commands = commands_in(addressed_to(parsed, _envelope(row)), cfg)
         if who == Author.TEAM:
             ours = self.config.own_addresses | self.config.agent_addresses
             match = conversations.find_for_reply(conn, parsed, ours=ours)
