@@ -230,8 +230,10 @@ class Scheduler:
         return 1
 
     def _resolved_address(self) -> str:
-        local, _, domain = self.config.inboxes[0].address.partition("@")
-        return f"{local}+resolved@{domain}"
+        """The first inbox's +resolved address, with its own command delimiter."""
+        inbox = self.config.inboxes[0]
+        local, _, domain = inbox.address.partition("@")
+        return f"{local}{inbox.command_delimiter}resolved@{domain}"
 
     def _set_aside_news(self, conn: Any) -> tuple[Any, list[Any]]:
         """The last set-aside alert's event (or None) and the "shunted" events after it
