@@ -317,7 +317,7 @@ class FolderSync:
                     conversation = store.conversation(conn, conversation_id)
                     if conversation.state == "resolved":
                         continue
-                    conversations.apply_command(conn, self.config, conversation, "resolved", by="archive",
+                    conversations.apply_command(conn, self.pipeline.config, conversation, "resolved", by="archive",
                                                 via="archive", at=now, now=now)  # fmt: skip
                     resolved.append(conversation.reference)
         log.info("event=imap-left inbox=%s folder=%s count=%s resolved=%s",
