@@ -338,21 +338,9 @@ def team_reply(conn: Any, config: Config, conversation: Any, event: Event, repli
             "state": conversation.state,
             "note": "older than the open reply clock; nothing to measure",
         }
-    clock = Clock(
-        cycle.started_at, timedelta(seconds=cycle.window_seconds), cycle.stretch, cycle.due_at, None
-    )
-    result = measure(config.clock_for(cycle.priority), clock, replied_at)
-    seconds = int(result.business_time.total_seconds())
-    store.update_cycle(
-        conn, cycle.id, replied_at=replied_at, business_seconds=seconds, breached=not result.met
-    )
-    detail.update(cycle=cycle.kind, business_seconds=seconds, met=result.met)
-    if cycle.kind == "first":
-        values.update(
-            first_reply_at=replied_at, first_reply_business_seconds=seconds,
-            breached=bool(conversation.breached or not result.met),
-        )  # fmt: skip
-    values["next_due_at"] = None
+    seconds, met, closed = _close_cycle(conn, config, conversation, cycle, replied_at)
+    values.update(closed)
+    detail.update(cycle=cycle.kind, business_seconds=seconds, met=met)
     state, _ = transition(conversation.state, event)
     resolution = _moved(config, conversation.priority, resolution_of(conversation),
                         conversation.state, state, replied_at)  # fmt: skip
@@ -405,8 +393,8 @@ def customer_followup(
     resolution = _moved(config, priority, resolution_of_values(conversation, values), conversation.state,
                         state, at)  # fmt: skip
     values.update(resolution_columns(resolution))
+    values.update(_resolved_values(conversation.state, state, at, None))
     if conversation.state == State.RESOLVED.value and state != State.RESOLVED:
-        values.update(resolved_at=None, resolved_by=None)
         detail["reopened"] = True
     if new_clock:
         nxt = open_cycle(
@@ -551,16 +539,24 @@ def _settle(conn: Any, config: Config, conversation: Any, at: datetime, now: dat
     cycle = open_cycle_row(conn, conversation.id)
     if cycle is None or at < cycle.started_at:
         return values
+    seconds, met, closed = _close_cycle(conn, config, conversation, cycle, at)
+    detail["settled_cycle"] = {"cycle": cycle.kind, "business_seconds": seconds, "met": met}
+    return {**values, **closed}
+
+
+def _close_cycle(conn: Any, config: Config, conversation: Any, cycle: Any,
+                 at: datetime) -> tuple[int, bool, dict[str, Any]]:  # fmt: skip
+    """End the open reply cycle at `at`: its business time on the priority's clock, met
+    or not, written to the cycle; returns (seconds, met, the conversation's new values)."""
     clock = Clock(cycle.started_at, timedelta(seconds=cycle.window_seconds), cycle.stretch, cycle.due_at, None)
     result = measure(config.clock_for(cycle.priority), clock, at)
     seconds = _seconds(result.business_time)
     store.update_cycle(conn, cycle.id, replied_at=at, business_seconds=seconds, breached=not result.met)
-    detail["settled_cycle"] = {"cycle": cycle.kind, "business_seconds": seconds, "met": result.met}
-    values["next_due_at"] = None
+    values: dict[str, Any] = {"next_due_at": None}
     if cycle.kind == "first":
         values.update(first_reply_at=at, first_reply_business_seconds=seconds,
                       breached=bool(conversation.breached or not result.met))  # fmt: skip
-    return values
+    return seconds, result.met, values
 
 
 def _set_priority(conn: Any, config: Config, conversation: Any, priority: str, by: str,
