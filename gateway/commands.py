@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .configkeys import PRIORITIES
 from .configmodel import Config
 from .model import Parsed
 
 # The state commands first, then the priorities (configkeys.PRIORITIES, highest first).
-COMMANDS = ("resolved", "pending", "open", "urgent", "high", "normal", "low")
+COMMANDS = ("resolved", "pending", "open", *PRIORITIES)
 
 
 def commands_in(addresses: Iterable[str], config: Config) -> tuple[str, ...]:

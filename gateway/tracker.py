@@ -75,8 +75,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, bool]] = {
     (State.ANSWERED, Event.IDLE_TIMEOUT): (State.RESOLVED, False),
     (State.PENDING, Event.IDLE_TIMEOUT): (State.RESOLVED, False),
     **{(s, Event.RESOLVE): (State.RESOLVED, False) for s in State if s != State.RESOLVED},
-    **{(s, Event.PEND): (State.PENDING, False) for s in State if s not in (State.PENDING, State.RESOLVED)},
-    (State.RESOLVED, Event.PEND): (State.PENDING, False),
+    **{(s, Event.PEND): (State.PENDING, False) for s in State if s != State.PENDING},
     (State.PENDING, Event.REOPEN): (State.ANSWERED, False),
     (State.RESOLVED, Event.REOPEN): (State.ANSWERED, False),
 }
