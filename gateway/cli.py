@@ -765,7 +765,7 @@ def set_(ctx: click.Context, reference: str, resolved: bool, pending: bool, reop
         raise click.UsageError("nothing to set: give --resolved, --pending, --open, --priority or --note")
     state = _state(ctx)
     ref = reference.strip().upper()
-    by = "cli:" + (os.environ.get("SUDO_USER") or os.environ.get("USER") or "owner")
+    by = _who()
     done = set_by_reference(state.engine, state.config, reference, commands, by=by, note=note,
                             now=state.clock())  # fmt: skip
     if done is None:

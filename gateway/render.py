@@ -126,12 +126,17 @@ class Renderer:
             self._envs[language] = env
         return env
 
-    def render(self, name: str, language: str, context: dict[str, Any]) -> str:
+    def template(self, name: str, language: str) -> Any:
+        """The template `name` for `language` (the owner's per-language copy first),
+        looked up once per (language, name): templates load once."""
         template = self._templates.get((language, name))
-        if template is None:  # looked up once per (language, name): templates load once
+        if template is None:
             template = self.environment(language).select_template([f"{language}/{name}", name])
             self._templates[(language, name)] = template
-        return template.render(**context)
+        return template
+
+    def render(self, name: str, language: str, context: dict[str, Any]) -> str:
+        return str(self.template(name, language).render(**context))
 
     # ------------------------------------------------------------------ acknowledgments
 
@@ -195,7 +200,7 @@ class Renderer:
         lang = inbox.language
         t = self.translations(lang)
         form = parsed.sender is not None and self.config.is_form_sender(parsed.sender.addr)
-        always = any(p.name == deadline.priority and p.clock == "24/7" for p in self.config.priorities)
+        always = self.config.clock_for(deadline.priority) is self.config.round_the_clock
         return {
             "language": lang,
             "customer_name": clean_header(greeting_name(customer_name, parsed.header("from") or ""), 80),
@@ -244,7 +249,7 @@ def render_alert(renderer: Renderer, alert: Alert) -> tuple[str, str]:
     config = renderer.config
     lang = config.inboxes[0].language
     name = alert_template(alert.kind)
-    template = renderer.environment(lang).select_template([f"{lang}/{name}", name])
+    template = renderer.template(name, lang)
     context = {"language": lang, "shop_name": config.inboxes[0].from_name or config.inboxes[0].address,
                "timezone": config.hours.timezone, **alert.values}  # fmt: skip
     module = template.make_module(context)
