@@ -432,9 +432,10 @@ def conversation_view(engine: Engine, config: Config, reference: str, now: datet
     warnings, breaches, notices to the customer, resolution. Each entry has `at` (shop
     time), `kind`, `text` (one line for people) and its figures. None: no such reference."""
     with store.reading(engine) as conn:
-        row = store.conversation_row(conn, reference.strip().upper())
-        if row is None:
+        row_id = store.conversation_by_reference(conn, reference.strip().upper())
+        if row_id is None:
             return None
+        row = store.conversation(conn, row_id)
         open_cycle = store.open_cycle_of(conn, row.id)
         found = store.conversation_events(conn, row.id)
         queued = store.conversation_outbox(conn, row.id)

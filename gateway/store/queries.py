@@ -25,7 +25,6 @@ __all__ = [
     "conversation_cycles",
     "conversation_events",
     "conversation_outbox",
-    "conversation_row",
     "first_reply_figures",
     "heartbeat",
     "hourly_volume",
@@ -72,12 +71,6 @@ def tickets(conn: Any, since: datetime | None = None) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- one conversation
-
-
-def conversation_row(conn: Any, reference: str) -> Any:
-    """The conversation with this reference ("SHOP-1042"), or None."""
-    c = conversations.c
-    return conn.execute(select(conversations).where(c.reference == reference)).first()
 
 
 def conversation_events(conn: Any, conversation_id: int) -> list[Any]:
