@@ -239,3 +239,22 @@ def test_pending_without_a_reply_ends_the_reply_clock(
     service.run_once()
     assert not events(service, "breached") and not conversation(service).breached
     assert len(sink.received) == 1  # the acknowledgment only: no alert, no notice
+
+
+def test_a_resolution_missed_at_night_and_resolved_before_opening_raises_no_alert(
+    gateway: tuple[Service, Config, Clock], sink: Sink, run_cli: Callable[..., Result]
+) -> None:
+    """The breach alert waits for opening hours; when the team resolves the case before
+    then, there is nothing to alert about, and the scheduler goes on working."""
+    service, config, clock = gateway
+    send(service, config, customer_mail(), "kim@customer.example")  # resolve by 17:00
+    clock.now = at(2026, 11, 23, 10, 0)
+    send(service, config, team_mail(1, "c1@customer.example", sender="anna@shop.example"), "anna@shop.example")
+    clock.now = at(2026, 11, 23, 17, 1)  # missed; the shop has closed: the alert waits
+    service.run_once()
+    assert conversation(service).resolution_breached
+    result = run_cli("--config", str(config.path), "set", "SHOP-1001", "--resolved", now=at(2026, 11, 24, 8, 30))
+    assert result.exit_code == 0, result.output
+    clock.now = at(2026, 11, 24, 9, 1)
+    service.run_once()
+    assert [d.message["Subject"] for d in sink.received if "[sla-gateway]" in d.message["Subject"]] == []

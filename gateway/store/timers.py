@@ -181,11 +181,13 @@ def resolutions_to_warn(conn: Any, now: datetime) -> list[Any]:
 
 
 def resolutions_breached_unalerted(conn: Any) -> list[Any]:
-    """Conversations whose resolution was breached and whose alert is not queued yet."""
+    """Conversations whose resolution was breached, whose clock still runs (one resolved
+    or pending since — while its alert waited for opening hours — needs no alert any
+    more) and whose alert is not queued yet."""
     c = conversations.c
     return list(conn.execute(
         select(conversations)
-        .where(c.resolution_breached.is_(True), c.resolve_alerted_at.is_(None))
+        .where(c.resolution_breached.is_(True), c.resolve_alerted_at.is_(None), c.resolve_due_at.isnot(None))
         .order_by(c.resolve_due_at)
     ))  # fmt: skip
 
