@@ -30,8 +30,6 @@ from .store import Engine
 __all__ = ["Outcome", "Pipeline", "Received"]
 
 
-# What we send customers on our own: with `[send] null_sender`, with an empty envelope sender.
-AUTO_REPLIES = ("ack", "breach", "reminder", "closed")
 
 class Pipeline:
     """Accepts and processes messages for one configuration, against one database."""
@@ -106,7 +104,7 @@ class Pipeline:
     ) -> int:
         """Write one outgoing message to the outbox (inside the caller's transaction);
         returns its row id."""
-        null = self.config.send.null_sender and kind in AUTO_REPLIES
+        null = self.config.send.null_sender and kind in store.CUSTOMER_KINDS
         return store.enqueue(conn, kind, message, recipient, now, conversation_id, source_row,
                              null_sender=null)  # fmt: skip
 

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, func, select, update
 from .schema import conversations, exception_notices, messages, outbox, remedy_codes
 
 __all__ = [
+    "CUSTOMER_KINDS",
     "clear_notices",
     "code_of_conversation",
     "codes_given",
@@ -29,7 +30,8 @@ __all__ = [
     "waiting_for_customer",
 ]
 
-# What we send a customer: counted together for `max_per_sender_per_day`.
+# What we send a customer on our own: counted together for `max_per_sender_per_day`, and
+# sent with an empty envelope sender under `[send] null_sender`.
 CUSTOMER_KINDS = ("ack", "breach", "reminder", "closed")
 
 

@@ -268,7 +268,7 @@ def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[
         ).rowcount,
         "acks_deleted": conn.execute(
             delete(outbox).where(o.kind == "ack", o.created_at < min(cutoff, acks_before),
-                                 o.status.in_(("sent", "cancelled")))
+                                 o.status.in_(DONE))
         ).rowcount,
         "outbox_emptied": conn.execute(
             update(outbox).where(o.status.in_(DONE), o.next_attempt_at < cutoff, func.length(o.raw) > 0)
