@@ -359,6 +359,11 @@ class Config:
                 return found
         return self.inboxes[0]
 
+    def is_ours(self, address: str) -> bool:
+        """Whether an address is the shop's own: an inbox address or alias (also with a
+        command suffix, support+resolved@) or an agent's."""
+        return address.lower() in self.agent_addresses or self.inbox_for(address) is not None
+
     def inbox_for(self, address: str) -> InboxConfig | None:
         """The inbox this address reaches: one of its addresses or aliases, also with a
         suffix after the inbox's delimiter (`support+resolved@`); None for any other."""

@@ -101,12 +101,10 @@ def participant_addresses(parsed: Parsed, config: Config, *, team: bool = False)
     found = [*parsed.reply_to, *parsed.to, *parsed.cc]
     if not team and parsed.sender is not None:
         found.append(parsed.sender)
-    ours = config.own_addresses | config.agent_addresses
     return {
         a.key[:ADDRESS]
         for a in found
-        if "@" in a.key and a.key not in ours and not config.is_form_sender(a.key)
-        and config.inbox_for(a.key) is None  # support+pending@ is ours too
+        if "@" in a.key and not config.is_ours(a.key) and not config.is_form_sender(a.key)
     }
 
 
@@ -162,14 +160,14 @@ def _references(conn: Any, conversation_ids: list[int]) -> tuple[str, ...]:
     return tuple(str(found[i]) for i in conversation_ids if i in found)
 
 
-def find_for_reply(conn: Any, parsed: Parsed, *, ours: frozenset[str] = frozenset()) -> Match:
+def find_for_reply(conn: Any, parsed: Parsed, config: Config) -> Match:
     """A team reply: thread headers and tag first; else the newest open conversation that
-    one of the reply's recipients (not `ours`: our own addresses) takes part in, with the
-    same normalised subject."""
+    one of the reply's recipients (not our own addresses: `Config.is_ours`) takes part in,
+    with the same normalised subject."""
     found = find_by_thread(conn, parsed, author=None, team=True)
     if found.conversation is not None:
         return found
-    recipients = sorted({a.key[:ADDRESS] for a in (*parsed.to, *parsed.cc) if a.key not in ours})
+    recipients = sorted({a.key[:ADDRESS] for a in (*parsed.to, *parsed.cc) if not config.is_ours(a.key)})
     subject = normalize_subject(parsed.subject)
     if not recipients or not subject:
         return Match(None, None)
@@ -182,9 +180,8 @@ def find_for_reply(conn: Any, parsed: Parsed, *, ours: frozenset[str] = frozense
 def remember_unmatched(conn: Any, config: Config, message_row: int, parsed: Parsed) -> None:
     """Keep what could match a team reply to the customer mail it answers, should that
     mail be processed after it (see `adopt_replies`)."""
-    ours = config.own_addresses | config.agent_addresses
     keys = {"<" + i[: KEY - 1] for i in thread_ids(parsed)[:KEPT_IDS]}
-    keys |= {"@" + a.key[: KEY - 1] for a in (*parsed.to, *parsed.cc) if a.key not in ours}
+    keys |= {"@" + a.key[: KEY - 1] for a in (*parsed.to, *parsed.cc) if not config.is_ours(a.key)}
     if keys:
         store.add_reply_keys(conn, message_row, sorted(keys))
 

@@ -359,9 +359,8 @@ class Runner:
                      from_sent_folder=row.direction == "team")  # fmt: skip
         commands = commands_in(addressed_to(parsed, _envelope(row)), cfg)
         if who == Author.TEAM:
-            ours = self.config.own_addresses | self.config.agent_addresses
-            match = conversations.find_for_reply(conn, parsed, ours=ours)
-            others = [a.addr for a in (*parsed.to, *parsed.cc) if cfg.inbox_for(a.addr) is None]
+            match = conversations.find_for_reply(conn, parsed, cfg)
+            others = [a.addr for a in (*parsed.to, *parsed.cc) if not cfg.is_ours(a.addr)]
             return Context(row, now, inbox, True, None, conversation=match.conversation,
                            match=match.how, replay=self.replay, commands=commands,
                            to_others=bool(others) or not commands)  # fmt: skip
