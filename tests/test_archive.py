@@ -19,7 +19,7 @@ from gateway import store
 from gateway.service import Service
 from tests.imapserver import Dovecot
 from tests.mailtools import Sink
-from tests.test_intake_imap import NOW, RECEIVED, imap_config, mail, wait_until
+from tests.test_intake_imap import NOW, RECEIVED, imap_config, mail, synced, wait_until
 
 ARCHIVE = {"# resolve_on_archive = false ": "resolve_on_archive = true "}
 
@@ -73,14 +73,9 @@ def service(tmp_path: Path, database_url: str, sink: Sink, dovecot: Dovecot,
     config = imap_config(tmp_path, database_url, sink, dovecot, extra=extra)
     running = Service(config, clock=lambda: NOW)
     running.start()
-    wait_until(lambda: bool(store.table_names(running.engine)) and _synced(running.engine))
+    wait_until(lambda: bool(store.table_names(running.engine)) and synced(running.engine))
     yield running
     running.close()
-
-
-def _synced(engine: sa.Engine) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(store.sync_state)).scalar_one() > 0
 
 
 @pytest.mark.parametrize("service", [False], indirect=True)
@@ -226,7 +221,7 @@ def test_idle_wakes_for_an_archived_message(tmp_path: Path, database_url: str, s
     service = Service(config, clock=lambda: NOW)
     service.start()
     try:
-        wait_until(lambda: _synced(service.engine))
+        wait_until(lambda: synced(service.engine))
         uid = dovecot.append("INBOX", mail(1), internaldate=RECEIVED)  # EXISTS wakes it too
         sink.wait_for(1)
         time.sleep(1)  # back in IDLE
@@ -246,7 +241,7 @@ def test_mail_archived_while_the_gateway_was_stopped_resolves_at_the_next_start(
     service = Service(config, clock=lambda: NOW)
     service.start()
     try:
-        wait_until(lambda: _synced(service.engine))
+        wait_until(lambda: synced(service.engine))
         uid = dovecot.append("INBOX", mail(1), internaldate=RECEIVED)
         sink.wait_for(1)
     finally:
