@@ -504,6 +504,10 @@ def apply_command(
         else:
             clock = _moved(config, conversation.priority, resolution_of(conversation), old, state, at)
             values.update(resolution_columns(clock))
+            if clock.due_at is None and clock.target is not None and clock.spent > clock.target:
+                # Stopped past its target before the scheduler looked: missed all the same
+                # (no alert follows: resolutions_breached_unalerted wants a running clock).
+                values["resolution_breached"] = True
             values.update(_resolved_values(old, state, at, by))
             values["state"] = state.value
             if state in (State.RESOLVED, State.PENDING):  # the team owes nothing now

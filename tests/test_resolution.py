@@ -258,3 +258,24 @@ def test_a_resolution_missed_at_night_and_resolved_before_opening_raises_no_aler
     clock.now = at(2026, 11, 24, 9, 1)
     service.run_once()
     assert [d.message["Subject"] for d in sink.received if "[sla-gateway]" in d.message["Subject"]] == []
+
+
+def test_a_clock_stopped_past_its_target_is_missed_before_the_scheduler_looks(
+    gateway: tuple[Service, Config, Clock], sink: Sink, run_cli: Callable[..., Result]
+) -> None:
+    """Set pending the next morning, before the scheduler ran since 17:00: the resolution
+    was missed all the same (tickets and reports say so), and no alert follows."""
+    service, config, clock = gateway
+    send(service, config, customer_mail(), "kim@customer.example")  # resolve by 17:00
+    clock.now = at(2026, 11, 23, 10, 0)
+    send(service, config, team_mail(1, "c1@customer.example", sender="anna@shop.example"), "anna@shop.example")
+    result = run_cli("--config", str(config.path), "set", "SHOP-1001", "--pending", now=at(2026, 11, 24, 9, 30))
+    assert result.exit_code == 0, result.output
+    c = conversation(service)
+    assert (c.state, c.resolve_due_at, c.resolution_business_seconds) == ("pending", None, 8 * 3600 + 30 * 60)
+    assert c.resolution_breached
+    view = run_cli("--config", str(config.path), "tickets", "--json", now=at(2026, 11, 24, 9, 31))
+    assert '"resolution_breached": true' in view.output
+    clock.now = at(2026, 11, 24, 9, 32)
+    service.run_once()
+    assert [d.message["Subject"] for d in sink.received if "[sla-gateway]" in d.message["Subject"]] == []
