@@ -1,6 +1,7 @@
 """Retention deletes what no figure needs, so the tables a year of mail fills stop
 growing: old acknowledgments' outbox rows and the reply keys of team replies that never
-matched go, every figure of `report` stays the same, and nothing the rate limits or the
+matched go, and so do the UIDs of IMAP messages long gone from their folder; every figure of
+`report` stays the same, and nothing the rate limits or the
 sender still need is touched."""
 
 from __future__ import annotations
@@ -127,3 +128,26 @@ def test_what_the_sender_and_the_rate_limits_need_stays(tmp_path: Path, database
         assert status == "failed" and raw.startswith(b"Content-Type")  # `retry` can still send it
     finally:
         gateway.close()
+
+
+def test_uids_of_messages_long_gone_from_their_folder_go(service: tuple[Service, Clock]) -> None:
+    """The IMAP poller reads what is still present in a folder at every sync: a message
+    archived before the cutoff leaves no row behind; present ones and recent departures stay."""
+    gateway, clock = service
+    for n in range(3):
+        gateway.pipeline.accept(customer(n))
+    gateway.run_once()
+    with store.begin(gateway.engine) as conn:
+        rows = conn.execute(sa.select(store.messages.c.id).order_by(store.messages.c.id)).scalars().all()
+        for uid, row in enumerate(rows, start=1):
+            store.remember_uid(conn, row, inbox="shop", folder="INBOX", uidvalidity=7, uid=uid, at=T0)
+        store.mark_left(conn, "shop", "INBOX", 7, [1], T0 + timedelta(days=1))  # archived long ago
+        store.mark_left(conn, "shop", "INBOX", 7, [2], T0 + timedelta(days=25))  # recently
+    clock.advance(timedelta(days=32))  # the cutoff is T0 + 2 days
+    gateway.scheduler.purge(clock(), force=True)
+    with gateway.engine.connect() as conn:
+        left = conn.execute(sa.select(store.folder_uids.c.uid).order_by(store.folder_uids.c.uid)).scalars().all()
+        event = conn.execute(sa.select(store.events.c.detail).where(store.events.c.kind == "purged")).scalar_one()
+        assert store.present_uids(conn, "shop", "INBOX", 7) == {3}
+    assert left == [2, 3]
+    assert json.loads(event)["folder_uids_deleted"] == 1

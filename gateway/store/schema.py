@@ -354,6 +354,8 @@ folder_uids = Table(
     Column("seen_at", UTCDateTime, nullable=False),
     Column("left_at", UTCDateTime),  # NULL while the message is in the folder
     Index(None, "message_row"),
+    # What is present in a folder (left_at NULL first), and what left before retention's cutoff.
+    Index(None, "left_at", "inbox", "folder", "uidvalidity"),
 )
 
 # One row per running service: `status` tells from it whether the gateway is alive.

@@ -21,6 +21,7 @@ from .schema import (
     cycles,
     digests,
     events,
+    folder_uids,
     heartbeats,
     insert_ignore,
     messages,
@@ -255,12 +256,13 @@ def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[
     the outbox rows of acknowledgments sent or cancelled before `acks_before` (the
     figures count acknowledged messages, and the rate limits look back no further); the
     reply keys of team replies that matched nothing before `cutoff` (their body is gone,
-    so adopting one could measure nothing). Returns how many rows each step changed;
-    every statement reads by an index (received_at, (kind, created_at), (status,
-    next_attempt_at), the key's row). An outbox row's last attempt is never before it
+    so adopting one could measure nothing); the UIDs of IMAP messages that left their
+    folder before `cutoff` (only present ones matter: archive = resolved). Returns how
+    many rows each step changed; every statement reads by an index (received_at, (kind,
+    created_at), (status, next_attempt_at), the key's row, left_at). An outbox row's last attempt is never before it
     was queued, so rows last tried before `cutoff` were all queued before it (one
     retried past it is emptied when its last attempt is that old)."""
-    m, o, k = messages.c, outbox.c, reply_keys.c
+    m, o, k, f = messages.c, outbox.c, reply_keys.c, folder_uids.c
     done = {
         "messages_emptied": conn.execute(
             update(messages).where(m.received_at < cutoff, m.raw.isnot(None), m.status != "stored")
@@ -273,6 +275,9 @@ def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[
         "outbox_emptied": conn.execute(
             update(outbox).where(o.status.in_(DONE), o.next_attempt_at < cutoff, func.length(o.raw) > 0)
             .values(raw=b"")
+        ).rowcount,
+        "folder_uids_deleted": conn.execute(
+            delete(folder_uids).where(f.left_at < cutoff)
         ).rowcount,
         "reply_keys_deleted": conn.execute(
             delete(reply_keys).where(k.message_row.in_(
