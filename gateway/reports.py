@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from . import store
 from .config import Config
+from .configkeys import PRIORITIES
 from .conversations import resolution_of
 from .store import (
     Engine,
@@ -28,7 +29,10 @@ from .store import (
     resolution_figures,
 )
 
-PRIORITY_ORDER = ("urgent", "high", "normal", "low")
+
+def _by_priority(name: str) -> int:
+    """Sort key: the priorities highest first, any other name after them."""
+    return PRIORITIES.index(name) if name in PRIORITIES else len(PRIORITIES)
 
 
 def in_words(seconds: float | None) -> str:
@@ -67,7 +71,12 @@ def _resolution_now(config: Config, row: Any, now: datetime) -> tuple[int, int, 
 
 
 def _ticket(config: Config, row: Any, now: datetime, open_due: datetime | None,
-            open_kind: str | None, breached: bool, state: str) -> dict[str, Any]:  # fmt: skip
+            open_kind: str | None) -> dict[str, Any]:  # fmt: skip
+    """One conversation as `tickets` shows it at `now`. An open reply clock past its due
+    time counts as breached whether or not the scheduler has run since."""
+    overdue = open_due is not None and open_due <= now
+    breached = bool(row.breached) or overdue
+    state = "breached" if overdue and row.state == "awaiting_team" else row.state
     spent, wait, resolution_breached = _resolution_now(config, row, now)
     return {
         "reference": row.reference,
@@ -112,21 +121,14 @@ def ticket_rows(
     result = []
     with store.reading(engine) as conn:
         for row in store.tickets(conn, since):
-            open_due = row.open_due
-            overdue = open_due is not None and open_due <= now
-            breached = bool(row.breached) or overdue
-            is_open = open_due is not None
-            at_risk = is_at_risk(open_due, row.open_warn, now)
-            if only_open and not is_open:
+            ticket = _ticket(config, row, now, row.open_due, row.open_kind)
+            if only_open and row.open_due is None:
                 continue
-            if only_breached and not breached:
+            if only_breached and not ticket["breached"]:
                 continue
-            if only_at_risk and not at_risk:
+            if only_at_risk and not is_at_risk(row.open_due, row.open_warn, now):
                 continue
-            state = row.state
-            if overdue and state == "awaiting_team":
-                state = "breached"  # the scheduler may not have run since
-            result.append(_ticket(config, row, now, open_due, row.open_kind, breached, state))
+            result.append(ticket)
     if only_at_risk:
         result.sort(key=lambda r: r["open_due_at"] or "")
     return result
@@ -145,8 +147,7 @@ def _period(conn: Any, label: str, start: datetime, end: datetime, now: datetime
 
     figures = first_reply_figures(conn, start, end, now)
     intake = intake_figures(conn, start, end)
-    priorities = tuple((name, Figures.of(figures.get(name))) for name in ("urgent", "high", "normal", "low")
-                       if name in figures)  # fmt: skip
+    priorities = tuple((name, Figures.of(figures[name])) for name in PRIORITIES if name in figures)
     backlog = backlog_figures(conn, start, end)
     return Period(label, start, end, Figures.of(figures.get("*")), priorities,
                   Figures.of(next_reply_figures(conn, start, end, now)), intake["acknowledged"],
@@ -183,8 +184,7 @@ def report(
                 "target_seconds": int(config.priority(name).first_reply.total_seconds())
                 if name in {p.name for p in config.priorities} else None,
             }
-            for name, f in sorted(figures.items(), key=lambda kv: ("urgent", "high", "normal", "low").index(kv[0])
-                                  if kv[0] in ("urgent", "high", "normal", "low") else 9)
+            for name, f in sorted(figures.items(), key=lambda kv: _by_priority(kv[0]))
         },
         "resolution": _resolution_json(config, resolution),
         "backlog": backlog,
@@ -201,8 +201,7 @@ def _resolution_json(config: Config, figures: dict[str, dict[str, Any]]) -> dict
     empty = {"count": 0, "met": 0, "breached": 0, "compliance": None, "p50": None, "p80": None, "p90": None}
     targets = {p.name: p.resolve for p in config.priorities}
     priorities = {}
-    for name in sorted((k for k in figures if k != "*"),
-                       key=lambda k: PRIORITY_ORDER.index(k) if k in PRIORITY_ORDER else 9):  # fmt: skip
+    for name in sorted((k for k in figures if k != "*"), key=_by_priority):
         target = targets.get(name)
         priorities[name] = {**_figure_json(figures[name]),
                             "target_seconds": int(target.total_seconds()) if target else None}  # fmt: skip
@@ -441,11 +440,8 @@ def conversation_view(engine: Engine, config: Config, reference: str, now: datet
         queued = store.conversation_outbox(conn, row.id)
         cycles = store.conversation_cycles(conn, row.id)
         alerts = store.alerts_naming(conn, row.reference)
-    open_due = open_cycle.due_at if open_cycle is not None else None
-    overdue = open_due is not None and open_due <= now
-    state = "breached" if overdue and row.state == "awaiting_team" else row.state
-    view = _ticket(config, row, now, open_due, open_cycle.kind if open_cycle is not None else None,
-                   bool(row.breached) or overdue, state)  # fmt: skip
+    view = _ticket(config, row, now, open_cycle.due_at if open_cycle is not None else None,
+                   open_cycle.kind if open_cycle is not None else None)  # fmt: skip
     view["priority_reason"] = row.priority_reason
     view["timeline"] = _Timeline(config, row, cycles).build(found, alerts, queued)
     return view
@@ -560,7 +556,7 @@ class _Timeline:
             return
         via = VIA_WORDS.get(str(detail.get("via", "")), str(detail.get("via", "")))
         change = detail.get("change")
-        if command in PRIORITY_ORDER:
+        if command in PRIORITIES:
             what = f"priority set to {command}" + (f" (was {detail['from']})" if detail.get("from") else "")
         else:
             what = COMMAND_WORDS.get(command, command)
