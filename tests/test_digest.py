@@ -271,13 +271,14 @@ window.addEventListener('load', function () {
 </script></body>"""
 
 
-def in_chromium(page: Path, width: int, tmp_path: Path) -> dict[str, object]:
+def in_chromium(page: Path, width: int, tmp_path: Path, check: str = CHECK) -> dict[str, object]:
     """Open an HTML page in headless Chromium at `width` px: whether anything overflows
     horizontally, the headline's text when it is fully visible, whether every `.figure`
-    is; and a screenshot beside the page (looked at, and checked not to be blank)."""
+    is (or what another `check` script puts in the title, as JSON); and a screenshot
+    beside the page (looked at, and checked not to be blank)."""
     assert CHROMIUM, "chromium is installed by scripts/install-system-deps"
     probe = tmp_path / f"probe-{page.stem}.html"
-    probe.write_text(page.read_text().replace("</body>", CHECK))  # the check is the test's, not the page's
+    probe.write_text(page.read_text().replace("</body>", check))  # the check is the test's, not the page's
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2400"]  # fmt: skip
