@@ -461,8 +461,11 @@ class _Timeline:
         self.state = "awaiting_team"
         self.paused_at: datetime | None = None
         self.received = False
+        self.acks_purged = 0  # acknowledgments whose outbox row retention deleted
 
     def build(self, found: list[Any], alerts: list[Any], queued: list[Any]) -> list[dict[str, Any]]:
+        acknowledged = sum(1 for event in found if event.kind == "acknowledged")
+        self.acks_purged = max(0, acknowledged - sum(1 for q in queued if q.kind == "ack"))
         for event in found:
             handler = self.HANDLERS.get(event.kind)
             if handler is None and (event.kind.endswith("-cancelled") or event.kind.endswith("-sent-after-cancel")):
@@ -521,6 +524,10 @@ class _Timeline:
             else:
                 text = "not acknowledged"
             self.add(at, "not-acknowledged", text, rule=rule, reason=reason)
+        elif self.acks_purged:  # the oldest ones: retention deletes by age
+            self.acks_purged -= 1
+            self.add(at, "acknowledgment", "acknowledged (the record of its sending is past retention_days)",
+                     recipient=None, status="purged")  # fmt: skip
         if ignored := detail.get("ignored_commands"):
             self.add(at, "ignored-commands", "commands in a customer's mail ignored: "
                      + ", ".join("+" + c for c in ignored), commands=ignored)  # fmt: skip

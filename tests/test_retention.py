@@ -100,6 +100,14 @@ def test_old_acknowledgments_and_dead_reply_keys_go_and_the_figures_stay(
         event = conn.execute(sa.select(store.events.c.detail).where(store.events.c.kind == "purged")).scalar_one()
     assert json.loads(event)["acks_deleted"] == 4
     assert gateway.scheduler.purge(clock(), force=True) == 0  # nothing left to do
+    # The timeline still says the first customer was acknowledged, and why no more is known.
+    view = run_cli("--config", str(config.path), "tickets", "SHOP-1001", "--json", now=clock())
+    assert view.exit_code == 0, view.output
+    [ack] = [e for e in json.loads(view.output)["timeline"] if e["kind"] == "acknowledgment"]
+    assert ack["status"] == "purged" and "past retention_days" in ack["text"]
+    recent = run_cli("--config", str(config.path), "tickets", "SHOP-1005", "--json", now=clock())
+    [ack] = [e for e in json.loads(recent.output)["timeline"] if e["kind"] == "acknowledgment"]
+    assert ack["status"] == "sent" and ack["recipient"] == "c9@customer.example"
 
 
 def test_what_the_sender_and_the_rate_limits_need_stays(tmp_path: Path, database_url: str) -> None:
