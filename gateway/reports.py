@@ -121,12 +121,12 @@ def ticket_rows(
     result = []
     with store.reading(engine) as conn:
         for row in store.tickets(conn, since):
-            ticket = _ticket(config, row, now, row.open_due, row.open_kind)
             if only_open and row.open_due is None:
                 continue
-            if only_breached and not ticket["breached"]:
-                continue
             if only_at_risk and not is_at_risk(row.open_due, row.open_warn, now):
+                continue
+            ticket = _ticket(config, row, now, row.open_due, row.open_kind)
+            if only_breached and not ticket["breached"]:
                 continue
             result.append(ticket)
     if only_at_risk:

@@ -259,9 +259,10 @@ def purge_before(conn: Any, cutoff: datetime, *, acks_before: datetime) -> dict[
     so adopting one could measure nothing); the UIDs of IMAP messages that left their
     folder before `cutoff` (only present ones matter: archive = resolved). Returns how
     many rows each step changed; every statement reads by an index (received_at, (kind,
-    created_at), (status, next_attempt_at), the key's row, left_at). An outbox row's last attempt is never before it
-    was queued, so rows last tried before `cutoff` were all queued before it (one
-    retried past it is emptied when its last attempt is that old)."""
+    created_at), (status, next_attempt_at), the key's row, left_at). An outbox row's
+    last attempt is never before it was queued, so rows last tried before `cutoff` were
+    all queued before it (one retried past it is emptied when its last attempt is that
+    old)."""
     m, o, k, f = messages.c, outbox.c, reply_keys.c, folder_uids.c
     done = {
         "messages_emptied": conn.execute(
